@@ -3,3 +3,4 @@
 //! `docs/` for the protocol notes.
 
 pub mod types;
+pub mod storage;

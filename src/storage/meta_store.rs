@@ -1,0 +1,56 @@
+//! Small durable records of the control plane: the metadata register's
+//! acceptor state (one entry per register key), and the marks of loglets whose
+//! sequencer this node has started (a sequencer never restarts in place).
+
+use super::{decode, encode, Result};
+use crate::types::LogletId;
+use serde::{de::DeserializeOwned, Serialize};
+
+const ACCEPTOR: &str = "meta_acceptor";
+const SEQUENCERS: &str = "sequencer_marks";
+
+#[derive(Clone)]
+pub struct MetaStore {
+    acceptor: sled::Tree,
+    sequencers: sled::Tree,
+}
+
+impl MetaStore {
+    pub(super) fn open(db: &sled::Db) -> Result<Self> {
+        Ok(MetaStore {
+            acceptor: db.open_tree(ACCEPTOR)?,
+            sequencers: db.open_tree(SEQUENCERS)?,
+        })
+    }
+
+    pub fn acceptor_get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        self.acceptor
+            .get(key.as_bytes())?
+            .map(|v| decode(ACCEPTOR, &v))
+            .transpose()
+    }
+
+    pub fn acceptor_put<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
+        self.acceptor.insert(key.as_bytes(), encode(value))?;
+        Ok(())
+    }
+
+    /// Every register key this acceptor holds state for.
+    pub fn acceptor_keys(&self) -> Result<Vec<String>> {
+        let mut keys = Vec::new();
+        for item in self.acceptor.iter().keys() {
+            keys.push(String::from_utf8_lossy(&item?).into_owned());
+        }
+        Ok(keys)
+    }
+
+    /// Records that a sequencer for `loglet` was started here.
+    pub fn mark_sequencer_started(&self, loglet: LogletId) -> Result<()> {
+        self.sequencers.insert(loglet.0.to_be_bytes(), &[])?;
+        Ok(())
+    }
+
+    pub fn sequencer_was_started(&self, loglet: LogletId) -> Result<bool> {
+        Ok(self.sequencers.contains_key(loglet.0.to_be_bytes())?)
+    }
+}
