@@ -2,5 +2,7 @@
 //! after a network partition. See `README.md` for the tour and
 //! `docs/` for the protocol notes.
 
-pub mod types;
+pub mod actors;
+pub mod log;
 pub mod storage;
+pub mod types;

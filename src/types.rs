@@ -20,10 +20,15 @@ impl fmt::Display for NodeId {
 impl std::str::FromStr for NodeId {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let digits = s.strip_prefix('N').or_else(|| s.strip_prefix('n')).unwrap_or(s);
+        let digits = s
+            .strip_prefix('N')
+            .or_else(|| s.strip_prefix('n'))
+            .unwrap_or(s);
         match digits.parse::<u32>() {
             Ok(n) if n > 0 => Ok(NodeId(n)),
-            _ => Err(format!("invalid node id {s:?}: expected N1, N2, ... or 1, 2, ...")),
+            _ => Err(format!(
+                "invalid node id {s:?}: expected N1, N2, ... or 1, 2, ..."
+            )),
         }
     }
 }

@@ -79,10 +79,18 @@ impl LogStore {
     /// Writes `records` at `first, first+1, ...` (not yet durable: see `Storage::sync`).
     /// Rewriting an offset with the same record is harmless: a sequencer assigns
     /// each offset exactly once, so repairs only ever copy identical bytes.
-    pub fn put_records(&self, loglet: LogletId, first: Offset, records: &[Vec<u8>]) -> Result<()> {
+    pub fn put_records<R: AsRef<[u8]>>(
+        &self,
+        loglet: LogletId,
+        first: Offset,
+        records: &[R],
+    ) -> Result<()> {
         let mut batch = sled::Batch::default();
         for (i, record) in records.iter().enumerate() {
-            batch.insert(&record_key(loglet, first + i as Offset)[..], record.as_slice());
+            batch.insert(
+                &record_key(loglet, first + i as Offset)[..],
+                record.as_ref(),
+            );
         }
         self.records.apply_batch(batch)?;
         Ok(())

@@ -132,7 +132,10 @@ pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     rmp_serde::to_vec_named(value).expect("encoding a storage value")
 }
 
-pub(crate) fn decode<T: serde::de::DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    tree: &'static str,
+    bytes: &[u8],
+) -> Result<T> {
     rmp_serde::from_slice(bytes).map_err(|e| StorageError::Corrupt {
         tree,
         reason: e.to_string(),
@@ -230,7 +233,11 @@ mod tests {
             .into_iter()
             .map(|(o, _)| o)
             .collect();
-        assert_eq!(got, vec![0], "max_bytes bounds the read but returns one record");
+        assert_eq!(
+            got,
+            vec![0],
+            "max_bytes bounds the read but returns one record"
+        );
         s.log.trim(a, 2).unwrap();
         let left: Vec<_> = s
             .log
@@ -249,6 +256,9 @@ mod tests {
         let file = dir.path().join("plain-file");
         std::fs::write(&file, b"x").unwrap();
         let err = Storage::open(&file.join("sub")).err().expect("must fail");
-        assert!(err.to_string().contains("cannot open data directory"), "{err}");
+        assert!(
+            err.to_string().contains("cannot open data directory"),
+            "{err}"
+        );
     }
 }

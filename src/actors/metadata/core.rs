@@ -1,0 +1,307 @@
+//! The CASPaxos acceptor and the proposer's decision rules, without I/O.
+//!
+//! CASPaxos (Denis Rystsov, "CASPaxos: Replicated State Machines without
+//! logs", 2018, arXiv:1802.07000) replicates one register per key. A proposer
+//! picks a ballot, gathers promises from a majority (phase 1), applies its
+//! change function to the value with the highest accepted ballot, and has a
+//! majority accept the result (phase 2). Every operation, reads included, runs
+//! both phases, which makes reads linearizable without leases or clocks.
+//!
+//! Acceptor state must be durable before any reply that depends on it; the
+//! actor around this core enforces that with the node's group commit.
+
+use crate::types::NodeId;
+use serde::{Deserialize, Serialize};
+
+/// A proposal number: rounds are compared first, node ids break ties, so two
+/// proposers never share a ballot.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Ballot {
+    pub round: u64,
+    pub node: u32,
+}
+
+impl Ballot {
+    pub const ZERO: Ballot = Ballot { round: 0, node: 0 };
+    pub fn new(round: u64, node: NodeId) -> Self {
+        Ballot {
+            round,
+            node: node.0,
+        }
+    }
+}
+
+/// A register value with its version; version 0 means "never written".
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Versioned {
+    pub version: u64,
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+}
+
+/// What an acceptor keeps per key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptorState {
+    pub promised: Ballot,
+    pub accepted: Ballot,
+    pub value: Option<Versioned>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PrepareReply {
+    Promise {
+        accepted: Ballot,
+        value: Option<Versioned>,
+    },
+    /// A higher ballot was promised already.
+    Reject { promised: Ballot },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AcceptReply {
+    Accepted,
+    Reject { promised: Ballot },
+}
+
+impl AcceptorState {
+    /// Phase 1. Returns the reply and whether the state changed (and must be
+    /// persisted before the reply is sent).
+    pub fn prepare(&mut self, ballot: Ballot) -> (PrepareReply, bool) {
+        if ballot > self.promised {
+            self.promised = ballot;
+            (
+                PrepareReply::Promise {
+                    accepted: self.accepted,
+                    value: self.value.clone(),
+                },
+                true,
+            )
+        } else {
+            (
+                PrepareReply::Reject {
+                    promised: self.promised,
+                },
+                false,
+            )
+        }
+    }
+
+    /// Phase 2.
+    pub fn accept(&mut self, ballot: Ballot, value: Versioned) -> (AcceptReply, bool) {
+        if ballot >= self.promised {
+            self.promised = ballot;
+            self.accepted = ballot;
+            self.value = Some(value);
+            (AcceptReply::Accepted, true)
+        } else {
+            (
+                AcceptReply::Reject {
+                    promised: self.promised,
+                },
+                false,
+            )
+        }
+    }
+}
+
+/// The change a proposer applies to the current value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Identity: a linearizable read.
+    Read,
+    /// Write `value` as version `expected + 1` if the current version is `expected`.
+    Cas { expected: u64, value: Vec<u8> },
+}
+
+/// The outcome of applying a change to the current value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The (possibly new) current value; `None` if never written.
+    Value(Option<Versioned>),
+    /// The CAS did not apply: the register holds `current`.
+    Conflict(Option<Versioned>),
+}
+
+impl Change {
+    /// Returns the value to write back in phase 2 and the outcome to report if
+    /// phase 2 succeeds. A failed CAS writes back the current value unchanged,
+    /// so the outcome it reports is linearizable too.
+    pub fn apply(&self, current: Option<Versioned>) -> (Option<Versioned>, Outcome) {
+        match self {
+            Change::Read => (current.clone(), Outcome::Value(current)),
+            Change::Cas { expected, value } => {
+                let version = current.as_ref().map(|v| v.version).unwrap_or(0);
+                if version == *expected {
+                    let next = Some(Versioned {
+                        version: version + 1,
+                        value: value.clone(),
+                    });
+                    (next.clone(), Outcome::Value(next))
+                } else {
+                    (current.clone(), Outcome::Conflict(current))
+                }
+            }
+        }
+    }
+}
+
+/// Phase 1 decision: the value accepted under the highest ballot among the
+/// promises of a majority is the register's current value.
+pub fn current_value<'a>(
+    promises: impl IntoIterator<Item = (&'a Ballot, &'a Option<Versioned>)>,
+) -> Option<Versioned> {
+    promises
+        .into_iter()
+        .max_by_key(|(ballot, _)| **ballot)
+        .and_then(|(_, v)| v.clone())
+}
+
+/// Majority of `n` acceptors.
+pub fn majority(n: usize) -> usize {
+    n / 2 + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(round: u64, node: u32) -> Ballot {
+        Ballot { round, node }
+    }
+
+    #[test]
+    fn acceptor_promises_only_higher_ballots() {
+        let mut a = AcceptorState::default();
+        assert!(matches!(a.prepare(b(1, 1)).0, PrepareReply::Promise { .. }));
+        assert_eq!(
+            a.prepare(b(1, 1)).0,
+            PrepareReply::Reject { promised: b(1, 1) }
+        );
+        assert_eq!(
+            a.prepare(b(0, 3)).0,
+            PrepareReply::Reject { promised: b(1, 1) }
+        );
+        assert!(matches!(a.prepare(b(1, 2)).0, PrepareReply::Promise { .. }));
+    }
+
+    #[test]
+    fn acceptor_refuses_accept_below_promise_and_reports_accepted_value() {
+        let mut a = AcceptorState::default();
+        a.prepare(b(5, 1));
+        let v = Versioned {
+            version: 1,
+            value: b"x".to_vec(),
+        };
+        assert_eq!(
+            a.accept(b(4, 9), v.clone()).0,
+            AcceptReply::Reject { promised: b(5, 1) }
+        );
+        assert_eq!(a.accept(b(5, 1), v.clone()).0, AcceptReply::Accepted);
+        match a.prepare(b(6, 2)).0 {
+            PrepareReply::Promise { accepted, value } => {
+                assert_eq!(accepted, b(5, 1));
+                assert_eq!(value, Some(v));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cas_applies_only_on_matching_version() {
+        let cur = Some(Versioned {
+            version: 3,
+            value: b"a".to_vec(),
+        });
+        let (next, out) = Change::Cas {
+            expected: 3,
+            value: b"b".to_vec(),
+        }
+        .apply(cur.clone());
+        assert_eq!(next.as_ref().unwrap().version, 4);
+        assert_eq!(out, Outcome::Value(next));
+        let (next, out) = Change::Cas {
+            expected: 2,
+            value: b"b".to_vec(),
+        }
+        .apply(cur.clone());
+        assert_eq!(next, cur);
+        assert_eq!(out, Outcome::Conflict(cur));
+        let (next, _) = Change::Cas {
+            expected: 0,
+            value: b"first".to_vec(),
+        }
+        .apply(None);
+        assert_eq!(next.unwrap().version, 1);
+    }
+
+    #[test]
+    fn current_value_is_the_one_with_the_highest_accepted_ballot() {
+        let old = Some(Versioned {
+            version: 1,
+            value: b"old".to_vec(),
+        });
+        let new = Some(Versioned {
+            version: 2,
+            value: b"new".to_vec(),
+        });
+        let promises = [(b(2, 1), old), (b(3, 2), new.clone()), (Ballot::ZERO, None)];
+        assert_eq!(current_value(promises.iter().map(|(b, v)| (b, v))), new);
+    }
+
+    /// A small exhaustive-ish check of the register's safety: proposers that
+    /// interleave phases in every order over three acceptors never let two
+    /// different values win the same version.
+    #[test]
+    fn interleaved_proposers_never_decide_conflicting_values() {
+        use rand::{Rng, SeedableRng};
+        for seed in 0..300u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut acceptors = vec![AcceptorState::default(); 3];
+            let mut decided: std::collections::HashMap<u64, Vec<u8>> = Default::default();
+            let mut round = 0;
+            for _ in 0..20 {
+                round += 1;
+                let me = rng.gen_range(1..=3u32);
+                let ballot = b(round, me);
+                // Phase 1 on a random majority.
+                let mut quorum: Vec<usize> = (0..3).collect();
+                quorum.remove(rng.gen_range(0..3));
+                let promises: Vec<_> = quorum
+                    .iter()
+                    .filter_map(|&i| match acceptors[i].prepare(ballot).0 {
+                        PrepareReply::Promise { accepted, value } => Some((accepted, value)),
+                        PrepareReply::Reject { .. } => None,
+                    })
+                    .collect();
+                if promises.len() < 2 {
+                    continue;
+                }
+                let cur = current_value(promises.iter().map(|(b, v)| (b, v)));
+                let expected = cur.as_ref().map(|v| v.version).unwrap_or(0);
+                let (next, _) = Change::Cas {
+                    expected,
+                    value: vec![me as u8, round as u8],
+                }
+                .apply(cur);
+                let next = next.unwrap();
+                // Phase 2 on a (possibly different) random majority; maybe partial.
+                let mut quorum: Vec<usize> = (0..3).collect();
+                quorum.remove(rng.gen_range(0..3));
+                let reach = rng.gen_range(1..=2);
+                let accepted = quorum[..reach]
+                    .iter()
+                    .filter(|&&i| {
+                        acceptors[i].accept(ballot, next.clone()).0 == AcceptReply::Accepted
+                    })
+                    .count();
+                if accepted >= 2 {
+                    if let Some(prev) = decided.insert(next.version, next.value.clone()) {
+                        assert_eq!(prev, next.value, "seed {seed}: version decided twice");
+                    }
+                }
+            }
+        }
+    }
+}
