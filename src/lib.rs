@@ -4,5 +4,6 @@
 
 pub mod actors;
 pub mod log;
+pub mod node;
 pub mod storage;
 pub mod types;

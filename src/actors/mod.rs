@@ -2,6 +2,8 @@
 //! supervision tree. Each actor module holds the actix shell (`mod.rs`) and,
 //! where there is a protocol, its I/O-free core (`core.rs`).
 
+pub mod log_server;
 pub mod metadata;
 pub mod sealer;
 pub mod sequencer;
+pub mod supervisor;

@@ -208,3 +208,8 @@ mod tests {
         assert!(c.validate().is_err());
     }
 }
+
+/// The metadata register key of `log`'s chain.
+pub fn chain_key(log: LogId) -> String {
+    format!("chain/{}", log.0)
+}

@@ -3,7 +3,11 @@
 //! that follows a log across segments.
 
 pub mod chain;
+pub mod client;
+pub mod config;
 pub mod record;
 
-pub use chain::{Chain, Segment};
+pub use chain::{chain_key, Chain, Segment};
+pub use client::{AppendError, LogClient, ReadError};
+pub use config::LogConfig;
 pub use record::{Record, MAX_RECORD_BYTES};

@@ -1,0 +1,111 @@
+//! What a log-server answers, locally (actix messages) and over QUIC (the same
+//! types, serialized).
+
+use crate::log::Record;
+use crate::types::{LogletId, Offset};
+use actix::Message;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Most records in one store; bigger batches are refused.
+pub const MAX_STORE_RECORDS: usize = 16 * 1024;
+/// Most bytes in one store or one records reply.
+pub const MAX_STORE_BYTES: usize = 8 * 1024 * 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum LogServerError {
+    #[error("storage failure: {0}")]
+    Storage(String),
+    #[error("store of {records} records / {bytes} bytes exceeds the limit")]
+    TooLarge { records: usize, bytes: usize },
+    #[error("log-server is restarting")]
+    Unavailable,
+}
+
+impl From<crate::storage::StorageError> for LogServerError {
+    fn from(e: crate::storage::StorageError) -> Self {
+        LogServerError::Storage(e.to_string())
+    }
+}
+
+/// Persist `records` at `first..`; acknowledged only once flushed.
+#[derive(Clone, Debug, Serialize, Deserialize, Message)]
+#[rtype(result = "StoreReply")]
+pub struct Store {
+    pub loglet: LogletId,
+    pub first: Offset,
+    pub records: Arc<Vec<Record>>,
+    /// Every offset below this is committed (piggybacked by the sequencer).
+    pub known_global_tail: Offset,
+    /// A sealer's tail repair: accepted even when sealed.
+    pub repair: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoreReply {
+    Stored {
+        local_tail: Offset,
+    },
+    /// The loglet is sealed here; normal stores are refused.
+    Sealed {
+        local_tail: Offset,
+    },
+    Failed(LogServerError),
+}
+
+/// Seal the loglet here: refuse normal stores from now on.
+#[derive(Clone, Debug, Serialize, Deserialize, Message)]
+#[rtype(result = "Result<TailInfo, LogServerError>")]
+pub struct Seal {
+    pub loglet: LogletId,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, Message)]
+#[rtype(result = "Result<TailInfo, LogServerError>")]
+pub struct GetTail {
+    pub loglet: LogletId,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TailInfo {
+    pub sealed: bool,
+    /// One past the highest offset stored here.
+    pub local_tail: Offset,
+    /// Every offset below this is known committed.
+    pub known_global_tail: Offset,
+}
+
+/// Records in `[from, to)`. Without `include_uncommitted` only offsets below
+/// the known global tail are returned (a sealer reads past it on sealed
+/// loglets; a reader that learned the tail elsewhere may too).
+#[derive(Clone, Debug, Serialize, Deserialize, Message)]
+#[rtype(result = "Result<RecordsReply, LogServerError>")]
+pub struct GetRecords {
+    pub loglet: LogletId,
+    pub from: Offset,
+    pub to: Offset,
+    pub max_bytes: u32,
+    pub include_uncommitted: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RecordsReply {
+    pub records: Vec<(Offset, Record)>,
+    pub tail: TailInfo,
+}
+
+/// Drop records below `below`.
+#[derive(Clone, Debug, Serialize, Deserialize, Message)]
+#[rtype(result = "Result<(), LogServerError>")]
+pub struct Trim {
+    pub loglet: LogletId,
+    pub below: Offset,
+}
+
+/// One-way: the committed tail advanced.
+#[derive(Clone, Debug, Serialize, Deserialize, Message)]
+#[rtype(result = "()")]
+pub struct Release {
+    pub loglet: LogletId,
+    pub global_tail: Offset,
+}

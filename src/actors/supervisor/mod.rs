@@ -1,0 +1,29 @@
+//! TEMPORARY stand-in until the supervision tree lands.
+use actix::{Actor, Addr};
+use std::sync::{Arc, RwLock};
+
+pub struct Slot<A: Actor> {
+    inner: Arc<RwLock<Option<Addr<A>>>>,
+}
+impl<A: Actor> Clone for Slot<A> {
+    fn clone(&self) -> Self {
+        Slot {
+            inner: self.inner.clone(),
+        }
+    }
+}
+impl<A: Actor> Default for Slot<A> {
+    fn default() -> Self {
+        Slot {
+            inner: Arc::new(RwLock::new(None)),
+        }
+    }
+}
+impl<A: Actor> Slot<A> {
+    pub fn addr(&self) -> Option<Addr<A>> {
+        self.inner.read().unwrap().clone()
+    }
+    pub fn set(&self, a: Addr<A>) {
+        *self.inner.write().unwrap() = Some(a);
+    }
+}

@@ -1,0 +1,56 @@
+//! The actors of this node, as the router and `Net` find them. Each field is a
+//! supervised slot: a restart swaps the address inside, callers always reach
+//! the live incarnation (or learn it is restarting).
+
+use super::wire::Rpc;
+use crate::actors::log_server::{GetRecords, GetTail, LogServer, Seal, Store, Trim};
+use crate::actors::metadata::messages::{Accept, Prepare};
+use crate::actors::metadata::{MetaCache, MetadataStore};
+use crate::actors::sequencer::{Append, SequencerDirectory, SequencerManager};
+use crate::actors::supervisor::Slot;
+use actix::Recipient;
+
+#[derive(Clone)]
+pub struct LocalActors {
+    pub log_server: Slot<LogServer>,
+    pub metadata: Slot<MetadataStore>,
+    pub meta_cache: MetaCache,
+    pub sequencers: SequencerDirectory,
+    pub sequencer_manager: Slot<SequencerManager>,
+}
+
+impl LocalRoute<Append> for LocalActors {
+    fn route(&self, req: &Append) -> Option<Recipient<Append>> {
+        match self.sequencers.get(req.segment.loglet) {
+            Some(addr) => Some(addr.recipient()),
+            None => self.sequencer_manager.addr().map(|a| a.recipient()),
+        }
+    }
+}
+
+/// Which local actor serves a request type.
+pub trait LocalRoute<R: Rpc> {
+    fn route(&self, req: &R) -> Option<Recipient<R>>;
+}
+
+macro_rules! route {
+    ($($req:ty => $field:ident),* $(,)?) => {
+        $(
+            impl LocalRoute<$req> for LocalActors {
+                fn route(&self, _: &$req) -> Option<Recipient<$req>> {
+                    self.$field.addr().map(|a| a.recipient())
+                }
+            }
+        )*
+    };
+}
+
+route! {
+    Prepare => metadata,
+    Accept => metadata,
+    Store => log_server,
+    Seal => log_server,
+    GetTail => log_server,
+    GetRecords => log_server,
+    Trim => log_server,
+}
