@@ -3,6 +3,7 @@
 //! `docs/` for the protocol notes.
 
 pub mod actors;
+pub mod ingress;
 pub mod log;
 pub mod node;
 pub mod storage;

@@ -4,6 +4,7 @@
 
 pub mod log_server;
 pub mod metadata;
+pub mod partition_processor;
 pub mod sealer;
 pub mod sequencer;
 pub mod supervisor;

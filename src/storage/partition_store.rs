@@ -43,6 +43,10 @@ impl PartitionWrite {
         self.batch.remove(prefixed(DEDUP, key));
         self.ops += 1;
     }
+    pub fn remove_meta(&mut self, key: &[u8]) {
+        self.batch.remove(prefixed(META, key));
+        self.ops += 1;
+    }
     pub fn put_meta(&mut self, key: &[u8], value: &[u8]) {
         self.batch.insert(prefixed(META, key), value);
         self.ops += 1;
@@ -84,6 +88,16 @@ impl PartitionStore {
 
     pub fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.tree.get(prefixed(META, key))?.map(|v| v.to_vec()))
+    }
+
+    /// Meta keys in `[from, to)` (without their values).
+    pub fn meta_range(&self, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        for item in self.tree.range(prefixed(META, from)..prefixed(META, to)) {
+            let (k, _) = item?;
+            out.push(k[1..].to_vec());
+        }
+        Ok(out)
     }
 
     /// Every object `(key, value)` with keys starting with `prefix`.

@@ -1,0 +1,3 @@
+//! The HTTP demo app: virtual objects over actix-web.
+
+pub mod objects;
