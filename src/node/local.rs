@@ -3,9 +3,11 @@
 //! the live incarnation (or learn it is restarting).
 
 use super::wire::Rpc;
+use crate::actors::leader_elector::{LeaderElector, PreVote};
 use crate::actors::log_server::{GetRecords, GetTail, LogServer, Seal, Store, Trim};
 use crate::actors::metadata::messages::{Accept, Prepare};
 use crate::actors::metadata::{MetaCache, MetadataStore};
+use crate::actors::partition_processor::{Invoke, PartitionProcessor};
 use crate::actors::sequencer::{Append, SequencerDirectory, SequencerManager};
 use crate::actors::supervisor::Slot;
 use actix::Recipient;
@@ -17,6 +19,29 @@ pub struct LocalActors {
     pub meta_cache: MetaCache,
     pub sequencers: SequencerDirectory,
     pub sequencer_manager: Slot<SequencerManager>,
+    pub sealer: Slot<crate::actors::sealer::Sealer>,
+    /// Indexed by partition id.
+    pub processors: Vec<Slot<PartitionProcessor>>,
+    /// Indexed by partition id.
+    pub electors: Vec<Slot<LeaderElector>>,
+}
+
+impl LocalRoute<Invoke> for LocalActors {
+    fn route(&self, req: &Invoke) -> Option<Recipient<Invoke>> {
+        self.processors
+            .get(req.partition.0 as usize)
+            .and_then(|s| s.addr())
+            .map(|a| a.recipient())
+    }
+}
+
+impl LocalRoute<PreVote> for LocalActors {
+    fn route(&self, req: &PreVote) -> Option<Recipient<PreVote>> {
+        self.electors
+            .get(req.partition.0 as usize)
+            .and_then(|s| s.addr())
+            .map(|a| a.recipient())
+    }
 }
 
 impl LocalRoute<Append> for LocalActors {

@@ -2,12 +2,14 @@
 //! mapping from each typed request to its reply and to the local actor that
 //! serves it. Adding an RPC is one line in the `rpcs!` table below.
 
+use crate::actors::leader_elector::{PreVote, PreVoteReply};
 use crate::actors::log_server::{
     GetRecords, GetTail, LogServerError, RecordsReply, Release, Seal, Store, StoreReply, TailInfo,
     Trim,
 };
 use crate::actors::metadata::core::{AcceptReply, PrepareReply};
 use crate::actors::metadata::messages::{Accept, AcceptorError, MetaUpdate, Prepare};
+use crate::actors::partition_processor::{Invoke, InvokeReply};
 use crate::actors::sequencer::{Append, AppendOutcome, SequencerError};
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +80,8 @@ wire! {
         GetRecords => GetRecordsResult(Result<RecordsReply, LogServerError>),
         Trim => TrimResult(Result<(), LogServerError>),
         Append => AppendResult(Result<AppendOutcome, SequencerError>),
+        PreVote => PreVoteResult(PreVoteReply),
+        Invoke => InvokeResult(InvokeReply),
     }
     oneway { MetaUpdate, Release }
 }

@@ -91,6 +91,20 @@ pub enum Outcome {
     },
 }
 
+/// What applying one record did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    Nothing,
+    /// A leader announcement; `current` if it names the current reign.
+    Announced {
+        epoch: Epoch,
+        node: NodeId,
+        current: bool,
+    },
+    /// A request's outcome, for whoever waits on this request id.
+    Request(String, Outcome),
+}
+
 #[derive(Serialize, Deserialize)]
 struct DedupEntry {
     lsn: u64,
@@ -227,8 +241,8 @@ impl<'a> Applier<'a> {
             .map(|e| e.response)
     }
 
-    /// Applies the record at `lsn`. Returns the request it answers, if any.
-    pub fn apply(&mut self, lsn: Lsn, record: &[u8]) -> Option<(String, Outcome)> {
+    /// Applies the record at `lsn`.
+    pub fn apply(&mut self, lsn: Lsn, record: &[u8]) -> Applied {
         debug_assert!(lsn > self.applied, "records are applied in order");
         self.applied = lsn;
         let command = match Command::decode(record) {
@@ -236,7 +250,7 @@ impl<'a> Applier<'a> {
             Err(e) => {
                 // Not ours (or corrupt): skip it deterministically on every replica.
                 tracing::warn!(%lsn, "undecodable record skipped: {e}");
-                return None;
+                return Applied::Nothing;
             }
         };
         match command {
@@ -247,7 +261,14 @@ impl<'a> Applier<'a> {
                     self.write.put_meta(META_EPOCH, &epoch.0.to_be_bytes());
                     self.write.put_meta(META_LEADER, &node.0.to_be_bytes());
                 }
-                None
+                // A leader re-announcing its own epoch (after a restart) resumes
+                // its reign; anything older is history.
+                let current = epoch == self.announced && self.leader == Some(node);
+                Applied::Announced {
+                    epoch,
+                    node,
+                    current,
+                }
             }
             Command::Invoke(inv) => {
                 if inv.epoch != self.announced {
@@ -255,11 +276,11 @@ impl<'a> Applier<'a> {
                         epoch: inv.epoch,
                         announced: self.announced,
                     };
-                    return Some((inv.request_id, outcome));
+                    return Applied::Request(inv.request_id, outcome);
                 }
                 self.clock_ms = self.clock_ms.max(inv.timestamp_ms);
                 if let Some(response) = self.dedup(&inv.request_id, inv.timestamp_ms) {
-                    return Some((inv.request_id, Outcome::Done(response)));
+                    return Applied::Request(inv.request_id, Outcome::Done(response));
                 }
                 let response = match serde_json::from_slice(&inv.arg) {
                     Ok(arg) => {
@@ -292,7 +313,7 @@ impl<'a> Applier<'a> {
                 index.extend_from_slice(&expires_ms.to_be_bytes());
                 index.extend_from_slice(inv.request_id.as_bytes());
                 self.write.put_meta(&index, b"");
-                Some((inv.request_id, Outcome::Done(response)))
+                Applied::Request(inv.request_id, Outcome::Done(response))
             }
         }
     }
@@ -361,6 +382,13 @@ mod tests {
         .encode()
     }
 
+    fn outcome(a: Applied) -> Outcome {
+        match a {
+            Applied::Request(_, o) => o,
+            other => panic!("expected a request outcome, got {other:?}"),
+        }
+    }
+
     fn body(o: &Outcome) -> serde_json::Value {
         match o {
             Outcome::Done(r) => serde_json::from_slice(&r.body).unwrap(),
@@ -374,31 +402,32 @@ mod tests {
         let storage = Storage::open(dir.path()).unwrap();
         let store = storage.partition(PartitionId(0)).unwrap();
         let mut a = Applier::new(&store, recover(&store).unwrap());
-        assert!(a.apply(Lsn(1), &announce(1, 1)).is_none());
-        let (_, o) = a
-            .apply(
-                Lsn(2),
-                &invoke(1, "g:a", 10, ObjectType::Counter, "add", json!(5)),
-            )
-            .unwrap();
+        assert_eq!(
+            a.apply(Lsn(1), &announce(1, 1)),
+            Applied::Announced {
+                epoch: Epoch(1),
+                node: NodeId(1),
+                current: true
+            }
+        );
+        let o = outcome(a.apply(
+            Lsn(2),
+            &invoke(1, "g:a", 10, ObjectType::Counter, "add", json!(5)),
+        ));
         assert_eq!(body(&o), json!(5));
         // The same request id again (an internal retry): same answer, applied once.
-        let (_, o) = a
-            .apply(
-                Lsn(3),
-                &invoke(1, "g:a", 11, ObjectType::Counter, "add", json!(5)),
-            )
-            .unwrap();
+        let o = outcome(a.apply(
+            Lsn(3),
+            &invoke(1, "g:a", 11, ObjectType::Counter, "add", json!(5)),
+        ));
         assert_eq!(body(&o), json!(5));
-        assert!(a.apply(Lsn(4), &announce(2, 2)).is_none());
+        a.apply(Lsn(4), &announce(2, 2));
         assert_eq!(a.leader, Some(NodeId(2)));
         // A deposed leader's late append is dropped.
-        let (_, o) = a
-            .apply(
-                Lsn(5),
-                &invoke(1, "g:b", 12, ObjectType::Counter, "add", json!(100)),
-            )
-            .unwrap();
+        let o = outcome(a.apply(
+            Lsn(5),
+            &invoke(1, "g:b", 12, ObjectType::Counter, "add", json!(100)),
+        ));
         assert_eq!(
             o,
             Outcome::Fenced {
@@ -407,14 +436,19 @@ mod tests {
             }
         );
         // A stale announcement changes nothing.
-        assert!(a.apply(Lsn(6), &announce(1, 1)).is_none());
+        assert_eq!(
+            a.apply(Lsn(6), &announce(1, 1)),
+            Applied::Announced {
+                epoch: Epoch(1),
+                node: NodeId(1),
+                current: false
+            }
+        );
         assert_eq!(a.leader, Some(NodeId(2)));
-        let (_, o) = a
-            .apply(
-                Lsn(7),
-                &invoke(2, "g:c", 13, ObjectType::Counter, "get", json!(null)),
-            )
-            .unwrap();
+        let o = outcome(a.apply(
+            Lsn(7),
+            &invoke(2, "g:c", 13, ObjectType::Counter, "get", json!(null)),
+        ));
         assert_eq!(body(&o), json!(5));
         let (write, applied) = a.finish();
         store.apply(write).unwrap();
@@ -430,7 +464,7 @@ mod tests {
         );
         // Undecodable records are skipped, deterministically.
         let mut a = Applier::new(&store, r);
-        assert!(a.apply(Lsn(8), b"garbage").is_none());
+        assert_eq!(a.apply(Lsn(8), b"garbage"), Applied::Nothing);
         assert_eq!(a.applied(), Lsn(8));
     }
 
@@ -451,12 +485,10 @@ mod tests {
         assert!(a.dedup("g:x", 2_000).is_some());
         let later = 1_000 + INTERNAL_RETENTION_MS + 1;
         assert!(a.dedup("g:x", later).is_none());
-        let (_, o) = a
-            .apply(
-                Lsn(3),
-                &invoke(1, "g:x", later, ObjectType::Counter, "add", json!(1)),
-            )
-            .unwrap();
+        let o = outcome(a.apply(
+            Lsn(3),
+            &invoke(1, "g:x", later, ObjectType::Counter, "add", json!(1)),
+        ));
         assert_eq!(body(&o), json!(2), "an expired id applies again");
         let (w, _) = a.finish();
         store.apply(w).unwrap();
@@ -485,26 +517,22 @@ mod tests {
             Lsn(3),
             &invoke(1, "g:2", 2, ObjectType::Set, "add", json!(1)),
         );
-        let (_, o) = a
-            .apply(
-                Lsn(4),
-                &invoke(1, "g:3", 3, ObjectType::Set, "read", json!(null)),
-            )
-            .unwrap();
+        let o = outcome(a.apply(
+            Lsn(4),
+            &invoke(1, "g:3", 3, ObjectType::Set, "read", json!(null)),
+        ));
         assert_eq!(body(&o), json!([3, 1]));
-        let (_, o) = a
-            .apply(
-                Lsn(5),
-                &invoke(
-                    1,
-                    "g:4",
-                    4,
-                    ObjectType::Register,
-                    "cas",
-                    json!({"expect": 1, "value": 2}),
-                ),
-            )
-            .unwrap();
+        let o = outcome(a.apply(
+            Lsn(5),
+            &invoke(
+                1,
+                "g:4",
+                4,
+                ObjectType::Register,
+                "cas",
+                json!({"expect": 1, "value": 2}),
+            ),
+        ));
         match o {
             Outcome::Done(r) => assert_eq!(r.status, 412),
             other => panic!("{other:?}"),

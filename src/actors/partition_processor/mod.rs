@@ -1,1 +1,483 @@
+//! The partition processor: one per partition and node. It follows the
+//! partition's log and applies every record, in LSN order, to durable state
+//! (see `core.rs`); on the leader it also turns requests into records and
+//! answers each once its record is applied.
+//!
+//! Leadership comes from the elector (`BecomeLeader{epoch}`), but the reign
+//! starts only when the processor applies its own `AnnounceLeader{epoch}`;
+//! then it moves the log's sequencer next to itself. Requests append in
+//! batches; an append whose outcome is unknown is retried with the same
+//! request id (applied once, by dedup) until the request's deadline.
+//!
+//! State is applied in batches and flushed periodically (the log is durable;
+//! a restarted processor replays from its persisted LSN).
+
 pub mod core;
+pub mod messages;
+
+pub use messages::*;
+
+use self::core::{recover, Applied, Applier, Command, Invocation, Outcome, Recovered};
+use crate::log::{AppendError, LogClient, Record};
+use crate::storage::{PartitionStore, Storage};
+use crate::types::{Epoch, LogId, Lsn, NodeId, PartitionId};
+use actix::prelude::*;
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::oneshot;
+use tracing::{info, info_span, warn};
+
+/// Most records read (and applied) in one batch.
+const READ_BATCH: usize = 1024;
+/// How long one read waits for new records before looking again.
+const READ_WAIT: Duration = Duration::from_millis(500);
+/// How often applied state is flushed (to report the persisted LSN).
+const PERSIST_EVERY: Duration = Duration::from_millis(200);
+/// Most invocations in one append.
+const APPEND_BATCH: usize = 512;
+
+struct Waiter {
+    tx: oneshot::Sender<InvokeReply>,
+    deadline: Instant,
+    /// Whether its record was handed to the log (outcome unknown until applied).
+    appended: bool,
+}
+
+pub struct PartitionProcessor {
+    partition: PartitionId,
+    log: LogId,
+    me: NodeId,
+    storage: Storage,
+    store: PartitionStore,
+    logs: LogClient,
+    state: Recovered,
+    persisted: Lsn,
+    mode: Mode,
+    /// The epoch this node leads at (Candidate or Leader).
+    epoch: Epoch,
+    /// What the elector last asked for: lead at this epoch, or follow.
+    desired: Option<Epoch>,
+    waiters: HashMap<String, Vec<Waiter>>,
+    pending: Vec<Invocation>,
+    flush_scheduled: bool,
+    last_applied_at: Instant,
+    persisting: bool,
+    span: tracing::Span,
+}
+
+impl PartitionProcessor {
+    pub fn new(
+        partition: PartitionId,
+        storage: Storage,
+        logs: LogClient,
+    ) -> Result<Self, crate::storage::StorageError> {
+        let store = storage.partition(partition)?;
+        let state = recover(&store)?;
+        let me = logs.net().me();
+        Ok(PartitionProcessor {
+            partition,
+            log: LogId::from(partition),
+            me,
+            storage,
+            store,
+            logs,
+            persisted: state.applied,
+            state,
+            mode: Mode::Follower,
+            epoch: Epoch(0),
+            desired: None,
+            waiters: HashMap::new(),
+            pending: Vec::new(),
+            flush_scheduled: false,
+            last_applied_at: Instant::now(),
+            persisting: false,
+            span: info_span!("processor", node = %me, partition = %partition),
+        })
+    }
+
+    fn read_next(&mut self, ctx: &mut Context<Self>) {
+        let logs = self.logs.clone();
+        let (log, from) = (self.log, self.state.applied.next());
+        ctx.spawn(
+            async move { logs.read(log, from, READ_BATCH, READ_WAIT).await }
+                .into_actor(self)
+                .map(|result, act, ctx| {
+                    match result {
+                        Ok(records) => act.apply(records, ctx),
+                        Err(e) => warn!(parent: &act.span, "reading the log failed: {e}"),
+                    }
+                    act.read_next(ctx);
+                }),
+        );
+    }
+
+    fn apply(&mut self, records: Vec<(Lsn, Record)>, ctx: &mut Context<Self>) {
+        if records.is_empty() {
+            return;
+        }
+        let mut applier = Applier::new(&self.store, self.state);
+        let mut outcomes = Vec::new();
+        let mut reign = None;
+        for (lsn, record) in records {
+            if lsn <= applier.applied() {
+                continue;
+            }
+            match applier.apply(lsn, &record.0) {
+                Applied::Nothing => {}
+                Applied::Announced {
+                    epoch,
+                    node,
+                    current,
+                } => {
+                    if current && node == self.me && epoch == self.epoch {
+                        reign = Some(epoch);
+                    }
+                }
+                Applied::Request(id, outcome) => outcomes.push((id, outcome)),
+            }
+        }
+        self.state.announced = applier.announced;
+        self.state.leader = applier.leader;
+        let (write, applied) = applier.finish();
+        if let Err(e) = self.store.apply(write) {
+            // State and applied LSN were not written: stop, the supervisor
+            // restarts us and we replay from the last durable LSN.
+            warn!(parent: &self.span, "applying to storage failed: {e}; restarting");
+            ctx.stop();
+            return;
+        }
+        self.state.applied = applied;
+        self.last_applied_at = Instant::now();
+        for (id, outcome) in outcomes {
+            let reply = match outcome {
+                Outcome::Done(response) => InvokeReply::Done(response),
+                Outcome::Fenced { .. } => InvokeReply::Fenced,
+            };
+            for waiter in self.waiters.remove(&id).unwrap_or_default() {
+                let _ = waiter.tx.send(reply.clone());
+            }
+        }
+        if let Some(epoch) = reign {
+            if self.mode == Mode::Candidate {
+                info!(parent: &self.span, %epoch, lsn = %applied, "reign started");
+                self.mode = Mode::Leader;
+                self.move_sequencer_here();
+            }
+        }
+        if self.mode != Mode::Follower && self.state.announced > self.epoch {
+            info!(parent: &self.span, announced = %self.state.announced, "deposed by a newer epoch");
+            self.step_down(self.state.leader);
+        }
+    }
+
+    /// A new leader seals the tail segment if its sequencer is elsewhere, so
+    /// appends no longer depend on the previous leader's node.
+    fn move_sequencer_here(&self) {
+        let logs = self.logs.clone();
+        let log = self.log;
+        let me = self.me;
+        actix::spawn(async move {
+            let chain = match logs.refresh_chain(log, Duration::from_secs(3)).await {
+                Ok(c) => c,
+                Err(_) => return,
+            };
+            if chain.tail().sequencer != me {
+                let timeout = logs.config().seal_timeout;
+                if let Err(e) = logs.seal_and_extend(chain.tail(), timeout).await {
+                    warn!(%log, "moving the sequencer to the leader failed: {e}");
+                }
+            }
+        });
+    }
+
+    fn step_down(&mut self, leader: Option<NodeId>) {
+        self.mode = Mode::Follower;
+        self.pending.clear();
+        // Requests never handed to the log certainly did not happen; the
+        // others will be answered when their records apply (fenced or done)
+        // or at their deadline.
+        for waiters in self.waiters.values_mut() {
+            waiters.retain_mut(|w| {
+                if w.appended {
+                    return true;
+                }
+                let (tx, _) = oneshot::channel();
+                let tx = std::mem::replace(&mut w.tx, tx);
+                let _ = tx.send(InvokeReply::NotLeader { leader });
+                false
+            });
+        }
+        self.waiters.retain(|_, w| !w.is_empty());
+    }
+
+    fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
+        if !self.flush_scheduled && !self.pending.is_empty() {
+            self.flush_scheduled = true;
+            ctx.run_later(Duration::ZERO, |act, ctx| {
+                act.flush_scheduled = false;
+                while !act.pending.is_empty() {
+                    let n = act.pending.len().min(APPEND_BATCH);
+                    let batch: Vec<Invocation> = act.pending.drain(..n).collect();
+                    act.append(batch, ctx);
+                }
+            });
+        }
+    }
+
+    /// Appends `batch`; retries (same request ids) while any of its requests
+    /// still waits and this node still leads at the same epoch.
+    fn append(&mut self, batch: Vec<Invocation>, ctx: &mut Context<Self>) {
+        for inv in &batch {
+            for w in self.waiters.get_mut(&inv.request_id).into_iter().flatten() {
+                w.appended = true;
+            }
+        }
+        let records: Vec<Record> = batch
+            .iter()
+            .map(|inv| Record(Command::Invoke(inv.clone()).encode()))
+            .collect();
+        let logs = self.logs.clone();
+        let log = self.log;
+        let deadline = batch
+            .iter()
+            .filter_map(|inv| self.waiters.get(&inv.request_id))
+            .flatten()
+            .map(|w| w.deadline)
+            .max()
+            .unwrap_or_else(Instant::now);
+        let timeout = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(100));
+        let epoch = self.epoch;
+        ctx.spawn(
+            async move { logs.append(log, records, timeout).await }
+                .into_actor(self)
+                .map(move |result, act, ctx| match result {
+                    Ok(_) => {}
+                    Err(AppendError::TooLarge { .. }) | Err(AppendError::UnknownLog(_)) => {
+                        let reason = result.unwrap_err().to_string();
+                        for inv in &batch {
+                            for w in act.waiters.remove(&inv.request_id).unwrap_or_default() {
+                                let _ = w.tx.send(InvokeReply::Unavailable(reason.clone()));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let still_waiting: Vec<Invocation> = batch
+                            .into_iter()
+                            .filter(|inv| {
+                                act.waiters
+                                    .get(&inv.request_id)
+                                    .is_some_and(|ws| ws.iter().any(|w| w.deadline > Instant::now()))
+                            })
+                            .collect();
+                        if act.mode != Mode::Follower && act.epoch == epoch && !still_waiting.is_empty() {
+                            warn!(parent: &act.span, "append failed ({e}); retrying {} requests", still_waiting.len());
+                            act.append(still_waiting, ctx);
+                        }
+                    }
+                }),
+        );
+    }
+
+    /// Answers waiters whose deadline passed (their outcome is unknown).
+    fn expire_waiters(&mut self) {
+        let now = Instant::now();
+        for waiters in self.waiters.values_mut() {
+            waiters.retain_mut(|w| {
+                if w.deadline > now {
+                    return true;
+                }
+                let (tx, _) = oneshot::channel();
+                let tx = std::mem::replace(&mut w.tx, tx);
+                let _ = tx.send(if w.appended {
+                    InvokeReply::Timeout
+                } else {
+                    InvokeReply::Unavailable(
+                        "deadline passed before the request was appended".into(),
+                    )
+                });
+                false
+            });
+        }
+        self.waiters.retain(|_, w| !w.is_empty());
+    }
+
+    fn persist(&mut self, ctx: &mut Context<Self>) {
+        if self.persisting || self.persisted >= self.state.applied {
+            return;
+        }
+        self.persisting = true;
+        let storage = self.storage.clone();
+        let upto = self.state.applied;
+        ctx.spawn(
+            async move { storage.sync().await }
+                .into_actor(self)
+                .map(move |r, act, _| {
+                    act.persisting = false;
+                    if r.is_ok() {
+                        act.persisted = act.persisted.max(upto);
+                    }
+                }),
+        );
+    }
+
+    fn status(&self) -> ProcessorStatus {
+        let status = match self.mode {
+            Mode::Candidate => "Announcing",
+            Mode::Leader if self.logs.net().reachable() * 2 <= self.logs.net().nodes().len() => {
+                "NoMajority"
+            }
+            _ if self.last_applied_at.elapsed() > Duration::from_secs(5) => "Idle",
+            _ => "Active",
+        };
+        ProcessorStatus {
+            partition: self.partition,
+            mode: self.mode,
+            status: status.to_string(),
+            epoch: self.state.announced,
+            leader: self.state.leader,
+            applied_lsn: self.state.applied,
+            persisted_lsn: self.persisted,
+            last_update_ms: self.last_applied_at.elapsed().as_millis() as u64,
+            pending_requests: self.waiters.values().map(|w| w.len()).sum(),
+        }
+    }
+}
+
+impl Actor for PartitionProcessor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(8192);
+        info!(parent: &self.span, applied = %self.state.applied, epoch = %self.state.announced, "processor started");
+        self.read_next(ctx);
+        ctx.run_interval(PERSIST_EVERY, |act, ctx| {
+            act.expire_waiters();
+            act.persist(ctx);
+        });
+    }
+}
+
+impl Handler<BecomeLeader> for PartitionProcessor {
+    type Result = ();
+
+    fn handle(&mut self, msg: BecomeLeader, ctx: &mut Self::Context) {
+        self.desired = Some(msg.epoch);
+        self.announce(msg.epoch, ctx);
+    }
+}
+
+impl PartitionProcessor {
+    fn announce(&mut self, epoch: Epoch, ctx: &mut Context<Self>) {
+        if self.desired != Some(epoch) || (self.mode != Mode::Follower && self.epoch == epoch) {
+            return;
+        }
+        let msg = BecomeLeader { epoch };
+        info!(parent: &self.span, epoch = %msg.epoch, "announcing leadership");
+        self.mode = Mode::Candidate;
+        self.epoch = msg.epoch;
+        let logs = self.logs.clone();
+        let log = self.log;
+        let me = self.me;
+        let epoch = msg.epoch;
+        ctx.spawn(
+            async move {
+                let record = Record(Command::AnnounceLeader { epoch, node: me }.encode());
+                // Retry until it is in the log or we are no longer candidate
+                // (checked by the caller on each failure).
+                logs.append(log, vec![record], Duration::from_secs(5)).await
+            }
+            .into_actor(self)
+            .map(move |result, act, ctx| {
+                if let Err(e) = result {
+                    if act.mode == Mode::Candidate && act.epoch == epoch {
+                        warn!(parent: &act.span, %epoch, "announcement not appended ({e}); retrying");
+                        act.mode = Mode::Follower;
+                        ctx.run_later(Duration::from_millis(200), move |act, ctx| act.announce(epoch, ctx));
+                    }
+                }
+            }),
+        );
+    }
+}
+
+impl Handler<BecomeFollower> for PartitionProcessor {
+    type Result = ();
+
+    fn handle(&mut self, msg: BecomeFollower, _: &mut Self::Context) {
+        self.desired = None;
+        if self.mode != Mode::Follower {
+            info!(parent: &self.span, leader = ?msg.leader, "stepping down");
+            self.step_down(msg.leader);
+        }
+    }
+}
+
+impl Handler<Invoke> for PartitionProcessor {
+    type Result = ResponseFuture<InvokeReply>;
+
+    fn handle(&mut self, msg: Invoke, ctx: &mut Self::Context) -> Self::Result {
+        let reply = |r: InvokeReply| -> ResponseFuture<InvokeReply> { Box::pin(async move { r }) };
+        if self.mode != Mode::Leader {
+            let leader = self.state.leader.filter(|l| *l != self.me);
+            return reply(match self.mode {
+                Mode::Candidate => {
+                    InvokeReply::Unavailable("leader is announcing its reign".into())
+                }
+                _ => InvokeReply::NotLeader { leader },
+            });
+        }
+        let net = self.logs.net();
+        if net.reachable() * 2 <= net.nodes().len() {
+            return reply(InvokeReply::Unavailable(
+                "leader cannot reach a majority".into(),
+            ));
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        if let Some(response) = Applier::new(&self.store, self.state).dedup(&msg.request_id, now_ms)
+        {
+            return reply(InvokeReply::Done(response));
+        }
+        let (tx, rx) = oneshot::channel();
+        let deadline = Instant::now() + Duration::from_millis(msg.timeout_ms.clamp(1, 60_000));
+        let known = self.waiters.contains_key(&msg.request_id);
+        // A repeat of a request already handed to the log shares its fate.
+        let appended = self
+            .waiters
+            .get(&msg.request_id)
+            .is_some_and(|ws| ws.iter().any(|w| w.appended));
+        self.waiters
+            .entry(msg.request_id.clone())
+            .or_default()
+            .push(Waiter {
+                tx,
+                deadline,
+                appended,
+            });
+        if !known {
+            self.pending.push(Invocation {
+                epoch: self.epoch,
+                request_id: msg.request_id,
+                timestamp_ms: now_ms,
+                object: msg.object,
+                key: msg.key,
+                handler: msg.handler,
+                arg: msg.arg,
+            });
+            self.schedule_flush(ctx);
+        }
+        Box::pin(async move { rx.await.unwrap_or(InvokeReply::Timeout) })
+    }
+}
+
+impl Handler<GetProcessorStatus> for PartitionProcessor {
+    type Result = MessageResult<GetProcessorStatus>;
+
+    fn handle(&mut self, _: GetProcessorStatus, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.status())
+    }
+}
