@@ -1,3 +1,4 @@
 //! The HTTP demo app: virtual objects over actix-web.
 
+pub mod http;
 pub mod objects;

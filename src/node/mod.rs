@@ -1,6 +1,7 @@
 //! A keel node: its actors, how they find each other, and the wire between nodes.
 
 pub mod local;
+pub mod metrics;
 pub mod net;
 pub mod wire;
 

@@ -1,0 +1,263 @@
+//! `POST /{Object}/{key}/{handler}` (and `GET` for read-only handlers): any
+//! node accepts any request and forwards it to the partition's leader.
+//!
+//! Status codes: 200 done; 400 malformed JSON or wrong argument type; 404
+//! unknown object or handler; 405 `GET` on a handler that writes; 412 a
+//! `Register/cas` mismatch; 413 body over the limit; 503 no leader reachable
+//! (the request certainly did not apply); 504 deadline passed with the outcome
+//! unknown (it may still apply once; a retry with the same `idempotency-key`
+//! is safe).
+
+use super::objects::{validate, HandlerError, ObjectType};
+use crate::actors::leader_elector::{leader_key, Leadership};
+use crate::actors::metadata::MetadataClient;
+use crate::actors::partition_processor::{Invoke, InvokeReply};
+use crate::node::Net;
+use crate::types::{NodeId, PartitionId};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use rand::Rng;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Longest accepted `idempotency-key`.
+pub const MAX_IDEMPOTENCY_KEY: usize = 256;
+/// Longest accepted object key.
+pub const MAX_OBJECT_KEY: usize = 1024;
+
+/// What the ingress handlers share.
+#[derive(Clone)]
+pub struct Ingress {
+    pub net: Net,
+    pub meta: MetadataClient,
+    pub partitions: u32,
+    pub default_timeout: Duration,
+    pub metrics: Arc<crate::node::metrics::Metrics>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl Ingress {
+    pub fn new(
+        net: Net,
+        meta: MetadataClient,
+        partitions: u32,
+        default_timeout: Duration,
+        metrics: Arc<crate::node::metrics::Metrics>,
+    ) -> Self {
+        Ingress {
+            net,
+            meta,
+            partitions,
+            default_timeout,
+            metrics,
+            next_id: Arc::new(AtomicU64::new(rand::thread_rng().gen())),
+        }
+    }
+
+    fn request_id(&self) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("g:{}:{n:016x}", self.net.me().0)
+    }
+}
+
+/// The partition that owns `object/key`: FNV-1a, stable across builds and nodes.
+pub fn partition_of(object: ObjectType, key: &str, partitions: u32) -> PartitionId {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in object.name().bytes().chain([b'/']).chain(key.bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    PartitionId((h % partitions.max(1) as u64) as u32)
+}
+
+pub fn error_response(status: u16, message: impl Into<String>) -> HttpResponse {
+    HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .json(json!({ "error": message.into() }))
+}
+
+/// Mounts the ingress routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/{object}/{key}/{handler}", web::post().to(invoke))
+        .route("/{object}/{key}/{handler}", web::get().to(invoke));
+}
+
+async fn invoke(
+    req: HttpRequest,
+    path: web::Path<(String, String, String)>,
+    body: web::Bytes,
+    ingress: web::Data<Ingress>,
+) -> HttpResponse {
+    let started = Instant::now();
+    let (object_name, key, handler) = path.into_inner();
+    let Some(object) = ObjectType::parse(&object_name) else {
+        return error_response(404, HandlerError::UnknownObject(object_name).to_string());
+    };
+    let response = invoke_object(&req, object, key, &handler, &body, &ingress).await;
+    let outcome = match response.status().as_u16() {
+        200 => "ok",
+        412 => "precondition_failed",
+        400..=499 => "rejected",
+        504 => "timeout",
+        _ => "unavailable",
+    };
+    ingress
+        .metrics
+        .observe_request(object.name(), outcome, started.elapsed());
+    response
+}
+
+async fn invoke_object(
+    req: &HttpRequest,
+    object: ObjectType,
+    key: String,
+    handler: &str,
+    body: &[u8],
+    ingress: &Ingress,
+) -> HttpResponse {
+    if key.is_empty() || key.len() > MAX_OBJECT_KEY {
+        return error_response(
+            400,
+            format!("object key must be 1..={MAX_OBJECT_KEY} bytes"),
+        );
+    }
+    let arg: Value = if body.iter().all(|b| b.is_ascii_whitespace()) {
+        Value::Null
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => return error_response(400, format!("malformed JSON body: {e}")),
+        }
+    };
+    if let Err(e) = validate(object, handler, &arg) {
+        return error_response(e.http_status(), e.to_string());
+    }
+    if req.method() == actix_web::http::Method::GET && !object.is_read_only(handler) {
+        return error_response(
+            405,
+            format!("{}/{handler} changes state: use POST", object.name()),
+        );
+    }
+    let request_id = match req.headers().get("idempotency-key") {
+        None => ingress.request_id(),
+        Some(v) => match v.to_str() {
+            Ok(s) if !s.is_empty() && s.len() <= MAX_IDEMPOTENCY_KEY => {
+                format!("u:{}/{key}/{handler}/{s}", object.name())
+            }
+            _ => return error_response(
+                400,
+                format!(
+                    "idempotency-key must be 1..={MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+                ),
+            ),
+        },
+    };
+    let timeout = match req.headers().get("keel-timeout-ms") {
+        None => ingress.default_timeout,
+        Some(v) => match v.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
+            Some(ms) if (1..=60_000).contains(&ms) => Duration::from_millis(ms),
+            _ => return error_response(400, "keel-timeout-ms must be an integer in 1..=60000"),
+        },
+    };
+    let partition = partition_of(object, &key, ingress.partitions);
+    let invoke = Invoke {
+        partition,
+        request_id,
+        object,
+        key,
+        handler: handler.to_string(),
+        arg: serde_json::to_vec(&arg).unwrap_or_default(),
+        timeout_ms: 0,
+    };
+    forward(invoke, timeout, ingress).await
+}
+
+/// Sends the request to the partition's leader, following hints and retrying
+/// (same request id: it applies at most once) until the deadline.
+async fn forward(mut invoke: Invoke, timeout: Duration, ingress: &Ingress) -> HttpResponse {
+    let deadline = Instant::now() + timeout;
+    let partition = invoke.partition;
+    let mut maybe_applied = false;
+    let mut hint: Option<NodeId> = None;
+    let mut last = String::from("no leader known yet");
+    let mut attempt = 0u32;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        if attempt > 0 {
+            let pause = Duration::from_millis((10 * attempt as u64).min(100));
+            tokio::time::sleep(pause.min(left)).await;
+        }
+        attempt += 1;
+        let leader = hint.take().or_else(|| {
+            ingress
+                .meta
+                .cached_typed::<Leadership>(&leader_key(partition))
+                .map(|(_, l)| l.node)
+        });
+        let Some(leader) = leader else {
+            last = format!("partition {partition} has no leader yet");
+            continue;
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        invoke.timeout_ms = left.as_millis() as u64;
+        match ingress.net.call(leader, invoke.clone(), left).await {
+            Ok(InvokeReply::Done(response)) => {
+                return HttpResponse::build(
+                    StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK),
+                )
+                .content_type("application/json")
+                .body(response.body);
+            }
+            Ok(InvokeReply::NotLeader { leader: new }) => {
+                last = format!("{leader} does not lead partition {partition}");
+                hint = new.filter(|n| *n != leader);
+            }
+            Ok(InvokeReply::Fenced) => {
+                last = format!("leader {leader} of partition {partition} was deposed");
+            }
+            Ok(InvokeReply::Unavailable(reason)) => last = format!("{leader}: {reason}"),
+            Ok(InvokeReply::Timeout) => {
+                maybe_applied = true;
+                last = format!("leader {leader} did not apply the request in time");
+            }
+            Err(e) => {
+                maybe_applied |= e.maybe_delivered();
+                last = e.to_string();
+            }
+        }
+    }
+    if maybe_applied {
+        HttpResponse::GatewayTimeout().json(json!({
+            "error": format!("deadline of {timeout:?} passed; the request may or may not have been applied ({last})"),
+            "partition": partition.0,
+        }))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({
+            "error": format!("no leader reachable for partition {partition}: {last}"),
+            "partition": partition.0,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitioning_is_stable_and_spread() {
+        let p = |k: &str| partition_of(ObjectType::Counter, k, 4).0;
+        assert_eq!(p("a"), p("a"));
+        let mut seen = [0; 4];
+        for i in 0..400 {
+            seen[p(&format!("key-{i}")) as usize] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
+        // Pinned values: changing the hash would move existing keys.
+        // FNV-1a of "Set/x" mod 1000, computed independently.
+        assert_eq!(partition_of(ObjectType::Set, "x", 1000).0, 340);
+    }
+}
