@@ -145,12 +145,14 @@ async fn invoke_object(
             Ok(s) if !s.is_empty() && s.len() <= MAX_IDEMPOTENCY_KEY => {
                 format!("u:{}/{key}/{handler}/{s}", object.name())
             }
-            _ => return error_response(
-                400,
-                format!(
+            _ => {
+                return error_response(
+                    400,
+                    format!(
                     "idempotency-key must be 1..={MAX_IDEMPOTENCY_KEY} visible ASCII characters"
                 ),
-            ),
+                )
+            }
         },
     };
     let timeout = match req.headers().get("keel-timeout-ms") {

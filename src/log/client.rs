@@ -177,7 +177,7 @@ impl LogClient {
     /// Seal in the background (for callers that must not wait for it).
     fn seal_in_background(&self, segment: Segment) {
         let client = self.clone();
-        actix::spawn(async move {
+        tokio::spawn(async move {
             let timeout = client.config.seal_timeout;
             if let Err(e) = client.seal_and_extend(&segment, timeout).await {
                 warn!(loglet = %segment.loglet, "background seal failed: {e}");

@@ -176,7 +176,7 @@ impl PartitionProcessor {
         let logs = self.logs.clone();
         let log = self.log;
         let me = self.me;
-        actix::spawn(async move {
+        tokio::spawn(async move {
             let chain = match logs.refresh_chain(log, Duration::from_secs(3)).await {
                 Ok(c) => c,
                 Err(_) => return,

@@ -350,7 +350,7 @@ impl Handler<Append> for SequencerManager {
         self.directory.insert(loglet, addr.clone());
         let storage = self.storage.clone();
         let ready = addr.clone();
-        actix::spawn(async move {
+        tokio::spawn(async move {
             // The mark must be durable before the first offset is handed out.
             let durable = storage.sync().await.is_ok();
             let _ = ready.send(MarkDurable(durable)).await;

@@ -1,0 +1,237 @@
+//! A node's configuration: TOML file and/or command-line flags.
+//!
+//! Every node of a cluster can share one file listing all nodes; `node`
+//! (or `--node`) picks which one this process is.
+//!
+//! ```toml
+//! node = 1
+//! data_dir = "keel-data/n1"
+//! partitions = 4
+//! replication = 2
+//! chaos = false
+//!
+//! [tls]
+//! dir = "keel-data/certs"   # ca.pem, n<id>.pem, n<id>.key
+//!
+//! [[nodes]]
+//! id = 1
+//! quic = "127.0.0.1:7101"
+//! http = "127.0.0.1:8101"
+//! # ... one [[nodes]] entry per node
+//! ```
+
+use crate::types::NodeId;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("invalid config {path}: {reason}")]
+    Parse { path: PathBuf, reason: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeAddress {
+    pub id: u32,
+    /// Address peers reach this node's QUIC endpoint at.
+    pub quic: SocketAddr,
+    /// Address clients reach this node's HTTP ingress at.
+    pub http: SocketAddr,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TlsPaths {
+    /// Directory holding `ca.pem`, `n<id>.pem` and `n<id>.key`.
+    pub dir: PathBuf,
+}
+
+/// Failure-detection and retry timings (milliseconds in the file).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Timing {
+    pub keep_alive_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            keep_alive_ms: 250,
+            idle_timeout_ms: 1000,
+            request_timeout_ms: 5000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub node: u32,
+    pub data_dir: PathBuf,
+    #[serde(default = "default_partitions")]
+    pub partitions: u32,
+    #[serde(default = "default_replication")]
+    pub replication: u8,
+    /// Expose `POST /chaos/*` (fault injection). Off by default.
+    #[serde(default)]
+    pub chaos: bool,
+    pub tls: TlsPaths,
+    #[serde(default)]
+    pub timing: Timing,
+    pub nodes: Vec<NodeAddress>,
+}
+
+fn default_partitions() -> u32 {
+    4
+}
+fn default_replication() -> u8 {
+    2
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            reason: e.message().to_string(),
+        })
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serializes")
+    }
+
+    pub fn me(&self) -> NodeId {
+        NodeId(self.node)
+    }
+
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = self.nodes.iter().map(|n| NodeId(n.id)).collect();
+        ids.sort();
+        ids
+    }
+
+    pub fn address(&self, id: NodeId) -> Option<&NodeAddress> {
+        self.nodes.iter().find(|n| n.id == id.0)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.timing.request_timeout_ms)
+    }
+
+    /// Checks everything that can be checked without touching the network.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |s: String| Err(ConfigError::Invalid(s));
+        if self.nodes.is_empty() {
+            return bad("no [[nodes]] listed".into());
+        }
+        let mut ids: Vec<u32> = self.nodes.iter().map(|n| n.id).collect();
+        ids.sort();
+        if ids.windows(2).any(|w| w[0] == w[1]) || ids.contains(&0) {
+            return bad(format!(
+                "node ids must be unique and start at 1, got {ids:?}"
+            ));
+        }
+        if self.address(self.me()).is_none() {
+            return bad(format!(
+                "this node is N{} but the cluster lists only {}",
+                self.node,
+                ids.iter()
+                    .map(|i| format!("N{i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        let mut addrs: Vec<SocketAddr> = self.nodes.iter().flat_map(|n| [n.quic, n.http]).collect();
+        addrs.sort();
+        if let Some(w) = addrs.windows(2).find(|w| w[0] == w[1]) {
+            return bad(format!("address {} is used twice", w[0]));
+        }
+        if self.partitions == 0 || self.partitions > 1024 {
+            return bad(format!(
+                "partitions must be in 1..=1024, got {}",
+                self.partitions
+            ));
+        }
+        if self.replication == 0 || self.replication as usize > self.nodes.len() {
+            return bad(format!(
+                "replication must be in 1..={} (the node count), got {}",
+                self.nodes.len(),
+                self.replication
+            ));
+        }
+        if self.timing.idle_timeout_ms <= self.timing.keep_alive_ms {
+            return bad("timing.idle_timeout_ms must exceed timing.keep_alive_ms".into());
+        }
+        Ok(())
+    }
+
+    /// A loopback cluster of `n` nodes with ports from `base` (QUIC `base+i`,
+    /// HTTP `base+100+i`), data under `root`.
+    pub fn local_cluster(n: u32, node: u32, root: &Path, base: u16) -> Self {
+        Config {
+            node,
+            data_dir: root.join(format!("n{node}")),
+            partitions: default_partitions(),
+            replication: default_replication().min(n as u8),
+            chaos: false,
+            tls: TlsPaths {
+                dir: root.join("certs"),
+            },
+            timing: Timing::default(),
+            nodes: (1..=n)
+                .map(|i| NodeAddress {
+                    id: i,
+                    quic: SocketAddr::from(([127, 0, 0, 1], base + i as u16)),
+                    http: SocketAddr::from(([127, 0, 0, 1], base + 100 + i as u16)),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_cluster_config_round_trips_and_validates() {
+        let c = Config::local_cluster(3, 2, Path::new("/tmp/k"), 7100);
+        c.validate().unwrap();
+        let back: Config = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(c.address(NodeId(3)).unwrap().http.port(), 7203);
+    }
+
+    #[test]
+    fn invalid_configs_say_what_is_wrong() {
+        let mut c = Config::local_cluster(3, 4, Path::new("/tmp/k"), 7100);
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("this node is N4 but the cluster lists only N1, N2, N3"),
+            "{err}"
+        );
+        c.node = 1;
+        c.replication = 4;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("replication"));
+        c.replication = 2;
+        c.nodes[1].quic = c.nodes[0].quic;
+        assert!(c.validate().unwrap_err().to_string().contains("used twice"));
+        let err = toml::from_str::<Config>("node = 1\nbogus = 3").unwrap_err();
+        assert!(err.message().contains("unknown field"), "{}", err.message());
+    }
+}
