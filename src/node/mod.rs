@@ -1,10 +1,16 @@
-//! A keel node: its actors, how they find each other, and the wire between nodes.
+//! A keel node: its actors, how they find each other, the wire between
+//! nodes, and the HTTP endpoints it serves.
 
+pub mod admin;
 pub mod local;
 pub mod metrics;
 pub mod net;
+pub mod router;
+mod start;
+pub mod status;
 pub mod wire;
 
 pub use local::{LocalActors, LocalRoute};
 pub use net::{CallError, Net, Remote};
+pub use start::{Node, NodeError, NodeOptions};
 pub use wire::{Rpc, Wire};

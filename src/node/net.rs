@@ -139,6 +139,14 @@ impl Net {
         }
     }
 
+    /// A raw request to another node (for messages no single actor serves).
+    pub async fn request_wire(&self, to: NodeId, msg: Wire, timeout: Duration) -> Result<Wire, CallError> {
+        match self.remote.request(to, msg, timeout).await? {
+            Wire::Error(e) => Err(CallError::Remote(to, e.0)),
+            other => Ok(other),
+        }
+    }
+
     /// A one-way message to another node (never blocks; dropped when the
     /// peer's queue is full or the peer is down).
     pub fn send(&self, to: NodeId, msg: Wire) -> Result<(), CallError> {

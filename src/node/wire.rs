@@ -28,11 +28,13 @@ macro_rules! wire {
     (
         rpc { $( $req:ident => $reply_variant:ident($reply:ty) ),* $(,)? }
         oneway { $( $msg:ident ),* $(,)? }
+        other { $( $other:ident $( ( $other_ty:ty ) )? ),* $(,)? }
     ) => {
         #[derive(Debug, Serialize, Deserialize)]
         pub enum Wire {
             $( $req($req), $reply_variant($reply), )*
             $( $msg($msg), )*
+            $( $other $( ($other_ty) )?, )*
             Error(WireErrorOwned),
         }
 
@@ -84,4 +86,9 @@ wire! {
         Invoke => InvokeResult(InvokeReply),
     }
     oneway { MetaUpdate, Release }
+    other {
+        // Served by the router from the whole node, not by one actor.
+        GetNodeStatus,
+        NodeStatus(Box<crate::node::status::NodeStatus>),
+    }
 }

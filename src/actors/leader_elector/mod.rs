@@ -114,6 +114,7 @@ pub struct LeaderElector {
     busy: bool,
     told: Told,
     elections_won: u64,
+    metrics: std::sync::Arc<crate::node::metrics::Metrics>,
     span: tracing::Span,
 }
 
@@ -124,6 +125,7 @@ impl LeaderElector {
         meta: MetadataClient,
         processor: Slot<PartitionProcessor>,
         config: ElectorConfig,
+        metrics: std::sync::Arc<crate::node::metrics::Metrics>,
     ) -> Self {
         let span = info_span!("elector", node = %net.me(), partition = %partition);
         LeaderElector {
@@ -140,6 +142,7 @@ impl LeaderElector {
             busy: false,
             told: Told::Nothing,
             elections_won: 0,
+            metrics,
             span,
         }
     }
@@ -353,6 +356,9 @@ impl LeaderElector {
                 Some((won, version, leadership)) => {
                     if won {
                         act.elections_won += 1;
+                        act.metrics
+                            .elections
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         info!(parent: &act.span, epoch = %leadership.epoch, "won the election");
                     }
                     act.current = Some((version, leadership));
@@ -396,4 +402,9 @@ impl Handler<GetElectorStatus> for LeaderElector {
             claiming: self.busy,
         })
     }
+}
+
+impl Handler<crate::actors::supervisor::Ping> for LeaderElector {
+    type Result = ();
+    fn handle(&mut self, _: crate::actors::supervisor::Ping, _: &mut Self::Context) {}
 }

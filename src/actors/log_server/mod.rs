@@ -223,3 +223,8 @@ impl Handler<Trim> for LogServer {
         }
     }
 }
+
+impl Handler<crate::actors::supervisor::Ping> for LogServer {
+    type Result = ();
+    fn handle(&mut self, _: crate::actors::supervisor::Ping, _: &mut Self::Context) {}
+}

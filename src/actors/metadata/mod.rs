@@ -111,3 +111,8 @@ impl Handler<Accept> for MetadataStore {
         self.reply_durably(&msg.key, changed, reply)
     }
 }
+
+impl Handler<crate::actors::supervisor::Ping> for MetadataStore {
+    type Result = ();
+    fn handle(&mut self, _: crate::actors::supervisor::Ping, _: &mut Self::Context) {}
+}

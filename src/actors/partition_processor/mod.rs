@@ -18,6 +18,7 @@ pub mod messages;
 pub use messages::*;
 
 use self::core::{recover, Applied, Applier, Command, Invocation, Outcome, Recovered};
+use crate::actors::supervisor::{ChildContext, WaitGuard};
 use crate::log::{AppendError, LogClient, Record};
 use crate::storage::{PartitionStore, Storage};
 use crate::types::{Epoch, LogId, Lsn, NodeId, PartitionId};
@@ -62,19 +63,23 @@ pub struct PartitionProcessor {
     flush_scheduled: bool,
     last_applied_at: Instant,
     persisting: bool,
+    cx: ChildContext,
+    /// Held while announcing: a reign that never starts is a stuck wait.
+    announcing: Option<WaitGuard>,
     span: tracing::Span,
 }
 
 impl PartitionProcessor {
-    pub fn new(
-        partition: PartitionId,
-        storage: Storage,
-        logs: LogClient,
-    ) -> Result<Self, crate::storage::StorageError> {
-        let store = storage.partition(partition)?;
-        let state = recover(&store)?;
+    /// Panics if the partition's state cannot be opened: the supervisor counts
+    /// that as a failed start (bounded restarts, then escalation).
+    pub fn new(partition: PartitionId, storage: Storage, logs: LogClient, cx: ChildContext) -> Self {
+        let store = storage
+            .partition(partition)
+            .unwrap_or_else(|e| panic!("opening partition {partition} state: {e}"));
+        let state =
+            recover(&store).unwrap_or_else(|e| panic!("recovering partition {partition}: {e}"));
         let me = logs.net().me();
-        Ok(PartitionProcessor {
+        PartitionProcessor {
             partition,
             log: LogId::from(partition),
             me,
@@ -91,8 +96,10 @@ impl PartitionProcessor {
             flush_scheduled: false,
             last_applied_at: Instant::now(),
             persisting: false,
+            cx,
+            announcing: None,
             span: info_span!("processor", node = %me, partition = %partition),
-        })
+        }
     }
 
     fn read_next(&mut self, ctx: &mut Context<Self>) {
@@ -161,6 +168,7 @@ impl PartitionProcessor {
             if self.mode == Mode::Candidate {
                 info!(parent: &self.span, %epoch, lsn = %applied, "reign started");
                 self.mode = Mode::Leader;
+                self.announcing = None;
                 self.move_sequencer_here();
             }
         }
@@ -192,6 +200,7 @@ impl PartitionProcessor {
 
     fn step_down(&mut self, leader: Option<NodeId>) {
         self.mode = Mode::Follower;
+        self.announcing = None;
         self.pending.clear();
         // Requests never handed to the log certainly did not happen; the
         // others will be answered when their records apply (fenced or done)
@@ -377,6 +386,12 @@ impl PartitionProcessor {
         info!(parent: &self.span, epoch = %msg.epoch, "announcing leadership");
         self.mode = Mode::Candidate;
         self.epoch = msg.epoch;
+        if self.announcing.is_none() {
+            self.announcing = Some(self.cx.register_wait(
+                format!("reign of epoch {} (own announcement applied)", msg.epoch),
+                Duration::from_secs(20),
+            ));
+        }
         let logs = self.logs.clone();
         let log = self.log;
         let me = self.me;
@@ -480,4 +495,9 @@ impl Handler<GetProcessorStatus> for PartitionProcessor {
     fn handle(&mut self, _: GetProcessorStatus, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.status())
     }
+}
+
+impl Handler<crate::actors::supervisor::Ping> for PartitionProcessor {
+    type Result = ();
+    fn handle(&mut self, _: crate::actors::supervisor::Ping, _: &mut Self::Context) {}
 }

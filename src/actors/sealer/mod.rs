@@ -18,6 +18,7 @@ pub mod core;
 use self::core::{repair_range, sealed_tail, SealedView};
 use crate::actors::log_server::{GetRecords, Seal, Store, StoreReply};
 use crate::actors::metadata::{CasOutcome, MetaError, MetadataClient};
+use crate::actors::supervisor::ChildContext;
 use crate::log::{chain_key, Chain, LogConfig, Record, Segment};
 use crate::node::Net;
 use crate::types::{LogId, LogletId, NodeId, Offset};
@@ -63,6 +64,7 @@ pub struct Sealer {
     jobs: HashMap<LogletId, Vec<Waiter>>,
     /// Seals this node completed (for metrics).
     completed: Arc<std::sync::atomic::AtomicU64>,
+    cx: ChildContext,
 }
 
 impl Sealer {
@@ -71,6 +73,7 @@ impl Sealer {
         meta: MetadataClient,
         config: LogConfig,
         completed: Arc<std::sync::atomic::AtomicU64>,
+        cx: ChildContext,
     ) -> Self {
         Sealer {
             net,
@@ -78,6 +81,7 @@ impl Sealer {
             config,
             jobs: HashMap::new(),
             completed,
+            cx,
         }
     }
 }
@@ -105,8 +109,19 @@ impl Handler<SealAndExtend> for Sealer {
                 deadline: Instant::now() + self.config.seal_timeout,
             };
             let span = info_span!("seal", node = %self.net.me(), loglet = %loglet);
+            // The watchdog restarts this sealer if the job outlives its
+            // deadline (plus slack for the final CAS); callers retry, and
+            // sealing is idempotent.
+            let guard = self.cx.register_wait(
+                format!("seal of loglet {loglet}"),
+                self.config.seal_timeout + Duration::from_secs(2),
+            );
             ctx.spawn(
-                async move { job.run().await }
+                async move {
+                    let result = job.run().await;
+                    drop(guard);
+                    result
+                }
                     .instrument(span)
                     .into_actor(self)
                     .map(move |result, act, _| {
@@ -370,4 +385,9 @@ impl Job {
         }
         Ok(())
     }
+}
+
+impl Handler<crate::actors::supervisor::Ping> for Sealer {
+    type Result = ();
+    fn handle(&mut self, _: crate::actors::supervisor::Ping, _: &mut Self::Context) {}
 }

@@ -16,6 +16,7 @@ pub use messages::{Append, SequencerError};
 
 use self::core::{Effect, SequencerCore};
 use crate::actors::log_server::{Release, Store, StoreReply};
+use crate::actors::supervisor::{ChildContext, WaitGuard};
 use crate::log::{Segment, MAX_RECORD_BYTES};
 use crate::node::{Net, Wire};
 use crate::storage::Storage;
@@ -39,6 +40,8 @@ const RELEASE_HEARTBEAT: Duration = Duration::from_millis(500);
 const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A sealed sequencer lingers this long (answering `Sealed`) before stopping.
 const LINGER_AFTER_SEAL: Duration = Duration::from_secs(10);
+/// Longest a batch may stay uncommitted before the watchdog steps in.
+const COMMIT_WAIT: Duration = Duration::from_secs(10);
 
 type Waiter = oneshot::Sender<AppendOutcome>;
 
@@ -67,10 +70,13 @@ impl SequencerDirectory {
             .map(|(l, _)| *l)
             .collect()
     }
-    /// Stops every sequencer (node shutdown, or a supervisor restart).
+    /// Stops every sequencer (node shutdown, or a restart of their manager):
+    /// their loglets will be sealed, never resumed.
     pub fn clear(&self) {
         let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        map.clear();
+        for (_, addr) in map.drain() {
+            let _ = addr.try_send(StopSequencer);
+        }
     }
 }
 
@@ -99,7 +105,23 @@ pub struct Sequencer {
     flush_scheduled: bool,
     release_scheduled: bool,
     last_release: Instant,
+    /// The manager's identity for the watchdog: a commit that takes longer
+    /// than [`COMMIT_WAIT`] restarts the manager, which stops its sequencers.
+    cx: ChildContext,
+    commit_wait: Option<(Offset, WaitGuard)>,
     span: tracing::Span,
+}
+
+/// Stop now (the manager is going away).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct StopSequencer;
+
+impl Handler<StopSequencer> for Sequencer {
+    type Result = ();
+    fn handle(&mut self, _: StopSequencer, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
 }
 
 /// From the manager: the started-mark is durable (or could not be made so).
@@ -108,7 +130,7 @@ pub struct Sequencer {
 struct MarkDurable(bool);
 
 impl Sequencer {
-    fn new(segment: Segment, net: Net, tuning: SequencerTuning) -> Self {
+    fn new(segment: Segment, net: Net, tuning: SequencerTuning, cx: ChildContext) -> Self {
         let span = info_span!("sequencer", node = %net.me(), loglet = %segment.loglet);
         Sequencer {
             core: SequencerCore::new(
@@ -120,6 +142,8 @@ impl Sequencer {
             segment,
             net,
             ready: false,
+            cx,
+            commit_wait: None,
             flush_scheduled: false,
             release_scheduled: false,
             last_release: Instant::now(),
@@ -222,6 +246,14 @@ impl Actor for Sequencer {
         ctx.run_interval(TICK, |act, ctx| {
             let effects = act.core.tick(Instant::now());
             act.perform(effects, ctx);
+            // Keep one registered wait for the oldest uncommitted batch.
+            let oldest = act.core.oldest_uncommitted().map(|(o, _)| o);
+            if act.commit_wait.as_ref().map(|(o, _)| *o) != oldest {
+                act.commit_wait = oldest.map(|o| {
+                    let what = format!("commit of offset {o} of loglet {}", act.segment.loglet);
+                    (o, act.cx.register_wait(what, COMMIT_WAIT))
+                });
+            }
             if !act.core.is_sealed() && act.last_release.elapsed() >= RELEASE_HEARTBEAT {
                 act.release();
             }
@@ -290,6 +322,7 @@ pub struct SequencerManager {
     storage: Storage,
     directory: SequencerDirectory,
     tuning: SequencerTuning,
+    cx: ChildContext,
 }
 
 impl SequencerManager {
@@ -298,12 +331,14 @@ impl SequencerManager {
         storage: Storage,
         directory: SequencerDirectory,
         tuning: SequencerTuning,
+        cx: ChildContext,
     ) -> Self {
         SequencerManager {
             net,
             storage,
             directory,
             tuning,
+            cx,
         }
     }
 }
@@ -312,6 +347,9 @@ impl Actor for SequencerManager {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
+    }
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.directory.clear();
     }
 }
 
@@ -345,8 +383,13 @@ impl Handler<Append> for SequencerManager {
             let e = SequencerError::Storage(e.to_string());
             return Box::pin(async move { Err(e) });
         }
-        let addr =
-            Sequencer::new(msg.segment.clone(), self.net.clone(), self.tuning.clone()).start();
+        let addr = Sequencer::new(
+            msg.segment.clone(),
+            self.net.clone(),
+            self.tuning.clone(),
+            self.cx.clone(),
+        )
+        .start();
         self.directory.insert(loglet, addr.clone());
         let storage = self.storage.clone();
         let ready = addr.clone();
@@ -361,4 +404,9 @@ impl Handler<Append> for SequencerManager {
                 .unwrap_or(Ok(AppendOutcome::Indeterminate))
         })
     }
+}
+
+impl Handler<crate::actors::supervisor::Ping> for SequencerManager {
+    type Result = ();
+    fn handle(&mut self, _: crate::actors::supervisor::Ping, _: &mut Self::Context) {}
 }

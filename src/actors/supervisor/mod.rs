@@ -27,3 +27,20 @@ impl<A: Actor> Slot<A> {
         *self.inner.write().unwrap() = Some(a);
     }
 }
+
+#[derive(Debug, Clone, Copy)]
+pub struct Ping;
+impl actix::Message for Ping {
+    type Result = ();
+}
+#[derive(Clone)]
+pub struct ChildContext;
+pub struct WaitGuard;
+impl ChildContext {
+    pub fn register_wait(&self, _what: impl Into<String>, _deadline: std::time::Duration) -> WaitGuard {
+        WaitGuard
+    }
+    pub fn path(&self) -> &str {
+        ""
+    }
+}

@@ -1,0 +1,303 @@
+//! The node's operational HTTP endpoints, beside the ingress:
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /health` | `{"status":"ok","node":"N1"}` while the supervision tree runs |
+//! | `GET /cluster/status` | [`ClusterStatus`]: every node's status as this node can fetch it |
+//! | `GET /cluster/logs` | every log's chain of segments |
+//! | `GET /metrics` | Prometheus text |
+//! | `GET /chaos` | current fault rules (chaos mode only) |
+//! | `POST /chaos/partition` | `{"block":[2,3]}`: drop packets to and from those nodes |
+//! | `POST /chaos/delay` | `{"nodes":[2],"ms":100}`: delay packets to and from those nodes |
+//! | `POST /chaos/heal` | remove every fault rule |
+//! | `POST /chaos/stall` | `{"actor":"root/log/sealer","wait_ms":2000}`: wedge an actor |
+//!
+//! The chaos routes answer 404 unless the node was started with `--chaos`.
+
+use super::metrics::Metrics;
+use super::net::Net;
+use super::status::{ClusterStatus, NodeReport, StatusSource};
+use super::wire::Wire;
+use crate::actors::metadata::MetadataClient;
+use crate::actors::supervisor::{Chaos, RootHandle};
+use crate::config::Config;
+use crate::ingress::http::error_response;
+use crate::log::{chain_key, Chain, LogClient};
+use crate::storage::Storage;
+use crate::transport::{FaultFilter, FaultRule};
+use crate::types::{LogId, NodeId};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest request body any route accepts.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub struct Admin {
+    pub config: Arc<Config>,
+    pub net: Net,
+    pub meta: MetadataClient,
+    pub root: RootHandle,
+    pub fault: FaultFilter,
+    pub status: StatusSource,
+    pub metrics: Arc<Metrics>,
+    pub logs: LogClient,
+    pub seals: Arc<AtomicU64>,
+    pub storage: Storage,
+}
+
+pub fn payload_config() -> web::PayloadConfig {
+    web::PayloadConfig::new(MAX_BODY_BYTES)
+}
+
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(MAX_BODY_BYTES)
+        .error_handler(|err, _| {
+            let status = match &err {
+                actix_web::error::JsonPayloadError::OverflowKnownLength { .. }
+                | actix_web::error::JsonPayloadError::Overflow { .. } => 413,
+                _ => 400,
+            };
+            actix_web::error::InternalError::from_response(err.to_string(), error_response(status, err.to_string()))
+                .into()
+        })
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health", web::get().to(health))
+        .route("/cluster/status", web::get().to(cluster_status))
+        .route("/cluster/logs", web::get().to(cluster_logs))
+        .route("/metrics", web::get().to(metrics))
+        .route("/chaos", web::get().to(chaos_rules))
+        .route("/chaos/partition", web::post().to(chaos_partition))
+        .route("/chaos/delay", web::post().to(chaos_delay))
+        .route("/chaos/heal", web::post().to(chaos_heal))
+        .route("/chaos/stall", web::post().to(chaos_stall));
+}
+
+pub async fn not_found(req: HttpRequest) -> HttpResponse {
+    error_response(404, format!("no route for {} {}", req.method(), req.path()))
+}
+
+async fn health(admin: web::Data<Admin>) -> HttpResponse {
+    if admin.root.is_stopped() {
+        return error_response(503, "supervision tree stopped");
+    }
+    HttpResponse::Ok().json(json!({ "status": "ok", "node": admin.config.me() }))
+}
+
+async fn cluster_status(admin: web::Data<Admin>) -> HttpResponse {
+    let me = admin.config.me();
+    let mut nodes = Vec::new();
+    let fetches = admin.config.nodes.iter().map(|n| {
+        let admin = admin.clone();
+        let id = NodeId(n.id);
+        let http = n.http;
+        async move {
+            if id == me {
+                return NodeReport {
+                    node: id,
+                    http,
+                    status: Some((admin.status)().await),
+                    error: None,
+                };
+            }
+            match admin
+                .net
+                .request_wire(id, Wire::GetNodeStatus, Duration::from_millis(1000))
+                .await
+            {
+                Ok(Wire::NodeStatus(s)) => NodeReport {
+                    node: id,
+                    http,
+                    status: Some(*s),
+                    error: None,
+                },
+                Ok(other) => NodeReport {
+                    node: id,
+                    http,
+                    status: None,
+                    error: Some(format!("unexpected reply {other:?}")),
+                },
+                Err(e) => NodeReport {
+                    node: id,
+                    http,
+                    status: None,
+                    error: Some(e.to_string()),
+                },
+            }
+        }
+    });
+    nodes.extend(futures::future::join_all(fetches).await);
+    HttpResponse::Ok().json(ClusterStatus {
+        reported_by: me,
+        nodes,
+        logs: chains(&admin).await,
+    })
+}
+
+/// Every log's chain: read through the register when it answers, else the
+/// cached view.
+async fn chains(admin: &Admin) -> Vec<Chain> {
+    let mut out = Vec::new();
+    for log in 0..admin.config.partitions {
+        let key = chain_key(LogId(log));
+        let fresh = admin
+            .meta
+            .read_typed::<Chain>(&key, Duration::from_millis(500))
+            .await
+            .ok()
+            .flatten();
+        if let Some((_, chain)) = fresh.or_else(|| admin.meta.cached_typed::<Chain>(&key)) {
+            out.push(chain);
+        }
+    }
+    out
+}
+
+async fn cluster_logs(admin: web::Data<Admin>) -> HttpResponse {
+    HttpResponse::Ok().json(chains(&admin).await)
+}
+
+async fn metrics(admin: web::Data<Admin>) -> HttpResponse {
+    let lm = admin.logs.metrics();
+    let status = admin.root.status();
+    let restarts: u64 = status.children.iter().map(|c| c.restarts_total).sum();
+    let peers = admin.net.nodes().len() as f64;
+    let connected = admin.net.reachable() as f64 - 1.0;
+    let counter = |v: u64| vec![(String::new(), v as f64)];
+    let text = admin.metrics.render(&[
+        ("keel_appends_total", "Append calls made by this node.", "counter", counter(lm.appends.load(Ordering::Relaxed))),
+        (
+            "keel_appended_records_total",
+            "Records this node appended and saw committed.",
+            "counter",
+            counter(lm.appended_records.load(Ordering::Relaxed)),
+        ),
+        ("keel_append_errors_total", "Appends that failed or whose outcome is unknown.", "counter", counter(lm.append_errors.load(Ordering::Relaxed))),
+        ("keel_seals_total", "Loglets this node's sealer sealed and extended.", "counter", counter(admin.seals.load(Ordering::Relaxed))),
+        ("keel_seals_driven_total", "Seal-and-extend requests made by this node's appenders and readers.", "counter", counter(lm.seals_driven.load(Ordering::Relaxed))),
+        ("keel_elections_won_total", "Leadership elections this node won.", "counter", counter(admin.metrics.elections())),
+        ("keel_actor_restarts_total", "Actor restarts by this node's supervisors.", "counter", counter(restarts)),
+        ("keel_pending_waits", "Waits registered with the watchdog.", "gauge", vec![(String::new(), status.waits.len() as f64)]),
+        ("keel_storage_flushes_total", "Group-commit flushes.", "counter", counter(admin.storage.flush_count())),
+        ("keel_peers_connected", "Peers this node's failure detector sees.", "gauge", vec![(String::new(), connected.max(0.0))]),
+        ("keel_peers", "Peers configured.", "gauge", vec![(String::new(), peers - 1.0)]),
+    ]);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(text)
+}
+
+fn chaos_guard(admin: &Admin) -> Option<HttpResponse> {
+    (!admin.config.chaos).then(|| error_response(404, "chaos endpoints are disabled (start the node with --chaos)"))
+}
+
+fn addrs_of(admin: &Admin, nodes: &[u32]) -> Result<Vec<std::net::SocketAddr>, HttpResponse> {
+    nodes
+        .iter()
+        .map(|id| {
+            if *id == admin.config.node {
+                return Err(error_response(400, format!("N{id} is this node")));
+            }
+            admin
+                .config
+                .address(NodeId(*id))
+                .map(|a| a.quic)
+                .ok_or_else(|| error_response(400, format!("unknown node N{id}")))
+        })
+        .collect()
+}
+
+async fn chaos_rules(admin: web::Data<Admin>) -> HttpResponse {
+    if let Some(r) = chaos_guard(&admin) {
+        return r;
+    }
+    HttpResponse::Ok().json(json!({ "rules": admin.fault.rules(), "counters": admin.fault.counters() }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartitionBody {
+    block: Vec<u32>,
+}
+
+async fn chaos_partition(admin: web::Data<Admin>, body: web::Json<PartitionBody>) -> HttpResponse {
+    if let Some(r) = chaos_guard(&admin) {
+        return r;
+    }
+    match addrs_of(&admin, &body.block) {
+        Ok(addrs) => {
+            admin.fault.isolate(&addrs);
+            tracing::warn!(node = %admin.config.me(), blocked = ?body.block, "chaos: partition");
+            HttpResponse::Ok().json(json!({ "rules": admin.fault.rules() }))
+        }
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DelayBody {
+    nodes: Vec<u32>,
+    ms: u64,
+}
+
+async fn chaos_delay(admin: web::Data<Admin>, body: web::Json<DelayBody>) -> HttpResponse {
+    if let Some(r) = chaos_guard(&admin) {
+        return r;
+    }
+    if body.ms > 10_000 {
+        return error_response(400, "delay must be at most 10000 ms");
+    }
+    match addrs_of(&admin, &body.nodes) {
+        Ok(addrs) => {
+            let delay = Duration::from_millis(body.ms);
+            for addr in addrs {
+                admin.fault.modify(addr, |r: &mut FaultRule| {
+                    r.delay_outbound = Some(delay);
+                    r.delay_inbound = Some(delay);
+                });
+            }
+            HttpResponse::Ok().json(json!({ "rules": admin.fault.rules() }))
+        }
+        Err(r) => r,
+    }
+}
+
+async fn chaos_heal(admin: web::Data<Admin>) -> HttpResponse {
+    if let Some(r) = chaos_guard(&admin) {
+        return r;
+    }
+    admin.fault.heal();
+    tracing::warn!(node = %admin.config.me(), "chaos: heal");
+    HttpResponse::Ok().json(json!({ "rules": admin.fault.rules() }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StallBody {
+    actor: String,
+    wait_ms: Option<u64>,
+}
+
+async fn chaos_stall(admin: web::Data<Admin>, body: web::Json<StallBody>) -> HttpResponse {
+    if let Some(r) = chaos_guard(&admin) {
+        return r;
+    }
+    let chaos = Chaos::Stall {
+        wait: body.wait_ms.map(Duration::from_millis),
+    };
+    match admin.root.chaos(&body.actor, chaos) {
+        Ok(()) => {
+            tracing::warn!(node = %admin.config.me(), actor = %body.actor, "chaos: stall");
+            HttpResponse::Ok().json(json!({ "stalled": body.actor }))
+        }
+        Err(e) => error_response(404, e.to_string()),
+    }
+}

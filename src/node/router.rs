@@ -1,0 +1,94 @@
+//! Incoming traffic from peers, routed to this node's actors.
+//!
+//! Called on the transport's reader task, so nothing here blocks: each request
+//! is handed to a task that awaits the actor (mailboxes exert backpressure on
+//! that task, not on the connection), and one-way messages use `try_send`
+//! (a full mailbox drops a hint, never stalls a peer).
+
+use super::local::{LocalActors, LocalRoute};
+use super::status::StatusSource;
+use super::wire::{Rpc, Wire, WireError, WireErrorOwned};
+use crate::transport::{Inbound, Responder};
+use crate::types::NodeId;
+use std::sync::{Arc, OnceLock};
+use tracing::debug;
+
+pub struct Router {
+    local: LocalActors,
+    /// Set once the node is assembled (status needs the whole node).
+    status: OnceLock<StatusSource>,
+}
+
+impl Router {
+    pub fn new(local: LocalActors) -> Arc<Self> {
+        Arc::new(Router {
+            local,
+            status: OnceLock::new(),
+        })
+    }
+
+    pub fn set_status_source(&self, source: StatusSource) {
+        let _ = self.status.set(source);
+    }
+
+    fn serve<R>(&self, req: R, reply: Responder<Wire>)
+    where
+        R: Rpc,
+        LocalActors: LocalRoute<R>,
+    {
+        let Some(recipient) = self.local.route(&req) else {
+            reply.respond(Wire::Error(WireError::Unavailable(R::NAME).into()));
+            return;
+        };
+        tokio::spawn(async move {
+            match recipient.send(req).await {
+                Ok(answer) => reply.respond(R::reply_into_wire(answer)),
+                Err(_) => reply.respond(Wire::Error(WireError::Unavailable(R::NAME).into())),
+            }
+        });
+    }
+}
+
+impl Inbound<Wire> for Router {
+    fn on_request(&self, from: NodeId, msg: Wire, reply: Responder<Wire>) {
+        match msg {
+            Wire::Prepare(r) => self.serve(r, reply),
+            Wire::Accept(r) => self.serve(r, reply),
+            Wire::Store(r) => self.serve(r, reply),
+            Wire::Seal(r) => self.serve(r, reply),
+            Wire::GetTail(r) => self.serve(r, reply),
+            Wire::GetRecords(r) => self.serve(r, reply),
+            Wire::Trim(r) => self.serve(r, reply),
+            Wire::Append(r) => self.serve(r, reply),
+            Wire::PreVote(r) => self.serve(r, reply),
+            Wire::Invoke(r) => self.serve(r, reply),
+            Wire::GetNodeStatus => match self.status.get() {
+                Some(source) => {
+                    let fut = source();
+                    tokio::spawn(async move { reply.respond(Wire::NodeStatus(Box::new(fut.await))) });
+                }
+                None => reply.respond(Wire::Error(WireError::Unavailable("status").into())),
+            },
+            other => {
+                debug!(%from, "not a request: {other:?}");
+                reply.respond(Wire::Error(WireErrorOwned(
+                    WireError::Mismatch.to_string(),
+                )));
+            }
+        }
+    }
+
+    fn on_message(&self, from: NodeId, msg: Wire) {
+        match msg {
+            Wire::MetaUpdate(update) => {
+                self.local.meta_cache.observe(&update.key, &update.value);
+            }
+            Wire::Release(release) => {
+                if let Some(ls) = self.local.log_server.addr() {
+                    let _ = ls.try_send(release);
+                }
+            }
+            other => debug!(%from, "unexpected one-way message: {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! Assembling a node: storage, transport, the supervision tree of actors, and
+//! the HTTP server. Runs inside an actix `System` (the node binary's main
+//! thread, or one thread per node in the test rig).
+
+use super::admin::{self, Admin};
+use super::local::LocalActors;
+use super::metrics::Metrics;
+use super::net::{CallError, Net, Remote};
+use super::router::Router;
+use super::status::{NodeStatus, PartitionView, StatusSource};
+use super::wire::Wire;
+use crate::actors::leader_elector::{ElectorConfig, LeaderElector};
+use crate::actors::log_server::{LogServer, TailWatch};
+use crate::actors::metadata::{MetaCache, MetadataClient, MetadataStore};
+use crate::actors::partition_processor::{GetProcessorStatus, PartitionProcessor};
+use crate::actors::sealer::Sealer;
+use crate::actors::sequencer::{SequencerDirectory, SequencerManager, SequencerTuning};
+use crate::actors::supervisor::{start_root, ChildSpec, RootHandle, Slot, SupervisorSpec, Watchdog};
+use crate::config::{Config, ConfigError};
+use crate::ingress::http::Ingress;
+use crate::log::{chain_key, Chain, LogClient, LogConfig};
+use crate::storage::{Storage, StorageError};
+use crate::transport::{
+    CaCert, FaultFilter, NodeIdentity, PeerAddr, TlsError, Transport, TransportConfig, TransportError,
+};
+use crate::types::{LogId, NodeId, PartitionId};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::info;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("certificates: {0}")]
+    Tls(#[from] TlsError),
+    #[error("transport: {0}")]
+    Transport(#[from] TransportError),
+    #[error("cannot serve HTTP on {addr}: {reason}")]
+    Http { addr: std::net::SocketAddr, reason: String },
+    #[error("supervision tree: {0}")]
+    Supervision(String),
+}
+
+/// Everything needed to start a node.
+pub struct NodeOptions {
+    pub config: Config,
+    pub identity: NodeIdentity,
+    pub ca: CaCert,
+    pub fault: FaultFilter,
+    /// HTTP worker threads (actix-web).
+    pub http_workers: usize,
+}
+
+impl NodeOptions {
+    /// Loads certificates from the config's TLS directory.
+    pub fn from_config(config: Config) -> Result<Self, NodeError> {
+        config.validate()?;
+        let ca = CaCert::load(&config.tls.dir)?;
+        let identity = NodeIdentity::load(&config.tls.dir, config.me())?;
+        Ok(NodeOptions {
+            config,
+            identity,
+            ca,
+            fault: FaultFilter::new(),
+            http_workers: 2,
+        })
+    }
+}
+
+/// A running node. Cheap handles only; everything runs on the node's arbiter.
+#[derive(Clone)]
+pub struct Node {
+    pub config: Arc<Config>,
+    pub net: Net,
+    pub transport: Transport<Wire>,
+    pub storage: Storage,
+    pub meta: MetadataClient,
+    pub logs: LogClient,
+    pub local: LocalActors,
+    pub root: RootHandle,
+    pub metrics: Arc<Metrics>,
+    pub fault: FaultFilter,
+    pub status: StatusSource,
+    pub seals: Arc<AtomicU64>,
+    http: actix_web::dev::ServerHandle,
+}
+
+/// `Net`'s remote half: the QUIC transport.
+struct QuicRemote(Transport<Wire>);
+
+impl Remote for QuicRemote {
+    fn request(&self, to: NodeId, msg: Wire, timeout: Duration) -> BoxFuture<'static, Result<Wire, CallError>> {
+        let transport = self.0.clone();
+        async move {
+            transport
+                .request(to, msg, timeout)
+                .await
+                .map_err(|e| map_transport_error(to, timeout, e))
+        }
+        .boxed()
+    }
+
+    fn send(&self, to: NodeId, msg: Wire) -> Result<(), CallError> {
+        self.0
+            .send(to, msg)
+            .map_err(|e| map_transport_error(to, Duration::ZERO, e))
+    }
+
+    fn is_suspected(&self, node: NodeId) -> bool {
+        !self.0.peer_state(node).is_connected()
+    }
+}
+
+fn map_transport_error(to: NodeId, timeout: Duration, e: TransportError) -> CallError {
+    match e {
+        TransportError::Timeout { .. } => CallError::Timeout(to, timeout),
+        TransportError::ConnectionLost { .. } => CallError::ConnectionLost(to),
+        TransportError::Remote { .. } => CallError::Remote(to, e.to_string()),
+        other if other.maybe_delivered() => CallError::ConnectionLost(to),
+        other => CallError::Unavailable(to, other.to_string()),
+    }
+}
+
+impl Node {
+    /// Starts every part of the node. Must run inside an actix `System`.
+    pub async fn start(
+        opts: NodeOptions,
+        on_give_up: impl FnOnce(String) + Send + 'static,
+    ) -> Result<Node, NodeError> {
+        let config = Arc::new(opts.config);
+        config.validate()?;
+        let me = config.me();
+        let nodes = config.node_ids();
+        let my_addr = config.address(me).expect("validated").clone();
+        let started = Instant::now();
+
+        let storage = Storage::open(&config.data_dir)?;
+        let local = LocalActors {
+            log_server: Slot::new(),
+            metadata: Slot::new(),
+            meta_cache: MetaCache::default(),
+            sequencers: SequencerDirectory::default(),
+            sequencer_manager: Slot::new(),
+            sealer: Slot::new(),
+            processors: (0..config.partitions).map(|_| Slot::new()).collect(),
+            electors: (0..config.partitions).map(|_| Slot::new()).collect(),
+        };
+        let router = Router::new(local.clone());
+
+        let mut tcfg = TransportConfig::new(
+            my_addr.quic,
+            config
+                .nodes
+                .iter()
+                .map(|n| PeerAddr {
+                    id: NodeId(n.id),
+                    addr: n.quic,
+                })
+                .collect(),
+        );
+        tcfg.keep_alive = Duration::from_millis(config.timing.keep_alive_ms);
+        tcfg.idle_timeout = Duration::from_millis(config.timing.idle_timeout_ms);
+        let transport =
+            Transport::start(tcfg, opts.identity, opts.ca, opts.fault.clone(), router.clone()).await?;
+
+        let net = Net::new(me, nodes.clone(), local.clone(), Arc::new(QuicRemote(transport.clone())));
+        let meta = MetadataClient::new(net.clone(), local.meta_cache.clone());
+        let tails = TailWatch::default();
+        let log_config = LogConfig::new(nodes.clone(), config.replication);
+        let logs = LogClient::new(
+            net.clone(),
+            meta.clone(),
+            local.sealer.clone(),
+            storage.clone(),
+            tails.clone(),
+            log_config.clone(),
+            config.partitions,
+        );
+        let metrics = Arc::new(Metrics::default());
+        let seals = Arc::new(AtomicU64::new(0));
+
+        // The supervision tree: root → metadata, log, partitions.
+        let log_spec = {
+            let (st, tw) = (storage.clone(), tails.clone());
+            let (n2, st2, dir) = (net.clone(), storage.clone(), local.sequencers.clone());
+            let (n3, m3, lc, s3) = (net.clone(), meta.clone(), log_config.clone(), seals.clone());
+            SupervisorSpec::new("log")
+                .child(ChildSpec::actor("log-server", local.log_server.clone(), move |_cx| {
+                    LogServer::new(me, st.clone(), tw.clone())
+                }))
+                .child(ChildSpec::actor(
+                    "sequencers",
+                    local.sequencer_manager.clone(),
+                    move |cx| {
+                        SequencerManager::new(
+                            n2.clone(),
+                            st2.clone(),
+                            dir.clone(),
+                            SequencerTuning::default(),
+                            cx,
+                        )
+                    },
+                ))
+                .child(ChildSpec::actor("sealer", local.sealer.clone(), move |cx| {
+                    Sealer::new(n3.clone(), m3.clone(), lc.clone(), s3.clone(), cx)
+                }))
+        };
+        let mut partitions_spec = SupervisorSpec::new("partitions");
+        for p in 0..config.partitions {
+            let partition = PartitionId(p);
+            let (st, lc) = (storage.clone(), logs.clone());
+            partitions_spec = partitions_spec.child(ChildSpec::actor(
+                format!("processor-{p}"),
+                local.processors[p as usize].clone(),
+                move |cx| PartitionProcessor::new(partition, st.clone(), lc.clone(), cx),
+            ));
+            let (n, m, slot, metrics) = (
+                net.clone(),
+                meta.clone(),
+                local.processors[p as usize].clone(),
+                metrics.clone(),
+            );
+            partitions_spec = partitions_spec.child(ChildSpec::actor(
+                format!("elector-{p}"),
+                local.electors[p as usize].clone(),
+                move |_cx| {
+                    LeaderElector::new(
+                        partition,
+                        n.clone(),
+                        m.clone(),
+                        slot.clone(),
+                        ElectorConfig::default(),
+                        metrics.clone(),
+                    )
+                },
+            ));
+        }
+        let st = storage.clone();
+        let root_spec = SupervisorSpec::new("root")
+            .child(ChildSpec::actor("metadata", local.metadata.clone(), move |_cx| {
+                MetadataStore::new(me, st.clone())
+            }))
+            .child(ChildSpec::supervisor(log_spec))
+            .child(ChildSpec::supervisor(partitions_spec));
+        let root = start_root(root_spec, Watchdog::for_node(me), on_give_up)
+            .map_err(|e| NodeError::Supervision(e.to_string()))?;
+
+        let status: StatusSource = {
+            let (cfg, transport, root, local, storage, meta) = (
+                config.clone(),
+                transport.clone(),
+                root.clone(),
+                local.clone(),
+                storage.clone(),
+                meta.clone(),
+            );
+            Arc::new(move || {
+                let (cfg, transport, root, local, storage, meta) = (
+                    cfg.clone(),
+                    transport.clone(),
+                    root.clone(),
+                    local.clone(),
+                    storage.clone(),
+                    meta.clone(),
+                );
+                async move {
+                    node_status(&cfg, started, &transport, &root, &local, &storage, &meta).await
+                }
+                .boxed()
+            })
+        };
+        router.set_status_source(status.clone());
+
+        let ingress = Ingress::new(
+            net.clone(),
+            meta.clone(),
+            config.partitions,
+            config.request_timeout(),
+            metrics.clone(),
+        );
+        let admin_state = Admin {
+            config: config.clone(),
+            net: net.clone(),
+            meta: meta.clone(),
+            root: root.clone(),
+            fault: opts.fault.clone(),
+            status: status.clone(),
+            metrics: metrics.clone(),
+            logs: logs.clone(),
+            seals: seals.clone(),
+            storage: storage.clone(),
+        };
+        let server = actix_web::HttpServer::new(move || {
+            actix_web::App::new()
+                .app_data(actix_web::web::Data::new(ingress.clone()))
+                .app_data(actix_web::web::Data::new(admin_state.clone()))
+                .app_data(admin::payload_config())
+                .app_data(admin::json_config())
+                .configure(admin::configure)
+                .configure(crate::ingress::http::configure)
+                .default_service(actix_web::web::to(admin::not_found))
+        })
+        .workers(opts.http_workers.max(1))
+        .disable_signals()
+        .shutdown_timeout(1)
+        .bind(my_addr.http)
+        .map_err(|e| NodeError::Http {
+            addr: my_addr.http,
+            reason: e.to_string(),
+        })?
+        .run();
+        let http = server.handle();
+        actix::spawn(server);
+        info!(node = %me, quic = %my_addr.quic, http = %my_addr.http, "node started");
+
+        Ok(Node {
+            config,
+            net,
+            transport,
+            storage,
+            meta,
+            logs,
+            local,
+            root,
+            metrics,
+            fault: opts.fault,
+            status,
+            seals,
+            http,
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.config.me()
+    }
+
+    /// Orderly stop: HTTP first (no new requests), then the actors, then the
+    /// transport; finally a flush.
+    pub async fn shutdown(&self) {
+        self.http.stop(true).await;
+        let _ = self.root.shutdown().await;
+        self.local.sequencers.clear();
+        self.transport.shutdown().await;
+        let _ = self.storage.sync().await;
+        info!(node = %self.id(), "node stopped");
+    }
+}
+
+async fn node_status(
+    cfg: &Config,
+    started: Instant,
+    transport: &Transport<Wire>,
+    root: &RootHandle,
+    local: &LocalActors,
+    storage: &Storage,
+    meta: &MetadataClient,
+) -> NodeStatus {
+    let me = cfg.me();
+    let addr = cfg.address(me).expect("validated");
+    let mut partitions = Vec::new();
+    for (p, slot) in local.processors.iter().enumerate() {
+        let partition = PartitionId(p as u32);
+        let sequencer = meta
+            .cached_typed::<Chain>(&chain_key(LogId(p as u32)))
+            .map(|(_, c)| c.tail().sequencer);
+        let reply = match slot.addr() {
+            Some(addr) => tokio::time::timeout(Duration::from_millis(500), addr.send(GetProcessorStatus))
+                .await
+                .ok()
+                .and_then(|r| r.ok()),
+            None => None,
+        };
+        partitions.push(match reply {
+            Some(s) => PartitionView {
+                partition,
+                mode: format!("{:?}", s.mode),
+                status: s.status,
+                leader: s.leader,
+                epoch: s.epoch,
+                sequencer,
+                applied_lsn: s.applied_lsn,
+                persisted_lsn: s.persisted_lsn,
+                last_update_ms: s.last_update_ms,
+                pending_requests: s.pending_requests,
+            },
+            None => PartitionView {
+                partition,
+                mode: "Down".into(),
+                status: "Restarting".into(),
+                leader: None,
+                epoch: Default::default(),
+                sequencer,
+                applied_lsn: Default::default(),
+                persisted_lsn: Default::default(),
+                last_update_ms: 0,
+                pending_requests: 0,
+            },
+        });
+    }
+    NodeStatus {
+        node: me,
+        quic: addr.quic,
+        http: addr.http,
+        uptime_ms: started.elapsed().as_millis() as u64,
+        peers: transport.peers(),
+        partitions,
+        supervision: root.status(),
+        storage_bytes: storage.size_on_disk(),
+        chaos_enabled: cfg.chaos,
+    }
+}
