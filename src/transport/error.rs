@@ -11,7 +11,7 @@ use std::time::Duration;
 /// Why a remote node answered a request without a result.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum RemoteError {
-    /// The handler dropped its `Responder` without answering.
+    /// The handler dropped its [`Responder`](super::Responder) without answering.
     #[error("the remote handler dropped the request without answering")]
     Dropped,
     /// The handler answered, but the answer could not be encoded (e.g. too large).
