@@ -175,6 +175,11 @@ impl<M: WireMessage> Transport<M> {
         inbound: Arc<dyn Inbound<M>>,
     ) -> Result<Self, TransportError> {
         cfg.validate()?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(TransportError::Config(
+                "start the transport inside a tokio runtime".into(),
+            ));
+        }
         let node = identity.node;
         let bound = endpoint::bind(&cfg, &identity, &ca, fault.clone())?;
         let local_addr = bound.endpoint.local_addr()?;

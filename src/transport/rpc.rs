@@ -86,12 +86,16 @@ impl<M: WireMessage> Responder<M> {
                 }
             }
         };
-        if let Err(e) = out.try_send(bytes) {
-            let why = match e {
-                mpsc::error::TrySendError::Full(_) => "outbound queue full",
-                mpsc::error::TrySendError::Closed(_) => "connection gone",
-            };
-            tracing::debug!(peer = %self.from, request = self.id, why, "response not sent");
+        match out.try_send(bytes) {
+            Ok(()) => {}
+            // Overload: the caller will time out; worth an operator's attention.
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(peer = %self.from, request = self.id, "response dropped: outbound queue full");
+            }
+            // The caller has already been told ConnectionLost.
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::debug!(peer = %self.from, request = self.id, "response dropped: connection gone");
+            }
         }
     }
 }
