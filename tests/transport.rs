@@ -8,7 +8,7 @@
 use keel::transport::frame::{self, Envelope};
 use keel::transport::{
     close_code, CaCert, ClusterCa, FaultFilter, Inbound, NodeIdentity, PeerAddr, PeerState,
-    Responder, Transport, TransportConfig, TransportError, WireMessage,
+    Responder, Transport, TransportConfig, TransportError,
 };
 use keel::types::NodeId;
 use serde::{Deserialize, Serialize};
@@ -36,8 +36,6 @@ enum Msg {
     Ignore,
     Blob(Vec<u8>),
 }
-
-impl WireMessage for Msg {}
 
 /// Records what a node received.
 struct Inbox {

@@ -53,8 +53,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn, Instrument};
 
-/// A message type that can cross the wire.
+/// A message type that can cross the wire. Implemented for every type that
+/// qualifies, so a protocol's message enum needs nothing beyond serde.
 pub trait WireMessage: Serialize + DeserializeOwned + Send + Sync + 'static {}
+
+impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> WireMessage for T {}
 
 /// Where a node's incoming traffic goes. Called on the connection's reader
 /// task: implementations must hand work off (e.g. `try_send` to an actor)
@@ -381,5 +384,22 @@ fn queue_error<T>(to: NodeId, e: mpsc::error::TrySendError<T>) -> TransportError
     match e {
         mpsc::error::TrySendError::Full(_) => TransportError::QueueFull(to),
         mpsc::error::TrySendError::Closed(_) => TransportError::PeerUnavailable(to),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync_static<T: Send + Sync + 'static>() {}
+    fn send_static<T: Send + 'static>() {}
+
+    /// Handlers move responders into spawned tasks; actors hold transports.
+    #[test]
+    fn handles_cross_threads() {
+        send_static::<Responder<String>>();
+        send_sync_static::<Transport<String>>();
+        send_sync_static::<FaultFilter>();
+        send_sync_static::<TransportError>();
     }
 }
