@@ -505,6 +505,9 @@ async fn run_outbound_delay(
         let next_due = queue.peek().map(|Reverse(h)| h.due);
         tokio::select! {
             held = rx.recv() => match held {
+                Some(_) if queue.len() >= DELAY_QUEUE_CAP => {
+                    filter.count(&filter.inner.overflowed, 1);
+                }
                 Some(mut held) => {
                     seq += 1;
                     held.seq = seq;
