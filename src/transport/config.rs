@@ -37,7 +37,9 @@ pub struct TransportConfig {
     )]
     pub keep_alive: Duration,
     /// No packet from the peer for this long closes the connection: this is
-    /// the failure detector's main clock.
+    /// the failure detector's main clock. A peer that falls silent is
+    /// suspected after between `idle_timeout` and `idle_timeout + keep_alive`
+    /// (QUIC restarts the clock when we send after hearing from the peer).
     #[serde(
         rename = "idle_timeout_ms",
         with = "millis",
