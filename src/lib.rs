@@ -8,4 +8,5 @@ pub mod ingress;
 pub mod log;
 pub mod node;
 pub mod storage;
+pub mod transport;
 pub mod types;

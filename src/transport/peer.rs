@@ -1,0 +1,274 @@
+//! Per-peer link state and the failure detector built on it.
+//!
+//! A peer is `Connected` exactly while a live, authenticated QUIC connection
+//! to it exists, and `Suspected` otherwise. QUIC keep-alives plus a short
+//! idle timeout make "no live connection" a prompt signal: a peer whose
+//! packets stop arriving loses its connection after `idle_timeout`.
+
+use super::error::TransportError;
+use crate::types::NodeId;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// What the failure detector believes about a peer, and since when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerState {
+    Connected { since: Instant },
+    Suspected { since: Instant },
+}
+
+impl PeerState {
+    pub fn is_connected(&self) -> bool {
+        matches!(self, PeerState::Connected { .. })
+    }
+
+    pub fn since(&self) -> Instant {
+        match self {
+            PeerState::Connected { since } | PeerState::Suspected { since } => *since,
+        }
+    }
+}
+
+/// Every configured peer's state; what [`watch_peers`](super::Transport::watch_peers) carries.
+pub type PeerStates = BTreeMap<NodeId, PeerState>;
+
+/// One peer as shown by `/cluster/status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub node: NodeId,
+    pub addr: SocketAddr,
+    pub connected: bool,
+    /// How long the peer has been in its current state.
+    pub for_ms: u64,
+    /// Connections established with this peer since start.
+    pub connections: u64,
+    /// Smoothed RTT of the live connection, in microseconds.
+    pub rtt_us: Option<u64>,
+    /// Frames waiting in the live connection's outbound queue.
+    pub queued: usize,
+    /// Requests sent on the live connection and not yet answered.
+    pub in_flight: usize,
+    /// Why the last connection ended, if one did.
+    pub last_error: Option<String>,
+}
+
+/// The caller waiting for a response.
+pub(crate) type ReplySlot<M> = oneshot::Sender<Result<M, TransportError>>;
+
+/// Requests in flight on one connection. Closing fails them all and refuses
+/// new ones, so no request can slip in after the connection is declared dead.
+pub(crate) struct Pending<M> {
+    inner: Mutex<PendingInner<M>>,
+}
+
+struct PendingInner<M> {
+    closed: bool,
+    slots: HashMap<u64, ReplySlot<M>>,
+}
+
+impl<M> Pending<M> {
+    pub fn new() -> Self {
+        Pending {
+            inner: Mutex::new(PendingInner {
+                closed: false,
+                slots: HashMap::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PendingInner<M>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a request; `false` if the connection is already closed.
+    pub fn insert(&self, id: u64, slot: ReplySlot<M>) -> bool {
+        let mut p = self.lock();
+        if p.closed {
+            return false;
+        }
+        p.slots.insert(id, slot);
+        true
+    }
+
+    pub fn remove(&self, id: u64) -> Option<ReplySlot<M>> {
+        self.lock().slots.remove(&id)
+    }
+
+    /// Fails every waiting request with `ConnectionLost`.
+    pub fn close(&self, peer: NodeId) {
+        let slots: Vec<_> = {
+            let mut p = self.lock();
+            p.closed = true;
+            p.slots.drain().map(|(_, s)| s).collect()
+        };
+        for slot in slots {
+            let _ = slot.send(Err(TransportError::ConnectionLost(peer)));
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().slots.len()
+    }
+}
+
+/// Handles to one live connection, cheap to clone.
+pub(crate) struct Live<M> {
+    pub generation: u64,
+    pub conn: quinn::Connection,
+    /// Encoded frames for the connection's writer task.
+    pub out: mpsc::Sender<Vec<u8>>,
+    pub pending: Arc<Pending<M>>,
+}
+
+impl<M> Clone for Live<M> {
+    fn clone(&self) -> Self {
+        Live {
+            generation: self.generation,
+            conn: self.conn.clone(),
+            out: self.out.clone(),
+            pending: self.pending.clone(),
+        }
+    }
+}
+
+/// One configured peer.
+pub(crate) struct Peer<M> {
+    pub id: NodeId,
+    pub addr: SocketAddr,
+    link: Mutex<Link<M>>,
+}
+
+struct Link<M> {
+    live: Option<Live<M>>,
+    state: PeerState,
+    generations: u64,
+    last_error: Option<String>,
+}
+
+impl<M> Peer<M> {
+    pub fn new(id: NodeId, addr: SocketAddr, now: Instant) -> Self {
+        Peer {
+            id,
+            addr,
+            link: Mutex::new(Link {
+                live: None,
+                state: PeerState::Suspected { since: now },
+                generations: 0,
+                last_error: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Link<M>> {
+        self.link.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The live connection, if any.
+    pub fn live(&self) -> Option<Live<M>> {
+        self.lock().live.clone()
+    }
+
+    pub fn state(&self) -> PeerState {
+        self.lock().state
+    }
+
+    /// Hands out the next connection generation number.
+    pub fn next_generation(&self) -> u64 {
+        let mut l = self.lock();
+        l.generations += 1;
+        l.generations
+    }
+
+    /// Makes `live` the peer's connection; returns the one it replaces.
+    pub fn install(&self, live: Live<M>, states: &watch::Sender<PeerStates>) -> Option<Live<M>> {
+        let now = Instant::now();
+        let mut l = self.lock();
+        let old = l.live.replace(live);
+        l.state = PeerState::Connected { since: now };
+        publish(states, self.id, l.state);
+        old
+    }
+
+    /// Forgets connection `generation` if it is still the current one, and
+    /// marks the peer suspected. Returns whether it was current.
+    pub fn remove(
+        &self,
+        generation: u64,
+        reason: String,
+        states: &watch::Sender<PeerStates>,
+    ) -> bool {
+        let mut l = self.lock();
+        if l.live.as_ref().map(|c| c.generation) != Some(generation) {
+            return false;
+        }
+        l.live = None;
+        l.last_error = Some(reason);
+        l.state = PeerState::Suspected {
+            since: Instant::now(),
+        };
+        publish(states, self.id, l.state);
+        true
+    }
+
+    /// Drops the live connection at shutdown.
+    pub fn take(&self, states: &watch::Sender<PeerStates>) -> Option<Live<M>> {
+        let mut l = self.lock();
+        let live = l.live.take();
+        if live.is_some() {
+            l.state = PeerState::Suspected {
+                since: Instant::now(),
+            };
+            publish(states, self.id, l.state);
+        }
+        live
+    }
+
+    pub fn status(&self, queue_capacity: usize) -> PeerStatus {
+        let l = self.lock();
+        PeerStatus {
+            node: self.id,
+            addr: self.addr,
+            connected: l.state.is_connected(),
+            for_ms: l.state.since().elapsed().as_millis() as u64,
+            connections: l.generations,
+            rtt_us: l.live.as_ref().map(|c| c.conn.rtt().as_micros() as u64),
+            queued: l
+                .live
+                .as_ref()
+                .map(|c| queue_capacity.saturating_sub(c.out.capacity()))
+                .unwrap_or(0),
+            in_flight: l.live.as_ref().map(|c| c.pending.len()).unwrap_or(0),
+            last_error: l.last_error.clone(),
+        }
+    }
+}
+
+fn publish(states: &watch::Sender<PeerStates>, node: NodeId, state: PeerState) {
+    states.send_modify(|s| {
+        s.insert(node, state);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn closing_pending_fails_waiters_and_refuses_newcomers() {
+        let p: Pending<u32> = Pending::new();
+        let (tx, rx) = oneshot::channel();
+        assert!(p.insert(1, tx));
+        p.close(NodeId(2));
+        assert!(matches!(
+            rx.await,
+            Ok(Err(TransportError::ConnectionLost(NodeId(2))))
+        ));
+        let (tx, _rx) = oneshot::channel();
+        assert!(!p.insert(2, tx));
+        assert_eq!(p.len(), 0);
+    }
+}
