@@ -3,6 +3,7 @@
 //! `docs/` for the protocol notes.
 
 pub mod actors;
+pub mod cli;
 pub mod config;
 pub mod ingress;
 pub mod log;

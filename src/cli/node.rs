@@ -1,0 +1,134 @@
+//! `keel node`: one node process. Logs with `RUST_LOG` (default `info`),
+//! stops cleanly on SIGINT/SIGTERM, exits non-zero if its supervision tree
+//! gives up or it cannot start (one clear error line).
+
+use crate::config::{Config, NodeAddress, TlsPaths, Timing};
+use crate::node::{Node, NodeOptions};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+#[derive(Args, Debug, Default)]
+pub struct NodeArgs {
+    /// TOML config (see `keel init`); flags below override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// This node's id (N1 or 1).
+    #[arg(long)]
+    pub node: Option<crate::types::NodeId>,
+    /// Data directory.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Directory with ca.pem, n<id>.pem, n<id>.key.
+    #[arg(long)]
+    pub tls_dir: Option<PathBuf>,
+    /// A cluster member: `ID=QUIC_ADDR,HTTP_ADDR` (repeat; include this node).
+    #[arg(long = "member", value_parser = parse_member)]
+    pub members: Vec<NodeAddress>,
+    /// Number of partitions (and logs).
+    #[arg(long)]
+    pub partitions: Option<u32>,
+    /// Expose `POST /chaos/*` fault injection.
+    #[arg(long)]
+    pub chaos: bool,
+    /// HTTP worker threads.
+    #[arg(long, default_value_t = 2)]
+    pub http_workers: usize,
+}
+
+fn parse_member(s: &str) -> Result<NodeAddress, String> {
+    let (id, addrs) = s.split_once('=').ok_or("expected ID=QUIC_ADDR,HTTP_ADDR")?;
+    let id: crate::types::NodeId = id.parse()?;
+    let (quic, http) = addrs.split_once(',').ok_or("expected ID=QUIC_ADDR,HTTP_ADDR")?;
+    let quic: SocketAddr = quic.parse().map_err(|e| format!("bad QUIC address {quic:?}: {e}"))?;
+    let http: SocketAddr = http.parse().map_err(|e| format!("bad HTTP address {http:?}: {e}"))?;
+    Ok(NodeAddress { id: id.0, quic, http })
+}
+
+/// The effective config: file, then flags.
+pub fn resolve(args: &NodeArgs) -> Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => {
+            let Some(node) = args.node else {
+                bail!("give --config FILE, or --node, --data-dir, --tls-dir and --member flags");
+            };
+            Config {
+                node: node.0,
+                data_dir: args.data_dir.clone().context("--data-dir is required without --config")?,
+                partitions: 4,
+                replication: 2,
+                chaos: false,
+                tls: TlsPaths {
+                    dir: args.tls_dir.clone().context("--tls-dir is required without --config")?,
+                },
+                timing: Timing::default(),
+                nodes: Vec::new(),
+            }
+        }
+    };
+    if let Some(n) = args.node {
+        config.node = n.0;
+    }
+    if let Some(d) = &args.data_dir {
+        config.data_dir = d.clone();
+    }
+    if let Some(d) = &args.tls_dir {
+        config.tls.dir = d.clone();
+    }
+    if !args.members.is_empty() {
+        config.nodes = args.members.clone();
+    }
+    if let Some(p) = args.partitions {
+        config.partitions = p;
+    }
+    config.replication = config.replication.min(config.nodes.len().max(1) as u8);
+    config.chaos |= args.chaos;
+    config.validate()?;
+    Ok(config)
+}
+
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn run(args: NodeArgs) -> Result<()> {
+    init_tracing();
+    let config = resolve(&args)?;
+    let mut opts = NodeOptions::from_config(config)?;
+    opts.http_workers = args.http_workers;
+    let gave_up: Arc<Mutex<Option<String>>> = Arc::default();
+    let system = actix::System::new();
+    let outcome = system.block_on({
+        let gave_up = gave_up.clone();
+        async move {
+            let on_give_up = move |reason: String| {
+                *gave_up.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+                actix::System::current().stop_with_code(2);
+            };
+            let node = Node::start(opts, on_give_up).await?;
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("installing the SIGTERM handler")?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = node.root.stopped() => {}
+            }
+            node.shutdown().await;
+            Ok::<_, anyhow::Error>(())
+        }
+    });
+    outcome?;
+    if let Some(reason) = gave_up.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        bail!("supervision tree gave up: {reason}");
+    }
+    Ok(())
+}
