@@ -1,0 +1,13 @@
+//! The Jepsen-style harness' pure parts: the history format, the nemesis
+//! log, checkers, statistics and the latency plot. Nothing here does I/O
+//! beyond reading and writing the files it is handed, so every piece is
+//! tested with hand-written good and bad histories.
+
+pub mod history;
+pub mod nemesis;
+
+#[cfg(test)]
+mod testkit;
+
+pub use history::{pair, read_history, read_jsonl, write_jsonl, Call, Op, OpType, Outcome, F};
+pub use nemesis::{ClusterState, Fault, FaultTimeline, FaultWindow, NemesisEvent};
