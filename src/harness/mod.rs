@@ -3,11 +3,13 @@
 //! beyond reading and writing the files it is handed, so every piece is
 //! tested with hand-written good and bad histories.
 
+pub mod checker;
 pub mod history;
 pub mod nemesis;
 
 #[cfg(test)]
 mod testkit;
 
+pub use checker::{CheckResult, Validity};
 pub use history::{pair, read_history, read_jsonl, write_jsonl, Call, Op, OpType, Outcome, F};
 pub use nemesis::{ClusterState, Fault, FaultTimeline, FaultWindow, NemesisEvent};
