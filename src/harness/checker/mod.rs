@@ -1,7 +1,9 @@
 //! Checkers: each turns a paired history into a [`CheckResult`].
 
+pub mod counter;
 pub mod linearizable;
 pub mod register;
+pub mod set;
 
 use serde::{Serialize, Serializer};
 use serde_json::Value;
