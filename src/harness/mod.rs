@@ -10,6 +10,6 @@ pub mod nemesis;
 #[cfg(test)]
 mod testkit;
 
-pub use checker::{CheckResult, Validity};
+pub use checker::{check_all, check_all_with, render_results, CheckConfig, CheckResult, Validity};
 pub use history::{pair, read_history, read_jsonl, write_jsonl, Call, Op, OpType, Outcome, F};
 pub use nemesis::{ClusterState, Fault, FaultTimeline, FaultWindow, NemesisEvent};

@@ -136,6 +136,41 @@ impl Hist {
         self
     }
 
+    /// Background load: every `every_ms` from `from_ms` until `to_ms`,
+    /// each of nodes `1..=nodes` gets a 10 ms register read of `load`
+    /// (never written, so `null`), completed as `outcome(node, t_ms)` says.
+    pub fn steady(
+        &mut self,
+        nodes: u32,
+        from_ms: u64,
+        to_ms: u64,
+        every_ms: u64,
+        outcome: impl Fn(u32, u64) -> OpType,
+    ) -> &mut Self {
+        let saved = self.node;
+        let mut t = from_ms;
+        while t < to_ms {
+            for node in 1..=nodes {
+                self.node = node;
+                let p = u64::from(node) * 1_000_000 + t;
+                let kind = outcome(node, t);
+                self.call_ns(
+                    p,
+                    F::Read,
+                    "load",
+                    Value::Null,
+                    kind,
+                    Value::Null,
+                    t * MS,
+                    (t + 10) * MS,
+                );
+            }
+            t += every_ms;
+        }
+        self.node = saved;
+        self
+    }
+
     pub fn ops(&self) -> Vec<Op> {
         let mut ops = self.ops.clone();
         ops.sort_by_key(|(t, seq, _)| (*t, *seq));
