@@ -142,6 +142,28 @@ where
 /// Reads JSON lines; blank lines are skipped, anything else must parse.
 /// Errors carry the 1-based line number.
 pub fn read_jsonl<T: DeserializeOwned, R: BufRead>(input: R) -> Result<Vec<T>, HistoryError> {
+    read_checked(input, |_: &T| Ok(()))
+}
+
+/// Reads a history file and checks what serde cannot: node ids start at 1.
+pub fn read_history<R: BufRead>(input: R) -> Result<Vec<Op>, HistoryError> {
+    read_checked(input, |op: &Op| {
+        if op.node.0 == 0 {
+            Err("node ids start at 1".to_string())
+        } else {
+            Ok(())
+        }
+    })
+}
+
+fn read_checked<T, R>(
+    input: R,
+    check: impl Fn(&T) -> Result<(), String>,
+) -> Result<Vec<T>, HistoryError>
+where
+    T: DeserializeOwned,
+    R: BufRead,
+{
     let mut items = Vec::new();
     for (i, line) in input.lines().enumerate() {
         let line_no = i + 1;
@@ -152,41 +174,17 @@ pub fn read_jsonl<T: DeserializeOwned, R: BufRead>(input: R) -> Result<Vec<T>, H
         if line.trim().is_empty() {
             continue;
         }
-        let item = serde_json::from_str(&line).map_err(|source| HistoryError::Json {
+        let item: T = serde_json::from_str(&line).map_err(|source| HistoryError::Json {
             line: line_no,
             source,
+        })?;
+        check(&item).map_err(|reason| HistoryError::Invalid {
+            line: line_no,
+            reason,
         })?;
         items.push(item);
     }
     Ok(items)
-}
-
-/// Reads a history file and checks what serde cannot: node ids start at 1.
-pub fn read_history<R: BufRead>(input: R) -> Result<Vec<Op>, HistoryError> {
-    let mut line_no = 0;
-    let mut ops = Vec::new();
-    for line in input.lines() {
-        line_no += 1;
-        let line = line.map_err(|source| HistoryError::Io {
-            line: line_no,
-            source,
-        })?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let op: Op = serde_json::from_str(&line).map_err(|source| HistoryError::Json {
-            line: line_no,
-            source,
-        })?;
-        if op.node.0 == 0 {
-            return Err(HistoryError::Invalid {
-                line: line_no,
-                reason: "node ids start at 1".into(),
-            });
-        }
-        ops.push(op);
-    }
-    Ok(ops)
 }
 
 /// How a call ended, as far as the client knows.

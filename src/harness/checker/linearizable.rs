@@ -319,10 +319,13 @@ fn zobrist_key(i: usize) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Configurations sharing one 64-bit hash.
+type Bucket<M> = Vec<(Box<[u64]>, M)>;
+
 /// Explored (linearized set, state) pairs, keyed by a 64-bit hash with
 /// exact comparison on collision.
 struct Memo<M> {
-    buckets: HashMap<u64, Vec<(Box<[u64]>, M)>, BuildHasherDefault<PassThrough>>,
+    buckets: HashMap<u64, Bucket<M>, BuildHasherDefault<PassThrough>>,
     len: usize,
 }
 
