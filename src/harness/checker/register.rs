@@ -56,6 +56,10 @@ impl Model for Register {
             }
         }
     }
+
+    fn is_read_only(input: &RegisterOp) -> bool {
+        *input == RegisterOp::Read
+    }
 }
 
 /// Parses a call's input and, if it completed ok, its read value.
