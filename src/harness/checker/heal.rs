@@ -58,6 +58,14 @@ pub fn check(calls: &[Call], faults: &FaultTimeline, config: &HealConfig) -> Che
         Some(t) => (t, "final heal"),
         None => (first, "start of history (no faults)"),
     };
+    if heal > end {
+        return CheckResult::new(
+            "heal",
+            Validity::Unknown,
+            "the history ends before the final heal",
+            json!({ "heal_ns": heal, "end_ns": end }),
+        );
+    }
     let bound = config.recovery_bound.as_nanos() as u64;
     let quiet_from = end
         .saturating_sub(config.quiet_window.as_nanos() as u64)
@@ -116,7 +124,7 @@ pub fn check(calls: &[Call], faults: &FaultTimeline, config: &HealConfig) -> Che
             valid = false;
             problems.push(format!(
                 "{node}: {errors} of {completed} calls failed in the last {:.1} s",
-                secs(end - quiet_from)
+                secs(end.saturating_sub(quiet_from))
             ));
         }
         nodes.push(json!({
@@ -136,7 +144,7 @@ pub fn check(calls: &[Call], faults: &FaultTimeline, config: &HealConfig) -> Che
         format!(
             "every node served within {:.0} ms of the {heal_source}; no errors in the last {:.1} s",
             worst,
-            secs(end - quiet_from)
+            secs(end.saturating_sub(quiet_from))
         )
     } else {
         problems.join("; ")
@@ -318,6 +326,14 @@ mod tests {
         assert_eq!(r.valid, Validity::Unknown);
         let r = check(&[], &none, &HealConfig::default());
         assert_eq!(r.valid, Validity::Unknown);
+        // The run stopped before the heal it logged.
+        let r = check(&h.calls(), &partition_then_heal(), &HealConfig::default());
+        assert_eq!(r.valid, Validity::Unknown);
+        assert!(
+            r.summary.contains("ends before the final heal"),
+            "{}",
+            r.summary
+        );
         let _ = Value::Null;
     }
 
