@@ -378,6 +378,12 @@ fn apply(
     let name = fault.name();
     match fault {
         Fault::Partition { groups, cut } => {
+            if groups.is_empty() && cut.is_empty() {
+                return Err(NemesisError::BadGroups {
+                    index,
+                    reason: "a partition needs `groups` or `cut`".into(),
+                });
+            }
             let mut all = cut_pairs(cut, index, name, nodes)?;
             if !groups.is_empty() {
                 all.extend(group_cut(groups, index, nodes)?);
@@ -641,6 +647,17 @@ mod tests {
             1,
         )];
         assert!(FaultTimeline::new(&twice, 3).is_err());
+        let empty = [ev(
+            Fault::Partition {
+                groups: vec![],
+                cut: vec![],
+            },
+            1,
+        )];
+        assert!(matches!(
+            FaultTimeline::new(&empty, 3),
+            Err(NemesisError::BadGroups { .. })
+        ));
         let selfcut = [ev(
             Fault::Bridge {
                 cut: vec![[NodeId(2), NodeId(2)]],
