@@ -5,6 +5,7 @@
 pub mod actors;
 pub mod cli;
 pub mod config;
+pub mod harness;
 pub mod ingress;
 pub mod log;
 pub mod node;

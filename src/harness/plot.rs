@@ -1,0 +1,250 @@
+//! Latency over time, like Jepsen's `latency-raw.svg`.
+//!
+//! One point per completed call: x = invocation time since the first call
+//! (s), y = latency (ms, log scale, since ok latencies and timeouts differ
+//! by orders of magnitude). Green = ok, red = fail, orange = info (plotted
+//! at the time the client gave up). Fault windows are shaded grey. Calls
+//! that never completed have no latency and are not drawn.
+//!
+//! Rendered with plotters' SVG backend, which writes text as `<text>`
+//! elements and needs no system fonts.
+
+use super::history::{Call, Outcome};
+use super::nemesis::FaultWindow;
+use plotters::prelude::*;
+use std::path::{Path, PathBuf};
+
+const OK: RGBColor = RGBColor(40, 160, 60);
+const FAIL: RGBColor = RGBColor(215, 40, 40);
+const INFO: RGBColor = RGBColor(245, 150, 0);
+const FAULT: RGBColor = RGBColor(160, 160, 160);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    #[error("drawing the plot: {0}")]
+    Draw(String),
+    #[error("writing {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn draw_err<E: std::fmt::Display>(e: E) -> PlotError {
+    PlotError::Draw(e.to_string())
+}
+
+/// Renders the plot as an SVG document (about 70 bytes per point).
+pub fn latency_svg(
+    calls: &[Call],
+    windows: &[FaultWindow],
+    title: &str,
+) -> Result<String, PlotError> {
+    let t0 = calls.iter().map(|c| c.invoke_ns).min().unwrap_or(0);
+    let secs = |t: u64| t.saturating_sub(t0) as f64 / 1e9;
+    let points: Vec<(f64, f64, Outcome)> = calls
+        .iter()
+        .filter_map(|c| {
+            let ms = c.latency_ns()? as f64 / 1e6;
+            Some((secs(c.invoke_ns), ms.max(0.01), c.outcome))
+        })
+        .collect();
+
+    let x_end = calls
+        .iter()
+        .map(|c| secs(c.complete_ns.unwrap_or(c.invoke_ns)))
+        .fold(0.0, f64::max)
+        .max(1e-3);
+    let (lo, hi) = points.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), p| {
+        (lo.min(p.1), hi.max(p.1))
+    });
+    let (y_min, y_max) = if points.is_empty() {
+        (1.0, 1000.0)
+    } else {
+        let lo = 10f64.powf(lo.log10().floor());
+        // One spare decade on top keeps the legend clear of the points.
+        let hi = 10f64.powf(hi.log10().ceil() + 1.0);
+        (lo, hi.max(lo * 100.0))
+    };
+
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (1000, 480)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..x_end, (y_min..y_max).log_scale())
+            .map_err(draw_err)?;
+        let x_fmt = |v: &f64| {
+            if x_end < 10.0 {
+                format!("{v:.1}")
+            } else {
+                format!("{v:.0}")
+            }
+        };
+        let y_fmt = |v: &f64| {
+            if *v >= 1.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v}")
+            }
+        };
+        chart
+            .configure_mesh()
+            .x_desc("time since start (s)")
+            .y_desc("latency (ms)")
+            .x_label_formatter(&x_fmt)
+            .y_label_formatter(&y_fmt)
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 16))
+            .bold_line_style(RGBColor(225, 225, 225))
+            .light_line_style(TRANSPARENT)
+            .draw()
+            .map_err(draw_err)?;
+
+        chart
+            .draw_series(windows.iter().map(|w| {
+                let start = secs(w.start_ns).min(x_end);
+                let end = w.end_ns.map_or(x_end, |t| secs(t).min(x_end));
+                Rectangle::new([(start, y_min), (end, y_max)], FAULT.mix(0.3).filled())
+            }))
+            .map_err(draw_err)?
+            .label("fault")
+            .legend(|(x, y)| {
+                Rectangle::new([(x - 6, y - 5), (x + 6, y + 5)], FAULT.mix(0.3).filled())
+            });
+
+        for (outcome, colour, label) in [
+            (Outcome::Ok, OK, "ok"),
+            (Outcome::Fail, FAIL, "fail"),
+            (Outcome::Info, INFO, "info"),
+        ] {
+            chart
+                .draw_series(
+                    points
+                        .iter()
+                        .filter(|p| p.2 == outcome)
+                        .map(|p| Circle::new((p.0, p.1), 2, colour.filled())),
+                )
+                .map_err(draw_err)?
+                .label(label)
+                .legend(move |(x, y)| Circle::new((x, y), 4, colour.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font(("sans-serif", 14))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.4))
+            .draw()
+            .map_err(draw_err)?;
+        root.present().map_err(draw_err)?;
+    }
+    Ok(svg)
+}
+
+/// Renders and writes the plot to `path` (via a temporary file, so a
+/// reader never sees half a plot).
+pub fn write_latency_svg(
+    path: &Path,
+    calls: &[Call],
+    windows: &[FaultWindow],
+    title: &str,
+) -> Result<(), PlotError> {
+    let svg = latency_svg(calls, windows, title)?;
+    let tmp = path.with_extension("svg.tmp");
+    let io = |source| PlotError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::write(&tmp, svg).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::harness::history::OpType;
+    use crate::harness::testkit::{Hist, MS};
+
+    /// The contents of every `<text>` element.
+    fn texts(svg: &str) -> Vec<String> {
+        svg.split("<text")
+            .skip(1)
+            .filter_map(|t| {
+                let body = &t[t.find('>')? + 1..];
+                Some(body[..body.find("</text>")?].trim().to_string())
+            })
+            .collect()
+    }
+
+    fn hex(c: RGBColor) -> String {
+        format!("#{:02X}{:02X}{:02X}", c.0, c.1, c.2)
+    }
+
+    #[test]
+    fn writes_an_svg_with_three_series_a_legend_and_shaded_faults() {
+        let mut h = Hist::new();
+        h.steady(3, 0, 10_000, 250, |node, t| match (node, t) {
+            (3, 3000..=6000) => OpType::Info,
+            (2, 4000..=4500) => OpType::Fail,
+            _ => OpType::Ok,
+        });
+        let windows = [FaultWindow {
+            start_ns: 3000 * MS,
+            end_ns: Some(6000 * MS),
+            faults: vec!["partition".into()],
+            nemeses: vec![],
+        }];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("latency-raw.svg");
+        write_latency_svg(&path, &h.calls(), &windows, "latency").unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.starts_with("<svg"), "{}", &svg[..80.min(svg.len())]);
+        assert!(svg.trim_end().ends_with("</svg>"));
+        assert!(!path.with_extension("svg.tmp").exists());
+        let texts = texts(&svg);
+        for label in [
+            "ok",
+            "fail",
+            "info",
+            "fault",
+            "latency (ms)",
+            "time since start (s)",
+        ] {
+            assert!(
+                texts.iter().any(|t| t == label),
+                "no {label:?} in {texts:?}"
+            );
+        }
+        // Points in each colour, plus one legend marker each.
+        let circles = |c: RGBColor| {
+            svg.lines()
+                .filter(|l| l.contains("<circle") && l.contains(&format!("fill=\"{}\"", hex(c))))
+                .count()
+        };
+        let calls = h.calls();
+        let count = |o: Outcome| calls.iter().filter(|c| c.outcome == o).count();
+        assert_eq!(circles(OK), count(Outcome::Ok) + 1);
+        assert_eq!(circles(FAIL), count(Outcome::Fail) + 1);
+        assert_eq!(circles(INFO), count(Outcome::Info) + 1);
+        assert!(count(Outcome::Fail) > 0 && count(Outcome::Info) > 0);
+        // The fault window and its legend patch.
+        let shaded = svg
+            .lines()
+            .filter(|l| l.contains("<rect") && l.contains(&format!("fill=\"{}\"", hex(FAULT))))
+            .count();
+        assert_eq!(shaded, 2);
+        assert!(svg.len() < 200_000, "{} bytes", svg.len());
+    }
+
+    #[test]
+    fn an_empty_history_still_renders() {
+        let svg = latency_svg(&[], &[], "nothing").unwrap();
+        assert!(svg.starts_with("<svg"));
+        assert!(texts(&svg).contains(&"nothing".to_string()));
+    }
+}
