@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "keel", version, about = "keel: a replicated log and actor runtime that never gets stuck after a partition")]
+#[command(
+    name = "keel",
+    version,
+    about = "keel: a replicated log and actor runtime that never gets stuck after a partition"
+)]
 struct Args {
     #[command(subcommand)]
     command: Command,

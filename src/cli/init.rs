@@ -33,7 +33,8 @@ pub fn run(dir: &Path, nodes: u32, base_port: u16, chaos: bool) -> Result<Vec<Pa
         config.chaos = chaos;
         config.validate()?;
         let path = dir.join(format!("n{i}.toml"));
-        std::fs::write(&path, config.to_toml()).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, config.to_toml())
+            .with_context(|| format!("writing {}", path.display()))?;
         paths.push(path);
     }
     Ok(paths)

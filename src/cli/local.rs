@@ -30,10 +30,20 @@ pub struct LocalArgs {
 fn port_free(addr: std::net::SocketAddr) -> Result<()> {
     std::net::TcpListener::bind(addr)
         .map(drop)
-        .with_context(|| format!("port {} is in use (is another keel cluster running?)", addr.port()))?;
+        .with_context(|| {
+            format!(
+                "port {} is in use (is another keel cluster running?)",
+                addr.port()
+            )
+        })?;
     std::net::UdpSocket::bind(std::net::SocketAddr::new(addr.ip(), addr.port() - 100))
         .map(drop)
-        .with_context(|| format!("UDP port {} is in use (is another keel cluster running?)", addr.port() - 100))
+        .with_context(|| {
+            format!(
+                "UDP port {} is in use (is another keel cluster running?)",
+                addr.port() - 100
+            )
+        })
 }
 
 struct Nodes(Vec<(u32, Child)>);
@@ -122,14 +132,25 @@ pub fn run(args: LocalArgs) -> Result<()> {
     for i in 1..=args.nodes {
         nodes.0.push((i, spawn(&exe, &args.dir, i)?));
     }
-    let urls: Vec<String> = config.nodes.iter().map(|n| format!("http://{}", n.http)).collect();
-    println!("keel: starting {} nodes; data, configs and logs in {}", args.nodes, args.dir.display());
+    let urls: Vec<String> = config
+        .nodes
+        .iter()
+        .map(|n| format!("http://{}", n.http))
+        .collect();
+    println!(
+        "keel: starting {} nodes; data, configs and logs in {}",
+        args.nodes,
+        args.dir.display()
+    );
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         for (i, child) in &mut nodes.0 {
             if let Some(code) = child.try_wait()? {
-                bail!("N{i} exited during start-up ({code}); see {}/n{i}.log", args.dir.display());
+                bail!(
+                    "N{i} exited during start-up ({code}); see {}/n{i}.log",
+                    args.dir.display()
+                );
             }
         }
         if let Ok(status) = fetch_status(&urls[0]) {
@@ -138,7 +159,10 @@ pub fn run(args: LocalArgs) -> Result<()> {
             }
         }
         if Instant::now() >= deadline {
-            bail!("not every partition had a leader within 60 s; see the logs in {}", args.dir.display());
+            bail!(
+                "not every partition had a leader within 60 s; see the logs in {}",
+                args.dir.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     };
@@ -150,8 +174,14 @@ pub fn run(args: LocalArgs) -> Result<()> {
     println!("\nTry:");
     println!("  curl -s -X POST {}/Counter/visits/add -d 1", urls[0]);
     println!("  curl -s {}/Counter/visits/get", urls[1 % urls.len()]);
-    println!("  curl -s -X POST {}/Register/r1/cas -d '{{\"expect\":null,\"value\":7}}'", urls[0]);
-    println!("  cargo run --release --bin keelctl -- --url {} status", urls[0]);
+    println!(
+        "  curl -s -X POST {}/Register/r1/cas -d '{{\"expect\":null,\"value\":7}}'",
+        urls[0]
+    );
+    println!(
+        "  cargo run --release --bin keelctl -- --url {} status",
+        urls[0]
+    );
     println!("\n{}", table::cluster_status(&status));
     println!("Ctrl-C stops all {} nodes.", args.nodes);
 
@@ -170,7 +200,9 @@ pub fn run(args: LocalArgs) -> Result<()> {
                 eprintln!("N{i} exited ({code}); see {}/n{i}.log", args.dir.display());
             }
         }
-        nodes.0.retain_mut(|(_, c)| matches!(c.try_wait(), Ok(None)));
+        nodes
+            .0
+            .retain_mut(|(_, c)| matches!(c.try_wait(), Ok(None)));
         if nodes.0.is_empty() {
             bail!("every node exited");
         }
@@ -182,10 +214,14 @@ fn ctrlc_channel(tx: std::sync::mpsc::Sender<()>) -> Result<()> {
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
             if let Ok(rt) = rt {
                 rt.block_on(async {
-                    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    let mut term = match tokio::signal::unix::signal(
+                        tokio::signal::unix::SignalKind::terminate(),
+                    ) {
                         Ok(t) => t,
                         Err(_) => return,
                     };

@@ -2,7 +2,7 @@
 //! stops cleanly on SIGINT/SIGTERM, exits non-zero if its supervision tree
 //! gives up or it cannot start (one clear error line).
 
-use crate::config::{Config, NodeAddress, TlsPaths, Timing};
+use crate::config::{Config, NodeAddress, Timing, TlsPaths};
 use crate::node::{Node, NodeOptions};
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -41,10 +41,20 @@ pub struct NodeArgs {
 fn parse_member(s: &str) -> Result<NodeAddress, String> {
     let (id, addrs) = s.split_once('=').ok_or("expected ID=QUIC_ADDR,HTTP_ADDR")?;
     let id: crate::types::NodeId = id.parse()?;
-    let (quic, http) = addrs.split_once(',').ok_or("expected ID=QUIC_ADDR,HTTP_ADDR")?;
-    let quic: SocketAddr = quic.parse().map_err(|e| format!("bad QUIC address {quic:?}: {e}"))?;
-    let http: SocketAddr = http.parse().map_err(|e| format!("bad HTTP address {http:?}: {e}"))?;
-    Ok(NodeAddress { id: id.0, quic, http })
+    let (quic, http) = addrs
+        .split_once(',')
+        .ok_or("expected ID=QUIC_ADDR,HTTP_ADDR")?;
+    let quic: SocketAddr = quic
+        .parse()
+        .map_err(|e| format!("bad QUIC address {quic:?}: {e}"))?;
+    let http: SocketAddr = http
+        .parse()
+        .map_err(|e| format!("bad HTTP address {http:?}: {e}"))?;
+    Ok(NodeAddress {
+        id: id.0,
+        quic,
+        http,
+    })
 }
 
 /// The effective config: file, then flags.
@@ -57,12 +67,18 @@ pub fn resolve(args: &NodeArgs) -> Result<Config> {
             };
             Config {
                 node: node.0,
-                data_dir: args.data_dir.clone().context("--data-dir is required without --config")?,
+                data_dir: args
+                    .data_dir
+                    .clone()
+                    .context("--data-dir is required without --config")?,
                 partitions: 4,
                 replication: 2,
                 chaos: false,
                 tls: TlsPaths {
-                    dir: args.tls_dir.clone().context("--tls-dir is required without --config")?,
+                    dir: args
+                        .tls_dir
+                        .clone()
+                        .context("--tls-dir is required without --config")?,
                 },
                 timing: Timing::default(),
                 nodes: Vec::new(),
@@ -115,8 +131,9 @@ pub fn run(args: NodeArgs) -> Result<()> {
                 actix::System::current().stop_with_code(2);
             };
             let node = Node::start(opts, on_give_up).await?;
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .context("installing the SIGTERM handler")?;
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .context("installing the SIGTERM handler")?;
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
                 _ = term.recv() => tracing::info!("SIGTERM: shutting down"),

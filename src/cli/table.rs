@@ -1,7 +1,7 @@
 //! Plain-text tables for people (`keelctl status`, `keelctl logs`, `keel local`).
 
-use crate::node::status::ClusterStatus;
 use crate::log::Chain;
+use crate::node::status::ClusterStatus;
 use std::fmt::Write;
 
 /// Left-aligned columns sized to their widest cell.
@@ -77,12 +77,21 @@ pub fn cluster_status(status: &ClusterStatus) -> String {
             continue;
         };
         let connected = s.peers.iter().filter(|p| p.connected).count();
-        let restart_total: u64 = s.supervision.children.iter().map(|c| c.restarts_total).sum();
+        let restart_total: u64 = s
+            .supervision
+            .children
+            .iter()
+            .map(|c| c.restarts_total)
+            .sum();
         let oldest = s.supervision.waits.iter().max_by_key(|w| w.waited_ms);
         nodes.push(vec![
             s.node.to_string(),
             s.http.to_string(),
-            if s.supervision.gave_up.is_some() { "FAILED".into() } else { "ALIVE".into() },
+            if s.supervision.gave_up.is_some() {
+                "FAILED".into()
+            } else {
+                "ALIVE".into()
+            },
             format!("{connected}/{}", s.peers.len()),
             duration(s.uptime_ms),
             restart_total.to_string(),
@@ -96,15 +105,24 @@ pub fn cluster_status(status: &ClusterStatus) -> String {
                 s.node.to_string(),
                 p.mode.clone(),
                 p.status.clone(),
-                p.leader.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
+                p.leader
+                    .map(|l| l.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 p.epoch.0.to_string(),
-                p.sequencer.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
+                p.sequencer
+                    .map(|l| l.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 p.applied_lsn.to_string(),
                 p.persisted_lsn.to_string(),
                 ago(p.last_update_ms),
             ]);
         }
-        for c in s.supervision.children.iter().filter(|c| c.restarts_total > 0) {
+        for c in s
+            .supervision
+            .children
+            .iter()
+            .filter(|c| c.restarts_total > 0)
+        {
             restarts.push(vec![
                 s.node.to_string(),
                 c.path.clone(),
@@ -129,24 +147,46 @@ pub fn cluster_status(status: &ClusterStatus) -> String {
         (a[0].parse::<u32>().unwrap_or(0), &a[1]).cmp(&(b[0].parse::<u32>().unwrap_or(0), &b[1]))
     });
     out.push_str(&render(
-        &["NODE", "HTTP", "STATE", "PEERS", "UPTIME", "RESTARTS", "OLDEST-WAIT"],
+        &[
+            "NODE",
+            "HTTP",
+            "STATE",
+            "PEERS",
+            "UPTIME",
+            "RESTARTS",
+            "OLDEST-WAIT",
+        ],
         &nodes,
     ));
     out.push('\n');
     out.push_str(&render(
         &[
-            "P-ID", "NODE", "MODE", "STATUS", "LEADER", "EPOCH", "SEQUENCER", "APPLIED-LSN",
-            "PERSISTED-LSN", "LAST-UPDATE",
+            "P-ID",
+            "NODE",
+            "MODE",
+            "STATUS",
+            "LEADER",
+            "EPOCH",
+            "SEQUENCER",
+            "APPLIED-LSN",
+            "PERSISTED-LSN",
+            "LAST-UPDATE",
         ],
         &parts,
     ));
     if !restarts.is_empty() {
         out.push('\n');
-        out.push_str(&render(&["NODE", "ACTOR", "RESTARTS", "LAST-REASON"], &restarts));
+        out.push_str(&render(
+            &["NODE", "ACTOR", "RESTARTS", "LAST-REASON"],
+            &restarts,
+        ));
     }
     if !waits.is_empty() {
         out.push('\n');
-        out.push_str(&render(&["NODE", "ACTOR", "WAITING-FOR", "FOR", "DEADLINE"], &waits));
+        out.push_str(&render(
+            &["NODE", "ACTOR", "WAITING-FOR", "FOR", "DEADLINE"],
+            &waits,
+        ));
     }
     out
 }
@@ -174,7 +214,15 @@ pub fn chains(chains: &[Chain]) -> String {
         }
     }
     render(
-        &["LOG", "FROM-LSN", "LOGLET", "SEQUENCER", "NODESET", "REPLICATION", "SEALED-TAIL"],
+        &[
+            "LOG",
+            "FROM-LSN",
+            "LOGLET",
+            "SEQUENCER",
+            "NODESET",
+            "REPLICATION",
+            "SEALED-TAIL",
+        ],
         &rows,
     )
 }
@@ -187,7 +235,10 @@ mod tests {
     fn columns_align_to_the_widest_cell() {
         let t = render(
             &["A", "LONG-HEADER"],
-            &[vec!["wide-cell".into(), "x".into()], vec!["y".into(), "z".into()]],
+            &[
+                vec!["wide-cell".into(), "x".into()],
+                vec!["y".into(), "z".into()],
+            ],
         );
         assert_eq!(t, "A          LONG-HEADER\nwide-cell  x\ny          z\n");
     }

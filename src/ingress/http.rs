@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 pub const MAX_IDEMPOTENCY_KEY: usize = 256;
 /// Longest accepted object key.
 pub const MAX_OBJECT_KEY: usize = 1024;
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = crate::node::admin::MAX_BODY_BYTES;
 
 /// What the ingress handlers share.
 #[derive(Clone)]
@@ -83,16 +85,37 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/{object}/{key}/{handler}", web::get().to(invoke));
 }
 
+/// Reads the body, refusing (413) beyond [`MAX_BODY_BYTES`] before reading it all.
+async fn read_body(mut payload: web::Payload) -> Result<Vec<u8>, HttpResponse> {
+    use futures::StreamExt;
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| error_response(400, format!("reading the body: {e}")))?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(error_response(
+                413,
+                format!("request body exceeds {MAX_BODY_BYTES} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 async fn invoke(
     req: HttpRequest,
     path: web::Path<(String, String, String)>,
-    body: web::Bytes,
+    payload: web::Payload,
     ingress: web::Data<Ingress>,
 ) -> HttpResponse {
     let started = Instant::now();
     let (object_name, key, handler) = path.into_inner();
     let Some(object) = ObjectType::parse(&object_name) else {
         return error_response(404, HandlerError::UnknownObject(object_name).to_string());
+    };
+    let body = match read_body(payload).await {
+        Ok(b) => b,
+        Err(response) => return response,
     };
     let response = invoke_object(&req, object, key, &handler, &body, &ingress).await;
     let outcome = match response.status().as_u16() {

@@ -65,7 +65,14 @@ pub struct LogClient {
     config: LogConfig,
     logs: u32,
     metrics: Arc<LogMetrics>,
+    /// When each log's chain was last read through the register. The cache
+    /// can miss updates (a hint lost during a partition); readers that wait
+    /// at a tail re-read it at least every [`CHAIN_RECHECK`].
+    checked: Arc<std::sync::Mutex<std::collections::HashMap<LogId, Instant>>>,
 }
+
+/// How stale a waiting reader lets its view of the chain become.
+const CHAIN_RECHECK: Duration = Duration::from_secs(1);
 
 impl LogClient {
     #[allow(clippy::too_many_arguments)]
@@ -87,6 +94,7 @@ impl LogClient {
             config,
             logs,
             metrics: Default::default(),
+            checked: Default::default(),
         }
     }
 
@@ -121,19 +129,30 @@ impl LogClient {
         }
         let key = chain_key(log);
         let deadline = Instant::now() + timeout;
+        let started = Instant::now();
         if let Some((_, chain)) = self.meta.read_typed::<Chain>(&key, timeout).await? {
+            self.checked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(log, started);
             return Ok(chain);
         }
+        // The first segment is sequenced where the partition's leader will
+        // most likely be, so a healthy start needs no seal.
+        let sequencer = crate::actors::leader_elector::preferred_leader(
+            crate::types::PartitionId(log.0),
+            self.net.nodes(),
+        );
         let initial = Chain::initial(
             log,
-            self.net.me(),
+            sequencer,
             self.config.nodeset.clone(),
             self.config.replication,
         );
         let left = deadline.saturating_duration_since(Instant::now());
         match self.meta.cas_typed(&key, 0, &initial, left).await? {
             CasOutcome::Applied { .. } => {
-                info!(%log, sequencer = %self.net.me(), "created the log's first segment");
+                info!(%log, %sequencer, "created the log's first segment");
                 Ok(initial)
             }
             CasOutcome::Conflict(Some((_, chain))) => Ok(chain),
@@ -340,7 +359,6 @@ impl LogClient {
             Err(MetaOrUnknown::UnknownLog(l)) => return Err(ReadError::UnknownLog(l)),
             Err(MetaOrUnknown::Meta(e)) => return Err(ReadError::Unavailable(log, e.to_string())),
         };
-        let mut refreshed = Instant::now();
         let mut changes = self.meta.cache().changes();
         let mut stalled_since: Option<Instant> = None;
         loop {
@@ -388,16 +406,19 @@ impl LogClient {
                     self.seal_in_background(segment.clone());
                 }
             }
+            let fresh = self
+                .checked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&log)
+                .is_some_and(|t| t.elapsed() < CHAIN_RECHECK);
             chain = match self.cached_chain(log) {
-                Some(c) if !locally_sealed && refreshed.elapsed() < Duration::from_secs(1) => c,
+                Some(c) if !locally_sealed && fresh => c,
                 _ => {
-                    refreshed = Instant::now();
-                    match self
-                        .refresh_chain(log, remaining(deadline).max(Duration::from_millis(100)))
-                        .await
-                    {
+                    let timeout = remaining(deadline).max(Duration::from_millis(200));
+                    match self.refresh_chain(log, timeout).await {
                         Ok(c) => c,
-                        Err(_) => chain,
+                        Err(_) => self.cached_chain(log).unwrap_or(chain),
                     }
                 }
             };

@@ -63,8 +63,11 @@ pub fn json_config() -> web::JsonConfig {
                 | actix_web::error::JsonPayloadError::Overflow { .. } => 413,
                 _ => 400,
             };
-            actix_web::error::InternalError::from_response(err.to_string(), error_response(status, err.to_string()))
-                .into()
+            actix_web::error::InternalError::from_response(
+                err.to_string(),
+                error_response(status, err.to_string()),
+            )
+            .into()
         })
 }
 
@@ -172,22 +175,72 @@ async fn metrics(admin: web::Data<Admin>) -> HttpResponse {
     let connected = admin.net.reachable() as f64 - 1.0;
     let counter = |v: u64| vec![(String::new(), v as f64)];
     let text = admin.metrics.render(&[
-        ("keel_appends_total", "Append calls made by this node.", "counter", counter(lm.appends.load(Ordering::Relaxed))),
+        (
+            "keel_appends_total",
+            "Append calls made by this node.",
+            "counter",
+            counter(lm.appends.load(Ordering::Relaxed)),
+        ),
         (
             "keel_appended_records_total",
             "Records this node appended and saw committed.",
             "counter",
             counter(lm.appended_records.load(Ordering::Relaxed)),
         ),
-        ("keel_append_errors_total", "Appends that failed or whose outcome is unknown.", "counter", counter(lm.append_errors.load(Ordering::Relaxed))),
-        ("keel_seals_total", "Loglets this node's sealer sealed and extended.", "counter", counter(admin.seals.load(Ordering::Relaxed))),
-        ("keel_seals_driven_total", "Seal-and-extend requests made by this node's appenders and readers.", "counter", counter(lm.seals_driven.load(Ordering::Relaxed))),
-        ("keel_elections_won_total", "Leadership elections this node won.", "counter", counter(admin.metrics.elections())),
-        ("keel_actor_restarts_total", "Actor restarts by this node's supervisors.", "counter", counter(restarts)),
-        ("keel_pending_waits", "Waits registered with the watchdog.", "gauge", vec![(String::new(), status.waits.len() as f64)]),
-        ("keel_storage_flushes_total", "Group-commit flushes.", "counter", counter(admin.storage.flush_count())),
-        ("keel_peers_connected", "Peers this node's failure detector sees.", "gauge", vec![(String::new(), connected.max(0.0))]),
-        ("keel_peers", "Peers configured.", "gauge", vec![(String::new(), peers - 1.0)]),
+        (
+            "keel_append_errors_total",
+            "Appends that failed or whose outcome is unknown.",
+            "counter",
+            counter(lm.append_errors.load(Ordering::Relaxed)),
+        ),
+        (
+            "keel_seals_total",
+            "Loglets this node's sealer sealed and extended.",
+            "counter",
+            counter(admin.seals.load(Ordering::Relaxed)),
+        ),
+        (
+            "keel_seals_driven_total",
+            "Seal-and-extend requests made by this node's appenders and readers.",
+            "counter",
+            counter(lm.seals_driven.load(Ordering::Relaxed)),
+        ),
+        (
+            "keel_elections_won_total",
+            "Leadership elections this node won.",
+            "counter",
+            counter(admin.metrics.elections()),
+        ),
+        (
+            "keel_actor_restarts_total",
+            "Actor restarts by this node's supervisors.",
+            "counter",
+            counter(restarts),
+        ),
+        (
+            "keel_pending_waits",
+            "Waits registered with the watchdog.",
+            "gauge",
+            vec![(String::new(), status.waits.len() as f64)],
+        ),
+        (
+            "keel_storage_flushes_total",
+            "Group-commit flushes.",
+            "counter",
+            counter(admin.storage.flush_count()),
+        ),
+        (
+            "keel_peers_connected",
+            "Peers this node's failure detector sees.",
+            "gauge",
+            vec![(String::new(), connected.max(0.0))],
+        ),
+        (
+            "keel_peers",
+            "Peers configured.",
+            "gauge",
+            vec![(String::new(), peers - 1.0)],
+        ),
     ]);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
@@ -195,7 +248,12 @@ async fn metrics(admin: web::Data<Admin>) -> HttpResponse {
 }
 
 fn chaos_guard(admin: &Admin) -> Option<HttpResponse> {
-    (!admin.config.chaos).then(|| error_response(404, "chaos endpoints are disabled (start the node with --chaos)"))
+    (!admin.config.chaos).then(|| {
+        error_response(
+            404,
+            "chaos endpoints are disabled (start the node with --chaos)",
+        )
+    })
 }
 
 fn addrs_of(admin: &Admin, nodes: &[u32]) -> Result<Vec<std::net::SocketAddr>, HttpResponse> {
@@ -218,7 +276,8 @@ async fn chaos_rules(admin: web::Data<Admin>) -> HttpResponse {
     if let Some(r) = chaos_guard(&admin) {
         return r;
     }
-    HttpResponse::Ok().json(json!({ "rules": admin.fault.rules(), "counters": admin.fault.counters() }))
+    HttpResponse::Ok()
+        .json(json!({ "rules": admin.fault.rules(), "counters": admin.fault.counters() }))
 }
 
 #[derive(Deserialize)]

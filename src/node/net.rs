@@ -140,7 +140,12 @@ impl Net {
     }
 
     /// A raw request to another node (for messages no single actor serves).
-    pub async fn request_wire(&self, to: NodeId, msg: Wire, timeout: Duration) -> Result<Wire, CallError> {
+    pub async fn request_wire(
+        &self,
+        to: NodeId,
+        msg: Wire,
+        timeout: Duration,
+    ) -> Result<Wire, CallError> {
         match self.remote.request(to, msg, timeout).await? {
             Wire::Error(e) => Err(CallError::Remote(to, e.0)),
             other => Ok(other),

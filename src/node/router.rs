@@ -65,15 +65,15 @@ impl Inbound<Wire> for Router {
             Wire::GetNodeStatus => match self.status.get() {
                 Some(source) => {
                     let fut = source();
-                    tokio::spawn(async move { reply.respond(Wire::NodeStatus(Box::new(fut.await))) });
+                    tokio::spawn(
+                        async move { reply.respond(Wire::NodeStatus(Box::new(fut.await))) },
+                    );
                 }
                 None => reply.respond(Wire::Error(WireError::Unavailable("status").into())),
             },
             other => {
                 debug!(%from, "not a request: {other:?}");
-                reply.respond(Wire::Error(WireErrorOwned(
-                    WireError::Mismatch.to_string(),
-                )));
+                reply.respond(Wire::Error(WireErrorOwned(WireError::Mismatch.to_string())));
             }
         }
     }

@@ -15,13 +15,16 @@ use crate::actors::metadata::{MetaCache, MetadataClient, MetadataStore};
 use crate::actors::partition_processor::{GetProcessorStatus, PartitionProcessor};
 use crate::actors::sealer::Sealer;
 use crate::actors::sequencer::{SequencerDirectory, SequencerManager, SequencerTuning};
-use crate::actors::supervisor::{start_root, ChildSpec, RootHandle, Slot, SupervisorSpec, Watchdog};
+use crate::actors::supervisor::{
+    start_root, ChildSpec, RootHandle, Slot, SupervisorSpec, Watchdog,
+};
 use crate::config::{Config, ConfigError};
 use crate::ingress::http::Ingress;
 use crate::log::{chain_key, Chain, LogClient, LogConfig};
 use crate::storage::{Storage, StorageError};
 use crate::transport::{
-    CaCert, FaultFilter, NodeIdentity, PeerAddr, TlsError, Transport, TransportConfig, TransportError,
+    CaCert, FaultFilter, NodeIdentity, PeerAddr, TlsError, Transport, TransportConfig,
+    TransportError,
 };
 use crate::types::{LogId, NodeId, PartitionId};
 use futures::future::BoxFuture;
@@ -42,7 +45,10 @@ pub enum NodeError {
     #[error("transport: {0}")]
     Transport(#[from] TransportError),
     #[error("cannot serve HTTP on {addr}: {reason}")]
-    Http { addr: std::net::SocketAddr, reason: String },
+    Http {
+        addr: std::net::SocketAddr,
+        reason: String,
+    },
     #[error("supervision tree: {0}")]
     Supervision(String),
 }
@@ -55,6 +61,9 @@ pub struct NodeOptions {
     pub fault: FaultFilter,
     /// HTTP worker threads (actix-web).
     pub http_workers: usize,
+    /// Run partition processors and leader electors. Off only in log-level
+    /// tests, which use the logs directly and must see only their own records.
+    pub partitions_enabled: bool,
 }
 
 impl NodeOptions {
@@ -69,6 +78,7 @@ impl NodeOptions {
             ca,
             fault: FaultFilter::new(),
             http_workers: 2,
+            partitions_enabled: true,
         })
     }
 }
@@ -95,7 +105,12 @@ pub struct Node {
 struct QuicRemote(Transport<Wire>);
 
 impl Remote for QuicRemote {
-    fn request(&self, to: NodeId, msg: Wire, timeout: Duration) -> BoxFuture<'static, Result<Wire, CallError>> {
+    fn request(
+        &self,
+        to: NodeId,
+        msg: Wire,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Wire, CallError>> {
         let transport = self.0.clone();
         async move {
             transport
@@ -166,10 +181,21 @@ impl Node {
         );
         tcfg.keep_alive = Duration::from_millis(config.timing.keep_alive_ms);
         tcfg.idle_timeout = Duration::from_millis(config.timing.idle_timeout_ms);
-        let transport =
-            Transport::start(tcfg, opts.identity, opts.ca, opts.fault.clone(), router.clone()).await?;
+        let transport = Transport::start(
+            tcfg,
+            opts.identity,
+            opts.ca,
+            opts.fault.clone(),
+            router.clone(),
+        )
+        .await?;
 
-        let net = Net::new(me, nodes.clone(), local.clone(), Arc::new(QuicRemote(transport.clone())));
+        let net = Net::new(
+            me,
+            nodes.clone(),
+            local.clone(),
+            Arc::new(QuicRemote(transport.clone())),
+        );
         let meta = MetadataClient::new(net.clone(), local.meta_cache.clone());
         let tails = TailWatch::default();
         let log_config = LogConfig::new(nodes.clone(), config.replication);
@@ -191,9 +217,11 @@ impl Node {
             let (n2, st2, dir) = (net.clone(), storage.clone(), local.sequencers.clone());
             let (n3, m3, lc, s3) = (net.clone(), meta.clone(), log_config.clone(), seals.clone());
             SupervisorSpec::new("log")
-                .child(ChildSpec::actor("log-server", local.log_server.clone(), move |_cx| {
-                    LogServer::new(me, st.clone(), tw.clone())
-                }))
+                .child(ChildSpec::actor(
+                    "log-server",
+                    local.log_server.clone(),
+                    move |_cx| LogServer::new(me, st.clone(), tw.clone()),
+                ))
                 .child(ChildSpec::actor(
                     "sequencers",
                     local.sequencer_manager.clone(),
@@ -207,12 +235,19 @@ impl Node {
                         )
                     },
                 ))
-                .child(ChildSpec::actor("sealer", local.sealer.clone(), move |cx| {
-                    Sealer::new(n3.clone(), m3.clone(), lc.clone(), s3.clone(), cx)
-                }))
+                .child(ChildSpec::actor(
+                    "sealer",
+                    local.sealer.clone(),
+                    move |cx| Sealer::new(n3.clone(), m3.clone(), lc.clone(), s3.clone(), cx),
+                ))
         };
         let mut partitions_spec = SupervisorSpec::new("partitions");
-        for p in 0..config.partitions {
+        let enabled = if opts.partitions_enabled {
+            config.partitions
+        } else {
+            0
+        };
+        for p in 0..enabled {
             let partition = PartitionId(p);
             let (st, lc) = (storage.clone(), logs.clone());
             partitions_spec = partitions_spec.child(ChildSpec::actor(
@@ -243,9 +278,11 @@ impl Node {
         }
         let st = storage.clone();
         let root_spec = SupervisorSpec::new("root")
-            .child(ChildSpec::actor("metadata", local.metadata.clone(), move |_cx| {
-                MetadataStore::new(me, st.clone())
-            }))
+            .child(ChildSpec::actor(
+                "metadata",
+                local.metadata.clone(),
+                move |_cx| MetadataStore::new(me, st.clone()),
+            ))
             .child(ChildSpec::supervisor(log_spec))
             .child(ChildSpec::supervisor(partitions_spec));
         let root = start_root(root_spec, Watchdog::for_node(me), on_give_up)
@@ -340,6 +377,23 @@ impl Node {
         self.config.me()
     }
 
+    /// A crash, as far as the rest of the cluster can tell: every packet to
+    /// and from the peers is dropped first (no goodbye reaches them), then
+    /// the HTTP server stops without draining; the caller drops the rest.
+    pub async fn crash(&self) {
+        let peers: Vec<std::net::SocketAddr> = self
+            .config
+            .nodes
+            .iter()
+            .filter(|n| n.id != self.config.node)
+            .map(|n| n.quic)
+            .collect();
+        self.fault.isolate(&peers);
+        self.http.stop(false).await;
+        self.local.sequencers.clear();
+        info!(node = %self.id(), "node crashed (simulated)");
+    }
+
     /// Orderly stop: HTTP first (no new requests), then the actors, then the
     /// transport; finally a flush.
     pub async fn shutdown(&self) {
@@ -370,10 +424,12 @@ async fn node_status(
             .cached_typed::<Chain>(&chain_key(LogId(p as u32)))
             .map(|(_, c)| c.tail().sequencer);
         let reply = match slot.addr() {
-            Some(addr) => tokio::time::timeout(Duration::from_millis(500), addr.send(GetProcessorStatus))
-                .await
-                .ok()
-                .and_then(|r| r.ok()),
+            Some(addr) => {
+                tokio::time::timeout(Duration::from_millis(500), addr.send(GetProcessorStatus))
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok())
+            }
             None => None,
         };
         partitions.push(match reply {

@@ -72,7 +72,12 @@ pub struct PartitionProcessor {
 impl PartitionProcessor {
     /// Panics if the partition's state cannot be opened: the supervisor counts
     /// that as a failed start (bounded restarts, then escalation).
-    pub fn new(partition: PartitionId, storage: Storage, logs: LogClient, cx: ChildContext) -> Self {
+    pub fn new(
+        partition: PartitionId,
+        storage: Storage,
+        logs: LogClient,
+        cx: ChildContext,
+    ) -> Self {
         let store = storage
             .partition(partition)
             .unwrap_or_else(|e| panic!("opening partition {partition} state: {e}"));

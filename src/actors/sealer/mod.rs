@@ -122,17 +122,17 @@ impl Handler<SealAndExtend> for Sealer {
                     drop(guard);
                     result
                 }
-                    .instrument(span)
-                    .into_actor(self)
-                    .map(move |result, act, _| {
-                        if result.is_ok() {
-                            act.completed
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
-                        for waiter in act.jobs.remove(&loglet).unwrap_or_default() {
-                            let _ = waiter.send(result.clone());
-                        }
-                    }),
+                .instrument(span)
+                .into_actor(self)
+                .map(move |result, act, _| {
+                    if result.is_ok() {
+                        act.completed
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    for waiter in act.jobs.remove(&loglet).unwrap_or_default() {
+                        let _ = waiter.send(result.clone());
+                    }
+                }),
             );
         }
         Box::pin(async move { rx.await.unwrap_or(Err(SealError::Abandoned)) })
