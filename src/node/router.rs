@@ -10,25 +10,32 @@ use super::status::StatusSource;
 use super::wire::{Rpc, Wire, WireError, WireErrorOwned};
 use crate::transport::{Inbound, Responder};
 use crate::types::NodeId;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use tracing::debug;
 
 pub struct Router {
     local: LocalActors,
-    /// Set once the node is assembled (status needs the whole node).
-    status: OnceLock<StatusSource>,
+    /// Set once the node is assembled (status needs the whole node);
+    /// cleared when it stops, so handles kept elsewhere (a client's `Net`)
+    /// do not keep the node's storage open.
+    status: Mutex<Option<StatusSource>>,
 }
 
 impl Router {
     pub fn new(local: LocalActors) -> Arc<Self> {
         Arc::new(Router {
             local,
-            status: OnceLock::new(),
+            status: Mutex::new(None),
         })
     }
 
     pub fn set_status_source(&self, source: StatusSource) {
-        let _ = self.status.set(source);
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = Some(source);
+    }
+
+    /// Drops what ties the router to the node's state.
+    pub fn detach(&self) {
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
     fn serve<R>(&self, req: R, reply: Responder<Wire>)
@@ -62,7 +69,12 @@ impl Inbound<Wire> for Router {
             Wire::Append(r) => self.serve(r, reply),
             Wire::PreVote(r) => self.serve(r, reply),
             Wire::Invoke(r) => self.serve(r, reply),
-            Wire::GetNodeStatus => match self.status.get() {
+            Wire::GetNodeStatus => match self
+                .status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+            {
                 Some(source) => {
                     let fut = source();
                     tokio::spawn(

@@ -99,6 +99,7 @@ pub struct Node {
     pub status: StatusSource,
     pub seals: Arc<AtomicU64>,
     http: actix_web::dev::ServerHandle,
+    router: Arc<Router>,
 }
 
 /// `Net`'s remote half: the QUIC transport.
@@ -370,6 +371,7 @@ impl Node {
             status,
             seals,
             http,
+            router,
         })
     }
 
@@ -391,6 +393,11 @@ impl Node {
         self.fault.isolate(&peers);
         self.http.stop(false).await;
         self.local.sequencers.clear();
+        // In-process teardown is invisible to the peers now; stop the actors
+        // while the runtime still runs their timers.
+        let _ = self.root.shutdown().await;
+        self.router.detach();
+        self.transport.shutdown().await;
         info!(node = %self.id(), "node crashed (simulated)");
     }
 
@@ -400,6 +407,7 @@ impl Node {
         self.http.stop(true).await;
         let _ = self.root.shutdown().await;
         self.local.sequencers.clear();
+        self.router.detach();
         self.transport.shutdown().await;
         let _ = self.storage.sync().await;
         info!(node = %self.id(), "node stopped");

@@ -28,6 +28,11 @@ pub enum MetaError {
     },
     #[error("metadata value of {key:?} cannot be decoded: {reason}")]
     Decode { key: String, reason: String },
+    /// A write of this operation reached some acceptors but not a majority,
+    /// and a later attempt found the register moved on: another proposer may
+    /// have adopted and completed it. Re-read to learn the outcome.
+    #[error("metadata cas of {key:?}: outcome unknown (a partial write may have been adopted)")]
+    Indeterminate { key: String },
 }
 
 /// Result of a typed compare-and-set.
@@ -78,8 +83,17 @@ impl MetadataClient {
         value: Vec<u8>,
         timeout: Duration,
     ) -> Result<Result<Versioned, Option<Versioned>>, MetaError> {
+        let op = rand::thread_rng().gen::<u64>() | 1;
         match self
-            .run(key, Change::Cas { expected, value }, timeout)
+            .run(
+                key,
+                Change::Cas {
+                    expected,
+                    value,
+                    op,
+                },
+                timeout,
+            )
             .await?
         {
             Outcome::Value(Some(v)) => Ok(Ok(v)),
@@ -138,10 +152,16 @@ impl MetadataClient {
         let n = self.net.nodes().len();
         let need = majority(n);
         let mut attempts = 0u32;
+        let mut partially_written = false;
         let mut last = String::from("no attempt finished");
         loop {
             let now = Instant::now();
             if now >= deadline {
+                if partially_written {
+                    return Err(MetaError::Indeterminate {
+                        key: key.to_string(),
+                    });
+                }
                 return Err(MetaError::Timeout {
                     op,
                     key: key.to_string(),
@@ -205,6 +225,11 @@ impl MetadataClient {
             }
             let current = current_value(promises.iter().map(|(b, v)| (b, v)));
             let (next, outcome) = change.apply(current);
+            if partially_written && matches!(outcome, Outcome::Conflict(_)) {
+                return Err(MetaError::Indeterminate {
+                    key: key.to_string(),
+                });
+            }
             let Some(next) = next else {
                 // Nothing was ever accepted by this majority: the register is
                 // empty and nothing can be chosen under a lower ballot any more.
@@ -245,6 +270,10 @@ impl MetadataClient {
             }
             if accepted < need {
                 debug!(key, attempts, %last, "accept lacked a majority");
+                // A new version sent to some acceptors may be chosen by
+                // whoever runs the next prepare; from now on a conflict does
+                // not prove this operation failed.
+                partially_written |= matches!(change, Change::Cas { .. });
                 continue;
             }
             if self.cache.observe(key, &next) {

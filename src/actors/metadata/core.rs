@@ -39,6 +39,12 @@ pub struct Versioned {
     pub version: u64,
     #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
+    /// The compare-and-set operation that wrote this version. A proposer whose
+    /// accept reached only a minority retries under a higher ballot; if the
+    /// retry finds its own write (now chosen), it must report success, not a
+    /// conflict, or a read-modify-CAS client would apply its change twice.
+    #[serde(default)]
+    pub writer: u64,
 }
 
 /// What an acceptor keeps per key.
@@ -111,8 +117,13 @@ impl AcceptorState {
 pub enum Change {
     /// Identity: a linearizable read.
     Read,
-    /// Write `value` as version `expected + 1` if the current version is `expected`.
-    Cas { expected: u64, value: Vec<u8> },
+    /// Write `value` as version `expected + 1` if the current version is
+    /// `expected`. `op` identifies this operation across retries.
+    Cas {
+        expected: u64,
+        value: Vec<u8>,
+        op: u64,
+    },
 }
 
 /// The outcome of applying a change to the current value.
@@ -131,14 +142,24 @@ impl Change {
     pub fn apply(&self, current: Option<Versioned>) -> (Option<Versioned>, Outcome) {
         match self {
             Change::Read => (current.clone(), Outcome::Value(current)),
-            Change::Cas { expected, value } => {
+            Change::Cas {
+                expected,
+                value,
+                op,
+            } => {
                 let version = current.as_ref().map(|v| v.version).unwrap_or(0);
                 if version == *expected {
                     let next = Some(Versioned {
                         version: version + 1,
                         value: value.clone(),
+                        writer: *op,
                     });
                     (next.clone(), Outcome::Value(next))
+                } else if version == expected + 1
+                    && current.as_ref().is_some_and(|c| c.writer == *op)
+                {
+                    // An earlier attempt of this very operation was chosen.
+                    (current.clone(), Outcome::Value(current))
                 } else {
                     (current.clone(), Outcome::Conflict(current))
                 }
@@ -193,6 +214,7 @@ mod tests {
         let v = Versioned {
             version: 1,
             value: b"x".to_vec(),
+            writer: 1,
         };
         assert_eq!(
             a.accept(b(4, 9), v.clone()).0,
@@ -213,10 +235,12 @@ mod tests {
         let cur = Some(Versioned {
             version: 3,
             value: b"a".to_vec(),
+            writer: 9,
         });
         let (next, out) = Change::Cas {
             expected: 3,
             value: b"b".to_vec(),
+            op: 7,
         }
         .apply(cur.clone());
         assert_eq!(next.as_ref().unwrap().version, 4);
@@ -224,6 +248,7 @@ mod tests {
         let (next, out) = Change::Cas {
             expected: 2,
             value: b"b".to_vec(),
+            op: 7,
         }
         .apply(cur.clone());
         assert_eq!(next, cur);
@@ -231,9 +256,35 @@ mod tests {
         let (next, _) = Change::Cas {
             expected: 0,
             value: b"first".to_vec(),
+            op: 7,
         }
         .apply(None);
         assert_eq!(next.unwrap().version, 1);
+    }
+
+    #[test]
+    fn a_retried_cas_that_finds_its_own_write_succeeds() {
+        let mine = Change::Cas {
+            expected: 3,
+            value: b"b".to_vec(),
+            op: 42,
+        };
+        let (written, _) = mine.apply(Some(Versioned {
+            version: 3,
+            value: b"a".to_vec(),
+            writer: 1,
+        }));
+        // The first attempt's accept reached a minority, a retry's prepare
+        // finds it as the highest accepted value.
+        let (next, outcome) = mine.apply(written.clone());
+        assert_eq!(next, written);
+        assert_eq!(outcome, Outcome::Value(written.clone()));
+        // Someone else's identical-looking write is still a conflict.
+        let theirs = Some(Versioned {
+            writer: 43,
+            ..written.clone().unwrap()
+        });
+        assert_eq!(mine.apply(theirs.clone()).1, Outcome::Conflict(theirs));
     }
 
     #[test]
@@ -241,10 +292,12 @@ mod tests {
         let old = Some(Versioned {
             version: 1,
             value: b"old".to_vec(),
+            writer: 1,
         });
         let new = Some(Versioned {
             version: 2,
             value: b"new".to_vec(),
+            writer: 2,
         });
         let promises = [(b(2, 1), old), (b(3, 2), new.clone()), (Ballot::ZERO, None)];
         assert_eq!(current_value(promises.iter().map(|(b, v)| (b, v))), new);
@@ -283,6 +336,7 @@ mod tests {
                 let (next, _) = Change::Cas {
                     expected,
                     value: vec![me as u8, round as u8],
+                    op: round,
                 }
                 .apply(cur);
                 let next = next.unwrap();

@@ -148,6 +148,11 @@ impl Running {
         let Some(task) = self.task.take() else {
             return true;
         };
+        // actix polls a context one last time while its runtime is being torn
+        // down; there is no timer then, and dropping `self` kills the rest.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return false;
+        }
         tokio::time::timeout(budget, task).await.is_ok()
         // Dropping `self` kills whatever is left.
     }
