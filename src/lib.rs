@@ -2,4 +2,5 @@
 //! after a network partition. See `README.md` for the tour and
 //! `docs/` for the protocol notes.
 
+pub mod actors;
 pub mod types;
