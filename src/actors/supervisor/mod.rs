@@ -53,6 +53,9 @@ mod spec;
 mod status;
 mod watchdog;
 
+#[cfg(test)]
+mod tests;
+
 pub use child::{ChildContext, ChildSpec, KillSwitch, Killed, Ping, Slot, SlotError};
 pub use launch::Chaos;
 pub use root::{start_root, RootHandle, ShutdownError};
