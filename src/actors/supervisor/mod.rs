@@ -378,10 +378,10 @@ impl Supervisor {
                     .watchdog
                     .forget(&child.path, running.incarnation());
                 drop(running);
+                self.tree
+                    .board()
+                    .set_subtree_state(&child.path, ChildState::Down);
             }
-            self.tree
-                .board()
-                .set_subtree_state(&child.path, ChildState::Down);
         }
     }
 
@@ -430,19 +430,18 @@ impl Actor for Supervisor {
     }
 
     fn stopping(&mut self, ctx: &mut Self::Context) -> actix::Running {
-        if self.cx.kill_switch().is_fired() {
-            // Replaced or dropped by our parent: no time for manners.
-            self.kill_children();
-            return actix::Running::Stop;
+        // Children are stopped one by one only in the tree's orderly
+        // shutdown. Any other end (given up, killed by the parent, the task
+        // dropped with the runtime) kills them at once: actix also calls this
+        // while dropping a live context, where no timer may be created.
+        let orderly = self.tree.shutting_down() && !self.cx.kill_switch().is_fired();
+        let has_children = self.children.iter().any(|c| c.running.is_some());
+        if self.phase == StopPhase::Running && orderly && has_children {
+            self.begin_orderly_stop(ctx);
+            return actix::Running::Continue;
         }
-        match self.phase {
-            StopPhase::Running if self.children.iter().any(|c| c.running.is_some()) => {
-                self.begin_orderly_stop(ctx);
-                actix::Running::Continue
-            }
-            StopPhase::Stopping => actix::Running::Continue,
-            StopPhase::Running | StopPhase::Done => actix::Running::Stop,
-        }
+        self.kill_children();
+        actix::Running::Stop
     }
 }
 

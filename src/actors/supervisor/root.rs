@@ -43,8 +43,9 @@ pub struct ShutdownError(pub Duration);
 /// Starts a node's supervision tree on the current actix arbiter.
 ///
 /// `on_give_up` is called once, with the reason, if the root exceeds its
-/// restart intensity or dies; the node binary exits non-zero from it. It
-/// runs on the arbiter thread, so it must be quick.
+/// restart intensity or dies (not when the actix system itself stops); the
+/// node binary exits non-zero from it. It runs on the arbiter thread, so it
+/// must be quick.
 pub fn start_root(
     spec: SupervisorSpec,
     watchdog: Watchdog,
@@ -61,7 +62,9 @@ pub fn start_root(
         let tree = tree.clone();
         let path = path.clone();
         Box::new(move |exit: Exit| {
-            if tree.shutting_down() {
+            // A cancelled root task means the runtime itself is going away
+            // (or the handle was dropped): an ending, not a failure.
+            if tree.shutting_down() || exit == Exit::Cancelled {
                 tree.board().set_subtree_state(&path, ChildState::Stopped);
             } else {
                 let reason = match exit {

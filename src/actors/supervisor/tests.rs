@@ -496,6 +496,45 @@ async fn a_child_failing_during_shutdown_is_not_restarted() {
     assert_eq!(status.gave_up, None);
 }
 
+/// Refuses every orderly stop.
+struct Stubborn;
+
+impl Actor for Stubborn {
+    type Context = Context<Self>;
+    fn stopping(&mut self, _: &mut Self::Context) -> actix::Running {
+        actix::Running::Continue
+    }
+}
+
+impl Handler<Ping> for Stubborn {
+    type Result = ();
+    fn handle(&mut self, _: Ping, _: &mut Self::Context) {}
+}
+
+#[actix_rt::test]
+async fn a_child_that_will_not_stop_is_killed_after_its_shutdown_timeout() {
+    let slot = Slot::new();
+    let spec = fast("root")
+        .shutdown_timeout(ms(100))
+        .child(ChildSpec::actor("stubborn", slot.clone(), |_| Stubborn));
+    let root = start_root(spec, Watchdog::new(), no_give_up()).unwrap();
+    let addr = eventually("stubborn running", async || slot.addr()).await;
+
+    let started = tokio::time::Instant::now();
+    tokio::time::timeout(DEADLINE, root.shutdown())
+        .await
+        .expect("shutdown in time")
+        .expect("the tree still ends in order");
+    assert!(started.elapsed() >= ms(100), "it was given its timeout");
+    assert!(!addr.connected(), "then killed");
+    assert!(slot.addr().is_none());
+    let status = root.status();
+    assert_eq!(
+        status.child("root/stubborn").unwrap().state,
+        ChildState::Stopped
+    );
+}
+
 #[actix_rt::test]
 async fn status_shows_restart_counts_and_current_waits() {
     let events = Events::default();
@@ -594,6 +633,43 @@ async fn dropping_the_last_handle_kills_the_tree_without_giving_up() {
     })
     .await;
     assert!(slot.addr().is_none());
+    assert_eq!(gave_up.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn handles_can_be_shared_across_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<RootHandle>();
+    send_sync::<Slot<Probe>>();
+    send_sync::<ChildContext>();
+    send_sync::<Watchdog>();
+    send_sync::<WaitGuard>();
+    send_sync::<KillSwitch>();
+    send_sync::<SupervisionStatus>();
+}
+
+#[test]
+fn stopping_the_actix_system_is_not_a_give_up() {
+    let gave_up = Arc::new(AtomicUsize::new(0));
+    let stopped = Events::default();
+    {
+        let system = actix::System::new();
+        let counter = gave_up.clone();
+        let events = stopped.clone();
+        system.block_on(async move {
+            let slot = Slot::new();
+            let spec = fast("root").child(Probe::spec("k", &slot, &events));
+            let root = start_root(spec, Watchdog::new(), move |_| {
+                counter.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+            answering(&slot, 1).await;
+            // Leak the handle: only the runtime going away ends this tree.
+            std::mem::forget(root);
+        });
+        // Dropping the system drops every task, the root's included.
+    }
+    assert!(stopped.contains("k started 1"));
     assert_eq!(gave_up.load(Ordering::SeqCst), 0);
 }
 
