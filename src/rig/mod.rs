@@ -8,7 +8,7 @@
 //! use std::time::Duration;
 //! let mut rig = Rig::builder(3).start()?;
 //! rig.isolate(1);                                  // N1 drops all packets to and from N2, N3
-//! rig.wait_until("N2 suspects N1", Duration::from_secs(3), |r| r.node(2).net.is_suspected(1.into()))?;
+//! rig.wait_for("N2 suspects N1", Duration::from_secs(3), |r| r.node(2).net.is_suspected(keel::types::NodeId(1)))?;
 //! rig.heal();
 //! rig.kill(3);                                     // crash-like stop
 //! rig.restart(3)?;                                 // same data directory
