@@ -153,14 +153,17 @@ async fn invoke_object(
             Err(e) => return error_response(400, format!("malformed JSON body: {e}")),
         }
     };
-    if let Err(e) = validate(object, handler, &arg) {
-        return error_response(e.http_status(), e.to_string());
-    }
-    if req.method() == actix_web::http::Method::GET && !object.is_read_only(handler) {
+    if object.handlers().contains(&handler)
+        && req.method() == actix_web::http::Method::GET
+        && !object.is_read_only(handler)
+    {
         return error_response(
             405,
             format!("{}/{handler} changes state: use POST", object.name()),
         );
+    }
+    if let Err(e) = validate(object, handler, &arg) {
+        return error_response(e.http_status(), e.to_string());
     }
     let request_id = match req.headers().get("idempotency-key") {
         None => ingress.request_id(),

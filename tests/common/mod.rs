@@ -162,3 +162,153 @@ pub fn trace() {
             .try_init();
     }
 }
+
+/// An HTTP response as the tests see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+/// `POST {base}/{path}` with a raw body; transport failures come back as status 0.
+pub fn post_raw(
+    base: &str,
+    path: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Reply {
+    let mut req = ureq::post(&format!("{base}/{path}")).timeout(timeout);
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let result = req.send_string(body);
+    let resp = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => {
+            return Reply {
+                status: 0,
+                body: serde_json::Value::String(e.to_string()),
+            }
+        }
+    };
+    let status = resp.status();
+    let text = resp.into_string().unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    Reply { status, body }
+}
+
+pub fn post(base: &str, path: &str, body: serde_json::Value) -> Reply {
+    post_raw(base, path, &body.to_string(), &[], Duration::from_secs(8))
+}
+
+/// Waits until every partition has a node that leads it (and serves).
+pub fn wait_for_leaders(rig: &Rig, within: Duration) {
+    rig.wait_for("every partition has a serving leader", within, |r| {
+        let partitions = r.config(1).partitions;
+        (0..partitions).all(|p| {
+            r.ids()
+                .iter()
+                .any(|n| r.is_running(n.0) && leader_mode(r, n.0, p) == Some("Leader".to_string()))
+        })
+    })
+    .unwrap();
+}
+
+/// The mode (`Leader`, `Follower`, ...) of partition `p`'s processor on `node`.
+pub fn leader_mode(rig: &Rig, node: u32, p: u32) -> Option<String> {
+    let slot = rig.node(node).local.processors.get(p as usize)?.clone();
+    let status = rig.block_on(async move {
+        let addr = slot.addr()?;
+        tokio::time::timeout(
+            Duration::from_millis(500),
+            addr.send(keel::actors::partition_processor::GetProcessorStatus),
+        )
+        .await
+        .ok()?
+        .ok()
+    })?;
+    Some(format!("{:?}", status.mode))
+}
+
+/// Partition `p`'s leadership as `node`'s elector knows it.
+pub fn leadership(
+    rig: &Rig,
+    node: u32,
+    p: u32,
+) -> Option<keel::actors::leader_elector::Leadership> {
+    let slot = rig.node(node).local.electors.get(p as usize)?.clone();
+    rig.block_on(async move {
+        let addr = slot.addr()?;
+        tokio::time::timeout(
+            Duration::from_millis(500),
+            addr.send(keel::actors::leader_elector::GetElectorStatus),
+        )
+        .await
+        .ok()?
+        .ok()?
+        .leader
+    })
+}
+
+/// Records a Jepsen-style history from many client threads.
+#[derive(Clone)]
+pub struct Recorder {
+    start: Instant,
+    ops: std::sync::Arc<std::sync::Mutex<Vec<keel::harness::history::Op>>>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder {
+            start: Instant::now(),
+            ops: Default::default(),
+        }
+    }
+}
+
+impl Recorder {
+    pub fn now_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    pub fn record(
+        &self,
+        process: u64,
+        kind: keel::harness::history::OpType,
+        f: keel::harness::history::F,
+        key: &str,
+        value: serde_json::Value,
+        node: u32,
+    ) {
+        let op = keel::harness::history::Op {
+            process,
+            kind,
+            f,
+            key: key.to_string(),
+            value,
+            node: NodeId(node),
+            time_ns: self.now_ns(),
+        };
+        self.ops.lock().unwrap().push(op);
+    }
+
+    pub fn history(&self) -> Vec<keel::harness::history::Op> {
+        let mut ops = self.ops.lock().unwrap().clone();
+        ops.sort_by_key(|o| o.time_ns);
+        ops
+    }
+}
+
+/// Maps an HTTP reply to a history completion type: 200 ok; 412 and 503
+/// fail (certainly not applied); everything else info (unknown).
+pub fn completion(reply: &Reply) -> keel::harness::history::OpType {
+    use keel::harness::history::OpType;
+    match reply.status {
+        200 => OpType::Ok,
+        412 | 503 => OpType::Fail,
+        400 | 404 | 405 | 413 => panic!("the workload sent a bad request: {reply:?}"),
+        _ => OpType::Info,
+    }
+}

@@ -194,17 +194,34 @@ impl LeaderElector {
                 self.current = Some((version, leadership));
             }
         }
-        let stale = self
-            .confirmed_at
-            .is_none_or(|t| t.elapsed() >= self.config.refresh_every);
+        let me = self.me();
+        // A leader without a majority stops serving within `step_down_after`,
+        // whatever else this elector is busy with.
+        if let Some((_, l)) = self.current.filter(|(_, l)| l.node == me) {
+            if self.net.reachable() >= self.majority() {
+                self.no_majority_since = None;
+            } else {
+                let since = *self.no_majority_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= self.config.step_down_after {
+                    if self.told != Told::Follower(None) {
+                        info!(parent: &self.span, epoch = %l.epoch, "lost the majority; not serving");
+                    }
+                    self.tell(Told::Follower(None));
+                    // Regaining the majority must re-confirm the register first.
+                    self.confirmed_at = None;
+                }
+            }
+        }
         if self.busy {
             return;
         }
+        let stale = self
+            .confirmed_at
+            .is_none_or(|t| t.elapsed() >= self.config.refresh_every);
         if stale {
             self.refresh(ctx);
             return;
         }
-        let me = self.me();
         match self.current {
             None => {
                 // Never elected: the preferred node goes first; the others
@@ -215,22 +232,10 @@ impl LeaderElector {
                     self.claim(0, Epoch(0), None, ctx);
                 }
             }
-            Some((version, l)) if l.node == me => {
-                if self.net.reachable() >= self.majority() {
-                    self.no_majority_since = None;
+            Some((_, l)) if l.node == me => {
+                if self.no_majority_since.is_none() {
                     self.tell(Told::Leader(l.epoch));
-                } else {
-                    let since = *self.no_majority_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= self.config.step_down_after {
-                        if self.told != Told::Follower(None) {
-                            info!(parent: &self.span, epoch = %l.epoch, "lost the majority; not serving");
-                        }
-                        self.tell(Told::Follower(None));
-                        // Regaining the majority must re-confirm the register first.
-                        self.confirmed_at = None;
-                    }
                 }
-                let _ = version;
             }
             Some((version, l)) => {
                 self.tell(Told::Follower(Some(l.node)));
