@@ -22,7 +22,9 @@ fn a_silent_log_server_does_not_make_a_seal_wait_forever() {
     rig.isolate(3);
     let logs = rig.node(1).logs.clone();
     let started = Instant::now();
-    let sealed = rig.block_on(logs.seal_and_extend(&tail, Duration::from_secs(10))).unwrap();
+    let sealed = rig
+        .block_on(logs.seal_and_extend(&tail, Duration::from_secs(10)))
+        .unwrap();
     eprintln!("seal with one silent server took {:?}", started.elapsed());
     assert!(sealed.segment(tail.loglet).unwrap().sealed_tail.is_some());
     rig.heal();
@@ -38,15 +40,24 @@ fn a_silent_log_server_does_not_make_a_seal_wait_forever() {
         .expect_err("a seal without an f-majority cannot complete");
     let waited = started.elapsed();
     eprintln!("seal without an f-majority gave up after {waited:?}: {err}");
-    assert!(waited < Duration::from_secs(4), "the wait overran its deadline: {waited:?}");
+    assert!(
+        waited < Duration::from_secs(4),
+        "the wait overran its deadline: {waited:?}"
+    );
     // ...and a retry succeeds after the heal.
     rig.heal();
-    let sealed = rig.block_on(logs.seal_and_extend(&tail, Duration::from_secs(10))).unwrap();
+    let sealed = rig
+        .block_on(logs.seal_and_extend(&tail, Duration::from_secs(10)))
+        .unwrap();
     assert!(sealed.segment(tail.loglet).unwrap().sealed_tail.is_some());
     append_until_acked(&rig, 2, LOG, "post", Duration::from_secs(5), &mut appended);
     let upto = *appended.acked.keys().max().unwrap();
     for n in 1..=3 {
-        assert_log_matches(&read_upto(&rig, n, LOG, upto, Duration::from_secs(10)), &appended, |_| true);
+        assert_log_matches(
+            &read_upto(&rig, n, LOG, upto, Duration::from_secs(10)),
+            &appended,
+            |_| true,
+        );
     }
 }
 
@@ -91,13 +102,27 @@ fn run_schedule(seed: u64, steps: usize) {
             i += 1;
             let node = rng.gen_range(1..=3);
             let payload = format!("s{step}-{i}").into_bytes();
-            append_one(&rig, node, LOG, payload, Duration::from_millis(800), &mut appended);
+            append_one(
+                &rig,
+                node,
+                LOG,
+                payload,
+                Duration::from_millis(800),
+                &mut appended,
+            );
         }
     }
     rig.heal();
     // With everything healed, appends succeed again, and every node reads the
     // whole log with every acknowledged record exactly once, in order.
-    append_until_acked(&rig, 1, LOG, "final", Duration::from_secs(10), &mut appended);
+    append_until_acked(
+        &rig,
+        1,
+        LOG,
+        "final",
+        Duration::from_secs(10),
+        &mut appended,
+    );
     let upto = *appended.acked.keys().max().unwrap();
     eprintln!(
         "seed {seed}: {} acknowledged, {} unknown, {} refused; schedule {schedule:?}",
@@ -118,7 +143,10 @@ fn seeded_random_faults_lose_and_duplicate_nothing() {
     let seeds: Vec<u64> = match std::env::var("KEEL_SEEDS") {
         Ok(s) => s.split(',').filter_map(|x| x.trim().parse().ok()).collect(),
         Err(_) => {
-            let runs = std::env::var("KEEL_RANDOM_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+            let runs = std::env::var("KEEL_RANDOM_RUNS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1);
             (0..runs).map(|_| rand::thread_rng().gen()).collect()
         }
     };

@@ -1,0 +1,126 @@
+//! Supervision inside a running node: a wedged or crashed actor is restarted
+//! by its supervisor, the cluster keeps or resumes serving, and the restart
+//! and the stuck wait are visible in `GET /cluster/status`.
+
+mod common;
+
+use common::*;
+use keel::actors::supervisor::Chaos;
+use keel::node::status::ClusterStatus;
+use keel::rig::Rig;
+use serde_json::json;
+use std::time::Duration;
+
+fn status(rig: &Rig, n: u32) -> ClusterStatus {
+    ureq::get(&format!("{}/cluster/status", rig.http(n)))
+        .timeout(Duration::from_secs(5))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap()
+}
+
+fn restarts(rig: &Rig, n: u32, path: &str) -> u64 {
+    status(rig, n)
+        .nodes
+        .iter()
+        .find(|r| r.node.0 == n)
+        .and_then(|r| r.status.as_ref())
+        .and_then(|s| {
+            s.supervision
+                .children
+                .iter()
+                .find(|c| c.path == path)
+                .map(|c| c.restarts_total)
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_wedged_leader_processor_is_restarted_and_its_partition_serves_again() {
+    let rig = Rig::builder(3).partitions(1).start().unwrap();
+    wait_for_leaders(&rig, Duration::from_secs(10));
+    let leader = leadership(&rig, 1, 0).unwrap().node.0;
+    assert_eq!(post(&rig.http(1), "Counter/a/add", json!(1)).status, 200);
+    // Wedge the leader's processor: its mailbox stops, with a stuck wait
+    // registered (as a seal wait that never ends would be).
+    rig.node(leader)
+        .root
+        .chaos(
+            "root/partitions/processor-0",
+            Chaos::Stall {
+                wait: Some(Duration::from_millis(500)),
+            },
+        )
+        .unwrap();
+    let path = "root/partitions/processor-0";
+    rig.wait_for(
+        "the wedged processor is restarted",
+        Duration::from_secs(5),
+        |r| restarts(r, leader, path) >= 1,
+    )
+    .unwrap();
+    let s = status(&rig, leader);
+    let child = s
+        .nodes
+        .iter()
+        .find(|r| r.node.0 == leader)
+        .and_then(|r| r.status.as_ref())
+        .and_then(|s| {
+            s.supervision
+                .children
+                .iter()
+                .find(|c| c.path == path)
+                .cloned()
+        })
+        .unwrap();
+    let reason = child.last_restart.unwrap().reason;
+    assert!(
+        reason.contains("chaos stall") || reason.contains("ping"),
+        "restart reason: {reason}"
+    );
+    // The partition serves again, through every node.
+    for n in 1..=3 {
+        let r = post_raw(
+            &rig.http(n),
+            "Counter/a/add",
+            "1",
+            &[],
+            Duration::from_secs(8),
+        );
+        assert_eq!(r.status, 200, "N{n} after the restart: {r:?}");
+    }
+    assert_eq!(
+        post(&rig.http(2), "Counter/a/get", json!(null)).body,
+        json!(4)
+    );
+}
+
+#[test]
+fn a_panicking_sealer_or_sequencer_manager_is_restarted_and_appends_continue() {
+    let rig = Rig::builder(3).partitions(1).start().unwrap();
+    wait_for_leaders(&rig, Duration::from_secs(10));
+    let leader = leadership(&rig, 1, 0).unwrap().node.0;
+    for path in ["root/log/sealer", "root/log/sequencers"] {
+        let before = restarts(&rig, leader, path);
+        rig.node(leader).root.chaos(path, Chaos::Panic).unwrap();
+        rig.wait_for(&format!("{path} restarted"), Duration::from_secs(5), |r| {
+            restarts(r, leader, path) > before
+        })
+        .unwrap();
+        // Losing the sequencers means their loglet is sealed and the log moves
+        // on; requests keep succeeding.
+        let r = post_raw(
+            &rig.http(leader),
+            "Set/x/add",
+            &format!("\"{path}\""),
+            &[],
+            Duration::from_secs(8),
+        );
+        assert_eq!(r.status, 200, "after restarting {path}: {r:?}");
+    }
+    assert_eq!(
+        post(&rig.http(1), "Set/x/read", json!(null)).body,
+        json!(["root/log/sealer", "root/log/sequencers"])
+    );
+}
