@@ -35,9 +35,24 @@ fn a_silent_log_server_does_not_make_a_seal_wait_forever() {
     let tail = chain(&rig, 1, LOG).tail().clone();
     rig.isolate(1);
     let started = Instant::now();
-    let err = rig
-        .block_on(logs.seal_and_extend(&tail, Duration::from_secs(2)))
-        .expect_err("a seal without an f-majority cannot complete");
+    let root = rig.node(1).root.clone();
+    let (result, seen_wait) = rig.block_on(async {
+        // While the seal waits, the wait is visible in the node's status.
+        let watch = async {
+            for _ in 0..100 {
+                let waits = root.status().waits;
+                if let Some(w) = waits.iter().find(|w| w.what.contains("seal of loglet")) {
+                    return Some(w.clone());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            None
+        };
+        futures::join!(logs.seal_and_extend(&tail, Duration::from_secs(2)), watch)
+    });
+    let err = result.expect_err("a seal without an f-majority cannot complete");
+    let wait = seen_wait.expect("the seal's wait never showed in the supervision status");
+    assert_eq!(wait.owner, "root/log/sealer");
     let waited = started.elapsed();
     eprintln!("seal without an f-majority gave up after {waited:?}: {err}");
     assert!(

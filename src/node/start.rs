@@ -156,6 +156,13 @@ impl Node {
         let my_addr = config.address(me).expect("validated").clone();
         let started = Instant::now();
 
+        // Claim the HTTP port first: a port in use must fail the start
+        // before any actor runs.
+        let http_listener =
+            std::net::TcpListener::bind(my_addr.http).map_err(|e| NodeError::Http {
+                addr: my_addr.http,
+                reason: e.to_string(),
+            })?;
         let storage = Storage::open(&config.data_dir)?;
         let local = LocalActors {
             log_server: Slot::new(),
@@ -347,12 +354,18 @@ impl Node {
         .workers(opts.http_workers.max(1))
         .disable_signals()
         .shutdown_timeout(1)
-        .bind(my_addr.http)
-        .map_err(|e| NodeError::Http {
-            addr: my_addr.http,
-            reason: e.to_string(),
-        })?
-        .run();
+        .listen(http_listener);
+        let server = match server {
+            Ok(s) => s.run(),
+            Err(e) => {
+                let _ = root.shutdown().await;
+                transport.shutdown().await;
+                return Err(NodeError::Http {
+                    addr: my_addr.http,
+                    reason: e.to_string(),
+                });
+            }
+        };
         let http = server.handle();
         actix::spawn(server);
         info!(node = %me, quic = %my_addr.quic, http = %my_addr.http, "node started");

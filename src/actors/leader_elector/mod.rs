@@ -50,6 +50,9 @@ pub struct ElectorConfig {
     pub step_down_after: Duration,
     /// Linearizable re-read of the leadership this often.
     pub refresh_every: Duration,
+    /// A partition that never had a leader waits this long for its preferred
+    /// node (which may simply be starting) before another node claims it.
+    pub initial_grace: Duration,
     pub tick: Duration,
 }
 
@@ -60,6 +63,7 @@ impl Default for ElectorConfig {
             election_timeout_max: Duration::from_millis(700),
             step_down_after: Duration::from_millis(1000),
             refresh_every: Duration::from_secs(2),
+            initial_grace: Duration::from_secs(3),
             tick: Duration::from_millis(100),
         }
     }
@@ -228,7 +232,11 @@ impl LeaderElector {
                 // wait until it is suspected.
                 self.tell(Told::Follower(None));
                 let preferred = preferred_leader(self.partition, self.net.nodes());
-                if preferred == me || self.suspected_long_enough(preferred) {
+                let grace_over = self.suspected_long_enough(preferred)
+                    && self
+                        .suspect_since
+                        .is_some_and(|t| t.elapsed() >= self.config.initial_grace);
+                if preferred == me || grace_over {
                     self.claim(0, Epoch(0), None, ctx);
                 }
             }
