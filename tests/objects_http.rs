@@ -131,6 +131,9 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     assert_eq!(r.into_string().unwrap(), "3", "GET on a read-only handler");
 }
 
+/// One generated operation: function, key, history value, HTTP path, body.
+type GeneratedOp = (F, String, serde_json::Value, String, String);
+
 /// Client threads issuing operations until `stop`; each op's invoke and
 /// completion go to the recorder.
 fn spawn_clients(
@@ -139,7 +142,7 @@ fn spawn_clients(
     stop: &Arc<AtomicBool>,
     per_node: u32,
     seed: u64,
-    op: fn(&mut rand::rngs::StdRng, u64) -> (F, String, serde_json::Value, String, String),
+    op: fn(&mut rand::rngs::StdRng, u64) -> GeneratedOp,
 ) -> Vec<std::thread::JoinHandle<()>> {
     let next_process = Arc::new(AtomicU64::new(0));
     let mut handles = Vec::new();
@@ -182,10 +185,7 @@ fn spawn_clients(
     handles
 }
 
-fn register_op(
-    rng: &mut rand::rngs::StdRng,
-    unique: u64,
-) -> (F, String, serde_json::Value, String, String) {
+fn register_op(rng: &mut rand::rngs::StdRng, unique: u64) -> GeneratedOp {
     let key = format!("r{}", rng.gen_range(0..2));
     match rng.gen_range(0..3) {
         0 => (

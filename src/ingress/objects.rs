@@ -108,20 +108,16 @@ pub fn validate(object: ObjectType, handler: &str, arg: &Value) -> Result<(), Ha
         });
     }
     match (object, handler) {
-        (ObjectType::Counter, "add") => {
-            if !arg.is_i64() {
-                return Err(HandlerError::BadArgument(format!(
-                    "Counter/add takes an integer delta, got {arg}"
-                )));
-            }
+        (ObjectType::Counter, "add") if !arg.is_i64() => {
+            return Err(HandlerError::BadArgument(format!(
+                "Counter/add takes an integer delta, got {arg}"
+            )));
         }
-        (ObjectType::Set, "add") | (ObjectType::Register, "write") => {
-            if arg.is_null() {
-                return Err(HandlerError::BadArgument(format!(
-                    "{}/{handler} takes a JSON value, got null",
-                    object.name()
-                )));
-            }
+        (ObjectType::Set, "add") | (ObjectType::Register, "write") if arg.is_null() => {
+            return Err(HandlerError::BadArgument(format!(
+                "{}/{handler} takes a JSON value, got null",
+                object.name()
+            )));
         }
         (ObjectType::Register, "cas") => {
             let ok = arg.as_object().is_some_and(|o| {

@@ -155,6 +155,11 @@ impl Chain {
     }
 }
 
+/// The metadata register key of `log`'s chain.
+pub fn chain_key(log: LogId) -> String {
+    format!("chain/{}", log.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,9 +212,4 @@ mod tests {
         c.segments.clear();
         assert!(c.validate().is_err());
     }
-}
-
-/// The metadata register key of `log`'s chain.
-pub fn chain_key(log: LogId) -> String {
-    format!("chain/{}", log.0)
 }

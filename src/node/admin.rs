@@ -256,18 +256,19 @@ fn chaos_guard(admin: &Admin) -> Option<HttpResponse> {
     })
 }
 
-fn addrs_of(admin: &Admin, nodes: &[u32]) -> Result<Vec<std::net::SocketAddr>, HttpResponse> {
+/// QUIC addresses of `nodes`, or why a node cannot be named.
+fn addrs_of(admin: &Admin, nodes: &[u32]) -> Result<Vec<std::net::SocketAddr>, String> {
     nodes
         .iter()
         .map(|id| {
             if *id == admin.config.node {
-                return Err(error_response(400, format!("N{id} is this node")));
+                return Err(format!("N{id} is this node"));
             }
             admin
                 .config
                 .address(NodeId(*id))
                 .map(|a| a.quic)
-                .ok_or_else(|| error_response(400, format!("unknown node N{id}")))
+                .ok_or_else(|| format!("unknown node N{id}"))
         })
         .collect()
 }
@@ -296,7 +297,7 @@ async fn chaos_partition(admin: web::Data<Admin>, body: web::Json<PartitionBody>
             tracing::warn!(node = %admin.config.me(), blocked = ?body.block, "chaos: partition");
             HttpResponse::Ok().json(json!({ "rules": admin.fault.rules() }))
         }
-        Err(r) => r,
+        Err(reason) => error_response(400, reason),
     }
 }
 
@@ -325,7 +326,7 @@ async fn chaos_delay(admin: web::Data<Admin>, body: web::Json<DelayBody>) -> Htt
             }
             HttpResponse::Ok().json(json!({ "rules": admin.fault.rules() }))
         }
-        Err(r) => r,
+        Err(reason) => error_response(400, reason),
     }
 }
 

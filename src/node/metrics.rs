@@ -19,6 +19,9 @@ struct Histogram {
     sum: f64,
 }
 
+/// A metric family for [`Metrics::render`]: name, help, type, `(labels, value)` samples.
+pub type Family<'a> = (&'a str, &'a str, &'a str, Vec<(String, f64)>);
+
 #[derive(Default)]
 pub struct Metrics {
     /// (object, outcome) → latency histogram.
@@ -44,7 +47,7 @@ impl Metrics {
 
     /// Renders the histogram; `extra` adds node-level counters and gauges
     /// `(name, help, type, [(labels, value)])`.
-    pub fn render(&self, extra: &[(&str, &str, &str, Vec<(String, f64)>)]) -> String {
+    pub fn render(&self, extra: &[Family<'_>]) -> String {
         let mut out = String::new();
         for (name, help, kind, samples) in extra {
             let _ = writeln!(out, "# HELP {name} {help}");

@@ -260,7 +260,7 @@ impl LeaderElector {
             self.suspect_since = None;
             return false;
         }
-        let since = *self.suspect_since.get_or_insert_with(|| Instant::now());
+        let since = *self.suspect_since.get_or_insert_with(Instant::now);
         if self.election_timeout.is_zero() || since.elapsed() < Duration::from_millis(1) {
             self.election_timeout = self.random_timeout();
         }
@@ -365,20 +365,17 @@ impl LeaderElector {
             act.busy = false;
             act.suspect_since = None;
             act.election_timeout = Duration::ZERO;
-            match result {
-                Some((won, version, leadership)) => {
-                    if won {
-                        act.elections_won += 1;
-                        act.metrics
-                            .elections
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        info!(parent: &act.span, epoch = %leadership.epoch, "won the election");
-                    }
-                    act.current = Some((version, leadership));
-                    act.confirmed_at = Some(Instant::now());
-                    act.tick(ctx);
+            if let Some((won, version, leadership)) = result {
+                if won {
+                    act.elections_won += 1;
+                    act.metrics
+                        .elections
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    info!(parent: &act.span, epoch = %leadership.epoch, "won the election");
                 }
-                None => {}
+                act.current = Some((version, leadership));
+                act.confirmed_at = Some(Instant::now());
+                act.tick(ctx);
             }
         }));
     }
