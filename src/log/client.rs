@@ -317,6 +317,11 @@ impl LogClient {
         let log = segment.loglet.log();
         let grace_end = (Instant::now() + self.config.seal_grace).min(deadline);
         let mut changes = self.meta.cache().changes();
+        // This node's view may be what is behind (an update missed while it
+        // was partitioned): one register read settles that without waiting.
+        let _ = self
+            .refresh_chain(log, remaining(grace_end).max(Duration::from_millis(100)))
+            .await;
         loop {
             if self
                 .cached_chain(log)
