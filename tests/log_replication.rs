@@ -204,3 +204,39 @@ fn oversized_records_and_unknown_logs_get_typed_errors() {
         "an empty append is refused: {r:?}"
     );
 }
+
+#[test]
+fn trimming_drops_records_below_the_point_and_keeps_the_rest() {
+    let rig = Rig::builder(3).logs_only().start().unwrap();
+    let mut appended = Appended::default();
+    for i in 0..30 {
+        assert!(append_one(
+            &rig,
+            1,
+            LOG,
+            payload("t", i),
+            Duration::from_secs(3),
+            &mut appended
+        ));
+    }
+    let logs = rig.node(1).logs.clone();
+    rig.block_on(logs.trim(LOG, Lsn(21)));
+    let loglet = chain(&rig, 1, LOG).tail().loglet;
+    for n in 1..=3 {
+        let stored = rig
+            .node(n)
+            .storage
+            .log
+            .read_records(loglet, 0, 100, usize::MAX)
+            .unwrap();
+        let first = stored.first().map(|(o, _)| *o);
+        assert_eq!(first, Some(20), "N{n} keeps offsets 20.. (LSN 21..)");
+    }
+    let upto = *appended.acked.keys().max().unwrap();
+    let logs2 = rig.node(2).logs.clone();
+    let tail = rig
+        .block_on(logs2.read(LOG, Lsn(21), 100, Duration::from_secs(2)))
+        .unwrap();
+    assert_eq!(tail.len() as u64, upto.0 - 20);
+    assert_eq!(tail[0].1 .0, appended.acked[&Lsn(21)]);
+}

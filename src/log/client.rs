@@ -69,6 +69,8 @@ pub struct LogClient {
     /// can miss updates (a hint lost during a partition); readers that wait
     /// at a tail re-read it at least every [`CHAIN_RECHECK`].
     checked: Arc<std::sync::Mutex<std::collections::HashMap<LogId, Instant>>>,
+    /// How far each log was trimmed from here.
+    trimmed: Arc<std::sync::Mutex<std::collections::HashMap<LogId, Lsn>>>,
 }
 
 /// How stale a waiting reader lets its view of the chain become.
@@ -95,6 +97,7 @@ impl LogClient {
             logs,
             metrics: Default::default(),
             checked: Default::default(),
+            trimmed: Default::default(),
         }
     }
 
@@ -347,6 +350,48 @@ impl LogClient {
             warn!(loglet = %segment.loglet, "seal-and-extend failed: {e}");
             tokio::time::sleep(Duration::from_millis(50).min(remaining(deadline))).await;
         }
+    }
+
+    /// Drops `log`'s records below `below` on every log-server (best effort:
+    /// a server that misses it keeps its copies; reads never need them once
+    /// every replica persisted past them).
+    pub async fn trim(&self, log: LogId, below: Lsn) {
+        let Some(chain) = self.cached_chain(log) else {
+            return;
+        };
+        let done = self
+            .trimmed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&log)
+            .copied()
+            .unwrap_or_default();
+        if below <= done {
+            return;
+        }
+        for segment in &chain.segments {
+            if below <= segment.base_lsn {
+                break;
+            }
+            if segment.end_lsn().is_some_and(|end| end <= done) {
+                continue;
+            }
+            let upto = segment.offset_of(below);
+            let upto = segment.sealed_tail.map_or(upto, |t| upto.min(t));
+            for &node in &segment.nodeset {
+                let req = crate::actors::log_server::Trim {
+                    loglet: segment.loglet,
+                    below: upto,
+                };
+                if let Err(e) = self.net.call(node, req, Duration::from_secs(2)).await {
+                    debug!(%node, loglet = %segment.loglet, "trim not delivered: {e}");
+                }
+            }
+        }
+        self.trimmed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(log, below);
     }
 
     /// Reads up to `max` records of `log` from `from` on, waiting up to `wait`

@@ -7,7 +7,7 @@ use crate::actors::leader_elector::{LeaderElector, PreVote};
 use crate::actors::log_server::{GetRecords, GetTail, LogServer, Seal, Store, Trim};
 use crate::actors::metadata::messages::{Accept, Prepare};
 use crate::actors::metadata::{MetaCache, MetadataStore};
-use crate::actors::partition_processor::{Invoke, PartitionProcessor};
+use crate::actors::partition_processor::{GetPersisted, Invoke, PartitionProcessor};
 use crate::actors::sequencer::{Append, SequencerDirectory, SequencerManager};
 use crate::actors::supervisor::Slot;
 use actix::Recipient;
@@ -28,6 +28,15 @@ pub struct LocalActors {
 
 impl LocalRoute<Invoke> for LocalActors {
     fn route(&self, req: &Invoke) -> Option<Recipient<Invoke>> {
+        self.processors
+            .get(req.partition.0 as usize)
+            .and_then(|s| s.addr())
+            .map(|a| a.recipient())
+    }
+}
+
+impl LocalRoute<GetPersisted> for LocalActors {
+    fn route(&self, req: &GetPersisted) -> Option<Recipient<GetPersisted>> {
         self.processors
             .get(req.partition.0 as usize)
             .and_then(|s| s.addr())

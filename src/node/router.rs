@@ -69,6 +69,7 @@ impl Inbound<Wire> for Router {
             Wire::Append(r) => self.serve(r, reply),
             Wire::PreVote(r) => self.serve(r, reply),
             Wire::Invoke(r) => self.serve(r, reply),
+            Wire::GetPersisted(r) => self.serve(r, reply),
             Wire::GetNodeStatus => match self
                 .status
                 .lock()

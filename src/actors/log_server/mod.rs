@@ -206,8 +206,10 @@ impl Handler<Trim> for LogServer {
         let storage = self.storage.clone();
         let result = (|| {
             let loglet = self.loglet(msg.loglet)?;
-            // Never trim what is not known committed here.
-            let below = msg.below.min(loglet.state.known_global_tail);
+            // The trimmer (a partition leader) asserts that everything below
+            // `below` is committed and applied by every replica.
+            let below = msg.below;
+            loglet.state.known_global_tail = loglet.state.known_global_tail.max(below);
             if below <= loglet.state.trim_point {
                 return Ok(false);
             }

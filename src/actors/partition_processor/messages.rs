@@ -78,3 +78,11 @@ pub struct ProcessorStatus {
 #[derive(Clone, Debug, Message)]
 #[rtype(result = "ProcessorStatus")]
 pub struct GetProcessorStatus;
+
+/// How far this node's replica of `partition` is durably applied: the log
+/// may be trimmed below the smallest answer of all replicas.
+#[derive(Clone, Debug, Serialize, Deserialize, Message)]
+#[rtype(result = "Lsn")]
+pub struct GetPersisted {
+    pub partition: PartitionId,
+}

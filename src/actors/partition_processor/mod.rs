@@ -36,6 +36,8 @@ const READ_WAIT: Duration = Duration::from_millis(500);
 const PERSIST_EVERY: Duration = Duration::from_millis(200);
 /// Most invocations in one append.
 const APPEND_BATCH: usize = 512;
+/// How often a leader trims its log below what every replica persisted.
+const TRIM_EVERY: Duration = Duration::from_secs(10);
 
 struct Waiter {
     tx: oneshot::Sender<InvokeReply>,
@@ -336,6 +338,36 @@ impl PartitionProcessor {
         );
     }
 
+    /// The leader trims the log below the smallest persisted LSN of all
+    /// replicas (a replica that does not answer blocks trimming: it may need
+    /// the log to catch up).
+    fn trim(&self) {
+        if self.mode != Mode::Leader {
+            return;
+        }
+        let (logs, log, partition, mine) =
+            (self.logs.clone(), self.log, self.partition, self.persisted);
+        tokio::spawn(async move {
+            let net = logs.net().clone();
+            let mut lowest = mine;
+            for &node in net.nodes() {
+                if node == net.me() {
+                    continue;
+                }
+                match net
+                    .call(node, GetPersisted { partition }, Duration::from_secs(1))
+                    .await
+                {
+                    Ok(lsn) => lowest = lowest.min(lsn),
+                    Err(_) => return,
+                }
+            }
+            if lowest.0 > 0 {
+                logs.trim(log, lowest.next()).await;
+            }
+        });
+    }
+
     fn status(&self) -> ProcessorStatus {
         let status = match self.mode {
             Mode::Candidate => "Announcing",
@@ -370,6 +402,7 @@ impl Actor for PartitionProcessor {
             act.expire_waiters();
             act.persist(ctx);
         });
+        ctx.run_interval(TRIM_EVERY, |act, _| act.trim());
     }
 }
 
@@ -491,6 +524,14 @@ impl Handler<Invoke> for PartitionProcessor {
             self.schedule_flush(ctx);
         }
         Box::pin(async move { rx.await.unwrap_or(InvokeReply::Timeout) })
+    }
+}
+
+impl Handler<GetPersisted> for PartitionProcessor {
+    type Result = MessageResult<GetPersisted>;
+
+    fn handle(&mut self, _: GetPersisted, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.persisted)
     }
 }
 
