@@ -275,10 +275,10 @@ impl LogClient {
                 Ok(Ok(AppendOutcome::Indeterminate)) => {
                     // Sealed (or stuck) after offsets were assigned. Make sure
                     // the log moves on; the caller decides about a retry.
+                    let loglet = segment.loglet;
                     self.seal_in_background(segment);
                     return Err(AppendError::Indeterminate(format!(
-                        "loglet {} was sealed with the append in flight",
-                        req_loglet(&chain)
+                        "loglet {loglet} was sealed with the append in flight"
                     )));
                 }
                 Ok(Err(SequencerError::TooLarge { records, bytes })) => {
@@ -520,10 +520,6 @@ impl LogClient {
         }
         Vec::new()
     }
-}
-
-fn req_loglet(chain: &Chain) -> crate::types::LogletId {
-    chain.tail().loglet
 }
 
 fn contiguous(
