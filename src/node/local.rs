@@ -26,33 +26,6 @@ pub struct LocalActors {
     pub electors: Vec<Slot<LeaderElector>>,
 }
 
-impl LocalRoute<Invoke> for LocalActors {
-    fn route(&self, req: &Invoke) -> Option<Recipient<Invoke>> {
-        self.processors
-            .get(req.partition.0 as usize)
-            .and_then(|s| s.addr())
-            .map(|a| a.recipient())
-    }
-}
-
-impl LocalRoute<GetPersisted> for LocalActors {
-    fn route(&self, req: &GetPersisted) -> Option<Recipient<GetPersisted>> {
-        self.processors
-            .get(req.partition.0 as usize)
-            .and_then(|s| s.addr())
-            .map(|a| a.recipient())
-    }
-}
-
-impl LocalRoute<PreVote> for LocalActors {
-    fn route(&self, req: &PreVote) -> Option<Recipient<PreVote>> {
-        self.electors
-            .get(req.partition.0 as usize)
-            .and_then(|s| s.addr())
-            .map(|a| a.recipient())
-    }
-}
-
 impl LocalRoute<Append> for LocalActors {
     fn route(&self, req: &Append) -> Option<Recipient<Append>> {
         match self.sequencers.get(req.segment.loglet) {
@@ -77,6 +50,28 @@ macro_rules! route {
             }
         )*
     };
+}
+
+/// Requests served by one actor per partition: routed by `req.partition`.
+macro_rules! route_by_partition {
+    ($($req:ty => $field:ident),* $(,)?) => {
+        $(
+            impl LocalRoute<$req> for LocalActors {
+                fn route(&self, req: &$req) -> Option<Recipient<$req>> {
+                    self.$field
+                        .get(req.partition.0 as usize)
+                        .and_then(|s| s.addr())
+                        .map(|a| a.recipient())
+                }
+            }
+        )*
+    };
+}
+
+route_by_partition! {
+    Invoke => processors,
+    GetPersisted => processors,
+    PreVote => electors,
 }
 
 route! {

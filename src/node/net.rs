@@ -139,6 +139,30 @@ impl Net {
         }
     }
 
+    /// Calls `make()` on every node of `to` at once; the replies arrive in the
+    /// order they come back (quorum protocols stop reading once they have
+    /// enough, which drops the rest).
+    pub fn broadcast<R>(
+        &self,
+        to: &[NodeId],
+        make: impl Fn() -> R,
+        timeout: Duration,
+    ) -> futures::stream::FuturesUnordered<
+        impl std::future::Future<Output = (NodeId, Result<R::Reply, CallError>)>,
+    >
+    where
+        R: Rpc,
+        LocalActors: LocalRoute<R>,
+    {
+        to.iter()
+            .map(|&node| {
+                let net = self.clone();
+                let req = make();
+                async move { (node, net.call(node, req, timeout).await) }
+            })
+            .collect()
+    }
+
     /// A raw request to another node (for messages no single actor serves).
     pub async fn request_wire(
         &self,

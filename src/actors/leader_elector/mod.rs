@@ -19,7 +19,7 @@ use crate::actors::supervisor::Slot;
 use crate::node::Net;
 use crate::types::{Epoch, NodeId, PartitionId};
 use actix::prelude::*;
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::stream::StreamExt;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
@@ -310,27 +310,15 @@ impl LeaderElector {
         let fut = async move {
             if let Some(leader) = leader {
                 let mut votes = 1; // our own
-                let mut calls: FuturesUnordered<_> = net
-                    .nodes()
-                    .iter()
-                    .filter(|n| **n != me)
-                    .map(|&to| {
-                        let net = net.clone();
-                        async move {
-                            net.call(
-                                to,
-                                PreVote {
-                                    partition,
-                                    leader,
-                                    epoch,
-                                },
-                                Duration::from_millis(500),
-                            )
-                            .await
-                        }
-                    })
-                    .collect();
-                while let Some(reply) = calls.next().await {
+                let others: Vec<NodeId> =
+                    net.nodes().iter().copied().filter(|n| *n != me).collect();
+                let make = || PreVote {
+                    partition,
+                    leader,
+                    epoch,
+                };
+                let mut calls = net.broadcast(&others, make, Duration::from_millis(500));
+                while let Some((_, reply)) = calls.next().await {
                     if let Ok(PreVoteReply { suspects: true }) = reply {
                         votes += 1;
                     }

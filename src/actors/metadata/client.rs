@@ -8,7 +8,7 @@ use super::core::{
 use super::messages::{Accept, MetaUpdate, Prepare};
 use super::MetaCache;
 use crate::node::{CallError, Net, Wire};
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::stream::StreamExt;
 use rand::Rng;
 use serde::{de::DeserializeOwned, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -186,19 +186,11 @@ impl MetadataClient {
             );
 
             // Phase 1: promises from a majority.
-            let mut calls: FuturesUnordered<_> = self
-                .net
-                .nodes()
-                .iter()
-                .map(|&to| {
-                    let net = self.net.clone();
-                    let req = Prepare {
-                        key: key.to_string(),
-                        ballot,
-                    };
-                    async move { (to, net.call(to, req, per_call).await) }
-                })
-                .collect();
+            let make = || Prepare {
+                key: key.to_string(),
+                ballot,
+            };
+            let mut calls = self.net.broadcast(self.net.nodes(), make, per_call);
             let mut promises = Vec::new();
             let mut answered = 0;
             while let Some((from, reply)) = calls.next().await {
@@ -237,20 +229,12 @@ impl MetadataClient {
             };
 
             // Phase 2: a majority accepts.
-            let mut calls: FuturesUnordered<_> = self
-                .net
-                .nodes()
-                .iter()
-                .map(|&to| {
-                    let net = self.net.clone();
-                    let req = Accept {
-                        key: key.to_string(),
-                        ballot,
-                        value: next.clone(),
-                    };
-                    async move { (to, net.call(to, req, per_call).await) }
-                })
-                .collect();
+            let make = || Accept {
+                key: key.to_string(),
+                ballot,
+                value: next.clone(),
+            };
+            let mut calls = self.net.broadcast(self.net.nodes(), make, per_call);
             let mut accepted = 0;
             let mut answered = 0;
             while let Some((from, reply)) = calls.next().await {

@@ -23,7 +23,7 @@ use crate::log::{chain_key, Chain, LogConfig, Record, Segment};
 use crate::node::Net;
 use crate::types::{LogId, LogletId, NodeId, Offset};
 use actix::prelude::*;
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::stream::StreamExt;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -245,19 +245,16 @@ impl Job {
         let need = segment.f_majority();
         let mut views = HashMap::new();
         loop {
-            let mut calls: FuturesUnordered<_> = segment
+            let missing: Vec<NodeId> = segment
                 .nodeset
                 .iter()
-                .filter(|n| !views.contains_key(*n))
-                .map(|&to| {
-                    let net = self.net.clone();
-                    let req = Seal {
-                        loglet: self.loglet,
-                    };
-                    let timeout = self.call_timeout();
-                    async move { (to, net.call(to, req, timeout).await) }
-                })
+                .copied()
+                .filter(|n| !views.contains_key(n))
                 .collect();
+            let make = || Seal {
+                loglet: self.loglet,
+            };
+            let mut calls = self.net.broadcast(&missing, make, self.call_timeout());
             while let Some((from, reply)) = calls.next().await {
                 match reply {
                     Ok(Ok(tail)) => {
@@ -345,23 +342,20 @@ impl Job {
             let chunk = Arc::new(chunk.to_vec());
             let mut stored: Vec<NodeId> = Vec::new();
             loop {
-                let mut calls: FuturesUnordered<_> = segment
+                let missing: Vec<NodeId> = segment
                     .nodeset
                     .iter()
-                    .filter(|n| !stored.contains(*n))
-                    .map(|&to| {
-                        let net = self.net.clone();
-                        let req = Store {
-                            loglet: segment.loglet,
-                            first,
-                            records: chunk.clone(),
-                            known_global_tail: global,
-                            repair: true,
-                        };
-                        let timeout = self.call_timeout();
-                        async move { (to, net.call(to, req, timeout).await) }
-                    })
+                    .copied()
+                    .filter(|n| !stored.contains(n))
                     .collect();
+                let make = || Store {
+                    loglet: segment.loglet,
+                    first,
+                    records: chunk.clone(),
+                    known_global_tail: global,
+                    repair: true,
+                };
+                let mut calls = self.net.broadcast(&missing, make, self.call_timeout());
                 while let Some((from, reply)) = calls.next().await {
                     match reply {
                         Ok(StoreReply::Stored { .. }) => stored.push(from),
