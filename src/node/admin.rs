@@ -194,6 +194,12 @@ async fn metrics(admin: web::Data<Admin>) -> HttpResponse {
             counter(lm.append_errors.load(Ordering::Relaxed)),
         ),
         (
+            "keel_committed_records_total",
+            "Records committed by this node's sequencers.",
+            "counter",
+            counter(admin.net.local().sequencers.committed_records()),
+        ),
+        (
             "keel_seals_total",
             "Loglets this node's sealer sealed and extended.",
             "counter",

@@ -50,9 +50,15 @@ type Waiter = oneshot::Sender<AppendOutcome>;
 #[derive(Clone, Default)]
 pub struct SequencerDirectory {
     inner: Arc<Mutex<HashMap<LogletId, Addr<Sequencer>>>>,
+    /// Records committed by this node's sequencers (for metrics).
+    committed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SequencerDirectory {
+    pub fn committed_records(&self) -> u64 {
+        self.committed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn get(&self, loglet: LogletId) -> Option<Addr<Sequencer>> {
         let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&loglet).filter(|a| a.connected()).cloned()
@@ -109,6 +115,9 @@ pub struct Sequencer {
     /// than [`COMMIT_WAIT`] restarts the manager, which stops its sequencers.
     cx: ChildContext,
     commit_wait: Option<(Offset, WaitGuard)>,
+    /// Committed records already added to `committed`.
+    counted: Offset,
+    committed: Arc<std::sync::atomic::AtomicU64>,
     span: tracing::Span,
 }
 
@@ -130,7 +139,13 @@ impl Handler<StopSequencer> for Sequencer {
 struct MarkDurable(bool);
 
 impl Sequencer {
-    fn new(segment: Segment, net: Net, tuning: SequencerTuning, cx: ChildContext) -> Self {
+    fn new(
+        segment: Segment,
+        net: Net,
+        tuning: SequencerTuning,
+        cx: ChildContext,
+        committed: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Self {
         let span = info_span!("sequencer", node = %net.me(), loglet = %segment.loglet);
         Sequencer {
             core: SequencerCore::new(
@@ -144,6 +159,8 @@ impl Sequencer {
             ready: false,
             cx,
             commit_wait: None,
+            counted: 0,
+            committed,
             flush_scheduled: false,
             release_scheduled: false,
             last_release: Instant::now(),
@@ -163,7 +180,11 @@ impl Sequencer {
                 Effect::Reply { waiter, outcome } => {
                     let _ = waiter.send(outcome);
                 }
-                Effect::Release { .. } => {
+                Effect::Release { global_tail } => {
+                    let newly = global_tail.saturating_sub(self.counted);
+                    self.counted = self.counted.max(global_tail);
+                    self.committed
+                        .fetch_add(newly, std::sync::atomic::Ordering::Relaxed);
                     if !self.release_scheduled {
                         self.release_scheduled = true;
                         ctx.run_later(Duration::ZERO, |act, _| {
@@ -388,6 +409,7 @@ impl Handler<Append> for SequencerManager {
             self.net.clone(),
             self.tuning.clone(),
             self.cx.clone(),
+            self.directory.committed.clone(),
         )
         .start();
         self.directory.insert(loglet, addr.clone());
