@@ -21,7 +21,9 @@ pub struct MinorityCalls {
     pub calls: usize,
     /// Served, and both invoked and completed while the node was cut off:
     /// a minority that serves is suspicious (reads and writes go through
-    /// the log, which needs a majority).
+    /// the log, which needs a majority). Approximate at the edges: a heal
+    /// is logged once done, so a call served in the few milliseconds
+    /// between the heal and its log line counts here.
     pub served_while_cut: usize,
     /// Completed unserved (fail or info) while the node was cut off,
     /// including calls invoked just before the cut.
