@@ -8,6 +8,10 @@
 //! is a `fail`: no byte of the request reached a server. Any other 4xx
 //! is a `fail` the summary counts as a harness or service bug, since a
 //! well-formed workload should never see one.
+//!
+//! Every `fail` and `info` carries an `error` in the history (Jepsen's
+//! `:error`) except a cas' 412, so checkers can tell "the register said no"
+//! from "nobody answered".
 
 use crate::harness::history::{OpType, F};
 use crate::harness::workload::OpSpec;
@@ -23,8 +27,9 @@ pub struct Completion {
     pub value: Value,
     /// Set for answers that a correct harness and service never produce.
     pub bug: Option<String>,
-    /// Short reason for fails and infos (HTTP status or error kind).
-    pub reason: Option<String>,
+    /// Why it was not ok, for the history's `error` field. `None` on a
+    /// cas' 412: that is the register's answer, not an error.
+    pub error: Option<String>,
 }
 
 impl Completion {
@@ -33,16 +38,16 @@ impl Completion {
             kind: OpType::Ok,
             value,
             bug: None,
-            reason: None,
+            error: None,
         }
     }
 
-    fn not_ok(kind: OpType, value: Value, reason: String) -> Self {
+    fn not_ok(kind: OpType, value: Value, error: String) -> Self {
         Completion {
             kind,
             value,
             bug: None,
-            reason: Some(reason),
+            error: Some(error),
         }
     }
 }
@@ -62,18 +67,24 @@ pub fn classify(op: &OpSpec, status: u16, body: &str) -> Completion {
                     kind: OpType::Info,
                     value: echo,
                     bug: Some(format!("200 with an unreadable body ({e}): {body:.80}")),
-                    reason: Some("200 unreadable".into()),
+                    error: Some("unreadable-200".into()),
                 },
             }
         }
-        412 if op.f == F::Cas => Completion::not_ok(OpType::Fail, echo, "412".into()),
-        503 => Completion::not_ok(OpType::Fail, echo, "503".into()),
-        500..=599 => Completion::not_ok(OpType::Info, echo, status.to_string()),
+        412 if op.f == F::Cas => Completion {
+            kind: OpType::Fail,
+            value: echo,
+            bug: None,
+            error: None,
+        },
+        503 => Completion::not_ok(OpType::Fail, echo, "unavailable".into()),
+        504 => Completion::not_ok(OpType::Info, echo, "timeout".into()),
+        500..=599 => Completion::not_ok(OpType::Info, echo, format!("http-{status}")),
         _ => Completion {
             kind: OpType::Fail,
             value: echo,
             bug: Some(format!("{} {status}: {body:.120}", op.f)),
-            reason: Some(status.to_string()),
+            error: Some(format!("http-{status}")),
         },
     }
 }
@@ -124,11 +135,9 @@ impl NodeClient {
                 let status = resp.status();
                 match resp.into_string() {
                     Ok(text) => classify(op, status, &text),
-                    Err(e) => Completion::not_ok(
-                        OpType::Info,
-                        op.value.clone(),
-                        format!("reading the body: {e}"),
-                    ),
+                    Err(e) => {
+                        Completion::not_ok(OpType::Info, op.value.clone(), format!("body: {e}"))
+                    }
                 }
             }
             Err(ureq::Error::Status(status, resp)) => {
@@ -145,8 +154,9 @@ impl NodeClient {
 fn transport_error(op: &OpSpec, kind: ureq::ErrorKind) -> Completion {
     match kind {
         ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns => {
-            Completion::not_ok(OpType::Fail, op.value.clone(), format!("{kind}"))
+            Completion::not_ok(OpType::Fail, op.value.clone(), "connect".into())
         }
+        ureq::ErrorKind::Io => Completion::not_ok(OpType::Info, op.value.clone(), "io".into()),
         _ => Completion::not_ok(OpType::Info, op.value.clone(), format!("{kind}")),
     }
 }
@@ -188,6 +198,12 @@ mod tests {
             OpType::Fail
         );
         assert_eq!(classify(&cas, 412, "").bug, None);
+        assert_eq!(classify(&cas, 412, "").error, None, "412 is an answer");
+        // A refused cas is not the register's answer: it carries an error.
+        assert_eq!(
+            classify(&cas, 503, "{}").error.as_deref(),
+            Some("unavailable")
+        );
         let add = op(F::Add, json!(1));
         assert_eq!(classify(&add, 503, "{}").kind, OpType::Fail);
         assert_eq!(classify(&add, 504, "{}").kind, OpType::Info);
@@ -218,6 +234,9 @@ mod tests {
             transport_error(&add, ureq::ErrorKind::ConnectionFailed).kind,
             OpType::Fail
         );
+        assert!(transport_error(&add, ureq::ErrorKind::ConnectionFailed)
+            .error
+            .is_some());
         assert_eq!(
             transport_error(&add, ureq::ErrorKind::Io).kind,
             OpType::Info

@@ -63,6 +63,7 @@ impl Recorder {
         key: &str,
         value: Value,
         node: NodeId,
+        error: Option<String>,
     ) -> u64 {
         let mut inner = self.lock();
         let time_ns = self.now_ns();
@@ -74,6 +75,7 @@ impl Recorder {
             value,
             node,
             time_ns,
+            error,
         };
         if inner.error.is_none() {
             let r = inner
@@ -137,9 +139,9 @@ mod tests {
     fn lines_are_written_in_clock_order_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let rec = Recorder::create(dir.path()).unwrap();
-        let t1 = rec.op(1, OpType::Invoke, F::Add, "s", 5.into(), NodeId(2));
+        let t1 = rec.op(1, OpType::Invoke, F::Add, "s", 5.into(), NodeId(2), None);
         let t2 = rec.event(Fault::Kill { node: NodeId(3) }, "kill");
-        let t3 = rec.op(1, OpType::Ok, F::Add, "s", 5.into(), NodeId(2));
+        let t3 = rec.op(1, OpType::Ok, F::Add, "s", 5.into(), NodeId(2), None);
         assert!(t1 <= t2 && t2 <= t3);
         let (ops, events, err) = rec.snapshot();
         assert_eq!(err, None);

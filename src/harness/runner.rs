@@ -232,11 +232,18 @@ fn record_call(
         &op.key,
         op.value.clone(),
         node,
+        None,
     );
     let done = client.call(op);
-    shared
-        .rec
-        .op(process, done.kind, op.f, &op.key, done.value.clone(), node);
+    shared.rec.op(
+        process,
+        done.kind,
+        op.f,
+        &op.key,
+        done.value.clone(),
+        node,
+        done.error.clone(),
+    );
     let c = shared.counters;
     c.ops.fetch_add(1, Ordering::Relaxed);
     match done.kind {
