@@ -128,6 +128,21 @@ impl RunOptions {
         Ok(())
     }
 
+    /// Combinations that work but weaken a checker.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let in_flight = self.request_timeout + Duration::from_secs(1);
+        if self.post_heal < Duration::from_secs(10) + in_flight {
+            out.push(format!(
+                "--post-heal-secs {} is shorter than 10 s plus the client timeout ({:.1} s): a call \
+                 in flight at the final heal may end inside the heal checker's quiet window",
+                self.post_heal.as_secs(),
+                in_flight.as_secs_f64()
+            ));
+        }
+        out
+    }
+
     fn run_dir(&self) -> PathBuf {
         self.dir.clone().unwrap_or_else(|| {
             let now = std::time::SystemTime::now()
@@ -454,6 +469,9 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
             eprintln!("{s}");
         }
     };
+    for w in opts.warnings() {
+        say(format!("keel-jepsen: warning: {w}"));
+    }
     say(format!(
         "keel-jepsen: seed {} (re-run with --seed {}); workload {}, nemesis {}; run dir {}",
         opts.seed,
@@ -763,6 +781,13 @@ mod tests {
     fn options_refuse_what_cannot_work() {
         let mut o = opts(NemesisKind::Kill);
         assert!(o.validate().is_ok());
+        assert!(
+            o.warnings().is_empty(),
+            "15 s after the heal, 4 s in flight"
+        );
+        o.post_heal = Duration::from_secs(12);
+        assert!(o.validate().is_ok());
+        assert_eq!(o.warnings().len(), 1);
         o.post_heal = Duration::from_secs(5);
         assert!(o
             .validate()
