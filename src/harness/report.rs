@@ -54,6 +54,45 @@ pub fn minority_calls(calls: &[Call], faults: &FaultTimeline) -> BTreeMap<NodeId
     out
 }
 
+/// Recovery after one heal: per node, ms from the window's end to the
+/// node's first served call completing after it (`None`: none before the
+/// next fault started or the history ended).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WindowRecovery {
+    /// Seconds since the first call.
+    pub healed_at_s: f64,
+    pub faults: Vec<String>,
+    pub recovery_ms: BTreeMap<String, Option<f64>>,
+}
+
+/// Recovery after every heal, not only the final one the heal checker
+/// judges: a cluster that recovers late from one window in six shows here.
+pub fn window_recoveries(calls: &[Call], faults: &FaultTimeline) -> Vec<WindowRecovery> {
+    let t0 = calls.iter().map(|c| c.invoke_ns).min().unwrap_or(0);
+    let windows = faults.windows();
+    let mut out = Vec::new();
+    for (i, w) in windows.iter().enumerate() {
+        let Some(end) = w.end_ns else { continue };
+        let until = windows.get(i + 1).map_or(u64::MAX, |n| n.start_ns);
+        let mut per_node = BTreeMap::new();
+        for node in faults.all_nodes() {
+            let first = calls
+                .iter()
+                .filter(|c| c.node == node && c.served())
+                .filter_map(|c| c.complete_ns)
+                .filter(|&t| t >= end && t < until)
+                .min();
+            per_node.insert(node.to_string(), first.map(|t| (t - end) as f64 / 1e6));
+        }
+        out.push(WindowRecovery {
+            healed_at_s: end.saturating_sub(t0) as f64 / 1e9,
+            faults: w.faults.clone(),
+            recovery_ms: per_node,
+        });
+    }
+    out
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct RunSummary {
     pub seed: u64,
@@ -85,6 +124,8 @@ pub struct RunSummary {
     pub recovery_ms: BTreeMap<String, Option<f64>>,
     /// Served fraction of calls to majority-side nodes during faults.
     pub availability: Option<f64>,
+    /// Recovery after each heal (the last is the final heal).
+    pub window_recovery: Vec<WindowRecovery>,
     pub minority_calls: BTreeMap<String, MinorityCalls>,
     /// Datagrams each node's socket filter dropped (loopback chaos mode).
     pub dropped_datagrams: BTreeMap<String, u64>,
@@ -106,6 +147,7 @@ impl RunSummary {
             .map(|(n, m)| (n.to_string(), m))
             .collect();
         self.stats = super::stats::stats(calls);
+        self.window_recovery = window_recoveries(calls, faults);
         let find = |name: &str| results.iter().find(|r| r.name == name);
         self.recovery_ms = find("heal")
             .and_then(|r| r.details["nodes"].as_array())
@@ -194,6 +236,25 @@ impl RunSummary {
             &mut s,
             format!("recovery after the final heal: {}", rec.join(", ")),
         );
+        if !self.window_recovery.is_empty() {
+            let worst: Vec<String> = self
+                .window_recovery
+                .iter()
+                .map(|w| {
+                    let ms: Vec<Option<f64>> = w.recovery_ms.values().copied().collect();
+                    if ms.iter().any(Option::is_none) {
+                        format!("{:.0}s: never", w.healed_at_s)
+                    } else {
+                        let max = ms.into_iter().flatten().fold(0.0, f64::max);
+                        format!("{:.0}s: {max:.0}", w.healed_at_s)
+                    }
+                })
+                .collect();
+            line(
+                &mut s,
+                format!("slowest node after each heal (ms): {}", worst.join(", ")),
+            );
+        }
         if let Some(a) = self.availability {
             line(
                 &mut s,
@@ -368,6 +429,7 @@ mod tests {
             node_exits: vec![],
             recovery_ms: BTreeMap::new(),
             availability: None,
+            window_recovery: vec![],
             minority_calls: BTreeMap::new(),
             dropped_datagrams: BTreeMap::new(),
             stats: Stats::default(),
@@ -394,6 +456,17 @@ mod tests {
         assert!(s.recovery_ms["N3"].is_some());
         assert_eq!(s.availability, Some(1.0));
         assert_eq!(s.fault_windows, 1);
+        // One heal at 5 s; every node's next served call completes 10 ms
+        // after an invocation at or after it.
+        assert_eq!(s.window_recovery.len(), 1);
+        let w = &s.window_recovery[0];
+        assert!((w.healed_at_s - 5.0).abs() < 1e-9, "{w:?}");
+        assert_eq!(w.recovery_ms["N3"], Some(10.0), "{w:?}");
+        let text = s.render();
+        assert!(
+            text.contains("slowest node after each heal (ms): 5s: 10"),
+            "{text}"
+        );
         assert_eq!(s.ops, calls.len());
         assert_eq!(s.ok + s.fail + s.info, s.ops);
         let text = s.render();

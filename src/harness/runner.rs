@@ -507,7 +507,15 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         })?
     };
     let started = Instant::now();
-    cluster.wait_ready(opts.ready_timeout)?;
+    let status = cluster.wait_ready(opts.ready_timeout)?;
+    // Stall victims name partition actors: use the cluster's real count.
+    let partitions = status
+        .nodes
+        .iter()
+        .filter_map(|n| n.status.as_ref())
+        .map(|s| s.partitions.len() as u32)
+        .max()
+        .unwrap_or(1);
     say(format!(
         "keel-jepsen: {} nodes ready ({} mode) in {:.1} s: {}",
         cluster.ids().len(),
@@ -544,7 +552,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
 
     let mut rng = StdRng::seed_from_u64(opts.seed);
     let steps = plan_steps(opts, &mut rng);
-    let chooser = Chooser::new(opts.nemesis, StdRng::seed_from_u64(rng.gen()), 4);
+    let chooser = Chooser::new(opts.nemesis, StdRng::seed_from_u64(rng.gen()), partitions);
     let mut node_exits = Vec::new();
     let nemesis_errors;
     {
@@ -693,6 +701,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         node_exits,
         recovery_ms: BTreeMap::new(),
         availability: None,
+        window_recovery: Vec::new(),
         minority_calls: BTreeMap::new(),
         dropped_datagrams: dropped,
         stats: Stats::default(),
