@@ -27,6 +27,8 @@ struct Inner {
 
 pub struct Recorder {
     start: Instant,
+    /// Wall clock at `time_ns` 0, to line the history up with node logs.
+    start_unix_ms: u64,
     inner: Mutex<Inner>,
 }
 
@@ -35,6 +37,10 @@ impl Recorder {
         let open = |name: &str| File::create(dir.join(name)).map(BufWriter::new);
         Ok(Recorder {
             start: Instant::now(),
+            start_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
             inner: Mutex::new(Inner {
                 history: JsonLinesWriter::new(open("history.jsonl")?),
                 nemesis: JsonLinesWriter::new(open("nemesis.jsonl")?),
@@ -47,6 +53,11 @@ impl Recorder {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Unix time in ms when `time_ns` was 0.
+    pub fn start_unix_ms(&self) -> u64 {
+        self.start_unix_ms
     }
 
     /// Nanoseconds since the recorder was created.

@@ -107,6 +107,8 @@ pub struct RunSummary {
     pub heal_s: f64,
     pub post_heal_s: f64,
     pub request_timeout_ms: u64,
+    /// UTC wall clock at `time_ns` 0 (node logs are stamped in UTC).
+    pub clock_zero_utc: String,
     /// Invocations (including final reads).
     pub ops: usize,
     pub ok: usize,
@@ -189,7 +191,14 @@ impl RunSummary {
                 self.workload, self.nemesis, self.seed, self.mode
             ),
         );
-        line(&mut s, format!("run dir: {}", self.dir.display()));
+        line(
+            &mut s,
+            format!(
+                "run dir: {} (time_ns 0 = {} UTC)",
+                self.dir.display(),
+                self.clock_zero_utc
+            ),
+        );
         line(
             &mut s,
             format!(
@@ -314,6 +323,21 @@ impl RunSummary {
     }
 }
 
+/// `YYYY-MM-DDTHH:MM:SS.mmm` (UTC), the node logs' format.
+pub fn timestamp_ms(unix_ms: u64) -> String {
+    let t = timestamp(unix_ms / 1000);
+    format!(
+        "{}-{}-{}T{}:{}:{}.{:03}",
+        &t[0..4],
+        &t[4..6],
+        &t[6..8],
+        &t[9..11],
+        &t[11..13],
+        &t[13..15],
+        unix_ms % 1000
+    )
+}
+
 /// `YYYYMMDDTHHMMSS` (UTC) for run directory names.
 pub fn timestamp(unix_secs: u64) -> String {
     let days = (unix_secs / 86_400) as i64;
@@ -358,6 +382,7 @@ mod tests {
         assert_eq!(timestamp(0), "19700101T000000");
         assert_eq!(timestamp(951_782_400), "20000229T000000");
         assert_eq!(timestamp(1_700_000_000), "20231114T221320");
+        assert_eq!(timestamp_ms(1_700_000_000_042), "2023-11-14T22:13:20.042");
     }
 
     fn run() -> (Vec<Call>, FaultTimeline, Vec<CheckResult>) {
@@ -418,6 +443,7 @@ mod tests {
             heal_s: 2.0,
             post_heal_s: 10.0,
             request_timeout_ms: 2000,
+            clock_zero_utc: timestamp_ms(0),
             ops: 0,
             ok: 0,
             fail: 0,

@@ -690,6 +690,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         heal_s: opts.heal.as_secs_f64(),
         post_heal_s: opts.post_heal.as_secs_f64(),
         request_timeout_ms: opts.request_timeout.as_millis() as u64,
+        clock_zero_utc: super::report::timestamp_ms(rec.start_unix_ms()),
         ops: 0,
         ok: 0,
         fail: 0,
