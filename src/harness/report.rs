@@ -54,6 +54,34 @@ pub fn minority_calls(calls: &[Call], faults: &FaultTimeline) -> BTreeMap<NodeId
     out
 }
 
+/// Calls a node received while a fault was active and it was on the
+/// majority side, and how many were served. The availability checker
+/// looks at the majority side as a whole; this shows a node whose
+/// ingress alone could not serve (in a bridge, say).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct NodeAvailability {
+    pub calls: usize,
+    pub served: usize,
+}
+
+pub fn majority_calls_by_node(
+    calls: &[Call],
+    faults: &FaultTimeline,
+) -> BTreeMap<NodeId, NodeAvailability> {
+    let mut out: BTreeMap<NodeId, NodeAvailability> = BTreeMap::new();
+    for c in calls {
+        if faults.state_at(c.invoke_ns).is_healthy()
+            || !faults.majority_side(c.invoke_ns).contains(&c.node)
+        {
+            continue;
+        }
+        let e = out.entry(c.node).or_default();
+        e.calls += 1;
+        e.served += usize::from(c.served());
+    }
+    out
+}
+
 /// Recovery after one heal: per node, ms from the window's end to the
 /// node's first served call completing after it (`None`: none before the
 /// next fault started or the history ended).
@@ -126,6 +154,8 @@ pub struct RunSummary {
     pub recovery_ms: BTreeMap<String, Option<f64>>,
     /// Served fraction of calls to majority-side nodes during faults.
     pub availability: Option<f64>,
+    /// Per node, calls during faults while on the majority side.
+    pub majority_calls: BTreeMap<String, NodeAvailability>,
     /// Recovery after each heal (the last is the final heal).
     pub window_recovery: Vec<WindowRecovery>,
     pub minority_calls: BTreeMap<String, MinorityCalls>,
@@ -150,6 +180,10 @@ impl RunSummary {
             .collect();
         self.stats = super::stats::stats(calls);
         self.window_recovery = window_recoveries(calls, faults);
+        self.majority_calls = majority_calls_by_node(calls, faults)
+            .into_iter()
+            .map(|(n, a)| (n.to_string(), a))
+            .collect();
         let find = |name: &str| results.iter().find(|r| r.name == name);
         self.recovery_ms = find("heal")
             .and_then(|r| r.details["nodes"].as_array())
@@ -270,6 +304,20 @@ impl RunSummary {
                 format!(
                     "availability (majority side, during faults): {:.1}%",
                     a * 100.0
+                ),
+            );
+        }
+        if !self.majority_calls.is_empty() {
+            let m: Vec<String> = self
+                .majority_calls
+                .iter()
+                .map(|(n, a)| format!("{n} {}/{}", a.served, a.calls))
+                .collect();
+            line(
+                &mut s,
+                format!(
+                    "served per node on the majority side during faults: {}",
+                    m.join(", ")
                 ),
             );
         }
@@ -456,6 +504,7 @@ mod tests {
             recovery_ms: BTreeMap::new(),
             availability: None,
             window_recovery: vec![],
+            majority_calls: BTreeMap::new(),
             minority_calls: BTreeMap::new(),
             dropped_datagrams: BTreeMap::new(),
             stats: Stats::default(),
@@ -485,6 +534,10 @@ mod tests {
         // One heal at 5 s; every node's next served call completes 10 ms
         // after an invocation at or after it.
         assert_eq!(s.window_recovery.len(), 1);
+        // N1 and N2 served every call during the fault; N3 was cut off.
+        assert_eq!(s.majority_calls.len(), 2);
+        assert_eq!(s.majority_calls["N1"].calls, s.majority_calls["N1"].served);
+        assert!(s.majority_calls["N1"].calls >= 30);
         let w = &s.window_recovery[0];
         assert!((w.healed_at_s - 5.0).abs() < 1e-9, "{w:?}");
         assert_eq!(w.recovery_ms["N3"], Some(10.0), "{w:?}");

@@ -703,6 +703,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         recovery_ms: BTreeMap::new(),
         availability: None,
         window_recovery: Vec::new(),
+        majority_calls: BTreeMap::new(),
         minority_calls: BTreeMap::new(),
         dropped_datagrams: dropped,
         stats: Stats::default(),
