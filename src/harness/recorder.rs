@@ -6,10 +6,8 @@
 //! already written. Lines are flushed as they go: a run that dies midway
 //! still leaves a readable (if unfinished) history.
 
-use super::history::{JsonLinesWriter, Op, OpType, F};
+use super::history::{JsonLinesWriter, Op};
 use super::nemesis::{Fault, NemesisEvent};
-use crate::types::NodeId;
-use serde_json::Value;
 use std::fs::File;
 use std::io::{self, BufWriter};
 use std::path::Path;
@@ -65,29 +63,12 @@ impl Recorder {
         self.start.elapsed().as_nanos() as u64
     }
 
-    /// Appends one history line stamped now; returns the stamp.
-    pub fn op(
-        &self,
-        process: u64,
-        kind: OpType,
-        f: F,
-        key: &str,
-        value: Value,
-        node: NodeId,
-        error: Option<String>,
-    ) -> u64 {
+    /// Appends `op` stamped now (its own `time_ns` is replaced); returns
+    /// the stamp.
+    pub fn op(&self, mut op: Op) -> u64 {
         let mut inner = self.lock();
         let time_ns = self.now_ns();
-        let op = Op {
-            process,
-            kind,
-            f,
-            key: key.to_string(),
-            value,
-            node,
-            time_ns,
-            error,
-        };
+        op.time_ns = time_ns;
         if inner.error.is_none() {
             let r = inner
                 .history
@@ -144,15 +125,26 @@ impl Drop for Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::harness::history::{read_history, read_jsonl};
+    use crate::harness::history::{read_history, read_jsonl, OpType, F};
+    use crate::types::NodeId;
 
     #[test]
     fn lines_are_written_in_clock_order_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let rec = Recorder::create(dir.path()).unwrap();
-        let t1 = rec.op(1, OpType::Invoke, F::Add, "s", 5.into(), NodeId(2), None);
+        let line = |kind| Op {
+            process: 1,
+            kind,
+            f: F::Add,
+            key: "s".into(),
+            value: 5.into(),
+            node: NodeId(2),
+            time_ns: 0,
+            error: None,
+        };
+        let t1 = rec.op(line(OpType::Invoke));
         let t2 = rec.event(Fault::Kill { node: NodeId(3) }, "kill");
-        let t3 = rec.op(1, OpType::Ok, F::Add, "s", 5.into(), NodeId(2), None);
+        let t3 = rec.op(line(OpType::Ok));
         assert!(t1 <= t2 && t2 <= t3);
         let (ops, events, err) = rec.snapshot();
         assert_eq!(err, None);

@@ -10,7 +10,7 @@
 use super::checker::{check_all_with, CheckConfig};
 use super::client::NodeClient;
 use super::cluster::{Cluster, Mode, StartOptions};
-use super::history::{pair, OpType};
+use super::history::{pair, Op, OpType};
 use super::nemesis::{Fault, FaultTimeline};
 use super::netns::{check_prerequisites, NetnsPlan};
 use super::recorder::Recorder;
@@ -240,25 +240,21 @@ fn record_call(
     node: NodeId,
     op: &OpSpec,
 ) -> OpType {
-    shared.rec.op(
+    let line = |kind, value, error| Op {
         process,
-        OpType::Invoke,
-        op.f,
-        &op.key,
-        op.value.clone(),
+        kind,
+        f: op.f,
+        key: op.key.clone(),
+        value,
         node,
-        None,
-    );
+        time_ns: 0,
+        error,
+    };
+    shared.rec.op(line(OpType::Invoke, op.value.clone(), None));
     let done = client.call(op);
-    shared.rec.op(
-        process,
-        done.kind,
-        op.f,
-        &op.key,
-        done.value.clone(),
-        node,
-        done.error.clone(),
-    );
+    shared
+        .rec
+        .op(line(done.kind, done.value.clone(), done.error.clone()));
     let c = shared.counters;
     c.ops.fetch_add(1, Ordering::Relaxed);
     match done.kind {
