@@ -47,6 +47,8 @@ fn set_under_partition_random_node_passes_every_checker() {
     ] {
         assert!(dir.join(name).is_file(), "{name} missing\n{text}");
     }
+    // A valid run drops the nodes' data, keeping logs and histories.
+    assert!(!dir.join("n1").exists(), "{text}");
 
     // The nemesis really cut nodes off.
     let events: Vec<NemesisEvent> =

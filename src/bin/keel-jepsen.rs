@@ -85,6 +85,10 @@ struct Args {
     /// Seconds to wait for every partition to have a leader.
     #[arg(long, default_value_t = 60)]
     ready_timeout_secs: u64,
+    /// Keep the nodes' data directories after a valid run (always kept
+    /// otherwise).
+    #[arg(long)]
+    keep_data: bool,
     /// Count an "unknown" checker result as a pass.
     #[arg(long)]
     allow_unknown: bool,
@@ -118,6 +122,7 @@ fn main() -> ExitCode {
         opts.base_port = args.base_port;
         opts.netns = args.netns.then_some(args.netns_subnet);
         opts.keys = args.keys;
+        opts.keep_data = args.keep_data;
         opts.ready_timeout = Duration::from_secs(args.ready_timeout_secs);
         if args.runs > 1 {
             eprintln!("keel-jepsen: run {} of {}", i + 1, args.runs);

@@ -7,7 +7,7 @@
 //! continues under a new process id (`process + concurrency`), as the
 //! history format requires.
 
-use super::checker::{check_all_with, CheckConfig};
+use super::checker::{check_all_with, CheckConfig, Validity};
 use super::client::NodeClient;
 use super::cluster::{Cluster, Mode, StartOptions};
 use super::history::{pair, Op, OpType};
@@ -63,6 +63,9 @@ pub struct RunOptions {
     pub ready_timeout: Duration,
     /// Keys per workload; `None` = the workload's default.
     pub keys: Option<usize>,
+    /// Keep the nodes' data directories after a valid run (they are
+    /// always kept after a failed or unknown one, for forensics).
+    pub keep_data: bool,
     /// Print a progress line every this often; `None` = silent.
     pub progress: Option<Duration>,
     pub check: CheckConfig,
@@ -89,6 +92,7 @@ impl RunOptions {
             request_timeout: Duration::from_millis(3000),
             ready_timeout: Duration::from_secs(60),
             keys: None,
+            keep_data: false,
             progress: Some(Duration::from_secs(2)),
             check: CheckConfig::default(),
         }
@@ -704,7 +708,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         dropped_datagrams: dropped,
         stats: Stats::default(),
         results: Vec::new(),
-        valid: super::checker::Validity::Unknown,
+        valid: Validity::Unknown,
     };
     summary.derive(&calls, &timeline, results);
     let title = format!(
@@ -721,6 +725,12 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         dir.join("summary.json"),
         serde_json::to_string_pretty(&summary)?,
     )?;
+    if mode != Mode::Attached && !opts.keep_data && summary.valid == Validity::Valid {
+        // A few hundred MB of sled files per run; logs and histories stay.
+        for n in &ids {
+            let _ = std::fs::remove_dir_all(dir.join(format!("n{}", n.0)));
+        }
+    }
     Ok(RunOutcome { summary, dir })
 }
 
