@@ -85,6 +85,10 @@ pub struct Op {
     pub node: NodeId,
     /// Monotonic clock, shared with the nemesis log.
     pub time_ns: u64,
+    /// Why a `fail` or `info` ended that way (Jepsen's `:error`), e.g.
+    /// `unavailable`. A cas `fail` without one is the register's 412.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Reading or pairing a history failed; every variant names where.
@@ -227,6 +231,8 @@ pub struct Call {
     pub complete_ns: Option<u64>,
     /// 1-based position of the invocation in the history.
     pub index: usize,
+    /// The completion's `error`, if any.
+    pub error: Option<String>,
 }
 
 impl Call {
@@ -236,13 +242,14 @@ impl Call {
         matches!(self.outcome, Outcome::Info | Outcome::Pending)
     }
 
-    /// The service gave a definite answer. A `cas` that fails is the
-    /// register's normal "the value differed" reply (HTTP 412), not an
-    /// error; any other `fail` is a refusal.
+    /// The service gave a definite answer. A `cas` that fails without an
+    /// `error` is the register's normal "the value differed" reply (HTTP
+    /// 412), not an error; any other `fail` (a cas refused with 503, or
+    /// never delivered) is a refusal.
     pub fn served(&self) -> bool {
         match self.outcome {
             Outcome::Ok => true,
-            Outcome::Fail => self.f == F::Cas,
+            Outcome::Fail => self.f == F::Cas && self.error.is_none(),
             Outcome::Info | Outcome::Pending => false,
         }
     }
@@ -328,6 +335,7 @@ pub fn pair(history: &[Op]) -> Result<Vec<Call>, PairError> {
                 invoke_ns: op.time_ns,
                 complete_ns: None,
                 index,
+                error: None,
             });
             continue;
         }
@@ -361,6 +369,7 @@ pub fn pair(history: &[Op]) -> Result<Vec<Call>, PairError> {
         };
         call.result = op.value.clone();
         call.complete_ns = Some(op.time_ns);
+        call.error = op.error.clone();
     }
     Ok(calls)
 }
@@ -460,6 +469,21 @@ mod tests {
         assert!(calls[0].served());
         assert!(!calls[1].served());
         assert!(!calls[2].served());
+        // A cas refused before reaching the register is not an answer.
+        let mut refused = h.ops();
+        let i = refused
+            .iter()
+            .position(|o| o.process == 1 && o.kind == OpType::Fail)
+            .unwrap();
+        refused[i].error = Some("unavailable".into());
+        let calls = pair(&refused).unwrap();
+        assert!(!calls[0].served());
+        assert_eq!(calls[0].error.as_deref(), Some("unavailable"));
+        let text = serde_json::to_string(&refused[i]).unwrap();
+        assert!(text.contains(r#""error":"unavailable""#), "{text}");
+        assert!(!serde_json::to_string(&refused[0])
+            .unwrap()
+            .contains("error"));
     }
 
     fn op(process: u64, kind: OpType, f: F, t: u64) -> Op {
@@ -471,6 +495,7 @@ mod tests {
             value: Value::Null,
             node: NodeId(1),
             time_ns: t,
+            error: None,
         }
     }
 

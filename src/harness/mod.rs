@@ -8,12 +8,26 @@
 //! line, same clock). [`pair`] turns ops into calls, [`FaultTimeline`]
 //! turns events into fault windows and majority sides, and
 //! [`check_all`] runs every checker.
+//!
+//! The live parts drive a real cluster: [`runner::run`] starts or attaches
+//! to nodes ([`cluster`], optionally in network namespaces, [`netns`]),
+//! runs a [`workload`] through HTTP clients ([`client`]) while a nemesis
+//! follows a seeded [`schedule`], records both logs ([`recorder`]) and
+//! writes the [`report`].
 
 pub mod checker;
+pub mod client;
+pub mod cluster;
 pub mod history;
 pub mod nemesis;
+pub mod netns;
 pub mod plot;
+pub mod recorder;
+pub mod report;
+pub mod runner;
+pub mod schedule;
 pub mod stats;
+pub mod workload;
 
 #[cfg(test)]
 mod testkit;

@@ -41,6 +41,7 @@ impl Hist {
                 value,
                 node: NodeId(self.node),
                 time_ns: t_ns,
+                error: None,
             },
         ));
     }

@@ -621,6 +621,7 @@ mod tests {
                 value: value.clone(),
                 node: NodeId(p.node),
                 time_ns: t,
+                error: None,
             };
             let done_value = if p.kind == OpType::Ok && p.f == F::Read {
                 &p.result
