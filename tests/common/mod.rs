@@ -290,6 +290,7 @@ impl Recorder {
             value,
             node: NodeId(node),
             time_ns: self.now_ns(),
+            error: None,
         };
         self.ops.lock().unwrap().push(op);
     }
