@@ -477,3 +477,51 @@ fn seed_scenario_every_node_serves_again_within_3s_of_the_heal() {
         );
     }
 }
+
+#[test]
+fn in_a_bridge_both_cut_off_nodes_still_serve_every_partition() {
+    let rig = Rig::builder(3).partitions(3).start().unwrap();
+    wait_for_leaders(&rig, Duration::from_secs(10));
+    // A key of each partition, and who leads it.
+    let key_of = |p: u32| {
+        (0..)
+            .map(|i| format!("k{i}"))
+            .find(|k| {
+                keel::ingress::http::partition_of(keel::ingress::objects::ObjectType::Counter, k, 3)
+                    .0
+                    == p
+            })
+            .unwrap()
+    };
+    let leader_of =
+        |rig: &Rig, p: u32| (1..=3).find(|&n| leader_mode(rig, n, p).as_deref() == Some("Leader"));
+    let leaders: Vec<u32> = (0..3).map(|p| leader_of(&rig, p).unwrap()).collect();
+    // Cut the leaders of partitions 0 and 2 off from each other.
+    let (a, b) = (leaders[0], leaders[2]);
+    assert_ne!(a, b);
+    rig.cut(a, b);
+    rig.wait_for("the bridge is noticed", Duration::from_secs(3), |r| {
+        r.node(a).net.is_suspected(keel::types::NodeId(b))
+    })
+    .unwrap();
+    // Each side asks for the partition led across the cut.
+    for (via, p) in [(a, 2), (b, 0)] {
+        let key = key_of(p);
+        let r = post_raw(
+            &rig.http(via),
+            &format!("Counter/{key}/add"),
+            "1",
+            &[],
+            Duration::from_secs(5),
+        );
+        assert_eq!(
+            r.status, 200,
+            "N{via} → partition {p} (led by N{}) across the bridge: {r:?}",
+            leaders[p as usize]
+        );
+    }
+    // Nobody was deposed: the leaders kept their majority.
+    for p in 0..3 {
+        assert_eq!(leader_of(&rig, p), Some(leaders[p as usize]));
+    }
+}

@@ -124,3 +124,48 @@ fn a_panicking_sealer_or_sequencer_manager_is_restarted_and_appends_continue() {
         json!(["root/log/sealer", "root/log/sequencers"])
     );
 }
+
+#[test]
+fn a_wedged_log_server_does_not_stop_the_cluster() {
+    let rig = Rig::builder(3).partitions(1).start().unwrap();
+    wait_for_leaders(&rig, Duration::from_secs(10));
+    let leader = leadership(&rig, 1, 0).unwrap().node.0;
+    assert_eq!(post(&rig.http(1), "Counter/w/add", json!(1)).status, 200);
+    let path = "root/log/log-server";
+    // Wedge the leader's own log-server (no wait: only the ping notices).
+    rig.node(leader)
+        .root
+        .chaos(path, Chaos::Stall { wait: None })
+        .unwrap();
+    // While it is wedged, the partition keeps serving through every node:
+    // two other copies make a commit, and the leader reads what it cannot
+    // find locally from its peers.
+    for n in [leader, leader % 3 + 1, (leader + 1) % 3 + 1] {
+        let r = post_raw(
+            &rig.http(n),
+            "Counter/w/add",
+            "1",
+            &[("keel-timeout-ms", "1000")],
+            Duration::from_secs(3),
+        );
+        assert_eq!(
+            r.status, 200,
+            "N{n} while N{leader}'s log-server is wedged: {r:?}"
+        );
+    }
+    assert_eq!(
+        restarts(&rig, leader, path),
+        0,
+        "the requests above ran before the restart"
+    );
+    rig.wait_for(
+        "the wedged log-server is restarted",
+        Duration::from_secs(6),
+        |r| restarts(r, leader, path) >= 1,
+    )
+    .unwrap();
+    assert_eq!(
+        post(&rig.http(2), "Counter/w/get", json!(null)).body,
+        json!(4)
+    );
+}

@@ -12,7 +12,7 @@ use super::objects::{validate, HandlerError, ObjectType};
 use crate::actors::leader_elector::{leader_key, Leadership};
 use crate::actors::metadata::MetadataClient;
 use crate::actors::partition_processor::{Invoke, InvokeReply};
-use crate::node::Net;
+use crate::node::{CallError, Net, Wire};
 use crate::types::{NodeId, PartitionId};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -232,7 +232,7 @@ async fn forward(mut invoke: Invoke, timeout: Duration, ingress: &Ingress) -> Ht
         };
         let left = deadline.saturating_duration_since(Instant::now());
         invoke.timeout_ms = left.as_millis() as u64;
-        match ingress.net.call(leader, invoke.clone(), left).await {
+        match try_leader(ingress, leader, invoke.clone(), left).await {
             Ok(InvokeReply::Done(response)) => {
                 return HttpResponse::build(
                     StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK),
@@ -268,6 +268,63 @@ async fn forward(mut invoke: Invoke, timeout: Duration, ingress: &Ingress) -> Ht
             "error": format!("no leader reachable for partition {partition}: {last}"),
             "partition": partition.0,
         }))
+    }
+}
+
+/// One attempt at `leader`: directly, or, when this node cannot reach it but
+/// a peer can, through that peer. (In a bridge, the two nodes that cannot see
+/// each other both still see the third.)
+async fn try_leader(
+    ingress: &Ingress,
+    leader: NodeId,
+    invoke: Invoke,
+    left: Duration,
+) -> Result<InvokeReply, CallError> {
+    let net = &ingress.net;
+    if net.is_suspected(leader) {
+        let via = net
+            .nodes()
+            .iter()
+            .copied()
+            .find(|n| *n != net.me() && *n != leader && !net.is_suspected(*n));
+        if let Some(via) = via {
+            return match net
+                .request_wire(via, Wire::Relay(Box::new(invoke)), left)
+                .await
+            {
+                Ok(Wire::RelayResult(reply)) => Ok(reply),
+                Ok(other) => Err(CallError::Remote(
+                    via,
+                    format!("unexpected reply {other:?}"),
+                )),
+                Err(e) => Err(e),
+            };
+        }
+    }
+    net.call(leader, invoke, left).await
+}
+
+/// Serves a request relayed by a peer: one attempt at the leader this node
+/// knows, never relayed again.
+pub async fn relay(ingress: Ingress, invoke: Invoke) -> InvokeReply {
+    let left = Duration::from_millis(invoke.timeout_ms.clamp(1, 60_000));
+    let Some(leader) = ingress
+        .meta
+        .cached_typed::<Leadership>(&leader_key(invoke.partition))
+        .map(|(_, l)| l.node)
+    else {
+        return InvokeReply::NotLeader { leader: None };
+    };
+    if ingress.net.is_suspected(leader) {
+        return InvokeReply::Unavailable(format!(
+            "{} cannot reach leader {leader} either",
+            ingress.net.me()
+        ));
+    }
+    match ingress.net.call(leader, invoke, left).await {
+        Ok(reply) => reply,
+        Err(e) if e.maybe_delivered() => InvokeReply::Timeout,
+        Err(e) => InvokeReply::Unavailable(e.to_string()),
     }
 }
 

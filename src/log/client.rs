@@ -73,6 +73,10 @@ pub struct LogClient {
     trimmed: Arc<std::sync::Mutex<std::collections::HashMap<LogId, Lsn>>>,
 }
 
+/// How long a reader at the open tail waits for this node's own copy of a
+/// committed record before fetching it from a peer.
+const LOCAL_GRACE: Duration = Duration::from_millis(30);
+
 /// How stale a waiting reader lets its view of the chain become.
 const CHAIN_RECHECK: Duration = Duration::from_secs(1);
 
@@ -486,12 +490,25 @@ impl LogClient {
         max: usize,
     ) -> Vec<(Offset, Record)> {
         let max_bytes = 4 * 1024 * 1024;
-        if let Ok(local) = self
-            .storage
-            .log
-            .read_records(segment.loglet, offset, end, max_bytes)
-        {
-            let run = contiguous(offset, local.into_iter().map(|(o, r)| (o, Record(r))), max);
+        let local = || {
+            self.storage
+                .log
+                .read_records(segment.loglet, offset, end, max_bytes)
+                .map(|l| contiguous(offset, l.into_iter().map(|(o, r)| (o, Record(r))), max))
+                .unwrap_or_default()
+        };
+        let run = local();
+        if !run.is_empty() {
+            return run;
+        }
+        if segment.sealed_tail.is_none() {
+            // At the open tail the commit can be known here (a release) a
+            // moment before this node's own copy is written: give the local
+            // log-server a short grace before asking a peer. A wedged local
+            // log-server costs only this grace.
+            let mut tail = self.tails.subscribe(segment.loglet);
+            let _ = tokio::time::timeout(LOCAL_GRACE, tail.changed()).await;
+            let run = local();
             if !run.is_empty() {
                 return run;
             }

@@ -17,6 +17,11 @@ pub struct LocalActors {
     pub log_server: Slot<LogServer>,
     pub metadata: Slot<MetadataStore>,
     pub meta_cache: MetaCache,
+    /// Committed tails for this node's readers. Releases are published here
+    /// directly, not only through the log-server: readers keep learning of
+    /// commits (and fetch records from peers) even if the local log-server
+    /// is wedged.
+    pub tails: crate::actors::log_server::TailWatch,
     pub sequencers: SequencerDirectory,
     pub sequencer_manager: Slot<SequencerManager>,
     pub sealer: Slot<crate::actors::sealer::Sealer>,

@@ -19,13 +19,26 @@ pub struct Router {
     /// cleared when it stops, so handles kept elsewhere (a client's `Net`)
     /// do not keep the node's storage open.
     status: Mutex<Option<StatusSource>>,
+    /// Serves `Relay` (set once the ingress exists; cleared with `status`).
+    relay: Mutex<Option<RelayFn>>,
 }
+
+/// Takes one relayed request to the leader this node knows.
+pub type RelayFn = Arc<
+    dyn Fn(
+            crate::actors::partition_processor::Invoke,
+        )
+            -> futures::future::BoxFuture<'static, crate::actors::partition_processor::InvokeReply>
+        + Send
+        + Sync,
+>;
 
 impl Router {
     pub fn new(local: LocalActors) -> Arc<Self> {
         Arc::new(Router {
             local,
             status: Mutex::new(None),
+            relay: Mutex::new(None),
         })
     }
 
@@ -33,9 +46,14 @@ impl Router {
         *self.status.lock().unwrap_or_else(|p| p.into_inner()) = Some(source);
     }
 
+    pub fn set_relay(&self, relay: RelayFn) {
+        *self.relay.lock().unwrap_or_else(|p| p.into_inner()) = Some(relay);
+    }
+
     /// Drops what ties the router to the node's state.
     pub fn detach(&self) {
         self.status.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.relay.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
     fn serve<R>(&self, req: R, reply: Responder<Wire>)
@@ -84,6 +102,16 @@ impl Inbound<Wire> for Router {
                 }
                 None => reply.respond(Wire::Error(WireError::Unavailable("status").into())),
             },
+            Wire::Relay(invoke) => {
+                let relay = self.relay.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                match relay {
+                    Some(relay) => {
+                        let fut = relay(*invoke);
+                        tokio::spawn(async move { reply.respond(Wire::RelayResult(fut.await)) });
+                    }
+                    None => reply.respond(Wire::Error(WireError::Unavailable("ingress").into())),
+                }
+            }
             other => {
                 debug!(%from, "not a request: {other:?}");
                 reply.respond(Wire::Error(WireErrorOwned(WireError::Mismatch.to_string())));
@@ -97,6 +125,9 @@ impl Inbound<Wire> for Router {
                 self.local.meta_cache.observe(&update.key, &update.value);
             }
             Wire::Release(release) => {
+                self.local
+                    .tails
+                    .publish_global(release.loglet, release.global_tail);
                 if let Some(ls) = self.local.log_server.addr() {
                     let _ = ls.try_send(release);
                 }

@@ -168,6 +168,7 @@ impl Node {
             log_server: Slot::new(),
             metadata: Slot::new(),
             meta_cache: MetaCache::default(),
+            tails: TailWatch::default(),
             sequencers: SequencerDirectory::default(),
             sequencer_manager: Slot::new(),
             sealer: Slot::new(),
@@ -205,7 +206,7 @@ impl Node {
             Arc::new(QuicRemote(transport.clone())),
         );
         let meta = MetadataClient::new(net.clone(), local.meta_cache.clone());
-        let tails = TailWatch::default();
+        let tails = local.tails.clone();
         let log_config = LogConfig::new(nodes.clone(), config.replication);
         let logs = LogClient::new(
             net.clone(),
@@ -329,6 +330,10 @@ impl Node {
             config.request_timeout(),
             metrics.clone(),
         );
+        router.set_relay({
+            let ingress = ingress.clone();
+            Arc::new(move |invoke| crate::ingress::http::relay(ingress.clone(), invoke).boxed())
+        });
         let admin_state = Admin {
             config: config.clone(),
             net: net.clone(),

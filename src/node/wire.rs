@@ -92,5 +92,9 @@ wire! {
         // Served by the router from the whole node, not by one actor.
         GetNodeStatus,
         NodeStatus(Box<crate::node::status::NodeStatus>),
+        // A request this node cannot take to the leader itself, passed to a
+        // peer that can (served by the peer's ingress logic, one hop only).
+        Relay(Box<Invoke>),
+        RelayResult(InvokeReply),
     }
 }

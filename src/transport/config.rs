@@ -101,7 +101,7 @@ mod defaults {
         Duration::from_millis(50)
     }
     pub fn backoff_max() -> Duration {
-        Duration::from_millis(500)
+        Duration::from_millis(250)
     }
     pub fn max_frame_len() -> usize {
         16 * 1024 * 1024

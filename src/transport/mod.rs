@@ -10,7 +10,7 @@
 //! within about a second (QUIC keep-alive 250 ms, idle timeout 1 s), requests
 //! in flight to it fail with [`TransportError::ConnectionLost`] instead of
 //! hanging, and new requests fail fast with [`TransportError::PeerUnavailable`].
-//! A healed link is redialed within one backoff step (≤ 500 ms).
+//! A healed link is redialed within one backoff step (≤ 250 ms).
 //!
 //! Why one stream per direction rather than one per request: messages
 //! between two nodes keep their order (the log relies on it for stores from

@@ -44,6 +44,18 @@ impl TailWatch {
         });
     }
 
+    /// Raises the known committed tail only.
+    pub fn publish_global(&self, loglet: LogletId, global_tail: crate::types::Offset) {
+        self.publish(
+            loglet,
+            TailInfo {
+                sealed: false,
+                local_tail: 0,
+                known_global_tail: global_tail,
+            },
+        );
+    }
+
     /// Forget loglets that are fully read and sealed (bounded memory).
     pub fn forget(&self, loglet: LogletId) {
         let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());

@@ -183,6 +183,17 @@ impl PartitionProcessor {
             info!(parent: &self.span, announced = %self.state.announced, "deposed by a newer epoch");
             self.step_down(self.state.leader);
         }
+        if self.state.announced > self.epoch && !self.waiters.is_empty() {
+            // Every request still waiting here was stamped with an older epoch
+            // and was not applied before the newer announcement: whatever of
+            // it is in the log now is fenced. Say so at once, so the ingress
+            // retries at the new leader instead of waiting out its deadline.
+            for (_, waiters) in self.waiters.drain() {
+                for w in waiters {
+                    let _ = w.tx.send(InvokeReply::Fenced);
+                }
+            }
+        }
     }
 
     /// A new leader seals the tail segment if its sequencer is elsewhere, so

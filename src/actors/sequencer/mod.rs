@@ -248,6 +248,10 @@ impl Sequencer {
         };
         for &to in &self.segment.nodeset {
             if to == self.net.me() {
+                self.net
+                    .local()
+                    .tails
+                    .publish_global(msg.loglet, msg.global_tail);
                 if let Some(ls) = self.net.local().log_server.addr() {
                     let _ = ls.try_send(msg.clone());
                 }
