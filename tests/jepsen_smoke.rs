@@ -1,9 +1,10 @@
 //! The harness end to end against three real `keel` node processes: a set
-//! workload while one random node is isolated twice, then a heal, final
-//! reads and every checker. Proves the harness drives a real cluster (the
+//! workload, then a register workload, each while one random node is
+//! isolated twice, then a heal, final reads and every checker. Proves the harness drives a real cluster (the
 //! isolated node really lost its peers) and that keel passes: no
 //! acknowledged add lost, every node serving again within the bound after
-//! the heal, the majority side available throughout. About 25 s.
+//! the heal, the majority side available throughout, register histories
+//! linearizable. About 25 s each.
 
 use keel::harness::checker::Validity;
 use keel::harness::history::read_jsonl;
@@ -17,9 +18,18 @@ use std::time::Duration;
 
 #[test]
 fn set_under_partition_random_node_passes_every_checker() {
+    smoke(WorkloadKind::Set, "set", 7);
+}
+
+#[test]
+fn register_under_partition_random_node_passes_every_checker() {
+    smoke(WorkloadKind::Register, "register", 11);
+}
+
+fn smoke(workload: WorkloadKind, checker: &str, seed: u64) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("run");
-    let mut opts = RunOptions::new(WorkloadKind::Set, NemesisKind::PartitionRandomNode, 7);
+    let mut opts = RunOptions::new(workload, NemesisKind::PartitionRandomNode, seed);
     opts.keel = Some(PathBuf::from(env!("CARGO_BIN_EXE_keel")));
     opts.dir = Some(dir.clone());
     opts.concurrency = 6;
@@ -80,7 +90,7 @@ fn set_under_partition_random_node_passes_every_checker() {
     assert!(s.node_exits.is_empty(), "{text}");
     assert!(s.nemesis_errors.is_empty(), "{text}");
     let names: Vec<&str> = s.results.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["history", "set", "heal", "availability"], "{text}");
+    assert_eq!(names, ["history", checker, "heal", "availability"], "{text}");
     assert_eq!(s.valid, Validity::Valid, "{text}");
     assert!(s.ok > 100, "{text}");
     assert_eq!(s.recovery_ms.len(), 3, "{text}");
