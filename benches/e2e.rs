@@ -8,12 +8,12 @@
 //! Separate processes rather than the in-process rig because that is how
 //! keel runs, and it lets the generator's CPU be told apart from the nodes'.
 //!
-//! Build the node binary first, then run:
-//! ```text
-//! cargo build --release --bins && cargo bench --bench e2e
-//! ```
+//! Run with `cargo bench --bench e2e`. Cargo builds the node binary for the
+//! bench (`target/release/keel`, the release profile's settings), so this is
+//! the same as `cargo build --release --bins && cargo bench --bench e2e`.
 //! `KEEL_BIN` overrides the binary, `KEEL_BENCH_SECS` the load phase (10 s),
-//! `KEEL_BENCH_CLIENTS` the number of connections (96).
+//! `KEEL_BENCH_CLIENTS` the number of connections (96), and `KEEL_NODE_ARGS`
+//! adds flags to every `keel node` (e.g. `--http-workers 1`).
 //!
 //! Phases: a ceiling check (requests the ingress refuses at once, 400: the
 //! generator and HTTP stack alone), one client with one request at a time,
@@ -185,50 +185,19 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// `target/release/keel`, or `KEEL_BIN`; warns when the sources are newer.
+/// The `keel` binary cargo built for this bench (`target/release/keel`, same
+/// profile settings as `cargo build --release`), or `KEEL_BIN`.
 fn node_binary() -> Result<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let exe = std::env::var_os("KEEL_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target/release/keel"));
-    let built = std::fs::metadata(&exe)
-        .and_then(|m| m.modified())
-        .with_context(|| {
-            format!(
-                "{} not found: run `cargo build --release --bins` first",
-                exe.display()
-            )
-        })?;
-    let newest_source = newest_mtime(&root.join("src"));
-    if newest_source.is_some_and(|t| t > built) {
-        println!(
-            "warning: {} is older than the sources; run `cargo build --release --bins`",
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_keel")));
+    if !exe.is_file() {
+        bail!(
+            "{} not found: run `cargo build --release --bins`",
             exe.display()
         );
     }
     Ok(exe)
-}
-
-fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
-    let mut newest = None;
-    let mut stack = vec![dir.to_path_buf()];
-    // Bounded: the source tree is small; stop after a few thousand entries.
-    let mut budget = 5000;
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).ok()?.flatten() {
-            budget -= 1;
-            if budget == 0 {
-                return newest;
-            }
-            let meta = entry.metadata().ok()?;
-            if meta.is_dir() {
-                stack.push(entry.path());
-            } else if let Ok(t) = meta.modified() {
-                newest = newest.max(Some(t));
-            }
-        }
-    }
-    newest
 }
 
 /// QUIC `base+i` and HTTP `base+100+i` all free.
@@ -262,6 +231,12 @@ impl Cluster {
                 .arg("node")
                 .arg("--config")
                 .arg(dir.join(format!("n{i}.toml")))
+                .args(
+                    std::env::var("KEEL_NODE_ARGS")
+                        .ok()
+                        .iter()
+                        .flat_map(|a| a.split_whitespace()),
+                )
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log)
