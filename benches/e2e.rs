@@ -104,6 +104,27 @@ fn main() -> Result<()> {
     ));
     acked += single.count(200);
     unknown += single.unknown();
+    // The same, split by where the key's leader is: N1 itself, or another
+    // node (one more QUIC round trip for the forwarded request).
+    let (local_keys, forwarded_keys) = keys_by_leader(&url)?;
+    let mut split = Vec::new();
+    for (name, keys) in [("led by N1", local_keys), ("forwarded", forwarded_keys)] {
+        if keys.is_empty() {
+            continue;
+        }
+        let run = rt.block_on(drive(
+            &ingresses[..1],
+            1,
+            Duration::from_secs(2),
+            move |_, i| {
+                let key = keys[i % keys.len()];
+                ("POST", format!("/Counter/k{key}/add"), b"1".to_vec())
+            },
+        ));
+        acked += run.count(200);
+        unknown += run.unknown();
+        split.push((name, run));
+    }
 
     let counters_before = rt.block_on(scrape(&ingresses))?;
     let cpu_nodes_before = cluster.cpu();
@@ -143,6 +164,14 @@ fn main() -> Result<()> {
     ];
     println!();
     print_table("requests", &rows);
+    for (name, run) in &split {
+        println!(
+            "single client, keys {name}: p50 {}, p99 {} ({} requests)",
+            ms(run.latency().p50),
+            ms(run.latency().p99),
+            run.count(200)
+        );
+    }
     println!("ceiling phase answers: {:?}", ceiling.statuses_summary());
     println!(
         "concurrent phase, all nodes: {} append calls ({:.1} records each), {} group-commit flushes ({:.1} requests per flush)",
@@ -198,6 +227,26 @@ fn node_binary() -> Result<PathBuf> {
         );
     }
     Ok(exe)
+}
+
+/// The bench's keys whose partition N1 leads, and the others.
+fn keys_by_leader(url: &str) -> Result<(Vec<u64>, Vec<u64>)> {
+    let status = keel::cli::local::fetch_status(url)?;
+    let mut leaders = std::collections::HashMap::new();
+    for node in status.nodes.iter().filter_map(|n| n.status.as_ref()) {
+        for p in node.partitions.iter().filter(|p| p.mode == "Leader") {
+            leaders.insert(p.partition, node.node);
+        }
+    }
+    let partitions = leaders.len().max(1) as u32;
+    Ok((0..KEYS).partition(|k| {
+        let p = keel::ingress::http::partition_of(
+            keel::ingress::objects::ObjectType::Counter,
+            &format!("k{k}"),
+            partitions,
+        );
+        leaders.get(&p) == Some(&keel::types::NodeId(1))
+    }))
 }
 
 /// QUIC `base+i` and HTTP `base+100+i` all free.
