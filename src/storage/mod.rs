@@ -106,7 +106,9 @@ impl Storage {
         Ok(())
     }
 
-    /// The store of one partition's processor state.
+    /// The store of one partition's processor state. Opening it completes a
+    /// write a crash cut short, so open it where the partition's single
+    /// writer starts.
     pub fn partition(&self, partition: crate::types::PartitionId) -> Result<PartitionStore> {
         PartitionStore::open(&self.db, partition)
     }

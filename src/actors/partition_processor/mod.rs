@@ -38,6 +38,11 @@ const PERSIST_EVERY: Duration = Duration::from_millis(200);
 const APPEND_BATCH: usize = 512;
 /// How often a leader trims its log below what every replica persisted.
 const TRIM_EVERY: Duration = Duration::from_secs(10);
+/// Appends a leader has in flight, at most. A lone request is appended at
+/// once; under load, requests gather while both slots are busy and go out
+/// together, so batches grow with the load instead of one append (three
+/// stores, three flushes, a read and an apply on every replica) per handful.
+const MAX_APPENDS_IN_FLIGHT: usize = 2;
 
 struct Waiter {
     tx: oneshot::Sender<InvokeReply>,
@@ -63,6 +68,7 @@ pub struct PartitionProcessor {
     waiters: HashMap<String, Vec<Waiter>>,
     pending: Vec<Invocation>,
     flush_scheduled: bool,
+    appends_in_flight: usize,
     last_applied_at: Instant,
     persisting: bool,
     cx: ChildContext,
@@ -101,6 +107,7 @@ impl PartitionProcessor {
             waiters: HashMap::new(),
             pending: Vec::new(),
             flush_scheduled: false,
+            appends_in_flight: 0,
             last_applied_at: Instant::now(),
             persisting: false,
             cx,
@@ -238,16 +245,22 @@ impl PartitionProcessor {
     }
 
     fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
-        if !self.flush_scheduled && !self.pending.is_empty() {
+        if !self.flush_scheduled
+            && !self.pending.is_empty()
+            && self.appends_in_flight < MAX_APPENDS_IN_FLIGHT
+        {
             self.flush_scheduled = true;
-            ctx.run_later(Duration::ZERO, |act, ctx| {
+            // Runs once the mailbox is drained (every request already queued
+            // joins the batch); `run_later(ZERO)` would wait for the timer
+            // wheel's next millisecond tick.
+            ctx.spawn(fut::ready(()).map(|(), act: &mut Self, ctx| {
                 act.flush_scheduled = false;
-                while !act.pending.is_empty() {
+                while !act.pending.is_empty() && act.appends_in_flight < MAX_APPENDS_IN_FLIGHT {
                     let n = act.pending.len().min(APPEND_BATCH);
                     let batch: Vec<Invocation> = act.pending.drain(..n).collect();
                     act.append(batch, ctx);
                 }
-            });
+            }));
         }
     }
 
@@ -276,6 +289,7 @@ impl PartitionProcessor {
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(100));
         let epoch = self.epoch;
+        self.appends_in_flight += 1;
         ctx.spawn(
             async move { logs.append(log, records, timeout).await }
                 .into_actor(self)
@@ -303,6 +317,12 @@ impl PartitionProcessor {
                             act.append(still_waiting, ctx);
                         }
                     }
+                })
+                // A retry above took its own slot; this one is free again,
+                // and requests that gathered meanwhile may go.
+                .map(|(), act, ctx| {
+                    act.appends_in_flight -= 1;
+                    act.schedule_flush(ctx);
                 }),
         );
     }

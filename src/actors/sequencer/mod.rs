@@ -40,6 +40,11 @@ const RELEASE_HEARTBEAT: Duration = Duration::from_millis(500);
 const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A sealed sequencer lingers this long (answering `Sealed`) before stopping.
 const LINGER_AFTER_SEAL: Duration = Duration::from_secs(10);
+/// Batches sent but not yet committed, at most. An idle sequencer sends an
+/// append at once; under load, appends gather while the window is full and
+/// leave together when a batch commits, so batches grow with the load
+/// instead of splitting into one store (and one flush per server) each.
+const MAX_INFLIGHT_BATCHES: usize = 4;
 /// Longest a batch may stay uncommitted before the watchdog steps in.
 const COMMIT_WAIT: Duration = Duration::from_secs(10);
 
@@ -187,10 +192,10 @@ impl Sequencer {
                         .fetch_add(newly, std::sync::atomic::Ordering::Relaxed);
                     if !self.release_scheduled {
                         self.release_scheduled = true;
-                        ctx.run_later(Duration::ZERO, |act, _| {
+                        ctx.spawn(fut::ready(()).map(|(), act: &mut Self, _| {
                             act.release_scheduled = false;
                             act.release();
-                        });
+                        }));
                     }
                 }
             }
@@ -236,6 +241,8 @@ impl Sequencer {
                 }
             };
             act.perform(effects, ctx);
+            // A commit may have opened the window for the appends waiting.
+            act.schedule_flush(ctx);
         }));
     }
 
@@ -328,15 +335,20 @@ impl Handler<MarkDurable> for Sequencer {
 
 impl Sequencer {
     fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
-        if self.ready && self.core.has_pending() && !self.flush_scheduled {
+        if self.ready
+            && self.core.has_pending()
+            && !self.flush_scheduled
+            && self.core.inflight_batches() < MAX_INFLIGHT_BATCHES
+        {
             self.flush_scheduled = true;
-            // Runs after the messages already in the mailbox: every append that
-            // arrived meanwhile joins one batch.
-            ctx.run_later(Duration::ZERO, |act, ctx| {
+            // A spawned item runs once the mailbox is drained, so every append
+            // already queued joins this batch. Not `run_later(ZERO)`: that goes
+            // through the timer wheel and waits for the next millisecond tick.
+            ctx.spawn(fut::ready(()).map(|(), act: &mut Self, ctx| {
                 act.flush_scheduled = false;
                 let effects = act.core.flush(Instant::now());
                 act.perform(effects, ctx);
-            });
+            }));
         }
     }
 }
