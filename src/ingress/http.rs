@@ -201,6 +201,9 @@ async fn invoke_object(
     forward(invoke, timeout, ingress).await
 }
 
+/// Longest a request waits on one register read of its partition's leader.
+const LEADER_READ: Duration = Duration::from_millis(500);
+
 /// Sends the request to the partition's leader, following hints and retrying
 /// (same request id: it applies at most once) until the deadline.
 async fn forward(mut invoke: Invoke, timeout: Duration, ingress: &Ingress) -> HttpResponse {
@@ -220,14 +223,31 @@ async fn forward(mut invoke: Invoke, timeout: Duration, ingress: &Ingress) -> Ht
             tokio::time::sleep(pause.min(left)).await;
         }
         attempt += 1;
-        let leader = hint.take().or_else(|| {
+        let key = leader_key(partition);
+        let mut leader = hint.take().or_else(|| {
             ingress
                 .meta
-                .cached_typed::<Leadership>(&leader_key(partition))
+                .cached_typed::<Leadership>(&key)
                 .map(|(_, l)| l.node)
         });
+        if leader.is_none() {
+            // Nothing cached (this node has not looked yet): ask the register,
+            // which also fills the cache for the next request.
+            let left = deadline.saturating_duration_since(Instant::now());
+            last = match ingress
+                .meta
+                .read_typed::<Leadership>(&key, left.min(LEADER_READ))
+                .await
+            {
+                Ok(Some((_, l))) => {
+                    leader = Some(l.node);
+                    last
+                }
+                Ok(None) => format!("partition {partition} has no leader yet"),
+                Err(e) => format!("reading partition {partition}'s leader: {e}"),
+            };
+        }
         let Some(leader) = leader else {
-            last = format!("partition {partition} has no leader yet");
             continue;
         };
         let left = deadline.saturating_duration_since(Instant::now());
