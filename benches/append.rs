@@ -83,16 +83,7 @@ fn main() -> Result<()> {
 
     fsyncs.extend(fsync_samples(&probe_dir, 100)?);
     let fsync = Latency::of(&mut fsyncs);
-    rows.push(Row {
-        phase: "fsync (write 100 B)".into(),
-        clients: 1,
-        ops: fsync.count,
-        errors: 0,
-        per_sec: None,
-        latency: fsync,
-        fsync_p50: fsync.p50,
-        note: format!("{}", probe_dir.display()),
-    });
+    rows.push(Row::fsync(fsync, &probe_dir));
     rows.push(seq.row(
         format!("sequential on {sequencer}"),
         1,

@@ -142,16 +142,7 @@ fn main() -> Result<()> {
     let total = rt.block_on(sum_counters(&ingresses))?;
 
     let rows = vec![
-        Row {
-            phase: "fsync (write 100 B)".into(),
-            clients: 1,
-            ops: fsync.count,
-            errors: 0,
-            per_sec: None,
-            latency: fsync,
-            fsync_p50: fsync.p50,
-            note: dir.path().display().to_string(),
-        },
+        Row::fsync(fsync, dir.path()),
         ceiling.row("ceiling: 400 at ingress", clients, fsync.p50, 400, "bad argument: generator + HTTP only, nothing appended".into()),
         single.row("single client", 1, fsync.p50, 200, "one request at a time, via N1's ingress".into()),
         load.row(

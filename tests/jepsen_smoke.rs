@@ -90,7 +90,11 @@ fn smoke(workload: WorkloadKind, checker: &str, seed: u64) {
     assert!(s.node_exits.is_empty(), "{text}");
     assert!(s.nemesis_errors.is_empty(), "{text}");
     let names: Vec<&str> = s.results.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["history", checker, "heal", "availability"], "{text}");
+    assert_eq!(
+        names,
+        ["history", checker, "heal", "availability"],
+        "{text}"
+    );
     assert_eq!(s.valid, Validity::Valid, "{text}");
     assert!(s.ok > 100, "{text}");
     assert_eq!(s.recovery_ms.len(), 3, "{text}");

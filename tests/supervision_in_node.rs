@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use keel::actors::supervisor::Chaos;
+use keel::actors::supervisor::{Chaos, ChildStatus};
 use keel::node::status::ClusterStatus;
 use keel::rig::Rig;
 use serde_json::json;
@@ -20,20 +20,18 @@ fn status(rig: &Rig, n: u32) -> ClusterStatus {
         .unwrap()
 }
 
-fn restarts(rig: &Rig, n: u32, path: &str) -> u64 {
+/// What node `n`'s status says of the supervised child at `path`.
+fn child(rig: &Rig, n: u32, path: &str) -> Option<ChildStatus> {
     status(rig, n)
         .nodes
-        .iter()
+        .into_iter()
         .find(|r| r.node.0 == n)
-        .and_then(|r| r.status.as_ref())
-        .and_then(|s| {
-            s.supervision
-                .children
-                .iter()
-                .find(|c| c.path == path)
-                .map(|c| c.restarts_total)
-        })
-        .unwrap_or(0)
+        .and_then(|r| r.status)
+        .and_then(|s| s.supervision.children.into_iter().find(|c| c.path == path))
+}
+
+fn restarts(rig: &Rig, n: u32, path: &str) -> u64 {
+    child(rig, n, path).map_or(0, |c| c.restarts_total)
 }
 
 #[test]
@@ -60,20 +58,7 @@ fn a_wedged_leader_processor_is_restarted_and_its_partition_serves_again() {
         |r| restarts(r, leader, path) >= 1,
     )
     .unwrap();
-    let s = status(&rig, leader);
-    let child = s
-        .nodes
-        .iter()
-        .find(|r| r.node.0 == leader)
-        .and_then(|r| r.status.as_ref())
-        .and_then(|s| {
-            s.supervision
-                .children
-                .iter()
-                .find(|c| c.path == path)
-                .cloned()
-        })
-        .unwrap();
+    let child = child(&rig, leader, path).unwrap();
     let reason = child.last_restart.unwrap().reason;
     assert!(
         reason.contains("chaos stall") || reason.contains("ping"),

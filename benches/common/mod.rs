@@ -122,6 +122,22 @@ pub struct Row {
     pub note: String,
 }
 
+impl Row {
+    /// The machine's own `write(100 B) + fsync`, the unit of the other rows.
+    pub fn fsync(latency: Latency, where_: &std::path::Path) -> Row {
+        Row {
+            phase: "fsync (write 100 B)".into(),
+            clients: 1,
+            ops: latency.count,
+            errors: 0,
+            per_sec: None,
+            latency,
+            fsync_p50: latency.p50,
+            note: where_.display().to_string(),
+        }
+    }
+}
+
 pub fn print_table(unit: &str, rows: &[Row]) {
     println!(
         "{:<24} {:>8} {:>9} {:>7} {:>11} {:>10} {:>10} {:>10} {:>9}  note",

@@ -422,8 +422,7 @@ mod tests {
     use super::*;
     use crate::harness::checker::check_all;
     use crate::harness::history::{pair, OpType, F};
-    use crate::harness::nemesis::{Fault, NemesisEvent};
-    use crate::harness::testkit::{Hist, MS};
+    use crate::harness::testkit::{isolate_n3_2s_to_5s, Hist};
 
     #[test]
     fn timestamps_are_utc_calendar_dates() {
@@ -434,21 +433,7 @@ mod tests {
     }
 
     fn run() -> (Vec<Call>, FaultTimeline, Vec<CheckResult>) {
-        let events = vec![
-            NemesisEvent {
-                fault: Fault::Partition {
-                    groups: vec![vec![NodeId(1), NodeId(2)], vec![NodeId(3)]],
-                    cut: vec![],
-                },
-                nemesis: Some("partition-random-node".into()),
-                time_ns: 2000 * MS,
-            },
-            NemesisEvent {
-                fault: Fault::Heal,
-                nemesis: None,
-                time_ns: 5000 * MS,
-            },
-        ];
+        let events = isolate_n3_2s_to_5s();
         let mut h = Hist::new();
         h.steady(3, 0, 16_000, 100, |node, t| {
             if node == 3 && (2000..5000).contains(&t) {

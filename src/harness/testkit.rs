@@ -1,6 +1,7 @@
 //! Hand-written histories for the checkers' tests.
 
 use super::history::{pair, Call, Op, OpType, F};
+use super::nemesis::{Fault, NemesisEvent};
 use crate::types::NodeId;
 use serde_json::Value;
 
@@ -87,6 +88,23 @@ impl Hist {
         )
     }
 
+    /// A call that failed (`Fail`) or whose outcome is unknown (`Info`);
+    /// the completion carries the invoked value.
+    #[allow(clippy::too_many_arguments)]
+    pub fn ended(
+        &mut self,
+        kind: OpType,
+        p: u64,
+        f: F,
+        key: &str,
+        value: Value,
+        start_ms: u64,
+        end_ms: u64,
+    ) -> &mut Self {
+        let result = value.clone();
+        self.call_ns(p, f, key, value, kind, result, start_ms * MS, end_ms * MS)
+    }
+
     pub fn fail(
         &mut self,
         p: u64,
@@ -96,17 +114,7 @@ impl Hist {
         start_ms: u64,
         end_ms: u64,
     ) -> &mut Self {
-        let result = value.clone();
-        self.call_ns(
-            p,
-            f,
-            key,
-            value,
-            OpType::Fail,
-            result,
-            start_ms * MS,
-            end_ms * MS,
-        )
+        self.ended(OpType::Fail, p, f, key, value, start_ms, end_ms)
     }
 
     pub fn info(
@@ -118,17 +126,7 @@ impl Hist {
         start_ms: u64,
         end_ms: u64,
     ) -> &mut Self {
-        let result = value.clone();
-        self.call_ns(
-            p,
-            f,
-            key,
-            value,
-            OpType::Info,
-            result,
-            start_ms * MS,
-            end_ms * MS,
-        )
+        self.ended(OpType::Info, p, f, key, value, start_ms, end_ms)
     }
 
     /// An invocation that never completes.
@@ -181,4 +179,24 @@ impl Hist {
     pub fn calls(&self) -> Vec<Call> {
         pair(&self.ops()).expect("test history pairs")
     }
+}
+
+/// The fault timeline the checkers' tests share: N3 cut off from N1 and N2
+/// at 2 s by `partition-random-node`, healed at 5 s.
+pub fn isolate_n3_2s_to_5s() -> Vec<NemesisEvent> {
+    vec![
+        NemesisEvent {
+            fault: Fault::Partition {
+                groups: vec![vec![NodeId(1), NodeId(2)], vec![NodeId(3)]],
+                cut: vec![],
+            },
+            nemesis: Some("partition-random-node".into()),
+            time_ns: 2000 * MS,
+        },
+        NemesisEvent {
+            fault: Fault::Heal,
+            nemesis: None,
+            time_ns: 5000 * MS,
+        },
+    ]
 }

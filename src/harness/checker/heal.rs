@@ -174,27 +174,13 @@ mod tests {
     use super::*;
     use crate::harness::history::{OpType, F};
     use crate::harness::nemesis::{Fault, NemesisEvent};
-    use crate::harness::testkit::{Hist, MS};
+    use crate::harness::testkit::{isolate_n3_2s_to_5s, Hist, MS};
     use crate::types::NodeId;
     use serde_json::{json, Value};
 
     /// Node 3 isolated from 2 s to 5 s (calls to it time out), then healed.
     fn partition_then_heal() -> FaultTimeline {
-        let events = [
-            NemesisEvent {
-                fault: Fault::Partition {
-                    groups: vec![vec![NodeId(1), NodeId(2)], vec![NodeId(3)]],
-                    cut: vec![],
-                },
-                nemesis: Some("partition-random-node".into()),
-                time_ns: 2000 * MS,
-            },
-            NemesisEvent {
-                fault: Fault::Heal,
-                nemesis: None,
-                time_ns: 5000 * MS,
-            },
-        ];
+        let events = isolate_n3_2s_to_5s();
         FaultTimeline::new(&events, 3).unwrap()
     }
 

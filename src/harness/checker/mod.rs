@@ -338,26 +338,10 @@ pub fn render_results(results: &[CheckResult]) -> String {
 mod tests {
     use super::*;
     use crate::harness::history::OpType;
-    use crate::harness::nemesis::Fault;
-    use crate::harness::testkit::{Hist, MS};
-    use crate::types::NodeId;
+    use crate::harness::testkit::{isolate_n3_2s_to_5s, Hist};
 
     fn events() -> Vec<NemesisEvent> {
-        vec![
-            NemesisEvent {
-                fault: Fault::Partition {
-                    groups: vec![vec![NodeId(1), NodeId(2)], vec![NodeId(3)]],
-                    cut: vec![],
-                },
-                nemesis: Some("partition-random-node".into()),
-                time_ns: 2000 * MS,
-            },
-            NemesisEvent {
-                fault: Fault::Heal,
-                nemesis: None,
-                time_ns: 5000 * MS,
-            },
-        ]
+        isolate_n3_2s_to_5s()
     }
 
     /// A run with all three objects, node 3 isolated 2 s .. 5 s.
