@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The Jepsen-style campaign quoted in the README: every nemesis on every
+# workload, and ten seeded runs of the two headline nemeses.
+#
+#   cargo build --release --bins
+#   scripts/jepsen-campaign.sh [target/release] [target/campaign]
+#
+# Each run starts a fresh 3-node cluster on loopback. One line per run goes to
+# OUT/rcs (rc=0: every checker passed); each run's summary, history and plot
+# are in OUT/<workload>-<nemesis>-<seed>/. About 50 minutes on 2 cores.
+set -u
+BIN=${1:-target/release}
+OUT=${2:-target/campaign}
+TIME=${KEEL_CAMPAIGN_TIME:-30}
+REPEAT=${KEEL_CAMPAIGN_REPEAT:-10}
+mkdir -p "$OUT"
+run() { # workload nemesis seed
+  local w=$1 n=$2 s=$3
+  "$BIN/keel-jepsen" --workload "$w" --nemesis "$n" --seed "$s" --time "$TIME" \
+    --post-heal-secs 12 --dir "$OUT/$w-$n-$s" >"$OUT/$w-$n-$s.out" 2>&1
+  echo "$w $n $s rc=$?" >>"$OUT/rcs"
+}
+for n in partition-random-node partition-leader partition-halves bridge kill pause flap stall; do
+  for w in set register counter; do
+    run "$w" "$n" 5000
+  done
+done
+for i in $(seq 1 $((REPEAT - 1))); do
+  for w in set register; do
+    run "$w" partition-random-node $((5000 + i))
+    run "$w" kill $((5000 + i))
+  done
+done
+echo done >>"$OUT/rcs"
