@@ -242,17 +242,9 @@ fn keys_by_leader(url: &str) -> Result<(Vec<u64>, Vec<u64>)> {
 
 /// QUIC `base+i` and HTTP `base+100+i` all free.
 fn free_port_base() -> Result<u16> {
-    for n in 0..200u16 {
-        let base = 30_000 + (std::process::id() % 50) as u16 * 200 + (n % 40) * 5;
-        let free = (1..=3u16).all(|i| {
-            std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok()
-                && std::net::TcpListener::bind(("127.0.0.1", base + 100 + i)).is_ok()
-        });
-        if free {
-            return Ok(base);
-        }
-    }
-    bail!("no free port range")
+    let slot = (std::process::id() % 50) as u16;
+    let candidates = (0..200u16).map(|n| 30_000 + slot * 200 + (n % 40) * 5);
+    keel::config::free_base_port(3, candidates).context("no free port range")
 }
 
 /// The node processes; stopped (SIGTERM, then SIGKILL) when dropped.

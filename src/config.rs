@@ -200,6 +200,20 @@ impl Config {
     }
 }
 
+/// The first of `candidates` at which a local cluster of `nodes` finds all
+/// its ports free on loopback now: QUIC `base+i`, HTTP `base+100+i` (the
+/// layout of [`Config::local_cluster`]). Callers choose the candidates so
+/// that concurrent processes start their search apart.
+pub fn free_base_port(nodes: u32, candidates: impl IntoIterator<Item = u16>) -> Option<u16> {
+    candidates.into_iter().find(|&base| {
+        (1..=nodes as u16).all(|i| {
+            let (quic, http) = (base.saturating_add(i), base.saturating_add(100 + i));
+            std::net::UdpSocket::bind(("127.0.0.1", quic)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", http)).is_ok()
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -71,31 +71,13 @@ pub struct Cluster {
     unexpected_exits: Vec<String>,
 }
 
-fn free_tcp(addr: SocketAddr) -> bool {
-    std::net::TcpListener::bind(addr).is_ok()
-}
-
-fn free_udp(addr: SocketAddr) -> bool {
-    std::net::UdpSocket::bind(addr).is_ok()
-}
-
 /// A base port whose QUIC (`base+i`) and HTTP (`base+100+i`) ports are free.
+/// Runs spread over 9000..9800 in steps of 10, so concurrent harnesses
+/// rarely collide.
 fn pick_base_port(nodes: u32, seed: u64) -> Result<u16> {
-    let all_free = |base: u16| {
-        (1..=nodes as u16).all(|i| {
-            free_udp(SocketAddr::from(([127, 0, 0, 1], base + i)))
-                && free_tcp(SocketAddr::from(([127, 0, 0, 1], base + 100 + i)))
-        })
-    };
-    // Spread runs over 9000..9800 in steps of 10 so concurrent harnesses
-    // rarely collide; bounded number of probes.
-    for k in 0..80u64 {
-        let base = 9000 + (((seed.wrapping_add(k * 7)) % 80) * 10) as u16;
-        if all_free(base) {
-            return Ok(base);
-        }
-    }
-    bail!("no free port range found in 9000..9900; pass --base-port")
+    let candidates = (0..80u64).map(|k| 9000 + ((seed.wrapping_add(k * 7) % 80) * 10) as u16);
+    crate::config::free_base_port(nodes, candidates)
+        .ok_or_else(|| anyhow::anyhow!("no free port range found in 9000..9900; pass --base-port"))
 }
 
 fn spawn(node: &mut NodeProc) -> Result<()> {
@@ -548,8 +530,6 @@ mod tests {
     fn picked_ports_are_free_and_in_range() {
         let base = pick_base_port(3, 12345).unwrap();
         assert!((9000..9800).contains(&base));
-        for i in 1..=3 {
-            assert!(free_tcp(SocketAddr::from(([127, 0, 0, 1], base + 100 + i))));
-        }
+        assert_eq!(crate::config::free_base_port(3, [base]), Some(base));
     }
 }

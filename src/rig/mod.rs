@@ -127,18 +127,12 @@ pub struct Rig {
 fn free_port_base(nodes: u32) -> Result<u16> {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let pid_slot = (std::process::id() % 97) as u16;
-    for _ in 0..200 {
+    let candidates = (0..200).map(|_| {
         let n = NEXT.fetch_add(1, Ordering::Relaxed) % 40;
-        let base = 20_000 + pid_slot * 400 + n * 10;
-        let all_free = (1..=nodes as u16).all(|i| {
-            std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok()
-                && std::net::TcpListener::bind(("127.0.0.1", base + 100 + i)).is_ok()
-        });
-        if all_free {
-            return Ok(base);
-        }
-    }
-    bail!("no free port range found for the rig")
+        20_000 + pid_slot * 400 + n * 10
+    });
+    crate::config::free_base_port(nodes, candidates)
+        .ok_or_else(|| anyhow::anyhow!("no free port range found for the rig"))
 }
 
 impl Rig {
