@@ -9,7 +9,7 @@
 
 use super::chain::{chain_key, Chain, Segment};
 use super::{LogConfig, Record, MAX_RECORD_BYTES};
-use crate::actors::log_server::{GetRecords, TailWatch};
+use crate::actors::log_server::{GetRecords, TailWatch, Trim};
 use crate::actors::metadata::{CasOutcome, MetaError, MetadataClient};
 use crate::actors::sealer::{SealAndExtend, SealError, Sealer};
 use crate::actors::sequencer::{
@@ -19,6 +19,7 @@ use crate::actors::supervisor::Slot;
 use crate::node::Net;
 use crate::storage::Storage;
 use crate::types::{LogId, Lsn, Offset};
+use futures::stream::StreamExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -382,12 +383,15 @@ impl LogClient {
             }
             let upto = segment.offset_of(below);
             let upto = segment.sealed_tail.map_or(upto, |t| upto.min(t));
-            for &node in &segment.nodeset {
-                let req = crate::actors::log_server::Trim {
-                    loglet: segment.loglet,
-                    below: upto,
-                };
-                if let Err(e) = self.net.call(node, req, Duration::from_secs(2)).await {
+            let trim = || Trim {
+                loglet: segment.loglet,
+                below: upto,
+            };
+            let mut replies = self
+                .net
+                .broadcast(&segment.nodeset, trim, Duration::from_secs(2));
+            while let Some((node, reply)) = replies.next().await {
+                if let Err(e) = reply {
                     debug!(%node, loglet = %segment.loglet, "trim not delivered: {e}");
                 }
             }

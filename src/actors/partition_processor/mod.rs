@@ -23,6 +23,7 @@ use crate::log::{AppendError, LogClient, Record};
 use crate::storage::{PartitionStore, Storage};
 use crate::types::{Epoch, LogId, Lsn, NodeId, PartitionId};
 use actix::prelude::*;
+use futures::stream::StreamExt;
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
@@ -380,15 +381,20 @@ impl PartitionProcessor {
             (self.logs.clone(), self.log, self.partition, self.persisted);
         tokio::spawn(async move {
             let net = logs.net().clone();
+            let others: Vec<NodeId> = net
+                .nodes()
+                .iter()
+                .copied()
+                .filter(|n| *n != net.me())
+                .collect();
+            let mut replies = net.broadcast(
+                &others,
+                || GetPersisted { partition },
+                Duration::from_secs(1),
+            );
             let mut lowest = mine;
-            for &node in net.nodes() {
-                if node == net.me() {
-                    continue;
-                }
-                match net
-                    .call(node, GetPersisted { partition }, Duration::from_secs(1))
-                    .await
-                {
+            while let Some((_, reply)) = replies.next().await {
+                match reply {
                     Ok(lsn) => lowest = lowest.min(lsn),
                     Err(_) => return,
                 }
