@@ -19,6 +19,7 @@ pub use messages::*;
 
 use self::core::{recover, Applied, Applier, Command, Invocation, Outcome, Recovered};
 use crate::actors::supervisor::{ChildContext, WaitGuard};
+use crate::actors::when_mailbox_drained;
 use crate::log::{AppendError, LogClient, Record};
 use crate::storage::{PartitionStore, Storage};
 use crate::types::{Epoch, LogId, Lsn, NodeId, PartitionId};
@@ -251,17 +252,15 @@ impl PartitionProcessor {
             && self.appends_in_flight < MAX_APPENDS_IN_FLIGHT
         {
             self.flush_scheduled = true;
-            // Runs once the mailbox is drained (every request already queued
-            // joins the batch); `run_later(ZERO)` would wait for the timer
-            // wheel's next millisecond tick.
-            ctx.spawn(fut::ready(()).map(|(), act: &mut Self, ctx| {
+            // Every request already queued joins the batch.
+            when_mailbox_drained(ctx, |act: &mut Self, ctx| {
                 act.flush_scheduled = false;
                 while !act.pending.is_empty() && act.appends_in_flight < MAX_APPENDS_IN_FLIGHT {
                     let n = act.pending.len().min(APPEND_BATCH);
                     let batch: Vec<Invocation> = act.pending.drain(..n).collect();
                     act.append(batch, ctx);
                 }
-            }));
+            });
         }
     }
 

@@ -17,6 +17,7 @@ pub use messages::{Append, SequencerError};
 use self::core::{Effect, SequencerCore};
 use crate::actors::log_server::{Release, Store, StoreReply};
 use crate::actors::supervisor::{ChildContext, WaitGuard};
+use crate::actors::when_mailbox_drained;
 use crate::log::{Segment, MAX_RECORD_BYTES};
 use crate::node::{Net, Wire};
 use crate::storage::Storage;
@@ -192,10 +193,10 @@ impl Sequencer {
                         .fetch_add(newly, std::sync::atomic::Ordering::Relaxed);
                     if !self.release_scheduled {
                         self.release_scheduled = true;
-                        ctx.spawn(fut::ready(()).map(|(), act: &mut Self, _| {
+                        when_mailbox_drained(ctx, |act: &mut Self, _| {
                             act.release_scheduled = false;
                             act.release();
-                        }));
+                        });
                     }
                 }
             }
@@ -341,14 +342,12 @@ impl Sequencer {
             && self.core.inflight_batches() < MAX_INFLIGHT_BATCHES
         {
             self.flush_scheduled = true;
-            // A spawned item runs once the mailbox is drained, so every append
-            // already queued joins this batch. Not `run_later(ZERO)`: that goes
-            // through the timer wheel and waits for the next millisecond tick.
-            ctx.spawn(fut::ready(()).map(|(), act: &mut Self, ctx| {
+            // Every append already queued joins this batch.
+            when_mailbox_drained(ctx, |act: &mut Self, ctx| {
                 act.flush_scheduled = false;
                 let effects = act.core.flush(Instant::now());
                 act.perform(effects, ctx);
-            }));
+            });
         }
     }
 }
