@@ -62,6 +62,31 @@ impl Ingress {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         format!("g:{}:{n:016x}", self.net.me().0)
     }
+
+    /// The leader of `partition` in this node's cache of the register.
+    fn cached_leader(&self, partition: PartitionId) -> Option<NodeId> {
+        self.meta
+            .cached_typed::<Leadership>(&leader_key(partition))
+            .map(|(_, l)| l.node)
+    }
+
+    /// The cached leader of `partition`, or, when this node has not looked
+    /// yet, the register's answer (one read, which also fills the cache).
+    /// `Err` says why there is none.
+    async fn leader_of(&self, partition: PartitionId, timeout: Duration) -> Result<NodeId, String> {
+        if let Some(leader) = self.cached_leader(partition) {
+            return Ok(leader);
+        }
+        match self
+            .meta
+            .read_typed::<Leadership>(&leader_key(partition), timeout)
+            .await
+        {
+            Ok(Some((_, l))) => Ok(l.node),
+            Ok(None) => Err(format!("partition {partition} has no leader yet")),
+            Err(e) => Err(format!("reading partition {partition}'s leader: {e}")),
+        }
+    }
 }
 
 /// The partition that owns `object/key`: FNV-1a, stable across builds and nodes.
@@ -223,32 +248,18 @@ async fn forward(mut invoke: Invoke, timeout: Duration, ingress: &Ingress) -> Ht
             tokio::time::sleep(pause.min(left)).await;
         }
         attempt += 1;
-        let key = leader_key(partition);
-        let mut leader = hint.take().or_else(|| {
-            ingress
-                .meta
-                .cached_typed::<Leadership>(&key)
-                .map(|(_, l)| l.node)
-        });
-        if leader.is_none() {
-            // Nothing cached (this node has not looked yet): ask the register,
-            // which also fills the cache for the next request.
-            let left = deadline.saturating_duration_since(Instant::now());
-            last = match ingress
-                .meta
-                .read_typed::<Leadership>(&key, left.min(LEADER_READ))
-                .await
-            {
-                Ok(Some((_, l))) => {
-                    leader = Some(l.node);
-                    last
+        let leader = match hint.take() {
+            Some(node) => node,
+            None => {
+                let timeout = deadline.saturating_duration_since(Instant::now());
+                match ingress.leader_of(partition, timeout.min(LEADER_READ)).await {
+                    Ok(node) => node,
+                    Err(why) => {
+                        last = why;
+                        continue;
+                    }
                 }
-                Ok(None) => format!("partition {partition} has no leader yet"),
-                Err(e) => format!("reading partition {partition}'s leader: {e}"),
-            };
-        }
-        let Some(leader) = leader else {
-            continue;
+            }
         };
         let left = deadline.saturating_duration_since(Instant::now());
         invoke.timeout_ms = left.as_millis() as u64;
@@ -328,11 +339,7 @@ async fn try_leader(
 /// knows, never relayed again.
 pub async fn relay(ingress: Ingress, invoke: Invoke) -> InvokeReply {
     let left = Duration::from_millis(invoke.timeout_ms.clamp(1, 60_000));
-    let Some(leader) = ingress
-        .meta
-        .cached_typed::<Leadership>(&leader_key(invoke.partition))
-        .map(|(_, l)| l.node)
-    else {
+    let Some(leader) = ingress.cached_leader(invoke.partition) else {
         return InvokeReply::NotLeader { leader: None };
     };
     if ingress.net.is_suspected(leader) {
