@@ -232,7 +232,12 @@ fn register_histories_stay_linearizable_when_the_leader_is_isolated() {
     let recorder = Recorder::default();
     let stop = Arc::new(AtomicBool::new(false));
     let clients = spawn_clients(&rig, &recorder, &stop, 2, seed, register_op);
-    std::thread::sleep(Duration::from_millis(1500)); // a stretch of healthy history
+    recorder.wait_for_oks(
+        "a stretch of healthy history",
+        50,
+        Duration::from_secs(10),
+        |_| true,
+    );
     let cut_ns = recorder.now_ns();
     rig.isolate(leader);
     rig.wait_for("a new leader serves", Duration::from_secs(5), |r| {
@@ -241,10 +246,24 @@ fn register_histories_stay_linearizable_when_the_leader_is_isolated() {
             .any(|n| n.0 != leader && leader_mode(r, n.0, 0).as_deref() == Some("Leader"))
     })
     .unwrap();
-    std::thread::sleep(Duration::from_millis(1500)); // history under the new leader
+    recorder.wait_for_oks(
+        "history under the new leader",
+        50,
+        Duration::from_secs(10),
+        |c| c.invoke_ns > cut_ns,
+    );
     rig.heal();
     let heal_ns = recorder.now_ns();
-    std::thread::sleep(Duration::from_millis(2000));
+    // History after the heal, the old leader's node serving again included.
+    recorder.wait_for_oks(
+        "the healed node serves again",
+        10,
+        Duration::from_secs(10),
+        |c| c.node.0 == leader && c.invoke_ns > heal_ns,
+    );
+    recorder.wait_for_oks("history after the heal", 50, Duration::from_secs(10), |c| {
+        c.invoke_ns > heal_ns
+    });
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.join().unwrap();
@@ -327,9 +346,15 @@ fn no_acknowledged_set_add_is_lost_across_failover_and_restarts() {
     let phase = |rig: &Rig, fault: &dyn Fn(&Rig), seed: u64| {
         let stop = Arc::new(AtomicBool::new(false));
         let clients = spawn_clients(rig, &recorder, &stop, 2, seed, set_add);
-        std::thread::sleep(Duration::from_millis(800));
+        let start_ns = recorder.now_ns();
+        recorder.wait_for_oks("adds before the fault", 20, Duration::from_secs(10), |c| {
+            c.invoke_ns > start_ns
+        });
         fault(rig);
-        std::thread::sleep(Duration::from_millis(800));
+        let after_ns = recorder.now_ns();
+        recorder.wait_for_oks("adds after the fault", 20, Duration::from_secs(10), |c| {
+            c.invoke_ns > after_ns
+        });
         stop.store(true, Ordering::Relaxed);
         for c in clients {
             c.join().unwrap();
@@ -412,7 +437,14 @@ fn seed_scenario_every_node_serves_again_within_3s_of_the_heal() {
         )
     };
     let clients = spawn_clients(&rig, &recorder, &stop, 2, seed, counter_add);
-    std::thread::sleep(Duration::from_millis(1000));
+    for n in 1..=3 {
+        recorder.wait_for_oks(
+            "steady requests on every node",
+            10,
+            Duration::from_secs(10),
+            |c| c.node.0 == n,
+        );
+    }
     let victim = rng.gen_range(1..=3);
     eprintln!("isolating N{victim} for 5 s");
     let cut_ns = recorder.now_ns();

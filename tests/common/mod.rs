@@ -300,6 +300,34 @@ impl Recorder {
         ops.sort_by_key(|o| o.time_ns);
         ops
     }
+
+    /// Waits (up to `within`) until `n` successful calls match `which`:
+    /// how a test lets history accumulate without sleeping for it.
+    pub fn wait_for_oks(
+        &self,
+        what: &str,
+        n: usize,
+        within: Duration,
+        which: impl Fn(&keel::harness::history::Call) -> bool,
+    ) {
+        use keel::harness::history::Outcome;
+        let deadline = Instant::now() + within;
+        loop {
+            let calls = keel::harness::history::pair(&self.history()).unwrap();
+            let oks = calls
+                .iter()
+                .filter(|c| c.outcome == Outcome::Ok && which(c))
+                .count();
+            if oks >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {oks} of {n} successful calls within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 /// Maps an HTTP reply to a history completion type: 200 ok; 412 and 503
