@@ -77,7 +77,10 @@ fn an_isolated_leader_is_replaced_once_and_not_again_after_the_heal() {
         )
         .unwrap();
     eprintln!("new leader of partition 0 serving {took:?} after isolating {old}");
-    assert!(took < Duration::from_secs(3), "new leader after {took:?}");
+    // Detection (~1.25 s) plus a randomized election timeout and the reign's
+    // announcement: under 2 s on a quiet machine (the README's figure comes
+    // from the harness); the bound leaves room for a loaded CI machine.
+    assert!(took < Duration::from_secs(5), "new leader after {took:?}");
     // The deposed leader stops serving: it has no majority.
     rig.wait_for(
         "the isolated leader steps down",

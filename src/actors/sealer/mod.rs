@@ -203,11 +203,22 @@ impl Job {
                     self.config.replication,
                 )
                 .expect("the loglet is the chain's tail");
-            match self
+            let outcome = match self
                 .meta
                 .cas_typed(&key, version, &next, self.remaining())
-                .await?
+                .await
             {
+                Ok(outcome) => outcome,
+                // Our write reached a minority and the register moved on: it
+                // may have been adopted. The next round re-reads the chain and
+                // finds the loglet sealed (by us or anyone) or seals again.
+                Err(MetaError::Indeterminate { .. }) if !self.remaining().is_zero() => {
+                    debug!("publishing the new segment: outcome unknown; re-reading the chain");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match outcome {
                 CasOutcome::Applied { .. } => {
                     info!(
                         sealed_tail = tail,
