@@ -1,54 +1,112 @@
-//! Group commit: one fsync serves every writer that asked for durability
+//! Group commit: one sync serves every writer that asked for durability
 //! before it started.
 //!
-//! A dedicated thread owns the flushing, so the async callers never block an
-//! executor thread and the mechanism works under any runtime (actix arbiters,
-//! plain tokio, tests).
+//! A [`SyncLane`] owns one kind of sync (the record log's `fdatasync`s, or
+//! sled's flush plus `fdatasync`) on a dedicated thread, so async callers
+//! never block an executor thread. Writers bump the lane's write generation
+//! after each write; [`SyncLane::sync`] returns at once when nothing was
+//! written since the last completed sync, and otherwise waits for the next
+//! sync that starts after the call. Every waiter that arrives while a sync
+//! runs is served by the one after it: under load each sync covers many
+//! writes.
+//!
+//! A failed sync poisons the lane for good: after a failed `fsync` the
+//! kernel may have dropped the dirty pages, so a later "successful" sync
+//! proves nothing (PostgreSQL's fsync lesson). Nothing is acknowledged
+//! from then on; the node reports the failure in status and must be
+//! restarted, which re-reads what really is on disk.
 
 use super::{Result, StorageError};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Instant;
 use tokio::sync::oneshot;
 
 type Waiter = oneshot::Sender<std::result::Result<(), String>>;
 
+/// The sync a lane performs.
+pub type SyncAction = Box<dyn FnMut() -> std::result::Result<(), String> + Send>;
+
 #[derive(Clone)]
-pub struct GroupCommit {
+pub struct SyncLane {
+    shared: Arc<Shared>,
     tx: mpsc::Sender<Waiter>,
-    flushes: Arc<AtomicU64>,
 }
 
-impl GroupCommit {
-    /// The flush thread holds the database only weakly, so dropping the last
-    /// `Storage` really closes it (and releases its file lock) for a restart.
-    pub fn start(db: &Arc<sled::Db>) -> Self {
-        let db = Arc::downgrade(db);
+struct Shared {
+    /// What the lane syncs, for messages.
+    name: &'static str,
+    /// Bumped after every write the lane must make durable.
+    written: AtomicU64,
+    /// The write generation the last completed sync covered.
+    synced: AtomicU64,
+    /// Syncs run (for metrics and tests).
+    syncs: AtomicU64,
+    /// Total and longest time spent syncing, in microseconds.
+    sync_micros: AtomicU64,
+    max_sync_micros: AtomicU64,
+    /// Set by the first failed sync; every later sync fails with it.
+    poisoned: Mutex<Option<String>>,
+}
+
+/// Counters of one lane.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LaneStats {
+    pub syncs: u64,
+    pub sync_micros_total: u64,
+    pub max_sync_micros: u64,
+    pub failed: Option<String>,
+}
+
+impl SyncLane {
+    /// Starts the lane's thread. It ends when every handle is dropped.
+    pub fn start(name: &'static str, mut action: SyncAction) -> Self {
+        let shared = Arc::new(Shared {
+            name,
+            written: AtomicU64::new(0),
+            synced: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
+            sync_micros: AtomicU64::new(0),
+            max_sync_micros: AtomicU64::new(0),
+            poisoned: Mutex::new(None),
+        });
         let (tx, rx) = mpsc::channel::<Waiter>();
-        let flushes = Arc::new(AtomicU64::new(0));
-        let counter = flushes.clone();
+        let lane = shared.clone();
         std::thread::Builder::new()
-            .name("keel-flush".into())
+            .name(format!("keel-sync-{name}"))
             .spawn(move || {
-                // Ends when every sender (every Storage clone) is gone.
                 while let Ok(first) = rx.recv() {
                     let mut batch = vec![first];
                     batch.extend(rx.try_iter());
-                    let result = match db.upgrade() {
-                        Some(db) => db.flush().map(|_| ()).map_err(|e| e.to_string()),
-                        None => Err("database closed".to_string()),
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
+                    let result = lane.run(&mut action);
                     for waiter in batch {
                         let _ = waiter.send(result.clone());
                     }
                 }
             })
-            .expect("spawning the flush thread");
-        GroupCommit { tx, flushes }
+            .expect("spawning a sync thread");
+        SyncLane { shared, tx }
     }
 
-    /// Resolves once a flush that started after this call has completed.
+    /// Records that something was written that a later `sync` must cover.
+    /// Call it after the write.
+    pub fn mark_written(&self) {
+        self.shared.written.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Whether writes are waiting for a sync.
+    pub fn is_dirty(&self) -> bool {
+        self.shared.written.load(Ordering::SeqCst) > self.shared.synced.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once every write marked before this call is durable.
     pub async fn sync(&self) -> Result<()> {
+        if let Some(reason) = self.failure() {
+            return Err(StorageError::Flush(reason));
+        }
+        if !self.is_dirty() {
+            return Ok(());
+        }
         let (tx, rx) = oneshot::channel();
         self.tx.send(tx).map_err(|_| StorageError::Closed)?;
         match rx.await {
@@ -58,7 +116,141 @@ impl GroupCommit {
         }
     }
 
-    pub fn flush_count(&self) -> u64 {
-        self.flushes.load(Ordering::Relaxed)
+    /// The same, blocking the calling thread (shutdown and tests only).
+    pub fn sync_blocking(&self) -> Result<()> {
+        if let Some(reason) = self.failure() {
+            return Err(StorageError::Flush(reason));
+        }
+        if !self.is_dirty() {
+            return Ok(());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(tx).map_err(|_| StorageError::Closed)?;
+        match rx.blocking_recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(StorageError::Flush(reason)),
+            Err(_) => Err(StorageError::Closed),
+        }
+    }
+
+    /// Why the lane failed, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.shared
+            .poisoned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn stats(&self) -> LaneStats {
+        LaneStats {
+            syncs: self.shared.syncs.load(Ordering::Relaxed),
+            sync_micros_total: self.shared.sync_micros.load(Ordering::Relaxed),
+            max_sync_micros: self.shared.max_sync_micros.load(Ordering::Relaxed),
+            failed: self.failure(),
+        }
+    }
+}
+
+impl Shared {
+    fn run(&self, action: &mut SyncAction) -> std::result::Result<(), String> {
+        if let Some(reason) = self
+            .poisoned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Err(reason);
+        }
+        // Every waiter in the batch marked its writes before it asked.
+        let generation = self.written.load(Ordering::SeqCst);
+        if generation <= self.synced.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let result = action();
+        let micros = started.elapsed().as_micros() as u64;
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.sync_micros.fetch_add(micros, Ordering::Relaxed);
+        self.max_sync_micros.fetch_max(micros, Ordering::Relaxed);
+        match result {
+            Ok(()) => {
+                self.synced.fetch_max(generation, Ordering::SeqCst);
+                Ok(())
+            }
+            Err(e) => {
+                let reason = format!(
+                    "{} sync failed: {e}; nothing more is acknowledged until the node restarts",
+                    self.name
+                );
+                tracing::error!("{reason}");
+                *self.poisoned.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
+                Err(reason)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[tokio::test]
+    async fn concurrent_waiters_share_syncs_and_clean_lanes_skip() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counter = runs.clone();
+        let lane = SyncLane::start(
+            "test",
+            Box::new(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                Ok(())
+            }),
+        );
+        lane.sync().await.unwrap();
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            0,
+            "nothing written, nothing synced"
+        );
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let lane = lane.clone();
+            tasks.push(tokio::spawn(async move {
+                lane.mark_written();
+                lane.sync().await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let n = runs.load(Ordering::SeqCst);
+        assert!((1..64).contains(&n), "{n} syncs for 64 writers");
+        assert!(!lane.is_dirty());
+        assert_eq!(lane.stats().syncs, n as u64);
+    }
+
+    #[tokio::test]
+    async fn a_failed_sync_poisons_the_lane() {
+        let fail = Arc::new(AtomicUsize::new(1));
+        let f = fail.clone();
+        let lane = SyncLane::start(
+            "test",
+            Box::new(move || {
+                if f.load(Ordering::SeqCst) > 0 {
+                    Err("EIO".into())
+                } else {
+                    Ok(())
+                }
+            }),
+        );
+        lane.mark_written();
+        assert!(lane.sync().await.is_err());
+        fail.store(0, Ordering::SeqCst);
+        lane.mark_written();
+        let e = lane.sync().await.unwrap_err().to_string();
+        assert!(e.contains("EIO"), "{e}");
+        assert!(lane.stats().failed.is_some());
     }
 }

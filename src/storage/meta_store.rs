@@ -2,7 +2,7 @@
 //! acceptor state (one entry per register key), and the marks of loglets whose
 //! sequencer this node has started (a sequencer never restarts in place).
 
-use super::{decode, encode, Result};
+use super::{decode, encode, Result, SyncLane};
 use crate::types::LogletId;
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -11,15 +11,20 @@ const SEQUENCERS: &str = "sequencer_marks";
 
 #[derive(Clone)]
 pub struct MetaStore {
+    /// Acceptor state per register key (checksummed values).
     acceptor: sled::Tree,
+    /// One empty value per loglet whose sequencer started here.
     sequencers: sled::Tree,
+    /// Marks every write for the next sync.
+    lane: SyncLane,
 }
 
 impl MetaStore {
-    pub(super) fn open(db: &sled::Db) -> Result<Self> {
+    pub(super) fn open(db: &sled::Db, lane: SyncLane) -> Result<Self> {
         Ok(MetaStore {
             acceptor: db.open_tree(ACCEPTOR)?,
             sequencers: db.open_tree(SEQUENCERS)?,
+            lane,
         })
     }
 
@@ -32,6 +37,7 @@ impl MetaStore {
 
     pub fn acceptor_put<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
         self.acceptor.insert(key.as_bytes(), encode(value))?;
+        self.lane.mark_written();
         Ok(())
     }
 
@@ -47,6 +53,7 @@ impl MetaStore {
     /// Records that a sequencer for `loglet` was started here.
     pub fn mark_sequencer_started(&self, loglet: LogletId) -> Result<()> {
         self.sequencers.insert(loglet.0.to_be_bytes(), &[])?;
+        self.lane.mark_written();
         Ok(())
     }
 

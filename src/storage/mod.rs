@@ -1,23 +1,41 @@
-//! Durable state of one node: one sled database, opened once, with a typed
-//! store per kind of state. Nothing outside this module touches sled directly,
-//! so the engine stays behind a narrow interface of our own (sled 0.34 has open
-//! crash-consistency reports; our crash-restart tests exercise this boundary).
+//! Durable state of one node, behind typed stores of our own. Nothing outside
+//! this module touches sled or a file of the data directory directly.
 //!
-//! Durability rule: a write is acknowledged to anyone only after
-//! [`Storage::sync`] returned for it. `sync` is a group commit: every caller that
-//! arrives while a flush is running is served by the next flush, so many
-//! concurrent writers share one fsync.
+//! Layout of a data directory:
+//! ```text
+//! IDENTITY     the cluster and node this directory belongs to (see `identity`)
+//! records/     the record log: log records of every loglet this node stores
+//! state/       sled: loglet state, acceptor state, sequencer marks, partition state
+//! ```
+//!
+//! **Durable means synced.** A write is acknowledged to anyone only after
+//! [`Storage::sync`] returned for it, and `sync` reaches stable storage:
+//! - records: `fdatasync` of every segment written, `fsync` of `records/`
+//!   when a segment was created (see [`record_log`]);
+//! - sled: `Db::flush()` (which on Linux is only `sync_file_range`: it neither
+//!   flushes the device cache nor persists the file size), then `fdatasync` of
+//!   sled's data file, and `fsync` of every file sled created since the last
+//!   sync (snapshots, blobs) and of their directories.
+//!
+//! Each kind has its own group-commit lane ([`SyncLane`]): a sync waits only
+//! for the lanes written since their last sync, and one sync serves every
+//! writer that arrived before it. Every value we write carries a checksum;
+//! a value that fails it is a `Corrupt` error, never "absent".
 
 mod group_commit;
 mod log_store;
 mod meta_store;
 mod partition_store;
+pub mod record_log;
 
-pub use group_commit::GroupCommit;
+pub use group_commit::{LaneStats, SyncLane};
 pub use log_store::{LogStore, LogletState};
 pub use meta_store::MetaStore;
 pub use partition_store::{PartitionStore, PartitionWrite};
+pub use record_log::{RecordLog, RecordLogStats};
 
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,43 +49,72 @@ pub enum StorageError {
     Open { path: PathBuf, reason: String },
     #[error("corrupt value in {tree}: {reason}")]
     Corrupt { tree: &'static str, reason: String },
-    #[error("flush failed: {0}")]
+    #[error("i/o error: {0}")]
+    Io(String),
+    #[error("refused: {0}")]
+    Invalid(String),
+    #[error("sync failed: {0}")]
     Flush(String),
     #[error("storage is shut down")]
     Closed,
+    /// Injected by a test (see [`PartitionStore::inject_read_error_after`]).
+    #[error("injected read error")]
+    Injected,
 }
 
 pub type Result<T> = std::result::Result<T, StorageError>;
 
-/// A node's database and its typed stores. Cheap to clone.
+/// sled's segment size. A value (really: a tree node) larger than a quarter
+/// of it is written to a separate blob file; 8 MiB keeps every node we write
+/// inline in sled's log (blob files are still synced if one appears).
+const SLED_SEGMENT_BYTES: usize = 8 * 1024 * 1024;
+
+/// A node's stores. Cheap to clone.
 #[derive(Clone)]
 pub struct Storage {
     db: Arc<sled::Db>,
     pub log: LogStore,
     pub meta: MetaStore,
-    commit: GroupCommit,
+    /// Group commit of the record log.
+    records_lane: SyncLane,
+    /// Group commit of sled.
+    state_lane: SyncLane,
+}
+
+/// Storage counters for status and metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StorageStats {
+    pub records: RecordLogStats,
+    pub records_sync: LaneStats,
+    pub state_sync: LaneStats,
 }
 
 impl Storage {
-    /// Opens (or creates) the database under `dir`.
+    /// Opens (or creates) the stores under `dir`. Whether `dir` belongs to
+    /// this node is the caller's to check first (see `identity`).
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| StorageError::Open {
+        let open_err = |reason: String| StorageError::Open {
             path: dir.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
         // Probe writability up front: sled reports a read-only directory late
         // and obscurely.
         let probe = dir.join(".keel-write-probe");
         std::fs::write(&probe, b"ok")
             .and_then(|_| std::fs::remove_file(&probe))
-            .map_err(|e| StorageError::Open {
-                path: dir.to_path_buf(),
-                reason: format!("not writable: {e}"),
-            })?;
+            .map_err(|e| open_err(format!("not writable: {e}")))?;
+        if dir.join("db").join("conf").exists() {
+            return Err(open_err(
+                "it holds a database in the layout of an older keel (db/); move it away to start this node afresh".into(),
+            ));
+        }
+        let state_dir = dir.join("state");
         let config = sled::Config::new()
-            .path(dir.join("db"))
-            // Our own group commit decides when data is durable; sled's
-            // background flush is a bonus, not a guarantee.
+            .path(&state_dir)
+            .segment_size(SLED_SEGMENT_BYTES)
+            // Durability is ours (the state lane); sled's own periodic flush
+            // is a bonus, not a guarantee.
             .flush_every_ms(Some(1000))
             .cache_capacity(256 * 1024 * 1024);
         // A previous incarnation in this process (a restarted node in the test
@@ -79,48 +126,138 @@ impl Storage {
                 Err(e) if is_lock_error(&e) && Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                Err(e) => {
-                    return Err(StorageError::Open {
-                        path: dir.to_path_buf(),
-                        reason: e.to_string(),
-                    })
-                }
+                Err(e) => return Err(open_err(e.to_string())),
             }
         };
+        let mut state_files = StateFiles::new(&state_dir).map_err(|e| open_err(e.to_string()))?;
+        let state_lane = {
+            let db = Arc::downgrade(&db);
+            SyncLane::start(
+                "state",
+                Box::new(move || {
+                    let db = db.upgrade().ok_or("database closed")?;
+                    db.flush().map_err(|e| format!("sled flush: {e}"))?;
+                    state_files.sync().map_err(|e| e.to_string())
+                }),
+            )
+        };
+        let loglets = log_store::open_loglets(&db)?;
+        let trims: HashMap<_, _> = log_store::loglet_states(&loglets)?
+            .into_iter()
+            .map(|(l, s)| (l, s.trim_point))
+            .collect();
+        let (records, _report) = RecordLog::open(&dir.join("records"), &trims)?;
+        let records_lane = {
+            let records = records.clone();
+            SyncLane::start(
+                "records",
+                Box::new(move || records.sync().map_err(|e| e.to_string())),
+            )
+        };
+        // `state/` and `records/` must themselves survive a power loss.
+        record_log::sync_dir(dir)?;
         Ok(Storage {
-            log: LogStore::open(&db)?,
-            meta: MetaStore::open(&db)?,
-            commit: GroupCommit::start(&db),
+            log: LogStore::new(loglets, records, records_lane.clone(), state_lane.clone()),
+            meta: MetaStore::open(&db, state_lane.clone())?,
             db,
+            records_lane,
+            state_lane,
         })
     }
 
-    /// Makes every write issued before this call durable (group commit).
+    /// Makes every write issued before this call durable (group commit; only
+    /// the lanes written since their last sync do any work).
     pub async fn sync(&self) -> Result<()> {
-        self.commit.sync().await
+        let (records, state) = futures::join!(self.records_lane.sync(), self.state_lane.sync());
+        records.and(state)
     }
 
-    /// Synchronous flush, for shutdown and tests.
+    /// The same, blocking (shutdown and tests).
     pub fn sync_blocking(&self) -> Result<()> {
-        self.db.flush()?;
-        Ok(())
+        self.records_lane.sync_blocking()?;
+        self.state_lane.sync_blocking()
     }
 
     /// The store of one partition's processor state. Opening it completes a
     /// write a crash cut short, so open it where the partition's single
     /// writer starts.
     pub fn partition(&self, partition: crate::types::PartitionId) -> Result<PartitionStore> {
-        PartitionStore::open(&self.db, partition)
+        PartitionStore::open(&self.db, partition, self.state_lane.clone())
     }
 
-    /// How many flushes the group commit has run (for metrics and tests).
+    /// How many syncs the lanes have run (for metrics and tests).
     pub fn flush_count(&self) -> u64 {
-        self.commit.flush_count()
+        self.records_lane.stats().syncs + self.state_lane.stats().syncs
     }
 
     /// Bytes on disk, for status.
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.db.size_on_disk().unwrap_or(0) + self.log.records().stats().bytes_on_disk
+    }
+
+    /// Why storage can no longer make writes durable, if it cannot.
+    pub fn failure(&self) -> Option<String> {
+        self.records_lane
+            .failure()
+            .or_else(|| self.state_lane.failure())
+    }
+
+    pub fn stats(&self) -> StorageStats {
+        StorageStats {
+            records: self.log.records().stats(),
+            records_sync: self.records_lane.stats(),
+            state_sync: self.state_lane.stats(),
+        }
+    }
+}
+
+/// The files of sled's directory and what syncing them takes beyond the
+/// flush: sled's data file gets an `fdatasync`; a file sled created since
+/// the last sync (a snapshot, a blob) gets an `fsync`, and so does the
+/// directory it appeared in.
+struct StateFiles {
+    dir: PathBuf,
+    /// sled's data file (`state/db`), opened once.
+    data: File,
+    /// Files already synced once, per directory.
+    known: HashMap<PathBuf, BTreeSet<std::ffi::OsString>>,
+}
+
+impl StateFiles {
+    fn new(dir: &Path) -> std::io::Result<Self> {
+        Ok(StateFiles {
+            dir: dir.to_path_buf(),
+            data: File::open(dir.join("db"))?,
+            known: HashMap::new(),
+        })
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.data.sync_data()?;
+        for dir in [self.dir.clone(), self.dir.join("blobs")] {
+            let mut names = BTreeSet::new();
+            for entry in std::fs::read_dir(&dir)? {
+                names.insert(entry?.file_name());
+            }
+            let known = self.known.entry(dir.clone()).or_default();
+            let new: Vec<_> = names.difference(known).cloned().collect();
+            for name in &new {
+                let path = dir.join(name);
+                if path.is_file() {
+                    // Gone meanwhile (sled replaced a snapshot): nothing to keep.
+                    match File::open(&path) {
+                        Ok(f) => f.sync_all()?,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            if !new.is_empty() || names.len() != known.len() {
+                File::open(&dir)?.sync_all()?;
+            }
+            *known = names;
+        }
+        Ok(())
     }
 }
 
@@ -130,20 +267,47 @@ fn is_lock_error(e: &sled::Error) -> bool {
         if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock"))
 }
 
+/// A value as stored: `[crc32 u32 BE][rmp bytes]`.
 pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     // Encoding our own plain data types cannot fail (no maps with non-string
     // keys are serialized as structs with `to_vec_named`).
-    rmp_serde::to_vec_named(value).expect("encoding a storage value")
+    let body = rmp_serde::to_vec_named(value).expect("encoding a storage value");
+    seal_value(&body)
 }
 
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(
     tree: &'static str,
     bytes: &[u8],
 ) -> Result<T> {
-    rmp_serde::from_slice(bytes).map_err(|e| StorageError::Corrupt {
+    let body = open_value(tree, bytes)?;
+    rmp_serde::from_slice(body).map_err(|e| StorageError::Corrupt {
         tree,
         reason: e.to_string(),
     })
+}
+
+/// Prefixes `body` with its checksum.
+pub(crate) fn seal_value(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 4);
+    out.extend_from_slice(&record_log::format::crc(&[body]).to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// The body of a checksummed value, or `Corrupt`.
+pub(crate) fn open_value<'a>(tree: &'static str, bytes: &'a [u8]) -> Result<&'a [u8]> {
+    let corrupt = |reason: &str| StorageError::Corrupt {
+        tree,
+        reason: reason.to_string(),
+    };
+    let (crc, body) = bytes
+        .split_at_checked(4)
+        .ok_or_else(|| corrupt("value shorter than its checksum"))?;
+    let want = u32::from_be_bytes(crc.try_into().expect("4 bytes"));
+    if record_log::format::crc(&[body]) != want {
+        return Err(corrupt("checksum mismatch"));
+    }
+    Ok(body)
 }
 
 #[cfg(test)]
@@ -177,7 +341,7 @@ mod tests {
             w.set_applied(Lsn(9));
             p.apply(w).unwrap();
             s.sync().await.unwrap();
-            assert!(s.flush_count() >= 1);
+            assert!(s.flush_count() >= 2, "both lanes synced");
         }
         let s = Storage::open(dir.path()).unwrap();
         let recs = s.log.read_records(loglet, 0, 10, usize::MAX).unwrap();
@@ -197,7 +361,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn concurrent_syncs_share_flushes() {
+    async fn concurrent_syncs_share_flushes_and_idle_lanes_do_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let s = Storage::open(dir.path()).unwrap();
         let loglet = LogletId::new(LogId(0), 0);
@@ -213,8 +377,17 @@ mod tests {
             t.await.unwrap();
         }
         assert_eq!(s.log.local_tail(loglet).unwrap(), 64);
-        // 64 callers, strictly fewer fsyncs: the group commit batched them.
-        assert!(s.flush_count() < 64, "flushes: {}", s.flush_count());
+        let stats = s.stats();
+        // 64 callers, strictly fewer fdatasyncs: the group commit batched them.
+        assert!(
+            stats.records_sync.syncs < 64,
+            "syncs: {:?}",
+            stats.records_sync
+        );
+        assert_eq!(stats.state_sync.syncs, 0, "no sled write, no sled sync");
+        let before = s.flush_count();
+        s.sync().await.unwrap();
+        assert_eq!(s.flush_count(), before, "nothing written since: no sync");
     }
 
     #[test]
@@ -264,5 +437,29 @@ mod tests {
             err.to_string().contains("cannot open data directory"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_old_layout_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("db")).unwrap();
+        std::fs::write(dir.path().join("db/conf"), b"segment_size: 524288").unwrap();
+        let err = Storage::open(dir.path())
+            .err()
+            .expect("must fail")
+            .to_string();
+        assert!(err.contains("older keel"), "{err}");
+    }
+
+    #[test]
+    fn checksummed_values_catch_damage() {
+        let v = encode(&(1u32, "x"));
+        assert_eq!(decode::<(u32, String)>("t", &v).unwrap(), (1, "x".into()));
+        for i in 0..v.len() {
+            let mut bad = v.clone();
+            bad[i] ^= 0x10;
+            assert!(decode::<(u32, String)>("t", &bad).is_err(), "byte {i}");
+        }
+        assert!(decode::<u32>("t", &[1, 2]).is_err());
     }
 }

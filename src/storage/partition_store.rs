@@ -6,18 +6,32 @@
 //! How a write stays atomic without `sled::Tree::apply_batch` (whose
 //! `pin_log` seals and writes sled's IO buffer twice per call, two extra disk
 //! writes per applied batch on every replica): the write is first recorded
-//! as one value under a journal key, then applied key by key. sled recovers
-//! a prefix of its log, so after a crash the latest journal found is the
-//! only write that may be partly applied, and nothing later is present;
-//! opening the store re-applies it (its puts and removes are absolute, so
-//! doing them twice is harmless).
+//! as a journal (one value, or a few chunks and then a head value naming
+//! them), then applied key by key, then the journal is removed. sled recovers
+//! a prefix of its log (after a power loss too: what our sync made durable is
+//! a prefix, and sled's recovery stops at the first write that is not
+//! intact), so after a crash the journal found is the only write that may be
+//! partly applied, and nothing later is present; opening the store re-applies
+//! it (its puts and removes are absolute, so doing them twice is harmless). A
+//! journal whose head is missing never started to apply and is ignored.
+//!
+//! Every value carries a checksum: a damaged value is a `Corrupt` error
+//! (the processor stops and is restarted; it never reads damage as absence).
 
-use super::{Result, StorageError};
+use super::{open_value, seal_value, Result, StorageError, SyncLane};
 use crate::types::{Lsn, PartitionId};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 const APPLIED: &[u8] = b"\x00applied";
-/// The latest write, recorded before it is applied.
+/// The head of the latest write's journal, recorded before the write is
+/// applied: `[u32 chunks]`, then the chunks under `JOURNAL_CHUNK` + index.
 const JOURNAL: &[u8] = b"\x00journal";
+const JOURNAL_CHUNK: &[u8] = b"\x00journal/";
+/// Journals are cut into chunks of at most this many bytes, so no value
+/// comes near sled's blob threshold.
+const CHUNK_BYTES: usize = 256 * 1024;
+const TREE: &str = "partition state";
 const OBJECT: u8 = b'o';
 const DEDUP: u8 = b'd';
 const META: u8 = b'm';
@@ -25,6 +39,16 @@ const META: u8 = b'm';
 #[derive(Clone)]
 pub struct PartitionStore {
     tree: sled::Tree,
+    /// Marks every write for the next sync.
+    lane: SyncLane,
+    /// Reads left to fail (a fault hook for tests; 0 in normal operation).
+    fail_reads: Arc<AtomicU64>,
+}
+
+fn chunk_key(i: u32) -> Vec<u8> {
+    let mut k = JOURNAL_CHUNK.to_vec();
+    k.extend_from_slice(&i.to_be_bytes());
+    k
 }
 
 fn prefixed(prefix: u8, key: &[u8]) -> Vec<u8> {
@@ -47,6 +71,9 @@ impl PartitionWrite {
     }
     pub fn put_dedup(&mut self, key: &[u8], value: &[u8]) {
         self.ops.push((prefixed(DEDUP, key), Some(value.to_vec())));
+    }
+    pub fn remove_object(&mut self, key: &[u8]) {
+        self.ops.push((prefixed(OBJECT, key), None));
     }
     pub fn remove_dedup(&mut self, key: &[u8]) {
         self.ops.push((prefixed(DEDUP, key), None));
@@ -147,41 +174,106 @@ impl PartitionStore {
     /// Opens the store and finishes the last write if a crash cut it short.
     /// A partition has one writer (its processor): open the store where
     /// that writer starts, not alongside it.
-    pub(super) fn open(db: &sled::Db, partition: PartitionId) -> Result<Self> {
+    pub(super) fn open(db: &sled::Db, partition: PartitionId, lane: SyncLane) -> Result<Self> {
         let store = PartitionStore {
             tree: db.open_tree(format!("partition/{}", partition.0))?,
+            lane,
+            fail_reads: Arc::new(AtomicU64::new(0)),
         };
-        if let Some(journal) = store.tree.get(JOURNAL)? {
-            store.write_through(&PartitionWrite::decode(&journal)?)?;
+        if let Some(write) = store.journal()? {
+            store.write_through(&write)?;
+            store.clear_journal()?;
         }
         Ok(store)
     }
 
+    /// The journal of a write that may be partly applied, if any.
+    fn journal(&self) -> Result<Option<PartitionWrite>> {
+        let Some(head) = self.tree.get(JOURNAL)? else {
+            return Ok(None);
+        };
+        let head = open_value(TREE, &head)?;
+        let chunks = u32::from_be_bytes(head.try_into().map_err(|_| corrupt("journal head"))?);
+        let mut bytes = Vec::new();
+        for i in 0..chunks {
+            let chunk = self
+                .tree
+                .get(chunk_key(i))?
+                .ok_or_else(|| corrupt("journal chunk missing"))?;
+            bytes.extend_from_slice(open_value(TREE, &chunk)?);
+        }
+        PartitionWrite::decode(&bytes).map(Some)
+    }
+
+    fn clear_journal(&self) -> Result<()> {
+        let chunks = match self.tree.get(JOURNAL)? {
+            Some(head) => open_value(TREE, &head)
+                .ok()
+                .and_then(|h| h.try_into().ok())
+                .map_or(0, u32::from_be_bytes),
+            None => 0,
+        };
+        self.tree.remove(JOURNAL)?;
+        for i in 0..chunks {
+            self.tree.remove(chunk_key(i))?;
+        }
+        self.lane.mark_written();
+        Ok(())
+    }
+
+    /// A fault hook for tests: after `skip` more reads succeed, the next
+    /// one fails with [`StorageError::Injected`] (once).
+    pub fn inject_read_error_after(&self, skip: u64) {
+        self.fail_reads.store(skip + 1, Ordering::SeqCst);
+    }
+
+    fn read_fault(&self) -> Result<()> {
+        // 0: no fault armed; 1: this read fails; n > 1: n - 1 reads to go.
+        let armed = self
+            .fail_reads
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        match armed {
+            Ok(1) => Err(StorageError::Injected),
+            _ => Ok(()),
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.read_fault()?;
+        match self.tree.get(key)? {
+            Some(v) => Ok(Some(open_value(TREE, &v)?.to_vec())),
+            None => Ok(None),
+        }
+    }
+
     pub fn applied_lsn(&self) -> Result<Lsn> {
-        Ok(match self.tree.get(APPLIED)? {
-            Some(v) if v.len() == 8 => {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&v);
-                Lsn(u64::from_be_bytes(b))
+        match self.get(APPLIED)? {
+            Some(v) => {
+                let b: [u8; 8] = v
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| corrupt("applied LSN"))?;
+                Ok(Lsn(u64::from_be_bytes(b)))
             }
-            _ => Lsn(0),
-        })
+            None => Ok(Lsn(0)),
+        }
     }
 
     pub fn object(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.tree.get(prefixed(OBJECT, key))?.map(|v| v.to_vec()))
+        self.get(&prefixed(OBJECT, key))
     }
 
     pub fn dedup(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.tree.get(prefixed(DEDUP, key))?.map(|v| v.to_vec()))
+        self.get(&prefixed(DEDUP, key))
     }
 
     pub fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.tree.get(prefixed(META, key))?.map(|v| v.to_vec()))
+        self.get(&prefixed(META, key))
     }
 
     /// Meta keys in `[from, to)` (without their values).
     pub fn meta_range(&self, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>> {
+        self.read_fault()?;
         let mut out = Vec::new();
         for item in self.tree.range(prefixed(META, from)..prefixed(META, to)) {
             let (k, _) = item?;
@@ -192,10 +284,22 @@ impl PartitionStore {
 
     /// Every object `(key, value)` with keys starting with `prefix`.
     pub fn objects_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.read_fault()?;
         let mut out = Vec::new();
         for item in self.tree.scan_prefix(prefixed(OBJECT, prefix)) {
             let (k, v) = item?;
-            out.push((k[1..].to_vec(), v.to_vec()));
+            out.push((k[1..].to_vec(), open_value(TREE, &v)?.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Every key and stored value of the partition, in key order (tests
+    /// compare replicas byte for byte).
+    pub fn dump(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for item in self.tree.iter() {
+            let (k, v) = item?;
+            out.push((k.to_vec(), v.to_vec()));
         }
         Ok(out)
     }
@@ -207,14 +311,23 @@ impl PartitionStore {
         if write.is_empty() {
             return Ok(());
         }
-        self.tree.insert(JOURNAL, write.encode())?;
-        self.write_through(&write)
+        let bytes = write.encode();
+        let chunks: Vec<&[u8]> = bytes.chunks(CHUNK_BYTES).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            self.tree.insert(chunk_key(i as u32), seal_value(chunk))?;
+        }
+        self.tree
+            .insert(JOURNAL, seal_value(&(chunks.len() as u32).to_be_bytes()))?;
+        self.write_through(&write)?;
+        self.clear_journal()?;
+        self.lane.mark_written();
+        Ok(())
     }
 
     fn write_through(&self, write: &PartitionWrite) -> Result<()> {
         for (key, value) in &write.ops {
             match value {
-                Some(v) => self.tree.insert(key.as_slice(), v.as_slice())?,
+                Some(v) => self.tree.insert(key.as_slice(), seal_value(v))?,
                 None => self.tree.remove(key.as_slice())?,
             };
         }
@@ -270,8 +383,15 @@ mod tests {
         store.apply(first).unwrap();
         // A crash after the journal and the first op of the next write.
         let next = sample();
-        store.tree.insert(JOURNAL, next.encode()).unwrap();
-        store.tree.insert(b"oCounter/a", b"1").unwrap();
+        store
+            .tree
+            .insert(chunk_key(0), seal_value(&next.encode()))
+            .unwrap();
+        store
+            .tree
+            .insert(JOURNAL, seal_value(&1u32.to_be_bytes()))
+            .unwrap();
+        store.tree.insert(b"oCounter/a", seal_value(b"1")).unwrap();
         assert_eq!(store.applied_lsn().unwrap(), Lsn(41));
         drop(store);
         let store = storage.partition(PartitionId(3)).unwrap();
@@ -284,7 +404,8 @@ mod tests {
             store.meta_range(b"x", b"y").unwrap(),
             vec![b"x-index".to_vec()]
         );
-        // Opening again re-applies the same journal: nothing changes.
+        // The journal is gone once applied: opening again changes nothing.
+        assert!(store.tree.get(JOURNAL).unwrap().is_none());
         let store = storage.partition(PartitionId(3)).unwrap();
         assert_eq!(store.applied_lsn().unwrap(), Lsn(42));
         assert_eq!(store.object(b"Counter/a").unwrap(), Some(b"2".to_vec()));
@@ -303,5 +424,60 @@ mod tests {
         let store = storage.partition(PartitionId(0)).unwrap();
         assert_eq!(store.applied_lsn().unwrap(), Lsn(42));
         assert_eq!(store.object(b"Counter/a").unwrap(), Some(b"2".to_vec()));
+    }
+
+    #[test]
+    fn large_writes_are_chunked_and_a_headless_journal_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let store = storage.partition(PartitionId(4)).unwrap();
+        let mut big = PartitionWrite::default();
+        for i in 0..40u32 {
+            big.put_object(&i.to_be_bytes(), &vec![i as u8; 32 * 1024]);
+        }
+        big.set_applied(Lsn(7));
+        store.apply(big).unwrap();
+        assert_eq!(
+            store.object(&39u32.to_be_bytes()).unwrap(),
+            Some(vec![39; 32 * 1024])
+        );
+        assert!(
+            store.tree.get(chunk_key(1)).unwrap().is_none(),
+            "chunks cleared"
+        );
+        // Chunks of a journal whose head was never written: that write never
+        // started to apply, and opening ignores it.
+        let mut next = PartitionWrite::default();
+        next.put_object(b"never", b"applied");
+        next.set_applied(Lsn(8));
+        store
+            .tree
+            .insert(chunk_key(0), seal_value(&next.encode()))
+            .unwrap();
+        drop(store);
+        let store = storage.partition(PartitionId(4)).unwrap();
+        assert_eq!(store.applied_lsn().unwrap(), Lsn(7));
+        assert_eq!(store.object(b"never").unwrap(), None);
+    }
+
+    #[test]
+    fn damage_and_read_errors_are_errors_not_absence() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let store = storage.partition(PartitionId(5)).unwrap();
+        store.apply(sample()).unwrap();
+        let key = prefixed(OBJECT, b"Counter/a");
+        let mut raw = store.tree.get(&key).unwrap().unwrap().to_vec();
+        raw[4] ^= 1;
+        store.tree.insert(&key, raw).unwrap();
+        assert!(matches!(
+            store.object(b"Counter/a"),
+            Err(StorageError::Corrupt { .. })
+        ));
+        assert!(store.objects_with_prefix(b"Counter").is_err());
+        store.inject_read_error_after(1);
+        assert_eq!(store.dedup(b"g:1").unwrap(), Some(b"response".to_vec()));
+        assert!(matches!(store.dedup(b"g:1"), Err(StorageError::Injected)));
+        assert_eq!(store.dedup(b"g:1").unwrap(), Some(b"response".to_vec()));
     }
 }
