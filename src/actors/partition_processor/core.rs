@@ -114,6 +114,8 @@ struct DedupEntry {
 
 const META_EPOCH: &[u8] = b"epoch";
 const META_LEADER: &[u8] = b"leader";
+/// The log's clock: the newest record timestamp applied so far (ms).
+const META_CLOCK: &[u8] = b"clock";
 /// Expiry index: `x` + expires_ms (BE) + request id.
 const EXPIRY_PREFIX: &[u8] = b"x";
 
@@ -127,17 +129,38 @@ pub fn object_prefix(object: ObjectType, key: &str) -> Vec<u8> {
     k
 }
 
+/// Writes of a batch not yet in the store: `None` is a removal.
+type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// Reads `key` through `overlay`, then the store.
+fn read_through(
+    overlay: &Overlay,
+    key: &[u8],
+    store: impl FnOnce() -> Result<Option<Vec<u8>>, StorageError>,
+) -> Result<Option<Vec<u8>>, StorageError> {
+    match overlay.get(key) {
+        Some(v) => Ok(v.clone()),
+        None => store(),
+    }
+}
+
 /// The processor's view of its state while applying one batch: reads see the
 /// batch's earlier writes; everything lands in one atomic write at the end.
+///
+/// Replicas are a function of the log: what a record does depends only on
+/// the records before it, never on how they were batched or on a local
+/// clock. Time comes from the log (the newest timestamp a leader wrote into
+/// an applied record, kept with the state), and a storage error aborts the
+/// batch (nothing of it is written) instead of reading as "absent".
 pub struct Applier<'a> {
     store: &'a PartitionStore,
-    objects: BTreeMap<Vec<u8>, Vec<u8>>,
-    dedup: BTreeMap<Vec<u8>, Vec<u8>>,
-    write: PartitionWrite,
+    objects: Overlay,
+    dedup: Overlay,
+    meta: Overlay,
     pub announced: Epoch,
     pub leader: Option<NodeId>,
     applied: Lsn,
-    /// Newest record timestamp seen in this batch.
+    /// The log's clock after the last applied record.
     clock_ms: u64,
 }
 
@@ -147,55 +170,106 @@ pub struct Recovered {
     pub applied: Lsn,
     pub announced: Epoch,
     pub leader: Option<NodeId>,
+    /// The log's clock at `applied` (ms).
+    pub clock_ms: u64,
+}
+
+fn be_u64(bytes: Vec<u8>) -> Result<u64, StorageError> {
+    let b: [u8; 8] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| StorageError::Corrupt {
+            tree: "partition meta",
+            reason: format!("an 8-byte value has {} bytes", bytes.len()),
+        })?;
+    Ok(u64::from_be_bytes(b))
 }
 
 pub fn recover(store: &PartitionStore) -> Result<Recovered, StorageError> {
     let announced = store
         .meta(META_EPOCH)?
-        .and_then(|b| b.try_into().ok().map(u64::from_be_bytes))
+        .map(be_u64)
+        .transpose()?
         .map(Epoch)
         .unwrap_or_default();
-    let leader = store
-        .meta(META_LEADER)?
-        .and_then(|b| b.try_into().ok().map(u32::from_be_bytes))
-        .filter(|n| *n > 0)
-        .map(NodeId);
+    let leader = match store.meta(META_LEADER)? {
+        Some(b) => {
+            let b: [u8; 4] = b.as_slice().try_into().map_err(|_| StorageError::Corrupt {
+                tree: "partition meta",
+                reason: "leader is not 4 bytes".into(),
+            })?;
+            Some(u32::from_be_bytes(b)).filter(|n| *n > 0).map(NodeId)
+        }
+        None => None,
+    };
+    let clock_ms = store
+        .meta(META_CLOCK)?
+        .map(be_u64)
+        .transpose()?
+        .unwrap_or(0);
     Ok(Recovered {
         applied: store.applied_lsn()?,
         announced,
         leader,
+        clock_ms,
     })
 }
 
+/// One handler's view of its object's state. Its writes are kept apart and
+/// join the batch only if the handler succeeds, so a handler that fails
+/// changes nothing; a storage error is remembered and aborts the batch.
 struct ObjectView<'b, 'a> {
-    applier: &'b mut Applier<'a>,
+    applier: &'b Applier<'a>,
     prefix: Vec<u8>,
+    writes: BTreeMap<Vec<u8>, Vec<u8>>,
+    error: std::cell::RefCell<Option<StorageError>>,
+}
+
+impl ObjectView<'_, '_> {
+    fn full_key(&self, sub: &[u8]) -> Vec<u8> {
+        let mut k = self.prefix.clone();
+        k.extend_from_slice(sub);
+        k
+    }
+
+    fn fail(&self, e: StorageError) {
+        self.error.borrow_mut().get_or_insert(e);
+    }
 }
 
 impl ObjectState for ObjectView<'_, '_> {
     fn get(&self, sub: &[u8]) -> Option<Vec<u8>> {
-        let mut k = self.prefix.clone();
-        k.extend_from_slice(sub);
-        match self.applier.objects.get(&k) {
-            Some(v) => Some(v.clone()),
-            None => self.applier.store.object(&k).ok().flatten(),
+        let k = self.full_key(sub);
+        if let Some(v) = self.writes.get(&k) {
+            return Some(v.clone());
         }
+        let store = self.applier.store;
+        read_through(&self.applier.objects, &k, || store.object(&k)).unwrap_or_else(|e| {
+            self.fail(e);
+            None
+        })
     }
     fn put(&mut self, sub: &[u8], value: Vec<u8>) {
-        let mut k = self.prefix.clone();
-        k.extend_from_slice(sub);
-        self.applier.write.put_object(&k, &value);
-        self.applier.objects.insert(k, value);
+        let k = self.full_key(sub);
+        self.writes.insert(k, value);
     }
     fn scan(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self
-            .applier
-            .store
-            .objects_with_prefix(&self.prefix)
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
-        for (k, v) in self.applier.objects.range(self.prefix.clone()..) {
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> =
+            match self.applier.store.objects_with_prefix(&self.prefix) {
+                Ok(entries) => entries.into_iter().collect(),
+                Err(e) => {
+                    self.fail(e);
+                    return Vec::new();
+                }
+            };
+        let overlays = self.applier.objects.range(self.prefix.clone()..);
+        for (k, v) in overlays.take_while(|(k, _)| k.starts_with(&self.prefix)) {
+            match v {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        for (k, v) in self.writes.range(self.prefix.clone()..) {
             if !k.starts_with(&self.prefix) {
                 break;
             }
@@ -212,13 +286,13 @@ impl<'a> Applier<'a> {
     pub fn new(store: &'a PartitionStore, recovered: Recovered) -> Self {
         Applier {
             store,
-            objects: BTreeMap::new(),
-            dedup: BTreeMap::new(),
-            write: PartitionWrite::default(),
+            objects: Overlay::new(),
+            dedup: Overlay::new(),
+            meta: Overlay::new(),
             announced: recovered.announced,
             leader: recovered.leader,
             applied: recovered.applied,
-            clock_ms: 0,
+            clock_ms: recovered.clock_ms,
         }
     }
 
@@ -226,23 +300,36 @@ impl<'a> Applier<'a> {
         self.applied
     }
 
-    /// The stored result of `request_id`, if it was applied and its entry
-    /// had not expired at `now_ms` (a record's timestamp: expiry is decided by
-    /// the log, so every replica decides alike, whenever the entry is purged).
-    pub fn dedup(&self, request_id: &str, now_ms: u64) -> Option<Response> {
-        let k = request_id.as_bytes();
-        let bytes = match self.dedup.get(k) {
-            Some(v) => Some(v.clone()),
-            None => self.store.dedup(k).ok().flatten(),
-        }?;
-        rmp_serde::from_slice::<DedupEntry>(&bytes)
-            .ok()
-            .filter(|e| e.expires_ms > now_ms)
-            .map(|e| e.response)
+    /// The log's clock after the last applied record (ms).
+    pub fn clock_ms(&self) -> u64 {
+        self.clock_ms
     }
 
-    /// Applies the record at `lsn`.
-    pub fn apply(&mut self, lsn: Lsn, record: &[u8]) -> Applied {
+    fn dedup_entry(&self, k: &[u8]) -> Result<Option<DedupEntry>, StorageError> {
+        let Some(bytes) = read_through(&self.dedup, k, || self.store.dedup(k))? else {
+            return Ok(None);
+        };
+        rmp_serde::from_slice::<DedupEntry>(&bytes)
+            .map(Some)
+            .map_err(|e| StorageError::Corrupt {
+                tree: "partition dedup",
+                reason: e.to_string(),
+            })
+    }
+
+    /// The stored result of `request_id`, if it was applied and its entry
+    /// had not expired at `now_ms` (expiry is decided by the log's clock, so
+    /// every replica decides alike, whenever the entry is purged).
+    pub fn dedup(&self, request_id: &str, now_ms: u64) -> Result<Option<Response>, StorageError> {
+        Ok(self
+            .dedup_entry(request_id.as_bytes())?
+            .filter(|e| e.expires_ms > now_ms)
+            .map(|e| e.response))
+    }
+
+    /// Applies the record at `lsn`. An error means storage failed: nothing
+    /// of this batch may be written (the processor restarts and replays).
+    pub fn apply(&mut self, lsn: Lsn, record: &[u8]) -> Result<Applied, StorageError> {
         debug_assert!(lsn > self.applied, "records are applied in order");
         self.applied = lsn;
         let command = match Command::decode(record) {
@@ -250,7 +337,7 @@ impl<'a> Applier<'a> {
             Err(e) => {
                 // Not ours (or corrupt): skip it deterministically on every replica.
                 tracing::warn!(%lsn, "undecodable record skipped: {e}");
-                return Applied::Nothing;
+                return Ok(Applied::Nothing);
             }
         };
         match command {
@@ -258,17 +345,19 @@ impl<'a> Applier<'a> {
                 if epoch > self.announced {
                     self.announced = epoch;
                     self.leader = Some(node);
-                    self.write.put_meta(META_EPOCH, &epoch.0.to_be_bytes());
-                    self.write.put_meta(META_LEADER, &node.0.to_be_bytes());
+                    self.meta
+                        .insert(META_EPOCH.to_vec(), Some(epoch.0.to_be_bytes().to_vec()));
+                    self.meta
+                        .insert(META_LEADER.to_vec(), Some(node.0.to_be_bytes().to_vec()));
                 }
                 // A leader re-announcing its own epoch (after a restart) resumes
                 // its reign; anything older is history.
                 let current = epoch == self.announced && self.leader == Some(node);
-                Applied::Announced {
+                Ok(Applied::Announced {
                     epoch,
                     node,
                     current,
-                }
+                })
             }
             Command::Invoke(inv) => {
                 if inv.epoch != self.announced {
@@ -276,75 +365,139 @@ impl<'a> Applier<'a> {
                         epoch: inv.epoch,
                         announced: self.announced,
                     };
-                    return Applied::Request(inv.request_id, outcome);
+                    return Ok(Applied::Request(inv.request_id, outcome));
                 }
-                self.clock_ms = self.clock_ms.max(inv.timestamp_ms);
-                if let Some(response) = self.dedup(&inv.request_id, inv.timestamp_ms) {
-                    return Applied::Request(inv.request_id, Outcome::Done(response));
+                if inv.timestamp_ms > self.clock_ms {
+                    self.clock_ms = inv.timestamp_ms;
+                    self.meta.insert(
+                        META_CLOCK.to_vec(),
+                        Some(self.clock_ms.to_be_bytes().to_vec()),
+                    );
                 }
+                if let Some(response) = self.dedup(&inv.request_id, self.clock_ms)? {
+                    return Ok(Applied::Request(inv.request_id, Outcome::Done(response)));
+                }
+                let read_only = inv.object.is_read_only(&inv.handler);
                 let response = match serde_json::from_slice(&inv.arg) {
                     Ok(arg) => {
                         let mut view = ObjectView {
                             prefix: object_prefix(inv.object, &inv.key),
                             applier: self,
+                            writes: BTreeMap::new(),
+                            error: Default::default(),
                         };
-                        match objects::invoke(inv.object, &inv.handler, &arg, &mut view) {
-                            Ok(v) => Response::ok(&v),
+                        let result = objects::invoke(inv.object, &inv.handler, &arg, &mut view);
+                        if let Some(e) = view.error.into_inner() {
+                            return Err(e);
+                        }
+                        let writes = view.writes;
+                        match result {
+                            Ok(v) => {
+                                for (k, v) in writes {
+                                    self.objects.insert(k, Some(v));
+                                }
+                                Response::ok(&v)
+                            }
                             Err(e) => Response::error(&e),
                         }
                     }
                     Err(e) => Response::error(&HandlerError::BadArgument(e.to_string())),
                 };
-                let retention = if inv.request_id.starts_with("u:") {
-                    USER_KEY_RETENTION_MS
-                } else {
-                    INTERNAL_RETENTION_MS
-                };
-                let expires_ms = inv.timestamp_ms.saturating_add(retention);
-                let entry = DedupEntry {
-                    lsn: lsn.0,
-                    expires_ms,
-                    response: response.clone(),
-                };
-                let bytes = rmp_serde::to_vec_named(&entry).expect("encoding a dedup entry");
-                self.write.put_dedup(inv.request_id.as_bytes(), &bytes);
-                self.dedup.insert(inv.request_id.as_bytes().to_vec(), bytes);
-                let mut index = EXPIRY_PREFIX.to_vec();
-                index.extend_from_slice(&expires_ms.to_be_bytes());
-                index.extend_from_slice(inv.request_id.as_bytes());
-                self.write.put_meta(&index, b"");
-                Applied::Request(inv.request_id, Outcome::Done(response))
+                // A read changes nothing, so a repeat may simply run again:
+                // only results of handlers that write are kept for dedup.
+                if !read_only {
+                    self.remember(lsn, &inv.request_id, response.clone());
+                }
+                Ok(Applied::Request(inv.request_id, Outcome::Done(response)))
             }
         }
     }
 
-    /// Physically removes dedup entries that expired by the newest record's
-    /// clock (they are already ignored by `dedup`).
-    fn purge_expired(&mut self) {
-        if self.clock_ms == 0 {
-            return;
-        }
-        let mut upto = EXPIRY_PREFIX.to_vec();
-        upto.extend_from_slice(&self.clock_ms.to_be_bytes());
-        for index in self
+    /// Keeps `response` for repeats of `request_id` until it expires.
+    fn remember(&mut self, lsn: Lsn, request_id: &str, response: Response) {
+        let retention = if request_id.starts_with("u:") {
+            USER_KEY_RETENTION_MS
+        } else {
+            INTERNAL_RETENTION_MS
+        };
+        let expires_ms = self.clock_ms.saturating_add(retention);
+        let entry = DedupEntry {
+            lsn: lsn.0,
+            expires_ms,
+            response,
+        };
+        let bytes = rmp_serde::to_vec_named(&entry).expect("encoding a dedup entry");
+        self.dedup
+            .insert(request_id.as_bytes().to_vec(), Some(bytes));
+        self.meta.insert(
+            expiry_key(expires_ms, request_id.as_bytes()),
+            Some(Vec::new()),
+        );
+    }
+
+    /// Physically removes dedup entries that expired by the log's clock (they
+    /// are already ignored by `dedup`). Run once per batch: purging at the
+    /// end of a batch or after every record leaves the same state, because
+    /// the clock only moves forward and an entry is removed only if its
+    /// *current* expiry passed.
+    fn purge_expired(&mut self) -> Result<(), StorageError> {
+        let upto = expiry_key(self.clock_ms.saturating_add(1), b"");
+        let mut index: BTreeMap<Vec<u8>, ()> = self
             .store
-            .meta_range(EXPIRY_PREFIX, &upto)
-            .unwrap_or_default()
-        {
-            let id = &index[EXPIRY_PREFIX.len() + 8..];
-            if !self.dedup.contains_key(id) {
-                self.write.remove_dedup(id);
-            }
-            self.write.remove_meta(&index);
+            .meta_range(EXPIRY_PREFIX, &upto)?
+            .into_iter()
+            .map(|k| (k, ()))
+            .collect();
+        for (k, v) in self.meta.range(EXPIRY_PREFIX.to_vec()..upto.clone()) {
+            match v {
+                Some(_) => index.insert(k.clone(), ()),
+                None => index.remove(k),
+            };
         }
+        for (key, ()) in index {
+            let id = &key[EXPIRY_PREFIX.len() + 8..];
+            if let Some(entry) = self.dedup_entry(id)? {
+                if entry.expires_ms <= self.clock_ms {
+                    self.dedup.insert(id.to_vec(), None);
+                }
+            }
+            self.meta.insert(key, None);
+        }
+        Ok(())
     }
 
     /// The atomic write of everything applied so far.
-    pub fn finish(mut self) -> (PartitionWrite, Lsn) {
-        self.purge_expired();
-        self.write.set_applied(self.applied);
-        (self.write, self.applied)
+    pub fn finish(mut self) -> Result<(PartitionWrite, Lsn), StorageError> {
+        self.purge_expired()?;
+        let mut write = PartitionWrite::default();
+        for (k, v) in &self.objects {
+            match v {
+                Some(v) => write.put_object(k, v),
+                None => write.remove_object(k),
+            }
+        }
+        for (k, v) in &self.dedup {
+            match v {
+                Some(v) => write.put_dedup(k, v),
+                None => write.remove_dedup(k),
+            }
+        }
+        for (k, v) in &self.meta {
+            match v {
+                Some(v) => write.put_meta(k, v),
+                None => write.remove_meta(k),
+            }
+        }
+        write.set_applied(self.applied);
+        Ok((write, self.applied))
     }
+}
+
+fn expiry_key(expires_ms: u64, request_id: &[u8]) -> Vec<u8> {
+    let mut k = EXPIRY_PREFIX.to_vec();
+    k.extend_from_slice(&expires_ms.to_be_bytes());
+    k.extend_from_slice(request_id);
+    k
 }
 
 #[cfg(test)]
@@ -382,6 +535,10 @@ mod tests {
         .encode()
     }
 
+    fn ap(a: &mut Applier<'_>, lsn: Lsn, record: &[u8]) -> Applied {
+        a.apply(lsn, record).expect("storage works")
+    }
+
     fn outcome(a: Applied) -> Outcome {
         match a {
             Applied::Request(_, o) => o,
@@ -403,28 +560,31 @@ mod tests {
         let store = storage.partition(PartitionId(0)).unwrap();
         let mut a = Applier::new(&store, recover(&store).unwrap());
         assert_eq!(
-            a.apply(Lsn(1), &announce(1, 1)),
+            ap(&mut a, Lsn(1), &announce(1, 1)),
             Applied::Announced {
                 epoch: Epoch(1),
                 node: NodeId(1),
                 current: true
             }
         );
-        let o = outcome(a.apply(
+        let o = outcome(ap(
+            &mut a,
             Lsn(2),
             &invoke(1, "g:a", 10, ObjectType::Counter, "add", json!(5)),
         ));
         assert_eq!(body(&o), json!(5));
         // The same request id again (an internal retry): same answer, applied once.
-        let o = outcome(a.apply(
+        let o = outcome(ap(
+            &mut a,
             Lsn(3),
             &invoke(1, "g:a", 11, ObjectType::Counter, "add", json!(5)),
         ));
         assert_eq!(body(&o), json!(5));
-        a.apply(Lsn(4), &announce(2, 2));
+        ap(&mut a, Lsn(4), &announce(2, 2));
         assert_eq!(a.leader, Some(NodeId(2)));
         // A deposed leader's late append is dropped.
-        let o = outcome(a.apply(
+        let o = outcome(ap(
+            &mut a,
             Lsn(5),
             &invoke(1, "g:b", 12, ObjectType::Counter, "add", json!(100)),
         ));
@@ -437,7 +597,7 @@ mod tests {
         );
         // A stale announcement changes nothing.
         assert_eq!(
-            a.apply(Lsn(6), &announce(1, 1)),
+            ap(&mut a, Lsn(6), &announce(1, 1)),
             Applied::Announced {
                 epoch: Epoch(1),
                 node: NodeId(1),
@@ -445,12 +605,13 @@ mod tests {
             }
         );
         assert_eq!(a.leader, Some(NodeId(2)));
-        let o = outcome(a.apply(
+        let o = outcome(ap(
+            &mut a,
             Lsn(7),
             &invoke(2, "g:c", 13, ObjectType::Counter, "get", json!(null)),
         ));
         assert_eq!(body(&o), json!(5));
-        let (write, applied) = a.finish();
+        let (write, applied) = a.finish().unwrap();
         store.apply(write).unwrap();
         assert_eq!(applied, Lsn(7));
         let r = recover(&store).unwrap();
@@ -459,12 +620,13 @@ mod tests {
             Recovered {
                 applied: Lsn(7),
                 announced: Epoch(2),
-                leader: Some(NodeId(2))
+                leader: Some(NodeId(2)),
+                clock_ms: 13,
             }
         );
         // Undecodable records are skipped, deterministically.
         let mut a = Applier::new(&store, r);
-        assert_eq!(a.apply(Lsn(8), b"garbage"), Applied::Nothing);
+        assert_eq!(ap(&mut a, Lsn(8), b"garbage"), Applied::Nothing);
         assert_eq!(a.applied(), Lsn(8));
     }
 
@@ -474,23 +636,25 @@ mod tests {
         let storage = Storage::open(dir.path()).unwrap();
         let store = storage.partition(PartitionId(1)).unwrap();
         let mut a = Applier::new(&store, recover(&store).unwrap());
-        a.apply(Lsn(1), &announce(1, 1));
-        a.apply(
+        ap(&mut a, Lsn(1), &announce(1, 1));
+        ap(
+            &mut a,
             Lsn(2),
             &invoke(1, "g:x", 1_000, ObjectType::Counter, "add", json!(1)),
         );
-        let (w, _) = a.finish();
+        let (w, _) = a.finish().unwrap();
         store.apply(w).unwrap();
         let mut a = Applier::new(&store, recover(&store).unwrap());
-        assert!(a.dedup("g:x", 2_000).is_some());
+        assert!(a.dedup("g:x", 2_000).unwrap().is_some());
         let later = 1_000 + INTERNAL_RETENTION_MS + 1;
-        assert!(a.dedup("g:x", later).is_none());
-        let o = outcome(a.apply(
+        assert!(a.dedup("g:x", later).unwrap().is_none());
+        let o = outcome(ap(
+            &mut a,
             Lsn(3),
             &invoke(1, "g:x", later, ObjectType::Counter, "add", json!(1)),
         ));
         assert_eq!(body(&o), json!(2), "an expired id applies again");
-        let (w, _) = a.finish();
+        let (w, _) = a.finish().unwrap();
         store.apply(w).unwrap();
         assert_eq!(
             store.meta_range(EXPIRY_PREFIX, b"y").unwrap().len(),
@@ -505,24 +669,28 @@ mod tests {
         let storage = Storage::open(dir.path()).unwrap();
         let store = storage.partition(PartitionId(2)).unwrap();
         let mut a = Applier::new(&store, recover(&store).unwrap());
-        a.apply(Lsn(1), &announce(1, 1));
-        a.apply(
+        ap(&mut a, Lsn(1), &announce(1, 1));
+        ap(
+            &mut a,
             Lsn(2),
             &invoke(1, "g:1", 1, ObjectType::Set, "add", json!(3)),
         );
-        let (w, _) = a.finish();
+        let (w, _) = a.finish().unwrap();
         store.apply(w).unwrap();
         let mut a = Applier::new(&store, recover(&store).unwrap());
-        a.apply(
+        ap(
+            &mut a,
             Lsn(3),
             &invoke(1, "g:2", 2, ObjectType::Set, "add", json!(1)),
         );
-        let o = outcome(a.apply(
+        let o = outcome(ap(
+            &mut a,
             Lsn(4),
             &invoke(1, "g:3", 3, ObjectType::Set, "read", json!(null)),
         ));
         assert_eq!(body(&o), json!([3, 1]));
-        let o = outcome(a.apply(
+        let o = outcome(ap(
+            &mut a,
             Lsn(5),
             &invoke(
                 1,
@@ -537,5 +705,142 @@ mod tests {
             Outcome::Done(r) => assert_eq!(r.status, 412),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A history with everything time- and batch-sensitive in it: repeats
+    /// inside and after their retention, a leader clock that steps back,
+    /// failing handlers, reads, fenced requests.
+    fn history() -> Vec<Vec<u8>> {
+        let later = 5_000 + INTERNAL_RETENTION_MS;
+        let mut h = vec![announce(1, 1)];
+        let steps: Vec<(u64, &str, u64, ObjectType, &str, serde_json::Value)> = vec![
+            (1, "g:1", 1_000, ObjectType::Counter, "add", json!(1)),
+            (1, "u:k", 2_000, ObjectType::Counter, "add", json!(10)),
+            (1, "g:2", 3_000, ObjectType::Set, "add", json!("a")),
+            (1, "g:1", 3_500, ObjectType::Counter, "add", json!(1)),
+            // The leader's clock steps back by far more than the retention.
+            (
+                1,
+                "g:3",
+                100,
+                ObjectType::Register,
+                "cas",
+                json!({"expect": 5, "value": 6}),
+            ),
+            (1, "g:4", 200, ObjectType::Counter, "get", json!(null)),
+            (1, "g:5", later, ObjectType::Set, "add", json!("b")),
+            // g:1 expired by the log's clock: it applies again.
+            (1, "g:1", later + 1, ObjectType::Counter, "add", json!(1)),
+            // u:k is kept for a day: still a repeat.
+            (1, "u:k", later + 2, ObjectType::Counter, "add", json!(10)),
+            (1, "g:6", 300, ObjectType::Set, "read", json!(null)),
+            (0, "g:7", later + 3, ObjectType::Counter, "add", json!(100)),
+        ];
+        for (epoch, id, ts, object, handler, arg) in steps {
+            h.push(invoke(epoch, id, ts, object, handler, arg));
+        }
+        h
+    }
+
+    /// Applies `records` cut into batches of the given sizes; returns the
+    /// bodies of every outcome and the store's every key and value.
+    fn apply_in_batches(
+        records: &[Vec<u8>],
+        sizes: &[usize],
+    ) -> (Vec<serde_json::Value>, Vec<(Vec<u8>, Vec<u8>)>) {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let store = storage.partition(PartitionId(9)).unwrap();
+        let mut bodies = Vec::new();
+        let mut next = 0usize;
+        let mut sizes = sizes.iter().cycle();
+        while next < records.len() {
+            let n = (*sizes.next().unwrap()).min(records.len() - next);
+            let mut a = Applier::new(&store, recover(&store).unwrap());
+            for (i, r) in records[next..next + n].iter().enumerate() {
+                if let Applied::Request(_, o) = ap(&mut a, Lsn((next + i + 1) as u64), r) {
+                    bodies.push(body(&o));
+                }
+            }
+            let (w, _) = a.finish().unwrap();
+            store.apply(w).unwrap();
+            next += n;
+        }
+        (bodies, store.dump().unwrap())
+    }
+
+    #[test]
+    fn replicas_are_a_function_of_the_log_not_of_batching_or_clocks() {
+        let records = history();
+        let (bodies, one_batch) = apply_in_batches(&records, &[records.len()]);
+        assert_eq!(
+            bodies[3],
+            json!(1),
+            "a repeat within retention is answered, not applied"
+        );
+        assert_eq!(bodies[7], json!(12), "an expired id applies again");
+        assert_eq!(
+            bodies[8],
+            json!(11),
+            "a client key outlives the internal retention"
+        );
+        for sizes in [&[1][..], &[2], &[3, 1], &[5, 2, 1]] {
+            let (b, dump) = apply_in_batches(&records, sizes);
+            assert_eq!(b, bodies, "batches of {sizes:?}");
+            assert_eq!(dump, one_batch, "stores differ with batches of {sizes:?}");
+        }
+        // And the expired entry of g:1 was purged, not only ignored.
+        let expired = one_batch
+            .iter()
+            .filter(|(k, _)| k.first() == Some(&b'd') && &k[1..] == b"g:1")
+            .count();
+        assert_eq!(expired, 1, "one current entry for g:1");
+    }
+
+    #[test]
+    fn a_read_error_while_applying_changes_nothing_and_a_replay_applies_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let store = storage.partition(PartitionId(3)).unwrap();
+        let mut a = Applier::new(&store, recover(&store).unwrap());
+        ap(&mut a, Lsn(1), &announce(1, 1));
+        let add = invoke(1, "g:once", 10, ObjectType::Counter, "add", json!(5));
+        ap(&mut a, Lsn(2), &add);
+        let (w, _) = a.finish().unwrap();
+        store.apply(w).unwrap();
+        let before = store.dump().unwrap();
+        // The same request again, and the dedup lookup fails: an error,
+        // never "not applied yet".
+        let mut a = Applier::new(&store, recover(&store).unwrap());
+        store.inject_read_error_after(0);
+        assert!(matches!(a.apply(Lsn(3), &add), Err(StorageError::Injected)));
+        drop(a);
+        assert_eq!(store.dump().unwrap(), before, "nothing written");
+        // The processor restarts and replays from its durable LSN.
+        let recovered = recover(&store).unwrap();
+        assert_eq!(recovered.applied, Lsn(2));
+        let mut a = Applier::new(&store, recovered);
+        assert_eq!(
+            body(&outcome(ap(&mut a, Lsn(3), &add))),
+            json!(5),
+            "a repeat"
+        );
+        let get = invoke(1, "g:get", 11, ObjectType::Counter, "get", json!(null));
+        assert_eq!(
+            body(&outcome(ap(&mut a, Lsn(4), &get))),
+            json!(5),
+            "applied once"
+        );
+        // A read error inside a handler aborts the same way.
+        let add2 = invoke(1, "g:two", 12, ObjectType::Counter, "add", json!(1));
+        let mut a2 = Applier::new(&store, recover(&store).unwrap());
+        // The dedup lookup passes; the handler's read of the counter fails.
+        store.inject_read_error_after(1);
+        assert!(matches!(
+            a2.apply(Lsn(3), &add2),
+            Err(StorageError::Injected)
+        ));
+        drop(a2);
+        assert_eq!(store.dump().unwrap(), before, "nothing written");
     }
 }

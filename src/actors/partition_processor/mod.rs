@@ -73,6 +73,8 @@ pub struct PartitionProcessor {
     appends_in_flight: usize,
     last_applied_at: Instant,
     persisting: bool,
+    /// Set when storage failed and this incarnation is stopping.
+    failed: Option<String>,
     cx: ChildContext,
     /// Held while announcing: a reign that never starts is a stuck wait.
     announcing: Option<WaitGuard>,
@@ -112,6 +114,7 @@ impl PartitionProcessor {
             appends_in_flight: 0,
             last_applied_at: Instant::now(),
             persisting: false,
+            failed: None,
             cx,
             announcing: None,
             span: info_span!("processor", node = %me, partition = %partition),
@@ -141,34 +144,47 @@ impl PartitionProcessor {
         let mut applier = Applier::new(&self.store, self.state);
         let mut outcomes = Vec::new();
         let mut reign = None;
-        for (lsn, record) in records {
-            if lsn <= applier.applied() {
-                continue;
-            }
-            match applier.apply(lsn, &record.0) {
-                Applied::Nothing => {}
-                Applied::Announced {
-                    epoch,
-                    node,
-                    current,
-                } => {
-                    if current && node == self.me && epoch == self.epoch {
-                        reign = Some(epoch);
-                    }
+        let result = (|| {
+            for (lsn, record) in records {
+                if lsn <= applier.applied() {
+                    continue;
                 }
-                Applied::Request(id, outcome) => outcomes.push((id, outcome)),
+                match applier.apply(lsn, &record.0)? {
+                    Applied::Nothing => {}
+                    Applied::Announced {
+                        epoch,
+                        node,
+                        current,
+                    } => {
+                        if current && node == self.me && epoch == self.epoch {
+                            reign = Some(epoch);
+                        }
+                    }
+                    Applied::Request(id, outcome) => outcomes.push((id, outcome)),
+                }
             }
-        }
-        self.state.announced = applier.announced;
-        self.state.leader = applier.leader;
-        let (write, applied) = applier.finish();
-        if let Err(e) = self.store.apply(write) {
-            // State and applied LSN were not written: stop, the supervisor
-            // restarts us and we replay from the last durable LSN.
-            warn!(parent: &self.span, "applying to storage failed: {e}; restarting");
-            ctx.stop();
-            return;
-        }
+            let (announced, leader, clock_ms) =
+                (applier.announced, applier.leader, applier.clock_ms());
+            let (write, applied) = applier.finish()?;
+            self.store.apply(write)?;
+            Ok::<_, crate::storage::StorageError>((announced, leader, clock_ms, applied))
+        })();
+        let (announced, leader, clock_ms, applied) = match result {
+            Ok(done) => done,
+            Err(e) => {
+                // Never read a storage failure as "absent" and never write
+                // half a batch: stop; the supervisor restarts this processor,
+                // which replays from its last durable LSN. (A store write cut
+                // short is completed when the store is reopened.)
+                warn!(parent: &self.span, "storage failed while applying: {e}; restarting");
+                self.failed = Some(e.to_string());
+                ctx.stop();
+                return;
+            }
+        };
+        self.state.announced = announced;
+        self.state.leader = leader;
+        self.state.clock_ms = clock_ms;
         self.state.applied = applied;
         self.last_applied_at = Instant::now();
         for (id, outcome) in outcomes {
@@ -406,6 +422,7 @@ impl PartitionProcessor {
 
     fn status(&self) -> ProcessorStatus {
         let status = match self.mode {
+            _ if self.failed.is_some() => "StorageFailed",
             Mode::Candidate => "Announcing",
             Mode::Leader if self.logs.net().reachable() * 2 <= self.logs.net().nodes().len() => {
                 "NoMajority"
@@ -527,9 +544,12 @@ impl Handler<Invoke> for PartitionProcessor {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        if let Some(response) = Applier::new(&self.store, self.state).dedup(&msg.request_id, now_ms)
-        {
-            return reply(InvokeReply::Done(response));
+        // A repeat of a request already applied is answered from its stored
+        // result (an optimisation: applying it again would find the same).
+        match Applier::new(&self.store, self.state).dedup(&msg.request_id, now_ms) {
+            Ok(Some(response)) => return reply(InvokeReply::Done(response)),
+            Ok(None) => {}
+            Err(e) => return reply(InvokeReply::Unavailable(format!("storage failed: {e}"))),
         }
         let (tx, rx) = oneshot::channel();
         let deadline = Instant::now() + Duration::from_millis(msg.timeout_ms.clamp(1, 60_000));
