@@ -9,6 +9,7 @@
 //! concurrent writers share one fsync.
 
 mod group_commit;
+pub mod identity;
 mod log_store;
 mod meta_store;
 mod partition_store;
