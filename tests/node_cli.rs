@@ -39,7 +39,7 @@ fn bad_configurations_fail_with_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     init(d, 23100);
-    let cfg = d.join("n1.toml");
+    let cfg = d.join("n1/n1.toml");
     let cfg = cfg.to_str().unwrap();
 
     // A node id the cluster does not list.
@@ -47,8 +47,8 @@ fn bad_configurations_fail_with_one_clear_line() {
     assert_clear_error(code, &err, "N7 but the cluster lists only N1, N2, N3");
 
     // A missing certificate.
-    std::fs::remove_file(d.join("certs/n2.pem")).unwrap();
-    let (code, err) = keel(&["node", "--config", d.join("n2.toml").to_str().unwrap()]);
+    std::fs::remove_file(d.join("n2/n2.pem")).unwrap();
+    let (code, err) = keel(&["node", "--config", d.join("n2/n2.toml").to_str().unwrap()]);
     assert_clear_error(code, &err, "n2.pem");
 
     // An unreadable (not a directory) data dir.

@@ -129,7 +129,8 @@ impl Cluster {
         let mut nodes = Vec::new();
         for (i, path) in configs.iter().enumerate() {
             let id = NodeId(i as u32 + 1);
-            let mut config = Config::load(path)?;
+            // As written (paths relative to the file): it may be written back.
+            let mut config = Config::load_as_written(path)?;
             if let Some(guard) = &netns {
                 // Fixed ports on per-namespace addresses.
                 for n in &mut config.nodes {
