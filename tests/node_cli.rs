@@ -106,7 +106,9 @@ fn free_base(slot: u16) -> u16 {
 
 /// A `keel node` process; killed if still running when dropped.
 struct NodeProc {
+    /// The process, to wait for and signal.
     child: Child,
+    /// Its stdout and stderr, shown when it misbehaves.
     log: PathBuf,
 }
 

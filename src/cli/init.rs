@@ -51,8 +51,12 @@ pub fn stamp_data_dir(
 /// certificate must be issued, so once every node is initialized it may
 /// live offline.
 struct Ca {
+    /// `D/ca/`: where the key is read from and the issued certificates are
+    /// recorded.
     dir: PathBuf,
+    /// What every node directory gets a copy of, and the cluster id's source.
     cert: CaCert,
+    /// The CA with its key, once loaded (or just generated).
     signer: Option<ClusterCa>,
 }
 
