@@ -53,9 +53,9 @@ fn main() -> Result<()> {
 
     let dir = tempfile::Builder::new().prefix("keel-e2e-").tempdir()?;
     let base = free_port_base()?;
-    keel::cli::init::run(dir.path(), 3, base, false)?;
-    let mut cluster = Cluster::start(&exe, dir.path())?;
-    let config = keel::config::Config::load(&dir.path().join("n1.toml"))?;
+    let configs = keel::cli::init::run(dir.path(), 3, base, false)?;
+    let mut cluster = Cluster::start(&exe, dir.path(), &configs)?;
+    let config = keel::config::Config::load(&configs[0])?;
     let ingresses: Vec<SocketAddr> = config.nodes.iter().map(|n| n.http).collect();
     let url = format!("http://{}", ingresses[0]);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -253,16 +253,16 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn start(exe: &Path, dir: &Path) -> Result<Cluster> {
+    fn start(exe: &Path, dir: &Path, configs: &[PathBuf]) -> Result<Cluster> {
         let mut cluster = Cluster {
             children: Vec::new(),
         };
-        for i in 1..=3 {
+        for (i, config) in (1..).zip(configs) {
             let log = std::fs::File::create(dir.join(format!("n{i}.log")))?;
             let child = Command::new(exe)
                 .arg("node")
                 .arg("--config")
-                .arg(dir.join(format!("n{i}.toml")))
+                .arg(config)
                 .args(
                     std::env::var("KEEL_NODE_ARGS")
                         .ok()

@@ -1,17 +1,20 @@
 //! A node's configuration: TOML file and/or command-line flags.
 //!
 //! Every node of a cluster can share one file listing all nodes; `node`
-//! (or `--node`) picks which one this process is.
+//! (or `--node`) picks which one this process is. Relative paths in the file
+//! are relative to the file's own directory (`keel init` writes each node's
+//! config next to its certificates and data, so the directory can be moved);
+//! paths given as flags are relative to the working directory.
 //!
 //! ```toml
 //! node = 1
-//! data_dir = "keel-data/n1"
+//! data_dir = "data"         # carries the node's IDENTITY (see storage::identity)
 //! partitions = 4
 //! replication = 2
 //! chaos = false
 //!
 //! [tls]
-//! dir = "keel-data/certs"   # ca.pem, n<id>.pem, n<id>.key
+//! dir = "."                 # ca.pem, n<id>.pem, n<id>.key
 //!
 //! [[nodes]]
 //! id = 1
@@ -73,18 +76,26 @@ impl Default for Timing {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Which of `nodes` this process is (so one file can serve every node).
     pub node: u32,
+    /// Where this node's durable state lives; it must carry this node's
+    /// identity (`keel init` creates it), or the node refuses to start.
     pub data_dir: PathBuf,
+    /// Number of partitions, and so of logs.
     #[serde(default = "default_partitions")]
     pub partitions: u32,
+    /// Copies of each record a log keeps (`r`).
     #[serde(default = "default_replication")]
     pub replication: u8,
     /// Expose `POST /chaos/*` (fault injection). Off by default.
     #[serde(default)]
     pub chaos: bool,
+    /// Where the CA certificate and this node's certificate and key are.
     pub tls: TlsPaths,
+    /// Failure detection and request deadlines.
     #[serde(default)]
     pub timing: Timing,
+    /// Every member of the (static) cluster, this node included.
     pub nodes: Vec<NodeAddress>,
 }
 
@@ -96,7 +107,22 @@ fn default_replication() -> u8 {
 }
 
 impl Config {
+    /// Reads a config file and resolves its relative paths (`data_dir`,
+    /// `tls.dir`) against the file's own directory, so a node directory
+    /// made by `keel init` works wherever it is copied to. The result holds
+    /// absolute paths.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let mut config = Self::load_as_written(path)?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        config.data_dir = resolve(base, &config.data_dir);
+        config.tls.dir = resolve(base, &config.tls.dir);
+        Ok(config)
+    }
+
+    /// Reads a config file with its paths exactly as written (relative to
+    /// the file's directory), for tools that change a file and write it
+    /// back.
+    pub fn load_as_written(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
             path: path.to_path_buf(),
             reason: e.to_string(),
@@ -200,6 +226,13 @@ impl Config {
     }
 }
 
+/// `path` if absolute, else `base/path`, made absolute against the working
+/// directory (left relative only if the working directory is unknown).
+fn resolve(base: &Path, path: &Path) -> PathBuf {
+    let joined = base.join(path);
+    std::path::absolute(&joined).unwrap_or(joined)
+}
+
 /// The first of `candidates` at which a local cluster of `nodes` finds all
 /// its ports free on loopback now: QUIC `base+i`, HTTP `base+100+i` (the
 /// layout of [`Config::local_cluster`]). Callers choose the candidates so
@@ -225,6 +258,31 @@ mod tests {
         let back: Config = toml::from_str(&c.to_toml()).unwrap();
         assert_eq!(back, c);
         assert_eq!(c.address(NodeId(3)).unwrap().http.port(), 7203);
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_config_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("n1");
+        std::fs::create_dir(&dir).unwrap();
+        let mut c = Config::local_cluster(3, 1, Path::new("unused"), 7100);
+        c.data_dir = PathBuf::from("data");
+        c.tls.dir = PathBuf::from(".");
+        let path = dir.join("n1.toml");
+        std::fs::write(&path, c.to_toml()).unwrap();
+
+        let loaded = Config::load(&path).unwrap();
+        assert_eq!(loaded.data_dir, dir.join("data"));
+        assert_eq!(loaded.tls.dir, dir.join("."));
+        assert_eq!(Config::load_as_written(&path).unwrap(), c);
+
+        // Absolute paths stay as they are.
+        c.data_dir = PathBuf::from("/srv/keel/data");
+        std::fs::write(&path, c.to_toml()).unwrap();
+        assert_eq!(
+            Config::load(&path).unwrap().data_dir,
+            PathBuf::from("/srv/keel/data")
+        );
     }
 
     #[test]

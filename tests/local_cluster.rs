@@ -137,7 +137,10 @@ fn keel_local_starts_serves_stops_and_keeps_its_state() {
         "no status table:\n{out}"
     );
     for i in 1..=3 {
-        assert!(dir.path().join(format!("n{i}.toml")).exists());
+        // `keel init`'s layout: one directory per node, its data stamped.
+        let node = dir.path().join(format!("n{i}"));
+        assert!(node.join(format!("n{i}.toml")).exists());
+        assert!(node.join("data/IDENTITY").exists());
     }
 
     // Every node accepts any request.

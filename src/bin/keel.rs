@@ -21,9 +21,10 @@ struct Args {
 enum Command {
     /// Run one node (from a TOML config and/or flags).
     Node(cli::node::NodeArgs),
-    /// Generate a cluster CA, node certificates and node configs in a directory.
+    /// Generate a cluster CA and one directory per node (certificate, key,
+    /// config, stamped data directory), ready to copy to that node's host.
     Init {
-        /// Directory to write `certs/`, `n<i>.toml` into (data goes to `n<i>/`).
+        /// Directory to write `ca/` (the CA, key included) and `n<i>/` into.
         #[arg(long, default_value = "keel-data")]
         dir: PathBuf,
         /// Number of nodes.
@@ -53,6 +54,11 @@ fn main() -> ExitCode {
             for p in paths {
                 println!("wrote {}", p.display());
             }
+            println!(
+                "copy each {}/n<i>/ as a whole to node i's host; keep {}/ca/ (it holds the CA key) offline",
+                dir.display(),
+                dir.display()
+            );
         }),
         Command::Local(a) => cli::local::run(a),
     };

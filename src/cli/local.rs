@@ -1,5 +1,6 @@
-//! `keel local`: a cluster of node processes on loopback, with generated
-//! certificates and all data under one directory. Waits until every partition
+//! `keel local`: a cluster of node processes on loopback, laid out by
+//! `keel init` under one directory (the CA, one directory per node, and the
+//! nodes' logs). Waits until every partition
 //! has a leader, prints how to call it, and stops every node on Ctrl-C.
 //! Running it again reuses the data: state survives.
 
@@ -104,7 +105,7 @@ pub fn all_partitions_led(status: &ClusterStatus) -> bool {
     !partitions.is_empty() && led == partitions
 }
 
-fn spawn(exe: &Path, dir: &Path, i: u32) -> Result<Child> {
+fn spawn(exe: &Path, dir: &Path, i: u32, config: &Path) -> Result<Child> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -113,7 +114,7 @@ fn spawn(exe: &Path, dir: &Path, i: u32) -> Result<Child> {
     Command::new(exe)
         .arg("node")
         .arg("--config")
-        .arg(dir.join(format!("n{i}.toml")))
+        .arg(config)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -129,8 +130,8 @@ pub fn run(args: LocalArgs) -> Result<()> {
     }
     let exe = std::env::current_exe().context("locating the keel executable")?;
     let mut nodes = Nodes(Vec::new());
-    for i in 1..=args.nodes {
-        nodes.0.push((i, spawn(&exe, &args.dir, i)?));
+    for (i, path) in (1..).zip(&configs) {
+        nodes.0.push((i, spawn(&exe, &args.dir, i, path)?));
     }
     let urls: Vec<String> = config
         .nodes

@@ -18,10 +18,12 @@ pub struct NodeArgs {
     /// This node's id (N1 or 1).
     #[arg(long)]
     pub node: Option<crate::types::NodeId>,
-    /// Data directory.
+    /// Data directory (relative to the working directory); it must carry
+    /// this node's identity, which only `keel init` creates.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Directory with ca.pem, n<id>.pem, n<id>.key.
+    /// Directory with ca.pem, n<id>.pem, n<id>.key (relative to the working
+    /// directory).
     #[arg(long)]
     pub tls_dir: Option<PathBuf>,
     /// A cluster member: `ID=QUIC_ADDR,HTTP_ADDR` (repeat; include this node).

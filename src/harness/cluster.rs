@@ -80,6 +80,22 @@ fn pick_base_port(nodes: u32, seed: u64) -> Result<u16> {
         .ok_or_else(|| anyhow::anyhow!("no free port range found in 9000..9900; pass --base-port"))
 }
 
+/// Rewrites a node's config for netns mode: fixed ports on each node's
+/// namespace address. Paths stay as `keel init` wrote them (relative to the
+/// file), so the file keeps working where it is.
+fn place_in_namespaces(path: &Path, plan: &NetnsPlan) -> Result<Config> {
+    let mut config = Config::load_as_written(path)?;
+    for n in &mut config.nodes {
+        let ip = plan.node_ip(NodeId(n.id));
+        n.quic = SocketAddr::from((ip, 7000));
+        n.http = SocketAddr::from((ip, 8000));
+    }
+    config.validate()?;
+    std::fs::write(path, config.to_toml())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(config)
+}
+
 fn spawn(node: &mut NodeProc) -> Result<()> {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -129,18 +145,10 @@ impl Cluster {
         let mut nodes = Vec::new();
         for (i, path) in configs.iter().enumerate() {
             let id = NodeId(i as u32 + 1);
-            let mut config = Config::load(path)?;
-            if let Some(guard) = &netns {
-                // Fixed ports on per-namespace addresses.
-                for n in &mut config.nodes {
-                    let ip = guard.plan.node_ip(NodeId(n.id));
-                    n.quic = SocketAddr::from((ip, 7000));
-                    n.http = SocketAddr::from((ip, 8000));
-                }
-                config.validate()?;
-                std::fs::write(path, config.to_toml())
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
+            let config = match &netns {
+                Some(guard) => place_in_namespaces(path, &guard.plan)?,
+                None => Config::load_as_written(path)?,
+            };
             let http = config
                 .address(id)
                 .map(|a| format!("http://{}", a.http))
@@ -524,6 +532,28 @@ mod tests {
         assert_eq!(c.log_path(NodeId(1)), None);
         // Nothing listens on port 1.
         assert!(Cluster::attach(&["http://127.0.0.1:1".into()]).is_err());
+    }
+
+    #[test]
+    fn netns_configs_get_namespace_addresses_and_keep_their_paths() {
+        let tmp = tempfile::tempdir().unwrap();
+        let configs = crate::cli::init::run(tmp.path(), 3, 7100, true).unwrap();
+        let plan = NetnsPlan::new("t", [10, 77, 0], 3, super::super::netns::Firewall::Nft);
+        let config = place_in_namespaces(&configs[1], &plan).unwrap();
+        assert_eq!(
+            config.address(NodeId(3)).unwrap().http.to_string(),
+            "10.77.0.13:8000"
+        );
+        let loaded = Config::load(&configs[1]).unwrap();
+        assert_eq!(loaded.nodes, config.nodes);
+        assert_eq!(loaded.data_dir, tmp.path().join("n2/data"));
+        assert_eq!(loaded.tls.dir, tmp.path().join("n2"));
+        // Rewriting it again leaves the paths alone.
+        place_in_namespaces(&configs[1], &plan).unwrap();
+        assert_eq!(
+            Config::load(&configs[1]).unwrap().data_dir,
+            tmp.path().join("n2/data")
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::actors::supervisor::{
 use crate::config::{Config, ConfigError};
 use crate::ingress::http::Ingress;
 use crate::log::{chain_key, Chain, LogClient, LogConfig};
+use crate::storage::identity::{self, ClusterId, IdentityError};
 use crate::storage::{Storage, StorageError};
 use crate::transport::{
     CaCert, FaultFilter, NodeIdentity, PeerAddr, TlsError, Transport, TransportConfig,
@@ -40,6 +41,8 @@ pub enum NodeError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
     #[error("certificates: {0}")]
     Tls(#[from] TlsError),
     #[error("transport: {0}")]
@@ -156,7 +159,14 @@ impl Node {
         let my_addr = config.address(me).expect("validated").clone();
         let started = Instant::now();
 
-        // Claim the HTTP port first: a port in use must fail the start
+        // Before anything touches the data directory: it must carry this
+        // node's identity. A blank one (a lost disk) or another node's would
+        // let this node break promises it made; only `keel init` creates
+        // identities, so nothing here creates one.
+        let data = identity::verify(&config.data_dir, ClusterId::from_ca_der(opts.ca.der()), me)?;
+        info!(node = %me, cluster = %data.cluster, created = %data.created, "data directory identity verified");
+
+        // Claim the HTTP port next: a port in use must fail the start
         // before any actor runs.
         let http_listener =
             std::net::TcpListener::bind(my_addr.http).map_err(|e| NodeError::Http {

@@ -90,6 +90,8 @@ impl RigBuilder {
             c.replication = self.replication;
             c.chaos = self.chaos;
             c.validate()?;
+            // As `keel init` does: a node never starts on a blank directory.
+            crate::cli::init::stamp_data_dir(&c.data_dir, &ca.cert(), NodeId(i))?;
             configs.push(c);
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -23,6 +23,7 @@
 //! a value that fails it is a `Corrupt` error, never "absent".
 
 mod group_commit;
+pub mod identity;
 mod log_store;
 mod meta_store;
 mod partition_store;

@@ -71,6 +71,12 @@ impl CaCert {
         Self::from_pem(&read(&dir.join("ca.pem"))?)
     }
 
+    /// Writes `ca.pem` (the certificate only, never the key) into `dir`:
+    /// what every node needs to trust its peers.
+    pub fn save(&self, dir: &Path) -> Result<(), TlsError> {
+        write(&dir.join("ca.pem"), &self.to_pem(), false)
+    }
+
     fn roots(&self) -> Result<Arc<RootCertStore>, TlsError> {
         let mut roots = RootCertStore::empty();
         roots.add(self.der.clone())?;
