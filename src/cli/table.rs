@@ -92,6 +92,7 @@ pub fn cluster_status(status: &ClusterStatus) -> String {
             } else {
                 "ALIVE".into()
             },
+            disk(&s.storage),
             format!("{connected}/{}", s.peers.len()),
             duration(s.uptime_ms),
             restart_total.to_string(),
@@ -151,6 +152,7 @@ pub fn cluster_status(status: &ClusterStatus) -> String {
             "NODE",
             "HTTP",
             "STATE",
+            "DISK",
             "PEERS",
             "UPTIME",
             "RESTARTS",
@@ -189,6 +191,24 @@ pub fn cluster_status(status: &ClusterStatus) -> String {
         ));
     }
     out
+}
+
+/// A node's storage health in one cell: `ok`, damage found (and how much of
+/// it is still unrepaired), `SUSPECT` (may lack records it cannot name) or
+/// `SYNC-FAILED` (can no longer make writes durable).
+fn disk(s: &crate::storage::StorageStats) -> String {
+    if s.records_sync.failed.is_some() || s.state_sync.failed.is_some() {
+        "SYNC-FAILED".into()
+    } else if s.records.suspect.is_some() {
+        "SUSPECT".into()
+    } else if s.records.damaged_records > 0 {
+        format!(
+            "damaged {} ({} unrepaired)",
+            s.records.damaged_records, s.records.unrepaired
+        )
+    } else {
+        "ok".into()
+    }
 }
 
 /// One row per segment of every log.

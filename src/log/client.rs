@@ -9,7 +9,7 @@
 
 use super::chain::{chain_key, Chain, Segment};
 use super::{LogConfig, Record, MAX_RECORD_BYTES};
-use crate::actors::log_server::{GetRecords, TailWatch, Trim};
+use crate::actors::log_server::{GetRecords, Store, TailWatch, Trim};
 use crate::actors::metadata::{CasOutcome, MetaError, MetadataClient};
 use crate::actors::sealer::{SealAndExtend, SealError, Sealer};
 use crate::actors::sequencer::{
@@ -532,6 +532,7 @@ impl LogClient {
                 Ok(Ok(reply)) => {
                     let run = contiguous(offset, reply.records, max);
                     if !run.is_empty() {
+                        self.repair_locally(segment, &run);
                         return run;
                     }
                 }
@@ -540,6 +541,37 @@ impl LogClient {
             }
         }
         Vec::new()
+    }
+}
+
+impl LogClient {
+    /// Read repair: committed records this node should hold (it is in the
+    /// segment's nodeset) but had to read from a peer, because it never got
+    /// them or found its copy damaged, are stored here again, so every
+    /// segment drifts back to full replication without a separate scrub.
+    /// Best effort; the local log-server writes only the offsets it lacks.
+    fn repair_locally(&self, segment: &Segment, run: &[(Offset, Record)]) {
+        let me = self.net.me();
+        let Some(&(first, _)) = run.first() else {
+            return;
+        };
+        if !segment.nodeset.contains(&me) {
+            return;
+        }
+        let records: Vec<Record> = run.iter().map(|(_, r)| r.clone()).collect();
+        let store = Store {
+            loglet: segment.loglet,
+            first,
+            records: std::sync::Arc::new(records),
+            known_global_tail: 0,
+            repair: true,
+        };
+        let net = self.net.clone();
+        tokio::spawn(async move {
+            if let Err(e) = net.call(me, store, Duration::from_secs(2)).await {
+                debug!("read repair not stored: {e}");
+            }
+        });
     }
 }
 

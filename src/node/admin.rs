@@ -174,6 +174,7 @@ async fn metrics(admin: web::Data<Admin>) -> HttpResponse {
     let peers = admin.net.nodes().len() as f64;
     let connected = admin.net.reachable() as f64 - 1.0;
     let counter = |v: u64| vec![(String::new(), v as f64)];
+    let storage = admin.storage.stats();
     let text = admin.metrics.render(&[
         (
             "keel_appends_total",
@@ -231,9 +232,45 @@ async fn metrics(admin: web::Data<Admin>) -> HttpResponse {
         ),
         (
             "keel_storage_flushes_total",
-            "Group-commit flushes.",
+            "Group-commit syncs (fdatasync rounds), both lanes.",
             "counter",
             counter(admin.storage.flush_count()),
+        ),
+        (
+            "keel_storage_sync_seconds_total",
+            "Time spent in group-commit syncs, by lane.",
+            "counter",
+            vec![
+                ("lane=\"records\"".to_string(), storage.records_sync.sync_micros_total as f64 / 1e6),
+                ("lane=\"state\"".to_string(), storage.state_sync.sync_micros_total as f64 / 1e6),
+            ],
+        ),
+        (
+            "keel_storage_sync_max_seconds",
+            "Longest group-commit sync since start, by lane.",
+            "gauge",
+            vec![
+                ("lane=\"records\"".to_string(), storage.records_sync.max_sync_micros as f64 / 1e6),
+                ("lane=\"state\"".to_string(), storage.state_sync.max_sync_micros as f64 / 1e6),
+            ],
+        ),
+        (
+            "keel_storage_failed",
+            "1 if storage can no longer make writes durable (a sync failed).",
+            "gauge",
+            vec![(String::new(), admin.storage.failure().is_some() as u8 as f64)],
+        ),
+        (
+            "keel_records_damaged_total",
+            "Log records found damaged on this node's disk (treated as missing, repaired from peers).",
+            "counter",
+            counter(storage.records.damaged_records),
+        ),
+        (
+            "keel_records_damaged_unrepaired",
+            "Damaged log records not yet stored again from a peer's copy.",
+            "gauge",
+            vec![(String::new(), storage.records.unrepaired as f64)],
         ),
         (
             "keel_peers_connected",

@@ -504,6 +504,7 @@ async fn node_status(
         partitions,
         supervision: root.status(),
         storage_bytes: storage.size_on_disk(),
+        storage: storage.stats(),
         chaos_enabled: cfg.chaos,
     }
 }

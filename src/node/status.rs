@@ -24,6 +24,9 @@ pub struct NodeStatus {
     pub partitions: Vec<PartitionView>,
     pub supervision: SupervisionStatus,
     pub storage_bytes: u64,
+    /// Damage found on disk, sync times, and whether storage failed.
+    #[serde(default)]
+    pub storage: crate::storage::StorageStats,
     pub chaos_enabled: bool,
 }
 

@@ -73,6 +73,10 @@ pub struct TailInfo {
     pub local_tail: Offset,
     /// Every offset below this is known committed.
     pub known_global_tail: Offset,
+    /// This server may have lost records it cannot name (unattributable
+    /// damage on disk): a seal must not count it toward its f-majority.
+    #[serde(default)]
+    pub suspect: bool,
 }
 
 /// Records in `[from, to)`. Without `include_uncommitted` only offsets below
@@ -92,6 +96,11 @@ pub struct GetRecords {
 pub struct RecordsReply {
     pub records: Vec<(Offset, Record)>,
     pub tail: TailInfo,
+    /// Offsets of the requested range this server found damaged and has not
+    /// stored again since: it may have acknowledged them, so their absence
+    /// from `records` is not evidence that they were never written.
+    #[serde(default)]
+    pub damaged: Vec<Offset>,
 }
 
 /// Drop records below `below`.

@@ -27,8 +27,12 @@ use std::collections::HashMap;
 use tracing::{debug, info};
 
 struct Loglet {
+    /// The loglet's durable state (sealed, trim point), as last written.
     state: LogletState,
+    /// One past the highest offset stored here.
     local_tail: Offset,
+    /// Whether this server may lack records it cannot name.
+    suspect: bool,
 }
 
 impl Loglet {
@@ -37,6 +41,7 @@ impl Loglet {
             sealed: self.state.sealed,
             local_tail: self.local_tail,
             known_global_tail: self.state.known_global_tail,
+            suspect: self.suspect,
         }
     }
 }
@@ -62,7 +67,12 @@ impl LogServer {
         if !self.loglets.contains_key(&id) {
             let state = self.storage.log.loglet_state(id)?;
             let local_tail = self.storage.log.local_tail(id)?;
-            let loglet = Loglet { state, local_tail };
+            let suspect = self.storage.log.records().suspect().is_some();
+            let loglet = Loglet {
+                state,
+                local_tail,
+                suspect,
+            };
             self.tails.publish(id, loglet.tail_info());
             self.loglets.insert(id, loglet);
         }
@@ -117,10 +127,31 @@ impl Handler<Store> for LogServer {
             debug!(loglet = %msg.loglet, first = msg.first, "store refused: sealed");
             return Box::pin(async move { StoreReply::Sealed { local_tail } });
         }
-        if let Err(e) = storage.log.put_records(msg.loglet, msg.first, &msg.records) {
-            return Box::pin(async move { StoreReply::Failed(e.into()) });
+        let Some(end) = msg.first.checked_add(msg.records.len() as Offset) else {
+            let err = LogServerError::Storage(format!(
+                "offsets {}+{} overflow",
+                msg.first,
+                msg.records.len()
+            ));
+            return Box::pin(async move { StoreReply::Failed(err) });
+        };
+        // Offsets below the trim point are gone on purpose: a late resend or
+        // a read repair must not bring them back.
+        let skip = loglet
+            .state
+            .trim_point
+            .saturating_sub(msg.first)
+            .min(msg.records.len() as Offset);
+        if skip < msg.records.len() as Offset {
+            let first = msg.first + skip;
+            if let Err(e) =
+                storage
+                    .log
+                    .put_records(msg.loglet, first, &msg.records[skip as usize..])
+            {
+                return Box::pin(async move { StoreReply::Failed(e.into()) });
+            }
         }
-        let end = msg.first + msg.records.len() as Offset;
         loglet.local_tail = loglet.local_tail.max(end);
         if msg.known_global_tail > loglet.state.known_global_tail {
             loglet.state.known_global_tail = msg.known_global_tail;
@@ -181,7 +212,13 @@ impl Handler<GetRecords> for LogServer {
             .into_iter()
             .map(|(o, r)| (o, r.into()))
             .collect();
-        Ok(RecordsReply { records, tail })
+        // Reading may just have found damage: report it with the records.
+        let damaged = storage.log.records().damaged_in(msg.loglet, msg.from, to);
+        Ok(RecordsReply {
+            records,
+            tail,
+            damaged,
+        })
     }
 }
 

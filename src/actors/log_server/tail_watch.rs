@@ -37,6 +37,7 @@ impl TailWatch {
                 sealed: cur.sealed || info.sealed,
                 local_tail: cur.local_tail.max(info.local_tail),
                 known_global_tail: cur.known_global_tail.max(info.known_global_tail),
+                suspect: cur.suspect || info.suspect,
             };
             let changed = next != *cur;
             *cur = next;
@@ -49,9 +50,8 @@ impl TailWatch {
         self.publish(
             loglet,
             TailInfo {
-                sealed: false,
-                local_tail: 0,
                 known_global_tail: global_tail,
+                ..TailInfo::default()
             },
         );
     }

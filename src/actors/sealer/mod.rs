@@ -7,7 +7,12 @@
 //!   committed record (see `core.rs`), and records up to it are repaired to
 //!   `r` copies before it is published;
 //! - publishing is one CAS on the chain's version: the first sealer wins, the
-//!   others find the loglet already sealed in the chain and are done.
+//!   others find the loglet already sealed in the chain and are done;
+//! - a responder that cannot be read, or that may lack records it
+//!   acknowledged (it found them damaged, or is suspect), is not counted: the
+//!   job seals another f-majority without it, so one bad server never stops a
+//!   seal and never makes it cut off a committed record. When too few usable
+//!   responders remain, the job pauses and tries them all again.
 //!
 //! Concurrent requests for the same loglet on one node share one job. Every
 //! stage has the job's deadline; the caller learns the outcome or a typed
@@ -24,7 +29,7 @@ use crate::node::Net;
 use crate::types::{LogId, LogletId, NodeId, Offset};
 use actix::prelude::*;
 use futures::stream::StreamExt;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -152,6 +157,14 @@ struct Job {
 /// Pause between retries of a stage that could not complete yet.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
+/// What reading the responders' unreleased records found.
+enum Fetched {
+    /// Every responder's records in the range.
+    All(Vec<(Offset, Record)>),
+    /// This responder cannot be counted on (and why).
+    Unusable(NodeId, String),
+}
+
 impl Job {
     fn remaining(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())
@@ -171,6 +184,8 @@ impl Job {
 
     async fn run(self) -> Result<Chain, SealError> {
         let key = chain_key(self.log);
+        // Responders found unusable in this job (see the module doc).
+        let mut excluded = BTreeSet::new();
         loop {
             let (version, chain) = self
                 .meta
@@ -185,11 +200,19 @@ impl Job {
                 debug!("already sealed in the chain");
                 return Ok(chain);
             }
-            let views = self.seal_f_majority(&segment).await?;
+            let views = self.seal_f_majority(&segment, &mut excluded).await?;
             let (global, reach) = repair_range(&views.values().cloned().collect::<Vec<_>>());
-            let found = self
+            let found = match self
                 .fetch_unreleased(&segment, &views, global, reach)
-                .await?;
+                .await?
+            {
+                Fetched::All(found) => found,
+                Fetched::Unusable(node, why) => {
+                    warn!(%node, "not counting this responder: {why}");
+                    excluded.insert(node);
+                    continue;
+                }
+            };
             let (tail, repair) = sealed_tail(global, found);
             if !repair.is_empty() {
                 self.repair(&segment, global, repair).await?;
@@ -248,19 +271,39 @@ impl Job {
         }
     }
 
-    /// Seals on every server of the nodeset until an f-majority answered.
+    /// Seals on every usable server of the nodeset until an f-majority of
+    /// them answered. A suspect server is sealed too, but not counted.
     async fn seal_f_majority(
         &self,
         segment: &Segment,
+        excluded: &mut BTreeSet<NodeId>,
     ) -> Result<HashMap<NodeId, SealedView>, SealError> {
         let need = segment.f_majority();
         let mut views = HashMap::new();
         loop {
+            let usable = segment
+                .nodeset
+                .iter()
+                .filter(|n| !excluded.contains(n))
+                .count();
+            if usable < need {
+                // Not enough servers left to count on: a read error may pass
+                // and a damaged server may be repaired, so try them all again.
+                if self.remaining() < RETRY_PAUSE {
+                    return Err(self.timeout(format!(
+                        "waiting for an f-majority of usable seals ({need} needed; not usable: {excluded:?})"
+                    )));
+                }
+                tokio::time::sleep(RETRY_PAUSE).await;
+                excluded.clear();
+                views.clear();
+                continue;
+            }
             let missing: Vec<NodeId> = segment
                 .nodeset
                 .iter()
                 .copied()
-                .filter(|n| !views.contains_key(n))
+                .filter(|n| !views.contains_key(n) && !excluded.contains(n))
                 .collect();
             let make = || Seal {
                 loglet: self.loglet,
@@ -268,6 +311,10 @@ impl Job {
             let mut calls = self.net.broadcast(&missing, make, self.call_timeout());
             while let Some((from, reply)) = calls.next().await {
                 match reply {
+                    Ok(Ok(tail)) if tail.suspect => {
+                        warn!(%from, "sealed, but not counted: the server may have lost records it cannot name");
+                        excluded.insert(from);
+                    }
                     Ok(Ok(tail)) => {
                         views.insert(
                             from,
@@ -294,14 +341,15 @@ impl Job {
         }
     }
 
-    /// Every record the sealed responders hold in `[global, reach)`.
+    /// Every record the sealed responders hold in `[global, reach)`, or the
+    /// first responder that cannot be counted on for them.
     async fn fetch_unreleased(
         &self,
         segment: &Segment,
         views: &HashMap<NodeId, SealedView>,
         global: Offset,
         reach: Offset,
-    ) -> Result<Vec<(Offset, Record)>, SealError> {
+    ) -> Result<Fetched, SealError> {
         let mut found = Vec::new();
         for (&from, view) in views {
             let mut next = global;
@@ -314,29 +362,39 @@ impl Job {
                     include_uncommitted: true,
                 };
                 match self.net.call(from, req, self.call_timeout()).await {
+                    Ok(Ok(reply)) if !reply.damaged.is_empty() => {
+                        return Ok(Fetched::Unusable(
+                            from,
+                            format!(
+                                "it lost records it may have acknowledged (offsets {:?})",
+                                reply.damaged
+                            ),
+                        ));
+                    }
                     Ok(Ok(reply)) if !reply.records.is_empty() => {
                         next = reply.records.last().map(|(o, _)| o + 1).unwrap_or(reach);
                         found.extend(reply.records);
                     }
                     Ok(Ok(_)) => break,
-                    // A responder we cannot read from now: its records are
-                    // needed only if no other responder has them; retry within
-                    // the deadline, then give up on the job (it will be rerun).
                     Ok(Err(e)) => {
-                        warn!(%from, "reading unreleased records failed: {e}");
-                        return Err(self.timeout(format!("reading unreleased records from {from}")));
+                        return Ok(Fetched::Unusable(
+                            from,
+                            format!("reading its records failed: {e}"),
+                        ))
                     }
                     Err(e) => {
-                        if self.remaining() < RETRY_PAUSE {
-                            return Err(self
-                                .timeout(format!("reading unreleased records from {from}: {e}")));
-                        }
-                        tokio::time::sleep(RETRY_PAUSE).await;
+                        return Ok(Fetched::Unusable(
+                            from,
+                            format!("reading its records failed: {e}"),
+                        ))
                     }
                 }
             }
         }
-        Ok(found)
+        if self.remaining().is_zero() {
+            return Err(self.timeout("reading unreleased records"));
+        }
+        Ok(Fetched::All(found))
     }
 
     /// Re-replicates `[global, global + records.len())` to `r` servers.

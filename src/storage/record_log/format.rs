@@ -4,8 +4,9 @@
 //!
 //! ```text
 //! file header  [b"KEELRLOG"][version u32][segment seq u64][crc u32 of the 20 bytes before]
-//! entry        [ENTRY_MAGIC u32][header crc u32][loglet u64][first u64][count u32][payload len u32]
-//!              payload: count × ([len u32][crc u32][record bytes])
+//! entry        header, the same header again, payload
+//! header       [ENTRY_MAGIC u32][header crc u32][loglet u64][first u64][count u32][payload len u32]
+//! payload      count × ([len u32][crc u32][record bytes])
 //! ```
 //!
 //! All integers are big-endian. The entry header's crc covers the 24 bytes
@@ -13,8 +14,11 @@
 //! reader astray; each record's crc covers its loglet, its offset and its
 //! bytes, so a record is self-validating: a flipped byte, a record read from
 //! the wrong place, or a torn write is found, and that one record is treated
-//! as missing. The magic lets a scan find the next intact entry after a
-//! damaged header.
+//! as missing. The header is written twice so that damage to one copy still
+//! says *which* records the entry held (a log-server must know what it lost:
+//! a seal must not count a server that lost an acknowledged record); damage
+//! to both copies is counted as unattributable. The magic lets a scan find
+//! the next intact entry after a damaged header.
 
 use crate::types::{LogletId, Offset};
 
@@ -24,7 +28,10 @@ pub const FILE_MAGIC: &[u8; 8] = b"KEELRLOG";
 pub const FORMAT_VERSION: u32 = 1;
 pub const FILE_HEADER_LEN: usize = 24;
 pub const ENTRY_MAGIC: u32 = 0x4B52_4543; // "KREC"
-pub const ENTRY_HEADER_LEN: usize = 32;
+/// One copy of an entry header.
+pub const HEADER_COPY_LEN: usize = 32;
+/// Both copies: where the payload starts.
+pub const ENTRY_HEADER_LEN: usize = 2 * HEADER_COPY_LEN;
 /// Per record: length and crc.
 pub const RECORD_HEADER_LEN: usize = 8;
 
@@ -110,8 +117,9 @@ pub fn encode_entry<R: AsRef<[u8]>>(
     out.extend_from_slice(&first.to_be_bytes());
     out.extend_from_slice(&count.to_be_bytes());
     out.extend_from_slice(&payload_len.to_be_bytes());
-    let c = crc(&[&out[8..ENTRY_HEADER_LEN]]);
+    let c = crc(&[&out[8..HEADER_COPY_LEN]]);
     out[4..8].copy_from_slice(&c.to_be_bytes());
+    out.extend_from_within(..HEADER_COPY_LEN);
     for (i, r) in records.iter().enumerate() {
         let r = r.as_ref();
         out.extend_from_slice(&(r.len() as u32).to_be_bytes());
@@ -133,12 +141,18 @@ pub enum HeaderError {
     BadChecksum,
 }
 
+/// The entry header at the start of `bytes`, from whichever copy is intact.
 pub fn decode_entry_header(bytes: &[u8]) -> Result<EntryHeader, HeaderError> {
-    let h = bytes.get(..ENTRY_HEADER_LEN).ok_or(HeaderError::Short)?;
+    let both = bytes.get(..ENTRY_HEADER_LEN).ok_or(HeaderError::Short)?;
+    decode_copy(&both[..HEADER_COPY_LEN])
+        .or_else(|first| decode_copy(&both[HEADER_COPY_LEN..]).map_err(|_| first))
+}
+
+fn decode_copy(h: &[u8]) -> Result<EntryHeader, HeaderError> {
     if be32(&h[..4]) != ENTRY_MAGIC {
         return Err(HeaderError::BadMagic);
     }
-    if be32(&h[4..8]) != crc(&[&h[8..ENTRY_HEADER_LEN]]) {
+    if be32(&h[4..8]) != crc(&[&h[8..HEADER_COPY_LEN]]) {
         return Err(HeaderError::BadChecksum);
     }
     Ok(EntryHeader {
@@ -251,31 +265,41 @@ mod tests {
     }
 
     #[test]
-    fn every_flipped_byte_is_caught() {
+    fn every_flipped_byte_is_caught_and_attributed() {
         let recs = [b"one".to_vec(), b"two".to_vec()];
         let e = encode_entry(loglet(), 0, &recs).unwrap();
+        let (r0, r1) = (ENTRY_HEADER_LEN, ENTRY_HEADER_LEN + 11);
         for i in 0..e.len() {
             for bit in [0x01u8, 0x80] {
                 let mut bad = e.clone();
                 bad[i] ^= bit;
-                match decode_entry_header(&bad) {
-                    Err(_) => assert!(i < ENTRY_HEADER_LEN, "byte {i}"),
-                    Ok(h) => {
-                        assert!(i >= ENTRY_HEADER_LEN, "header byte {i} not caught");
-                        let slots = intact(&h, &bad[ENTRY_HEADER_LEN..]);
-                        let good = slots.iter().filter(|(_, s)| s.is_some()).count();
-                        // A flipped length loses its record and may lose the
-                        // ones after it; any other byte exactly its record.
-                        let in_length = [32..36, 43..47].iter().any(|r| r.contains(&i));
-                        if in_length {
-                            assert!(good < 2, "byte {i}: a damaged record was served");
-                        } else {
-                            assert_eq!(good, 1, "byte {i}: exactly one record damaged");
-                        }
-                    }
+                // One damaged header copy: the other still says what the
+                // entry holds.
+                let h = decode_entry_header(&bad).unwrap_or_else(|_| panic!("byte {i}"));
+                assert_eq!((h.loglet, h.first, h.count), (loglet(), 0, 2), "byte {i}");
+                let slots = intact(&h, &bad[ENTRY_HEADER_LEN..]);
+                let good: Vec<Offset> = slots
+                    .iter()
+                    .filter(|(_, s)| s.is_some())
+                    .map(|(o, _)| *o)
+                    .collect();
+                if i < ENTRY_HEADER_LEN {
+                    assert_eq!(good, vec![0, 1], "byte {i}: a header copy is redundant");
+                } else if (r0..r0 + 4).contains(&i) || (r1..r1 + 4).contains(&i) {
+                    // A flipped length loses its record and may lose the
+                    // ones after it.
+                    assert!(good.len() < 2, "byte {i}: a damaged record was served");
+                } else {
+                    let hit = if i < r1 { 0 } else { 1 };
+                    assert_eq!(good, vec![1 - hit], "byte {i}: exactly its record damaged");
                 }
             }
         }
+        // Both copies damaged: no attribution.
+        let mut bad = e.clone();
+        bad[10] ^= 1;
+        bad[HEADER_COPY_LEN + 10] ^= 1;
+        assert_eq!(decode_entry_header(&bad), Err(HeaderError::BadChecksum));
         let mut bad = encode_file_header(1);
         bad[13] ^= 1;
         assert!(decode_file_header(&bad).is_err());

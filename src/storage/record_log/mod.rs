@@ -52,7 +52,15 @@ struct Shared {
     state: Mutex<State>,
     /// Damaged records found since open (checksum mismatches on read or scan).
     damaged: AtomicU64,
+    /// Why this server may have lost records it cannot name (a damaged entry
+    /// whose headers are both unreadable), kept durably in `SUSPECT`. Such a
+    /// server must not count toward a seal: it may lack an acknowledged
+    /// record without knowing it.
+    suspect: Option<String>,
 }
+
+/// The marker of unattributable damage (see `Shared::suspect`).
+const SUSPECT_FILE: &str = "SUSPECT";
 
 struct State {
     index: Index,
@@ -68,6 +76,9 @@ struct State {
     dir_dirty: bool,
     /// The latest damaged offsets found, for status.
     recent_damage: VecDeque<(LogletId, Offset)>,
+    /// Offsets found damaged and not stored again since: what this server
+    /// is known to lack although it may have acknowledged it.
+    damaged: BTreeSet<(LogletId, Offset)>,
 }
 
 /// What an open found, for the log and for tests.
@@ -94,6 +105,10 @@ pub struct RecordLogStats {
     pub damaged_records: u64,
     /// The latest damaged records, as `loglet/offset`.
     pub recent_damage: Vec<String>,
+    /// Damaged records not yet stored again from a peer's copy.
+    pub unrepaired: usize,
+    /// Set when this server may lack records it cannot name.
+    pub suspect: Option<String>,
 }
 
 fn io_err(what: impl std::fmt::Display, e: std::io::Error) -> StorageError {
@@ -184,6 +199,25 @@ impl RecordLog {
                 "record segments had torn or damaged entries"
             );
         }
+        let marker = dir.join(SUSPECT_FILE);
+        if report.damaged_bytes > 0 && !marker.exists() {
+            let reason = format!(
+                "{} bytes of record segments had unattributable damage (both copies of an entry header); records this server acknowledged may be lost without a trace",
+                report.damaged_bytes
+            );
+            std::fs::write(&marker, reason.as_bytes())
+                .and_then(|_| File::open(&marker)?.sync_all())
+                .map_err(|e| io_err("writing the SUSPECT marker", e))?;
+            sync_dir(dir)?;
+        }
+        let suspect = match std::fs::read(&marker) {
+            Ok(reason) => Some(String::from_utf8_lossy(&reason).into_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err("reading the SUSPECT marker", e)),
+        };
+        if let Some(reason) = &suspect {
+            warn!("this log-server is suspect and will not count toward seals: {reason}");
+        }
         let active = seqs.last().map_or(1, |s| s + 1);
         let file = create_segment(dir, active)?;
         sync_dir(dir)?;
@@ -202,12 +236,14 @@ impl RecordLog {
             dirty: BTreeSet::new(),
             dir_dirty: false,
             recent_damage: VecDeque::new(),
+            damaged: BTreeSet::new(),
         };
         let log = RecordLog {
             shared: Arc::new(Shared {
                 dir: dir.to_path_buf(),
                 state: Mutex::new(state),
                 damaged: AtomicU64::new(damaged),
+                suspect,
             }),
         };
         Ok((log, report))
@@ -241,6 +277,14 @@ impl RecordLog {
             })?;
             let at = self.append(&mut state, &bytes)?;
             state.index.insert(loglet, Piece { lo, hi, at });
+            let repaired: Vec<_> = state
+                .damaged
+                .range((loglet, lo)..(loglet, hi))
+                .copied()
+                .collect();
+            for d in repaired {
+                state.damaged.remove(&d);
+            }
         }
         Ok(())
     }
@@ -396,10 +440,30 @@ impl RecordLog {
                 }
                 state.recent_damage.push_back((loglet, o));
             }
+            for o in lo..hi {
+                state.damaged.insert((loglet, o));
+            }
             for seg in state.index.remove_range(loglet, lo, hi) {
                 self.delete_segment(&mut state, seg);
             }
         }
+    }
+
+    /// Offsets of `[from, to)` found damaged here and not stored again since.
+    pub fn damaged_in(&self, loglet: LogletId, from: Offset, to: Offset) -> Vec<Offset> {
+        if from >= to {
+            return Vec::new();
+        }
+        self.state()
+            .damaged
+            .range((loglet, from)..(loglet, to))
+            .map(|(_, o)| *o)
+            .collect()
+    }
+
+    /// Why this server may lack records it cannot name, if it may.
+    pub fn suspect(&self) -> Option<String> {
+        self.shared.suspect.clone()
     }
 
     /// One past the highest offset held for `loglet` (0 if none).
@@ -415,6 +479,14 @@ impl RecordLog {
     /// Forgets the offsets below `below`; deletes segments left with nothing.
     pub fn trim(&self, loglet: LogletId, below: Offset) {
         let mut state = self.state();
+        let gone: Vec<_> = state
+            .damaged
+            .range((loglet, 0)..(loglet, below))
+            .copied()
+            .collect();
+        for d in gone {
+            state.damaged.remove(&d);
+        }
         for seg in state.index.remove_range(loglet, 0, below) {
             self.delete_segment(&mut state, seg);
         }
@@ -423,6 +495,14 @@ impl RecordLog {
     /// Forgets every record of `loglet`.
     pub fn forget(&self, loglet: LogletId) {
         let mut state = self.state();
+        let gone: Vec<_> = state
+            .damaged
+            .range((loglet, 0)..=(loglet, Offset::MAX))
+            .copied()
+            .collect();
+        for d in gone {
+            state.damaged.remove(&d);
+        }
         for seg in state.index.forget(loglet) {
             self.delete_segment(&mut state, seg);
         }
@@ -456,6 +536,8 @@ impl RecordLog {
                 .iter()
                 .map(|(l, o)| format!("{l}/{o}"))
                 .collect(),
+            unrepaired: state.damaged.len(),
+            suspect: self.shared.suspect.clone(),
         }
     }
 
@@ -700,8 +782,14 @@ mod tests {
         assert_eq!(log.damaged_records(), 1);
         assert_eq!(log.stats().recent_damage, vec![format!("{l}/2")]);
         assert_eq!(log.contiguous_end(l, 0), 2);
+        assert_eq!(
+            log.damaged_in(l, 0, 10),
+            vec![2],
+            "known lost until repaired"
+        );
         // A repair from a peer's good copy fills exactly the hole.
         log.put(l, 0, &recs(0..5)).unwrap();
+        assert!(log.damaged_in(l, 0, 10).is_empty());
         assert_eq!(offsets(&log, l), (0..5).collect::<Vec<_>>());
         log.sync().unwrap();
         drop(log);
@@ -728,8 +816,19 @@ mod tests {
             + format::decode_entry_header(&bytes[format::FILE_HEADER_LEN..])
                 .unwrap()
                 .entry_len() as usize;
+        // One header copy damaged: still attributed, nothing lost.
+        let mut one = bytes.clone();
+        one[second + 17] ^= 0xff;
+        std::fs::write(&seg, &one).unwrap();
+        let (log, report) = RecordLog::open(dir.path(), &HashMap::new()).unwrap();
+        assert_eq!(offsets(&log, l), (0..6).collect::<Vec<_>>());
+        assert_eq!(report.damaged_bytes, 0);
+        assert!(log.suspect().is_none());
+        drop(log);
+        // Both copies: the entry's records cannot be named.
         bytes[second + 17] ^= 0xff; // inside the second entry's `first`
-                                    // And a torn write after the last entry.
+        bytes[second + format::HEADER_COPY_LEN + 17] ^= 0xff;
+        // And a torn write after the last entry.
         let torn = format::encode_entry(l, 6, &recs(6..7)).unwrap();
         bytes.extend_from_slice(&torn[..torn.len() - 3]);
         std::fs::write(&seg, &bytes).unwrap();
@@ -739,6 +838,15 @@ mod tests {
         assert_eq!(report.entries, 2);
         assert!(report.damaged_bytes > 0);
         assert_eq!(report.torn_bytes, torn.len() as u64 - 3);
+        // This server cannot say what it lost: it is suspect, durably.
+        assert!(log.suspect().is_some());
+        drop(log);
+        let log = open(dir.path());
+        assert!(
+            log.suspect().unwrap().contains("unattributable"),
+            "{:?}",
+            log.suspect()
+        );
     }
 
     #[test]
