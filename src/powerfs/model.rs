@@ -37,7 +37,7 @@ pub const MAX_SIZE: u64 = i64::MAX as u64;
 pub const NAME_MAX: usize = 255;
 
 /// What an inode is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// A regular file.
     File,
@@ -190,7 +190,7 @@ pub struct SyncPlan<'a> {
 
 /// The torn write a power loss applied to a file's durable content: the
 /// layer must write `data` at `offset` of the backing file.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TornWrite {
     /// The file.
     pub ino: Ino,
@@ -206,7 +206,7 @@ pub struct TornWrite {
 }
 
 /// What a power loss did.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PowerLossReport {
     /// Volatile data bytes dropped (held unsynced writes).
     pub bytes_dropped: u64,
