@@ -600,6 +600,7 @@ fn measure_fsync_overhead() {
     let measure = |p: &Path| {
         let f = OpenOptions::new()
             .create(true)
+            .truncate(true)
             .write(true)
             .mode(0o644)
             .open(p)

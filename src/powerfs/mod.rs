@@ -206,11 +206,12 @@ fn probe() -> Result<(), String> {
     if !dev.exists() {
         return Err("/dev/fuse does not exist (no FUSE in this kernel or container)".into());
     }
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(dev)
-        .map_err(|e| format!("cannot open /dev/fuse: {e}"))?;
+    // Without permission on the device a setuid fusermount3 may still mount
+    // for us, so a failed open only explains a failed mount.
+    let dev_note = match OpenOptions::new().read(true).write(true).open(dev) {
+        Ok(_) => String::new(),
+        Err(e) => format!("; opening /dev/fuse failed: {e}"),
+    };
     let dir =
         tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
     let backing = dir.path().join("backing");
@@ -221,7 +222,7 @@ fn probe() -> Result<(), String> {
     let mounted = PowerFs::mount(&backing, &mnt).map_err(|e| {
         format!(
             "mounting a FUSE file system failed: {e} (root mounts directly with mount(2); \
-             other users need fusermount3 from Debian's fuse3 package)"
+             other users need fusermount3 from Debian's fuse3 package){dev_note}"
         )
     })?;
     let file = mnt.join("probe");
