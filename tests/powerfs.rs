@@ -622,3 +622,204 @@ fn measure_fsync_overhead() {
         direct.0, direct.1, through.0, through.1
     );
 }
+
+/// Directories and files (with their bytes) under `root`, relative to it.
+type Tree = (
+    std::collections::BTreeSet<PathBuf>,
+    std::collections::BTreeMap<PathBuf, Vec<u8>>,
+);
+
+fn snapshot(root: &Path) -> Tree {
+    let mut tree = Tree::default();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        for e in fs::read_dir(root.join(&rel)).unwrap() {
+            let e = e.unwrap();
+            let r = rel.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                tree.0.insert(r.clone());
+                stack.push(r);
+            } else {
+                tree.1.insert(r, fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    tree
+}
+
+/// Random file and directory operations through the mount, checked after
+/// each against a reference of the current view; after each power loss the
+/// view must equal the backing directory and nothing may stay staged.
+#[test]
+fn random_operations_keep_view_and_backing_consistent() {
+    let Some(fx) = fixture("random_operations_keep_view_and_backing_consistent") else {
+        return;
+    };
+    for seed in 1..=3u64 {
+        random_run(&fx, seed, 400);
+    }
+}
+
+fn random_run(fx: &Fixture, seed: u64, ops: usize) {
+    let mut state = seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
+    let mut rng = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n.max(1)
+    };
+    let name = format!("s{seed}");
+    let base = fx.root.join(&name);
+    fs::create_dir(&base).unwrap();
+    fsync_dir(&fx.root);
+    let (mut dirs, mut files) = Tree::default();
+    dirs.insert(PathBuf::new());
+    let mut power_losses = 0;
+    for step in 0..ops {
+        let dir_list: Vec<PathBuf> = dirs.iter().cloned().collect();
+        let file_list: Vec<PathBuf> = files.keys().cloned().collect();
+        let some_dir = |r: u64| dir_list[r as usize % dir_list.len()].clone();
+        let op = rng(100);
+        let what = match op {
+            0..=14 => {
+                let p = some_dir(rng(64)).join(format!("f{}", rng(4)));
+                if dirs.contains(&p) {
+                    continue;
+                }
+                let data: Vec<u8> = (0..rng(3000))
+                    .map(|i| (i as u8).wrapping_mul(seed as u8 | 1))
+                    .collect();
+                fs::write(base.join(&p), &data).unwrap();
+                files.insert(p.clone(), data);
+                format!("write {p:?}")
+            }
+            15..=29 if !file_list.is_empty() => {
+                let p = file_list[rng(64) as usize % file_list.len()].clone();
+                let f = OpenOptions::new().write(true).open(base.join(&p)).unwrap();
+                let cur = files.get_mut(&p).unwrap();
+                let off = rng(cur.len() as u64 + 2000);
+                let data = vec![(step % 251) as u8; 1 + rng(500) as usize];
+                f.write_all_at(&data, off).unwrap();
+                let end = off as usize + data.len();
+                if cur.len() < end {
+                    cur.resize(end, 0);
+                }
+                cur[off as usize..end].copy_from_slice(&data);
+                format!("pwrite {p:?} at {off}")
+            }
+            30..=36 if !file_list.is_empty() => {
+                let p = file_list[rng(64) as usize % file_list.len()].clone();
+                let len = rng(4000);
+                OpenOptions::new()
+                    .write(true)
+                    .open(base.join(&p))
+                    .unwrap()
+                    .set_len(len)
+                    .unwrap();
+                files.get_mut(&p).unwrap().resize(len as usize, 0);
+                format!("truncate {p:?} to {len}")
+            }
+            37..=51 if !file_list.is_empty() => {
+                let p = file_list[rng(64) as usize % file_list.len()].clone();
+                File::open(base.join(&p)).unwrap().sync_all().unwrap();
+                format!("fsync {p:?}")
+            }
+            52..=63 => {
+                let d = some_dir(rng(64));
+                fsync_dir(&base.join(&d));
+                format!("fsyncdir {d:?}")
+            }
+            64..=71 if !file_list.is_empty() => {
+                let from = file_list[rng(64) as usize % file_list.len()].clone();
+                let to = some_dir(rng(64)).join(format!("f{}", rng(4)));
+                if dirs.contains(&to) {
+                    continue;
+                }
+                fs::rename(base.join(&from), base.join(&to)).unwrap();
+                let data = files.remove(&from).unwrap();
+                files.insert(to.clone(), data);
+                format!("rename {from:?} -> {to:?}")
+            }
+            72..=77 if !file_list.is_empty() => {
+                let p = file_list[rng(64) as usize % file_list.len()].clone();
+                fs::remove_file(base.join(&p)).unwrap();
+                files.remove(&p);
+                format!("unlink {p:?}")
+            }
+            78..=85 => {
+                let p = some_dir(rng(64)).join(format!("d{}", rng(3)));
+                if dirs.contains(&p) || files.contains_key(&p) || p.components().count() > 3 {
+                    continue;
+                }
+                fs::create_dir(base.join(&p)).unwrap();
+                dirs.insert(p.clone());
+                format!("mkdir {p:?}")
+            }
+            86..=89 => {
+                let d = some_dir(rng(64));
+                let empty = !d.as_os_str().is_empty()
+                    && !dirs.iter().any(|x| x != &d && x.starts_with(&d))
+                    && !files.keys().any(|f| f.starts_with(&d));
+                if !empty {
+                    continue;
+                }
+                fs::remove_dir(base.join(&d)).unwrap();
+                dirs.remove(&d);
+                format!("rmdir {d:?}")
+            }
+            90..=96 => {
+                let from = some_dir(rng(64));
+                let to = some_dir(rng(64)).join(format!("d{}", rng(3)));
+                if from.as_os_str().is_empty()
+                    || to.starts_with(&from)
+                    || dirs.contains(&to)
+                    || files.contains_key(&to)
+                    || to.components().count() > 4
+                {
+                    continue;
+                }
+                fs::rename(base.join(&from), base.join(&to)).unwrap();
+                let moved = |p: &PathBuf| match p.strip_prefix(&from) {
+                    Ok(rest) => to.join(rest),
+                    Err(_) => p.clone(),
+                };
+                dirs = dirs.iter().map(moved).collect();
+                files = files.iter().map(|(p, d)| (moved(p), d.clone())).collect();
+                format!("rename dir {from:?} -> {to:?}")
+            }
+            97..=99 => {
+                fx.mounted.power_loss(Some(step as u64)).unwrap();
+                power_losses += 1;
+                let view = snapshot(&base);
+                let backing = snapshot(&fx.backing.join(&name));
+                assert_eq!(
+                    view, backing,
+                    "seed {seed} step {step}: view and backing differ after a power loss"
+                );
+                let staged: Vec<_> = fs::read_dir(fx.backing.join(".powerfs")).unwrap().collect();
+                assert!(
+                    staged.is_empty(),
+                    "seed {seed} step {step}: staged after power loss: {staged:?}"
+                );
+                (dirs, files) = view;
+                dirs.insert(PathBuf::new());
+                "power loss".to_string()
+            }
+            _ => continue,
+        };
+        let (mut vd, vf) = snapshot(&base);
+        vd.insert(PathBuf::new());
+        assert_eq!(
+            vd, dirs,
+            "seed {seed} step {step} after {what}: directories"
+        );
+        assert!(
+            vf == files,
+            "seed {seed} step {step} after {what}: files differ"
+        );
+    }
+    eprintln!(
+        "random run seed {seed}: {ops} steps, {power_losses} power losses, {:?}",
+        fx.mounted.stats()
+    );
+}
