@@ -31,7 +31,12 @@ fn fixture(test: &str) -> Option<Fixture> {
         if std::env::var_os("KEEL_POWERFS_REQUIRED").is_some() {
             panic!("{test}: KEEL_POWERFS_REQUIRED is set but FUSE is not usable: {why}");
         }
-        eprintln!("SKIPPED {test}: FUSE is not usable here: {why}");
+        // Straight to the stderr stream: libtest's capture would hide an
+        // eprintln! of a passing test, and a skip must never pass silently.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: FUSE is not usable here: {why}"
+        );
         return None;
     }
     let dir = tempfile::tempdir().expect("tempdir");
