@@ -20,9 +20,13 @@ use keel::powerfs::{Mounted, PowerFs};
 /// A mount over a fresh backing directory. Fields drop in order: the mount
 /// goes before the directories under it.
 struct Fixture {
+    /// The mount; power loss and stats.
     mounted: Mounted,
+    /// The backing directory, to check what is durable.
     backing: PathBuf,
+    /// The mountpoint, where the test works.
     root: PathBuf,
+    /// Owns both directories; removed last.
     _dir: tempfile::TempDir,
 }
 
@@ -680,6 +684,15 @@ fn random_run(fx: &Fixture, seed: u64, ops: usize) {
     let (mut dirs, mut files) = Tree::default();
     dirs.insert(PathBuf::new());
     let mut power_losses = 0;
+    let mut checked_seals = 0;
+    // Sealed files and the content a power loss must leave them with.
+    let mut sealed: std::collections::BTreeMap<PathBuf, Vec<u8>> = Default::default();
+    // Forgets the seals an operation on `touched` (a file, or a directory
+    // and everything under it) may undo.
+    let unseal = |sealed: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>,
+                  touched: &[&PathBuf]| {
+        sealed.retain(|p, _| !touched.iter().any(|t| p.starts_with(t)));
+    };
     for step in 0..ops {
         let dir_list: Vec<PathBuf> = dirs.iter().cloned().collect();
         let file_list: Vec<PathBuf> = files.keys().cloned().collect();
@@ -695,6 +708,7 @@ fn random_run(fx: &Fixture, seed: u64, ops: usize) {
                     .map(|i| (i as u8).wrapping_mul(seed as u8 | 1))
                     .collect();
                 fs::write(base.join(&p), &data).unwrap();
+                unseal(&mut sealed, &[&p]);
                 files.insert(p.clone(), data);
                 format!("write {p:?}")
             }
@@ -705,6 +719,7 @@ fn random_run(fx: &Fixture, seed: u64, ops: usize) {
                 let off = rng(cur.len() as u64 + 2000);
                 let data = vec![(step % 251) as u8; 1 + rng(500) as usize];
                 f.write_all_at(&data, off).unwrap();
+                unseal(&mut sealed, &[&p]);
                 let end = off as usize + data.len();
                 if cur.len() < end {
                     cur.resize(end, 0);
@@ -722,9 +737,22 @@ fn random_run(fx: &Fixture, seed: u64, ops: usize) {
                     .set_len(len)
                     .unwrap();
                 files.get_mut(&p).unwrap().resize(len as usize, 0);
+                unseal(&mut sealed, &[&p]);
                 format!("truncate {p:?} to {len}")
             }
-            37..=51 if !file_list.is_empty() => {
+            37..=43 if !file_list.is_empty() => {
+                // Seal: fsync the file and every directory up to the root;
+                // its content must then survive until something touches it.
+                let p = file_list[rng(64) as usize % file_list.len()].clone();
+                File::open(base.join(&p)).unwrap().sync_all().unwrap();
+                let mut d = base.join(&p);
+                while d.pop() && d.starts_with(&fx.root) {
+                    fsync_dir(&d);
+                }
+                sealed.insert(p.clone(), files[&p].clone());
+                format!("seal {p:?}")
+            }
+            44..=51 if !file_list.is_empty() => {
                 let p = file_list[rng(64) as usize % file_list.len()].clone();
                 File::open(base.join(&p)).unwrap().sync_all().unwrap();
                 format!("fsync {p:?}")
@@ -741,6 +769,7 @@ fn random_run(fx: &Fixture, seed: u64, ops: usize) {
                     continue;
                 }
                 fs::rename(base.join(&from), base.join(&to)).unwrap();
+                unseal(&mut sealed, &[&from, &to]);
                 let data = files.remove(&from).unwrap();
                 files.insert(to.clone(), data);
                 format!("rename {from:?} -> {to:?}")
@@ -748,6 +777,7 @@ fn random_run(fx: &Fixture, seed: u64, ops: usize) {
             72..=77 if !file_list.is_empty() => {
                 let p = file_list[rng(64) as usize % file_list.len()].clone();
                 fs::remove_file(base.join(&p)).unwrap();
+                unseal(&mut sealed, &[&p]);
                 files.remove(&p);
                 format!("unlink {p:?}")
             }
@@ -769,6 +799,7 @@ fn random_run(fx: &Fixture, seed: u64, ops: usize) {
                     continue;
                 }
                 fs::remove_dir(base.join(&d)).unwrap();
+                unseal(&mut sealed, &[&d]);
                 dirs.remove(&d);
                 format!("rmdir {d:?}")
             }
@@ -784,6 +815,7 @@ fn random_run(fx: &Fixture, seed: u64, ops: usize) {
                     continue;
                 }
                 fs::rename(base.join(&from), base.join(&to)).unwrap();
+                unseal(&mut sealed, &[&from, &to]);
                 let moved = |p: &PathBuf| match p.strip_prefix(&from) {
                     Ok(rest) => to.join(rest),
                     Err(_) => p.clone(),
@@ -806,6 +838,13 @@ fn random_run(fx: &Fixture, seed: u64, ops: usize) {
                     staged.is_empty(),
                     "seed {seed} step {step}: staged after power loss: {staged:?}"
                 );
+                for (p, want) in &sealed {
+                    assert!(
+                        view.1.get(p) == Some(want),
+                        "seed {seed} step {step}: sealed {p:?} did not survive the power loss"
+                    );
+                }
+                checked_seals += sealed.len();
                 (dirs, files) = view;
                 dirs.insert(PathBuf::new());
                 "power loss".to_string()
@@ -824,7 +863,8 @@ fn random_run(fx: &Fixture, seed: u64, ops: usize) {
         );
     }
     eprintln!(
-        "random run seed {seed}: {ops} steps, {power_losses} power losses, {:?}",
+        "random run seed {seed}: {ops} steps, {power_losses} power losses, \
+         {checked_seals} sealed files checked, {:?}",
         fx.mounted.stats()
     );
 }

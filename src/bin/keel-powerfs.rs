@@ -15,6 +15,7 @@ use keel::powerfs::PowerFs;
     about = "A FUSE file system that loses unsynced writes on command"
 )]
 struct Cli {
+    /// What to do.
     #[command(subcommand)]
     cmd: Cmd,
 }

@@ -240,7 +240,9 @@ impl Backing {
         if new == self.positions {
             return Ok(());
         }
-        let old = std::mem::take(&mut self.positions);
+        // Paths are resolved against `old` while moving; `self.positions`
+        // becomes `new` only once every move succeeded.
+        let old = self.positions.clone();
         let depth = |pos: &HashMap<Ino, (Ino, OsString)>, mut ino: Ino| {
             let mut d = 0usize;
             while let Some((p, _)) = pos.get(&ino) {

@@ -316,15 +316,21 @@ struct DirData {
     parent: Ino,
 }
 
+/// What an inode holds, by kind.
 #[derive(Debug, Clone)]
 enum Body {
+    /// A regular file's data states.
     File(FileData),
+    /// A directory's entry states.
     Dir(DirData),
 }
 
+/// One inode.
 #[derive(Debug, Clone)]
 struct Inode {
+    /// Mode, owner and times (in memory only).
     meta: Meta,
+    /// Its file or directory state.
     body: Body,
 }
 
@@ -792,10 +798,14 @@ impl Model {
         let f = self.file_mut(ino)?;
         f.overlay.write(offset, data);
         f.size = f.size.max(end);
+        // Reuse the previous candidate's buffer: appends replace it often.
+        let mut buf = f.last_write.take().map(|w| w.data).unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(data);
         f.last_write = Some(LastWrite {
             seq,
             offset,
-            data: data.to_vec(),
+            data: buf,
         });
         self.stats.writes += 1;
         self.stats.bytes_written += data.len() as u64;
