@@ -239,6 +239,49 @@ fn existing_backing_content_is_durable() {
 }
 
 #[test]
+fn statfs_chmod_and_unsupported_nodes() {
+    let Some(fx) = fixture("statfs_chmod_and_unsupported_nodes") else {
+        return;
+    };
+    let statvfs = |p: &Path| {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid path and a zeroed statvfs for the call to fill.
+        let mut v: libc::statvfs = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut v) }, 0);
+        v
+    };
+    let (through, direct) = (statvfs(&fx.root), statvfs(&fx.backing));
+    assert!(through.f_blocks > 0);
+    assert_eq!(
+        (through.f_blocks, through.f_bsize),
+        (direct.f_blocks, direct.f_bsize)
+    );
+
+    let p = fx.root.join("f");
+    fs::write(&p, b"x").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(
+        fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+        0o600
+    );
+
+    // Only regular files and directories: a fifo or a symlink is refused
+    // with an errno, and the mount keeps serving.
+    let fifo =
+        std::ffi::CString::new(fx.root.join("fifo").into_os_string().into_encoded_bytes()).unwrap();
+    // SAFETY: a valid path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EPERM)
+    );
+    let e = std::os::unix::fs::symlink("f", fx.root.join("link")).unwrap_err();
+    assert_eq!(errno(&e), Some(libc::EPERM), "{e}");
+    assert_eq!(fs::read(&p).unwrap(), b"x");
+}
+
+#[test]
 fn large_files_and_many_small_writes() {
     let Some(fx) = fixture("large_files_and_many_small_writes") else {
         return;
