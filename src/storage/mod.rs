@@ -98,7 +98,14 @@ impl Storage {
             path: dir.to_path_buf(),
             reason,
         };
+        let created = !dir.exists();
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        if created {
+            // The directory's own entry must survive a power loss too.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                record_log::sync_dir(parent)?;
+            }
+        }
         // Probe writability up front: sled reports a read-only directory late
         // and obscurely.
         let probe = dir.join(".keel-write-probe");
@@ -114,9 +121,10 @@ impl Storage {
         let config = sled::Config::new()
             .path(&state_dir)
             .segment_size(SLED_SEGMENT_BYTES)
-            // Durability is ours (the state lane); sled's own periodic flush
-            // is a bonus, not a guarantee.
-            .flush_every_ms(Some(1000))
+            // Durability is ours (the state lane). sled's periodic flusher
+            // would only add background writes and fsyncs (and hide a
+            // missing sync from the power-loss tests).
+            .flush_every_ms(None)
             .cache_capacity(256 * 1024 * 1024);
         // A previous incarnation in this process (a restarted node in the test
         // rig) may still be releasing the file lock: wait for it, bounded.
@@ -173,7 +181,19 @@ impl Storage {
         records.and(state)
     }
 
-    /// The same, blocking (shutdown and tests).
+    /// Makes every *record* written before this call durable (the record
+    /// lane only: a log-server's store must not wait for sled).
+    pub async fn sync_records(&self) -> Result<()> {
+        self.records_lane.sync().await
+    }
+
+    /// Makes every write to sled before this call durable (loglet state,
+    /// acceptor, sequencer marks, partition state), not the records.
+    pub async fn sync_state(&self) -> Result<()> {
+        self.state_lane.sync().await
+    }
+
+    /// The same as [`sync`](Self::sync), blocking (shutdown and tests).
     pub fn sync_blocking(&self) -> Result<()> {
         self.records_lane.sync_blocking()?;
         self.state_lane.sync_blocking()

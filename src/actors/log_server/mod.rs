@@ -26,6 +26,16 @@ use futures::FutureExt;
 use std::collections::HashMap;
 use tracing::{debug, info};
 
+/// What a reply must wait for.
+enum Durable {
+    /// A store: its records (the loglet's known global tail is advisory and
+    /// rides along with the next state sync).
+    Records,
+    /// A seal or a trim: the loglet's state. (Stores this server
+    /// acknowledged are durable already: each waited for its records.)
+    LogletState,
+}
+
 struct Loglet {
     /// The loglet's durable state (sealed, trim point), as last written.
     state: LogletState,
@@ -79,15 +89,21 @@ impl LogServer {
         Ok(self.loglets.get_mut(&id).expect("just inserted"))
     }
 
-    /// Reply once everything written so far is durable.
+    /// Reply once what the reply depends on is durable: the records stored
+    /// so far, or the loglet state written so far.
     fn after_sync<T: Send + 'static>(
         &self,
+        what: Durable,
         reply: T,
         on_error: impl FnOnce(LogServerError) -> T + Send + 'static,
     ) -> ResponseFuture<T> {
         let storage = self.storage.clone();
         Box::pin(async move {
-            match storage.sync().await {
+            let synced = match what {
+                Durable::Records => storage.sync_records().await,
+                Durable::LogletState => storage.sync_state().await,
+            };
+            match synced {
                 Ok(()) => reply,
                 Err(e) => on_error(e.into()),
             }
@@ -158,7 +174,11 @@ impl Handler<Store> for LogServer {
         }
         let local_tail = loglet.local_tail;
         tails.publish(msg.loglet, loglet.tail_info());
-        self.after_sync(StoreReply::Stored { local_tail }, StoreReply::Failed)
+        self.after_sync(
+            Durable::Records,
+            StoreReply::Stored { local_tail },
+            StoreReply::Failed,
+        )
     }
 }
 
@@ -181,7 +201,7 @@ impl Handler<Seal> for LogServer {
         }
         let info = loglet.tail_info();
         tails.publish(msg.loglet, info);
-        self.after_sync(Ok(info), Err)
+        self.after_sync(Durable::LogletState, Ok(info), Err)
     }
 }
 
@@ -256,7 +276,7 @@ impl Handler<Trim> for LogServer {
             Ok::<_, LogServerError>(true)
         })();
         match result {
-            Ok(true) => self.after_sync(Ok(()), Err),
+            Ok(true) => self.after_sync(Durable::LogletState, Ok(()), Err),
             Ok(false) => async { Ok(()) }.boxed(),
             Err(e) => async move { Err(e) }.boxed(),
         }

@@ -74,7 +74,7 @@ impl MetadataStore {
         let storage = self.storage.clone();
         Box::pin(async move {
             storage
-                .sync()
+                .sync_state()
                 .await
                 .map_err(|e| AcceptorError::Storage(e.to_string()))?;
             Ok(reply)

@@ -747,10 +747,7 @@ mod tests {
 
     /// Applies `records` cut into batches of the given sizes; returns the
     /// bodies of every outcome and the store's every key and value.
-    fn apply_in_batches(
-        records: &[Vec<u8>],
-        sizes: &[usize],
-    ) -> (Vec<serde_json::Value>, Dump) {
+    fn apply_in_batches(records: &[Vec<u8>], sizes: &[usize]) -> (Vec<serde_json::Value>, Dump) {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
         let store = storage.partition(PartitionId(9)).unwrap();

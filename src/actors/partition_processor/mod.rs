@@ -374,7 +374,7 @@ impl PartitionProcessor {
         let storage = self.storage.clone();
         let upto = self.state.applied;
         ctx.spawn(
-            async move { storage.sync().await }
+            async move { storage.sync_state().await }
                 .into_actor(self)
                 .map(move |r, act, _| {
                     act.persisting = false;

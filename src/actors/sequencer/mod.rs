@@ -432,7 +432,7 @@ impl Handler<Append> for SequencerManager {
         let ready = addr.clone();
         tokio::spawn(async move {
             // The mark must be durable before the first offset is handed out.
-            let durable = storage.sync().await.is_ok();
+            let durable = storage.sync_state().await.is_ok();
             let _ = ready.send(MarkDurable(durable)).await;
         });
         Box::pin(async move {
