@@ -1,10 +1,10 @@
 //! Append throughput and latency of the replicated log.
 //!
-//! Three nodes on the in-process rig (real QUIC on loopback, one sled
-//! database and one group-commit thread per node), logs only, r = 2, every
-//! store flushed before it is acknowledged, 100-byte records, one log (so one
+//! Three nodes on the in-process rig (real QUIC on loopback, one record log
+//! with its fdatasync group commit per node), logs only, r = 2, every store
+//! synced before it is acknowledged, 100-byte records, one log (so one
 //! sequencer: the harder case). In the same run it measures the machine's own
-//! `write(100 B) + fsync` latency on the filesystem holding the rig's data.
+//! `write(100 B) + fdatasync` latency on the filesystem holding the rig's data.
 //!
 //! Phases (each `KEEL_BENCH_SECS`, default 4 s):
 //! - one appender on the sequencer's node, one record at a time;
@@ -115,7 +115,7 @@ fn main() -> Result<()> {
         .expect("phases ran");
     let seq_lat = seq.latency();
     println!(
-        "\nsummary: sequential append p50 {} = {:.1}x fsync p50 {} (goal <= 3x); {} appenders: {:.0} records/s (goal >= 50000), p99 {}",
+        "\nsummary: sequential append p50 {} = {:.1}x fdatasync p50 {} (goal <= 3x); {} appenders: {:.0} records/s (goal >= 50000), p99 {}",
         ms(seq_lat.p50),
         times(seq_lat.p50, fsync.p50),
         ms(fsync.p50),

@@ -187,7 +187,7 @@ fn main() -> Result<()> {
     let s = single.latency();
     let l = load.latency();
     println!(
-        "\nsummary: {clients} clients: {:.0} req/s (goal >= 5000), p50 {}, p99 {} (goal < 50 ms); single client p50 {} = {:.1}x fsync p50 {} (goal <= 5x)",
+        "\nsummary: {clients} clients: {:.0} req/s (goal >= 5000), p50 {}, p99 {} (goal < 50 ms); single client p50 {} = {:.1}x fdatasync p50 {} (goal <= 5x)",
         load.per_sec(200),
         ms(l.p50),
         ms(l.p99),
