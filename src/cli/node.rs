@@ -1,6 +1,7 @@
 //! `keel node`: one node process. Logs with `RUST_LOG` (default `info`),
 //! stops cleanly on SIGINT/SIGTERM, exits non-zero if its supervision tree
-//! gives up or it cannot start (one clear error line).
+//! gives up, its storage can no longer sync, or it cannot start (one clear
+//! error line).
 
 use crate::config::{Config, NodeAddress, Timing, TlsPaths};
 use crate::node::{Node, NodeOptions};
@@ -128,18 +129,38 @@ pub fn run(args: NodeArgs) -> Result<()> {
     let outcome = system.block_on({
         let gave_up = gave_up.clone();
         async move {
-            let on_give_up = move |reason: String| {
-                *gave_up.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
-                actix::System::current().stop_with_code(2);
+            let on_give_up = {
+                let gave_up = gave_up.clone();
+                move |reason: String| {
+                    *gave_up.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(format!("supervision tree gave up: {reason}"));
+                    actix::System::current().stop_with_code(2);
+                }
             };
             let node = Node::start(opts, on_give_up).await?;
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                     .context("installing the SIGTERM handler")?;
+            // A failed sync poisons storage for good (nothing written before
+            // it can be trusted): only a restart, which re-reads what is on
+            // disk, helps. Exit non-zero so the operator or init restarts us.
+            let storage = node.storage.clone();
+            let storage_failed = async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    if let Some(reason) = storage.failure() {
+                        return reason;
+                    }
+                }
+            };
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
                 _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
                 _ = node.root.stopped() => {}
+                reason = storage_failed => {
+                    tracing::error!("storage failed: {reason}; stopping");
+                    *gave_up.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("storage failed: {reason}"));
+                }
             }
             node.shutdown().await;
             Ok::<_, anyhow::Error>(())
@@ -147,7 +168,7 @@ pub fn run(args: NodeArgs) -> Result<()> {
     });
     outcome?;
     if let Some(reason) = gave_up.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        bail!("supervision tree gave up: {reason}");
+        bail!("{reason}");
     }
     Ok(())
 }
