@@ -118,6 +118,20 @@ impl Storage {
             ));
         }
         let state_dir = dir.join("state");
+        // Both stores exist from the first start on: one without the other
+        // is a directory that lost part of its data, not a fresh one.
+        let (has_state, has_records) =
+            (state_dir.join("db").exists(), dir.join("records").exists());
+        if has_state != has_records {
+            let (kept, lost) = if has_state {
+                ("state", "records")
+            } else {
+                ("records", "state")
+            };
+            return Err(open_err(format!(
+                "it has {kept}/ but no {lost}/: part of this node's data is lost; refusing to start on it"
+            )));
+        }
         let config = sled::Config::new()
             .path(&state_dir)
             .segment_size(SLED_SEGMENT_BYTES)
@@ -470,6 +484,19 @@ mod tests {
             .expect("must fail")
             .to_string();
         assert!(err.contains("older keel"), "{err}");
+    }
+
+    #[test]
+    fn a_directory_that_lost_one_store_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Storage::open(dir.path()).unwrap());
+        std::fs::remove_dir_all(dir.path().join("records")).unwrap();
+        let err = Storage::open(dir.path())
+            .err()
+            .expect("must fail")
+            .to_string();
+        assert!(err.contains("no records/"), "{err}");
+        assert!(!dir.path().join("records").exists(), "nothing created");
     }
 
     #[test]
