@@ -6,6 +6,7 @@ pub mod leader_elector;
 pub mod log_server;
 pub mod metadata;
 pub mod partition_processor;
+pub mod quorum;
 pub mod sealer;
 pub mod sequencer;
 pub mod supervisor;

@@ -36,7 +36,7 @@ impl Segment {
     }
     /// The seal quorum: `n - r + 1` servers intersect every write quorum.
     pub fn f_majority(&self) -> usize {
-        self.nodeset.len() - self.replication as usize + 1
+        crate::actors::quorum::f_majority(self.nodeset.len(), self.replication as usize)
     }
 }
 

@@ -156,7 +156,7 @@ impl LeaderElector {
     }
 
     fn majority(&self) -> usize {
-        self.net.nodes().len() / 2 + 1
+        crate::actors::quorum::majority(self.net.nodes().len())
     }
 
     fn tell(&mut self, told: Told) {

@@ -179,10 +179,7 @@ pub fn current_value<'a>(
         .and_then(|(_, v)| v.clone())
 }
 
-/// Majority of `n` acceptors.
-pub fn majority(n: usize) -> usize {
-    n / 2 + 1
-}
+pub use crate::actors::quorum::majority;
 
 #[cfg(test)]
 mod tests {

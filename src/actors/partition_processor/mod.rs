@@ -424,7 +424,10 @@ impl PartitionProcessor {
         let status = match self.mode {
             _ if self.failed.is_some() => "StorageFailed",
             Mode::Candidate => "Announcing",
-            Mode::Leader if self.logs.net().reachable() * 2 <= self.logs.net().nodes().len() => {
+            Mode::Leader
+                if self.logs.net().reachable()
+                    < crate::actors::quorum::majority(self.logs.net().nodes().len()) =>
+            {
                 "NoMajority"
             }
             _ if self.last_applied_at.elapsed() > Duration::from_secs(5) => "Idle",
@@ -535,7 +538,7 @@ impl Handler<Invoke> for PartitionProcessor {
             });
         }
         let net = self.logs.net();
-        if net.reachable() * 2 <= net.nodes().len() {
+        if net.reachable() < crate::actors::quorum::majority(net.nodes().len()) {
             return reply(InvokeReply::Unavailable(
                 "leader cannot reach a majority".into(),
             ));
