@@ -90,6 +90,21 @@ impl Net {
         node != self.me && self.remote.is_suspected(node)
     }
 
+    /// What a protocol core needs to know right now (see `actors::env`).
+    pub fn env(&self) -> crate::actors::env::Env {
+        crate::actors::env::Env {
+            now: std::time::Instant::now(),
+            me: self.me,
+            nodes: self.nodes.to_vec(),
+            suspected: self
+                .nodes
+                .iter()
+                .copied()
+                .filter(|n| self.is_suspected(*n))
+                .collect(),
+        }
+    }
+
     /// Number of nodes this one currently sees (itself included).
     pub fn reachable(&self) -> usize {
         self.nodes
