@@ -11,6 +11,7 @@ pub mod log;
 pub mod node;
 pub mod powerfs;
 pub mod rig;
+pub mod sim;
 pub mod storage;
 pub mod transport;
 pub mod types;
