@@ -381,7 +381,9 @@ impl LogClient {
             if segment.end_lsn().is_some_and(|end| end <= done) {
                 continue;
             }
-            let upto = segment.offset_of(below);
+            let Some(upto) = segment.offset_of(below) else {
+                continue;
+            };
             let upto = segment.sealed_tail.map_or(upto, |t| upto.min(t));
             let trim = || Trim {
                 loglet: segment.loglet,
@@ -421,7 +423,9 @@ impl LogClient {
         let mut stalled_since: Option<Instant> = None;
         loop {
             let segment = chain.segment_for(from).clone();
-            let offset = segment.offset_of(from.max(segment.base_lsn));
+            let offset = segment
+                .offset_of(from.max(segment.base_lsn))
+                .unwrap_or_default();
             let end = match segment.sealed_tail {
                 Some(end) => end,
                 None => self
@@ -433,10 +437,15 @@ impl LogClient {
             if offset < end {
                 let records = self.read_committed(&segment, offset, end, max).await;
                 if !records.is_empty() {
-                    return Ok(records
+                    // Offsets whose LSN would pass `u64::MAX` (a hostile
+                    // tail) end the run: there is no LSN to give them.
+                    let run: Vec<(Lsn, Record)> = records
                         .into_iter()
-                        .map(|(o, r)| (segment.lsn_of(o), r))
-                        .collect());
+                        .map_while(|(o, r)| segment.lsn_of(o).map(|lsn| (lsn, r)))
+                        .collect();
+                    if !run.is_empty() {
+                        return Ok(run);
+                    }
                 }
             }
             let now = Instant::now();
@@ -550,7 +559,7 @@ fn contiguous(
 ) -> Vec<(Offset, Record)> {
     let mut out = Vec::new();
     for (o, r) in records {
-        if o != from + out.len() as Offset || out.len() >= max {
+        if Some(o) != from.checked_add(out.len() as Offset) || out.len() >= max {
             break;
         }
         out.push((o, r));

@@ -42,6 +42,10 @@ pub enum SealError {
     Meta(#[from] MetaError),
     #[error("sealer restarted with the job in flight")]
     Abandoned,
+    /// The chain cannot be extended as asked (its LSNs would overflow, or
+    /// the configured nodeset is unusable).
+    #[error(transparent)]
+    Chain(#[from] crate::log::chain::ChainError),
 }
 
 /// Seal `loglet` (if it is still the tail of `log`'s chain) and append a new
@@ -194,15 +198,16 @@ impl Job {
             if !repair.is_empty() {
                 self.repair(&segment, global, repair).await?;
             }
-            let next = chain
-                .sealed_and_extended(
-                    self.loglet,
-                    tail,
-                    self.next_sequencer,
-                    self.config.nodeset.clone(),
-                    self.config.replication,
-                )
-                .expect("the loglet is the chain's tail");
+            // A decoded chain is valid, so its only open segment (this one)
+            // is its tail; what can still fail is an extension past the last
+            // LSN or an unusable nodeset, both typed errors.
+            let next = chain.sealed_and_extended(
+                self.loglet,
+                tail,
+                self.next_sequencer,
+                self.config.nodeset.clone(),
+                self.config.replication,
+            )?;
             let outcome = match self
                 .meta
                 .cas_typed(&key, version, &next, self.remaining())
