@@ -329,8 +329,13 @@ impl<'a> Applier<'a> {
 
     /// Applies the record at `lsn`. An error means storage failed: nothing
     /// of this batch may be written (the processor restarts and replays).
+    /// A record at or below the applied LSN was applied already: it changes
+    /// nothing (an applied partition never goes backwards).
     pub fn apply(&mut self, lsn: Lsn, record: &[u8]) -> Result<Applied, StorageError> {
-        debug_assert!(lsn > self.applied, "records are applied in order");
+        if lsn <= self.applied {
+            tracing::warn!(%lsn, applied = %self.applied, "record at or below the applied LSN ignored");
+            return Ok(Applied::Nothing);
+        }
         self.applied = lsn;
         let command = match Command::decode(record) {
             Ok(c) => c,
@@ -628,6 +633,10 @@ mod tests {
         let mut a = Applier::new(&store, r);
         assert_eq!(ap(&mut a, Lsn(8), b"garbage"), Applied::Nothing);
         assert_eq!(a.applied(), Lsn(8));
+        // A record at or below the applied LSN changes nothing.
+        assert_eq!(ap(&mut a, Lsn(3), &announce(9, 3)), Applied::Nothing);
+        assert_eq!(ap(&mut a, Lsn(8), &announce(9, 3)), Applied::Nothing);
+        assert_eq!((a.applied(), a.announced), (Lsn(8), Epoch(2)));
     }
 
     #[test]
