@@ -289,6 +289,10 @@ impl LogClient {
                 Ok(Err(SequencerError::TooLarge { records, bytes })) => {
                     return Err(AppendError::TooLarge { records, bytes })
                 }
+                Ok(Err(e @ SequencerError::Invalid(_))) => {
+                    // Refused before any offset was assigned.
+                    return Err(AppendError::Unavailable(e.to_string()));
+                }
                 Ok(Err(e @ (SequencerError::Gone(_) | SequencerError::NotSequencer(_)))) => {
                     last = e.to_string();
                     self.drive_seal(&segment, deadline).await;
