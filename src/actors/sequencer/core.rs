@@ -233,8 +233,12 @@ impl<W> SequencerCore<W> {
         effects
     }
 
-    /// A server stored the batch starting at `first`.
+    /// A server stored the batch starting at `first`. Only servers of the
+    /// nodeset count towards its `r` copies.
     pub fn on_stored(&mut self, from: NodeId, first: Offset) -> Vec<Effect<W>> {
+        if !self.nodeset.contains(&from) {
+            return Vec::new();
+        }
         if let Some(batch) = self.inflight.get_mut(&first) {
             batch.acked.insert(from);
             batch.sent.remove(&from);
@@ -493,7 +497,7 @@ mod tests {
     }
 
     #[test]
-    fn the_last_lsn_is_never_passed() {
+    fn the_last_lsn_is_never_passed_and_strangers_do_not_count() {
         let mut c = SequencerCore::new(
             Lsn(u64::MAX - 2),
             vec![NodeId(1), NodeId(2)],
@@ -505,6 +509,10 @@ mod tests {
         c.enqueue(recs(2), 2);
         let effects = c.flush(now);
         assert_eq!(replies(&effects), vec![(2, AppendOutcome::Sealed)]);
+        assert!(
+            c.on_stored(NodeId(9), 0).is_empty(),
+            "N9 is not in the nodeset"
+        );
         let effects = c.on_stored(NodeId(2), 0);
         assert_eq!(
             replies(&effects),
