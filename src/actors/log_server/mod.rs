@@ -117,11 +117,20 @@ impl Handler<Store> for LogServer {
             debug!(loglet = %msg.loglet, first = msg.first, "store refused: sealed");
             return Box::pin(async move { StoreReply::Sealed { local_tail } });
         }
+        let Some(end) = msg.first.checked_add(msg.records.len() as Offset) else {
+            let err = LogServerError::OutOfRange {
+                first: msg.first,
+                records: msg.records.len(),
+            };
+            return Box::pin(async move { StoreReply::Failed(err) });
+        };
         if let Err(e) = storage.log.put_records(msg.loglet, msg.first, &msg.records) {
             return Box::pin(async move { StoreReply::Failed(e.into()) });
         }
-        let end = msg.first + msg.records.len() as Offset;
-        loglet.local_tail = loglet.local_tail.max(end);
+        // A store of no records stores no offset: the tail stays.
+        if !msg.records.is_empty() {
+            loglet.local_tail = loglet.local_tail.max(end);
+        }
         if msg.known_global_tail > loglet.state.known_global_tail {
             loglet.state.known_global_tail = msg.known_global_tail;
         }
