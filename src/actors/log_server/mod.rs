@@ -124,7 +124,12 @@ impl Handler<Store> for LogServer {
             };
             return Box::pin(async move { StoreReply::Failed(err) });
         };
-        if let Err(e) = storage.log.put_records(msg.loglet, msg.first, &msg.records) {
+        // Offsets below the trim point are gone for good: a late resend or
+        // a repair of them must not bring them back.
+        let skip = loglet.state.trim_point.saturating_sub(msg.first);
+        let kept = msg.records.get(skip as usize..).unwrap_or_default();
+        let first = msg.first.saturating_add(skip);
+        if let Err(e) = storage.log.put_records(msg.loglet, first, kept) {
             return Box::pin(async move { StoreReply::Failed(e.into()) });
         }
         // A store of no records stores no offset: the tail stays.
