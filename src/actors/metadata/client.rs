@@ -180,10 +180,10 @@ impl MetadataClient {
             let per_call = deadline
                 .saturating_duration_since(Instant::now())
                 .min(CALL_TIMEOUT);
-            let ballot = Ballot::new(
-                self.round.fetch_add(1, Ordering::Relaxed) + 1,
-                self.net.me(),
-            );
+            // `observe_round` keeps the counter at most `MAX_ROUND`, which
+            // acceptors still take.
+            let round = self.round.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+            let ballot = Ballot::new(round.min(Ballot::MAX_ROUND), self.net.me());
 
             // Phase 1: promises from a majority.
             let make = || Prepare {
@@ -268,7 +268,10 @@ impl MetadataClient {
     }
 
     fn observe_round(&self, promised: Ballot) {
-        self.round.fetch_max(promised.round, Ordering::Relaxed);
+        // An acceptor never promises above `MAX_ROUND`; a reply that says
+        // so is not believed past it.
+        let round = promised.round.min(Ballot::MAX_ROUND - 1);
+        self.round.fetch_max(round, Ordering::Relaxed);
     }
 
     fn broadcast_update(&self, key: &str, value: &Versioned) {

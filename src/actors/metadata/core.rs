@@ -25,6 +25,11 @@ pub struct Ballot {
 
 impl Ballot {
     pub const ZERO: Ballot = Ballot { round: 0, node: 0 };
+    /// The highest round an acceptor takes. Proposers add one per attempt,
+    /// so an honest round never gets near it; a round beyond it (a flipped
+    /// bit, a hostile peer) would lock every proposer out of the key for
+    /// good, and `round + 1` would overflow.
+    pub const MAX_ROUND: u64 = u64::MAX >> 2;
     pub fn new(round: u64, node: NodeId) -> Self {
         Ballot {
             round,
