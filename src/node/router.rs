@@ -122,7 +122,13 @@ impl Inbound<Wire> for Router {
     fn on_message(&self, from: NodeId, msg: Wire) {
         match msg {
             Wire::MetaUpdate(update) => {
-                self.local.meta_cache.observe(&update.key, &update.value);
+                // A hint that would not decode is not worth caching.
+                match crate::actors::metadata::schema::check(&update.key, &update.value.value) {
+                    Ok(()) => {
+                        self.local.meta_cache.observe(&update.key, &update.value);
+                    }
+                    Err(why) => debug!(%from, "metadata hint dropped: {why}"),
+                }
             }
             Wire::Release(release) => {
                 self.local

@@ -13,6 +13,7 @@ mod cache;
 mod client;
 pub mod core;
 pub mod messages;
+pub mod schema;
 
 pub use cache::MetaCache;
 pub use client::{CasOutcome, MetaError, MetadataClient};
@@ -114,6 +115,9 @@ impl Handler<Accept> for MetadataStore {
         if msg.value.value.len() > MAX_VALUE_LEN {
             let e = AcceptorError::TooLarge(msg.value.value.len());
             return Box::pin(async move { Err(e) });
+        }
+        if let Err(why) = schema::check(&msg.key, &msg.value.value) {
+            return Box::pin(async move { Err(AcceptorError::BadValue(why)) });
         }
         let (reply, changed) = match self.state(&msg.key, msg.ballot) {
             Ok(state) => state.accept(msg.ballot, msg.value),
