@@ -293,16 +293,22 @@ impl LeaderElector {
         self.busy = true;
         let meta = self.meta.clone();
         let key = leader_key(self.partition);
+        let before = self.current;
         ctx.spawn(
             async move {
                 meta.read_typed::<Leadership>(&key, Duration::from_secs(2))
                     .await
             }
             .into_actor(self)
-            .map(|result, act, ctx| {
+            .map(move |result, act, ctx| {
                 act.busy = false;
                 if let Ok(current) = result {
-                    if let Some((v, l)) = current {
+                    if act.current == before {
+                        // Nothing newer arrived during the read: the read
+                        // is the truth, even if it is older than what was
+                        // believed (a value the register never held).
+                        act.current = current;
+                    } else if let Some((v, l)) = current {
                         if act.current.is_none_or(|(cv, _)| v >= cv) {
                             act.current = Some((v, l));
                         }

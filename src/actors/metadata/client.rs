@@ -151,6 +151,9 @@ impl MetadataClient {
         };
         let n = self.net.nodes().len();
         let need = majority(n);
+        // What the cache held before this operation, so that a read can
+        // correct a cached value the register never held.
+        let mark = self.cache.mark();
         let mut attempts = 0u32;
         let mut partially_written = false;
         let mut last = String::from("no attempt finished");
@@ -225,6 +228,7 @@ impl MetadataClient {
             let Some(next) = next else {
                 // Nothing was ever accepted by this majority: the register is
                 // empty and nothing can be chosen under a lower ballot any more.
+                self.cache.settle(key, None, mark);
                 return Ok(outcome);
             };
 
@@ -260,8 +264,16 @@ impl MetadataClient {
                 partially_written |= matches!(change, Change::Cas { .. });
                 continue;
             }
-            if self.cache.observe(key, &next) {
-                self.broadcast_update(key, &next);
+            match change {
+                // The value is chosen and the newest: every node may learn it.
+                Change::Cas { .. } => {
+                    if self.cache.observe(key, &next) {
+                        self.broadcast_update(key, &next);
+                    }
+                }
+                Change::Read => {
+                    self.cache.settle(key, Some(&next), mark);
+                }
             }
             return Ok(outcome);
         }
