@@ -320,8 +320,19 @@ impl Job {
                 };
                 match self.net.call(from, req, self.call_timeout()).await {
                     Ok(Ok(reply)) if !reply.records.is_empty() => {
-                        next = reply.records.last().map(|(o, _)| o + 1).unwrap_or(reach);
-                        found.extend(reply.records);
+                        // Only records in [next, reach) count, in order (o <
+                        // reach, so o + 1 fits); a reply that does not move
+                        // the read forward ends this responder's reads.
+                        let before = next;
+                        for (o, r) in reply.records {
+                            if o >= next && o < reach {
+                                next = o + 1;
+                                found.push((o, r));
+                            }
+                        }
+                        if next == before {
+                            break;
+                        }
                     }
                     Ok(Ok(_)) => break,
                     // A responder we cannot read from now: its records are
