@@ -118,6 +118,11 @@ impl LogClient {
         &self.net
     }
 
+    /// How many logs (one per partition) there are.
+    pub fn log_count(&self) -> u32 {
+        self.logs
+    }
+
     /// The chain as this node last saw it (a hint).
     pub fn cached_chain(&self, log: LogId) -> Option<Chain> {
         self.meta

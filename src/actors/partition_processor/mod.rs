@@ -525,6 +525,14 @@ impl Handler<Invoke> for PartitionProcessor {
 
     fn handle(&mut self, msg: Invoke, ctx: &mut Self::Context) -> Self::Result {
         let reply = |r: InvokeReply| -> ResponseFuture<InvokeReply> { Box::pin(async move { r }) };
+        // A peer's request is checked as the ingress checks a client's: a
+        // malformed one is answered (400, certainly not applied) and never
+        // joins a batch, where it would fail every request with it.
+        if let Err(why) = msg.check(self.partition, self.logs.log_count()) {
+            let err =
+                core::Response::error(&crate::ingress::objects::HandlerError::BadArgument(why));
+            return reply(InvokeReply::Done(err));
+        }
         if self.mode != Mode::Leader {
             let leader = self.state.leader.filter(|l| *l != self.me);
             return reply(match self.mode {
@@ -603,3 +611,4 @@ impl Handler<crate::actors::supervisor::Ping> for PartitionProcessor {
     type Result = ();
     fn handle(&mut self, _: crate::actors::supervisor::Ping, _: &mut Self::Context) {}
 }
+
