@@ -3,7 +3,9 @@
 //!
 //! Status codes: 200 done; 400 malformed JSON or wrong argument type; 404
 //! unknown object or handler; 405 `GET` on a handler that writes; 412 a
-//! `Register/cas` mismatch; 413 body over the limit; 503 no leader reachable
+//! `Register/cas` mismatch; 413 body over the limit (a declared
+//! `Content-Length` over it is refused before anything is read, and the
+//! connection is closed); 503 no leader reachable
 //! (the request certainly did not apply); 504 deadline passed with the outcome
 //! unknown (it may still apply once; a retry with the same `idempotency-key`
 //! is safe).
@@ -110,17 +112,44 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/{object}/{key}/{handler}", web::get().to(invoke));
 }
 
+/// `response`, and the connection closed after it (part of the request may
+/// be unread).
+fn closing(mut response: HttpResponse) -> HttpResponse {
+    response
+        .head_mut()
+        .set_connection_type(actix_web::http::ConnectionType::Close);
+    response
+}
+
+fn too_large() -> HttpResponse {
+    closing(error_response(
+        413,
+        format!("request body exceeds {MAX_BODY_BYTES} bytes"),
+    ))
+}
+
+/// Refuses (413) a body whose declared length is over the limit, before
+/// reading any of it: the client may never send it.
+fn check_declared_length(req: &HttpRequest) -> Result<(), HttpResponse> {
+    let Some(v) = req.headers().get(actix_web::http::header::CONTENT_LENGTH) else {
+        return Ok(());
+    };
+    match v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
+        Some(n) if n <= MAX_BODY_BYTES as u64 => Ok(()),
+        Some(_) => Err(too_large()),
+        None => Err(closing(error_response(400, "malformed Content-Length"))),
+    }
+}
+
 /// Reads the body, refusing (413) beyond [`MAX_BODY_BYTES`] before reading it all.
 async fn read_body(mut payload: web::Payload) -> Result<Vec<u8>, HttpResponse> {
     use futures::StreamExt;
     let mut body = Vec::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| error_response(400, format!("reading the body: {e}")))?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(error_response(
-                413,
-                format!("request body exceeds {MAX_BODY_BYTES} bytes"),
-            ));
+        let chunk =
+            chunk.map_err(|e| closing(error_response(400, format!("reading the body: {e}"))))?;
+        if body.len().saturating_add(chunk.len()) > MAX_BODY_BYTES {
+            return Err(too_large());
         }
         body.extend_from_slice(&chunk);
     }
@@ -138,6 +167,9 @@ async fn invoke(
     let Some(object) = ObjectType::parse(&object_name) else {
         return error_response(404, HandlerError::UnknownObject(object_name).to_string());
     };
+    if let Err(response) = check_declared_length(&req) {
+        return response;
+    }
     let body = match read_body(payload).await {
         Ok(b) => b,
         Err(response) => return response,

@@ -1,0 +1,164 @@
+//! Hostile HTTP over raw TCP: a body declared larger than the limit is
+//! refused before a byte of it is read.
+
+use keel::rig::Rig;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// What came back on one connection.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    head: String,
+    body: String,
+    /// The server closed the connection after answering.
+    closed: bool,
+    /// From the end of our request bytes to the complete answer.
+    after: Duration,
+}
+
+impl Answer {
+    fn json_error(&self) -> String {
+        serde_json::from_str::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| panic!("not a JSON error: {self:?}"))
+    }
+}
+
+fn addr(rig: &Rig) -> SocketAddr {
+    rig.http(1)
+        .trim_start_matches("http://")
+        .parse()
+        .expect("http address")
+}
+
+/// Sends `parts` (pausing `gap` between them), then reads one answer, all
+/// within `deadline`. Panics if no complete answer arrives in time.
+fn exchange(to: SocketAddr, parts: &[&[u8]], gap: Duration, deadline: Duration) -> Answer {
+    let end = Instant::now() + deadline;
+    let mut s = TcpStream::connect_timeout(&to, deadline).expect("connect");
+    s.set_nodelay(true).expect("nodelay");
+    let mut sent_at = Instant::now();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 && !gap.is_zero() {
+            std::thread::sleep(gap);
+        }
+        // The server may answer and close before everything is sent.
+        if s.write_all(part).is_err() {
+            break;
+        }
+        sent_at = Instant::now();
+    }
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let closed;
+    let mut answered_at = None;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "no complete answer within {deadline:?}; got {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        s.set_read_timeout(Some(left.min(Duration::from_millis(200))))
+            .expect("timeout");
+        match s.read(&mut chunk) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {
+                closed = true;
+                break;
+            }
+            Err(e) => panic!("reading the answer: {e}"),
+        }
+        if complete(&buf) {
+            answered_at = Some(Instant::now());
+            // Did the server close after it? It lingers up to its client
+            // disconnect timeout (1 s) so the client can read the answer;
+            // a read that times out after 2 s means "still open".
+            s.set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("timeout");
+            closed = match s.read(&mut chunk) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+            };
+            break;
+        }
+    }
+    let after = answered_at.unwrap_or_else(Instant::now) - sent_at;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    Answer {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+        closed,
+        after,
+    }
+}
+
+/// Whether `buf` holds a whole response (head, and a body as long as its
+/// Content-Length says).
+fn complete(buf: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(buf);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    let len = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    body.len() >= len
+}
+
+fn request(method: &str, path: &str, headers: &[&str], body: &[u8]) -> Vec<u8> {
+    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: keel\r\n");
+    for h in headers {
+        r.push_str(h);
+        r.push_str("\r\n");
+    }
+    r.push_str("\r\n");
+    let mut bytes = r.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+#[test]
+fn a_body_declared_too_large_is_refused_at_once() {
+    let rig = Rig::builder(1).start().unwrap();
+    let to = addr(&rig);
+    for len in ["99999999999", "65537", "18446744073709551615"] {
+        let req = request(
+            "POST",
+            "/Counter/k/add",
+            &[&format!("Content-Length: {len}")],
+            b"",
+        );
+        // No body follows: the answer must not wait for one.
+        let a = exchange(to, &[&req], Duration::ZERO, Duration::from_secs(3));
+        assert_eq!(a.status, 413, "Content-Length {len}: {a:?}");
+        assert!(a.json_error().contains("exceeds"), "{a:?}");
+        assert!(a.after < Duration::from_secs(1), "took {:?}", a.after);
+        assert!(
+            a.head.to_ascii_lowercase().contains("connection: close"),
+            "{a:?}"
+        );
+        assert!(a.closed, "the connection is closed after a 413: {a:?}");
+    }
+}
