@@ -1,7 +1,12 @@
 //! Hostile HTTP over raw TCP: a body declared larger than the limit is
-//! refused before a byte of it is read.
+//! refused before a byte of it is read, and a client that trickles its
+//! request is cut off (at the request's deadline for a body).
 
+mod common;
+
+use common::*;
 use keel::rig::Rig;
+use serde_json::json;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -127,6 +132,10 @@ fn complete(buf: &[u8]) -> bool {
     body.len() >= len
 }
 
+fn counter(rig: &Rig) -> serde_json::Value {
+    post(&rig.http(1), "Counter/k/get", json!(null)).body
+}
+
 fn request(method: &str, path: &str, headers: &[&str], body: &[u8]) -> Vec<u8> {
     let mut r = format!("{method} {path} HTTP/1.1\r\nHost: keel\r\n");
     for h in headers {
@@ -162,3 +171,52 @@ fn a_body_declared_too_large_is_refused_at_once() {
         assert!(a.closed, "the connection is closed after a 413: {a:?}");
     }
 }
+
+#[test]
+fn a_trickled_body_is_cut_off_at_the_request_deadline() {
+    let rig = Rig::builder(1).start().unwrap();
+    wait_for_leaders(&rig, Duration::from_secs(10));
+    let to = addr(&rig);
+    assert_eq!(post(&rig.http(1), "Counter/k/add", json!(2)).body, json!(2));
+    // "11" declared as 10 bytes, one byte every 250 ms: the body would take
+    // 2.5 s; the request's deadline is 1 s.
+    let head = request(
+        "POST",
+        "/Counter/k/add",
+        &["Content-Length: 10", "keel-timeout-ms: 1000"],
+        b"",
+    );
+    let mut parts: Vec<&[u8]> = vec![&head];
+    parts.extend(std::iter::repeat_n(b" ".as_slice(), 9));
+    parts.push(b"1");
+    let started = Instant::now();
+    let a = exchange(to, &parts[..4], Duration::from_millis(250), Duration::from_secs(4));
+    assert_eq!(a.status, 408, "{a:?}");
+    assert!(a.json_error().contains("body"), "{a:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "cut off after {:?}",
+        started.elapsed()
+    );
+    assert!(a.closed, "{a:?}");
+    assert_eq!(counter(&rig), json!(2), "the trickled request did not apply");
+}
+
+#[test]
+fn a_trickled_head_is_cut_off_by_the_server() {
+    let rig = Rig::builder(1).start().unwrap();
+    let to = addr(&rig);
+    // A request head sent one byte every 400 ms would take 10 s; the
+    // server gives a head 5 s.
+    let head = request("POST", "/Counter/k/add", &["Content-Length: 1"], b"1");
+    let parts: Vec<&[u8]> = head.chunks(1).take(14).collect();
+    let started = Instant::now();
+    let a = exchange(to, &parts, Duration::from_millis(400), Duration::from_secs(9));
+    assert_eq!(a.status, 408, "{a:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "cut off after {:?}",
+        started.elapsed()
+    );
+}
+

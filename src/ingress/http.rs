@@ -3,9 +3,10 @@
 //!
 //! Status codes: 200 done; 400 malformed JSON or wrong argument type; 404
 //! unknown object or handler; 405 `GET` on a handler that writes; 412 a
-//! `Register/cas` mismatch; 413 body over the limit (a declared
-//! `Content-Length` over it is refused before anything is read, and the
-//! connection is closed); 503 no leader reachable
+//! `Register/cas` mismatch; 408 the body did not arrive within the
+//! request's deadline (the connection is closed); 413 body over the limit
+//! (a declared `Content-Length` over it is refused before anything is
+//! read, and the connection is closed); 503 no leader reachable
 //! (the request certainly did not apply); 504 deadline passed with the outcome
 //! unknown (it may still apply once; a retry with the same `idempotency-key`
 //! is safe).
@@ -141,20 +142,47 @@ fn check_declared_length(req: &HttpRequest) -> Result<(), HttpResponse> {
     }
 }
 
-/// Reads the body, refusing (413) beyond [`MAX_BODY_BYTES`] before reading it all.
-async fn read_body(mut payload: web::Payload) -> Result<Vec<u8>, HttpResponse> {
+/// Reads the body, refusing (413) beyond [`MAX_BODY_BYTES`] before reading it
+/// all, and (408) what has not arrived by `deadline` (a trickling client).
+async fn read_body(mut payload: web::Payload, deadline: Instant) -> Result<Vec<u8>, HttpResponse> {
     use futures::StreamExt;
-    let mut body = Vec::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| closing(error_response(400, format!("reading the body: {e}"))))?;
-        if body.len().saturating_add(chunk.len()) > MAX_BODY_BYTES {
-            return Err(too_large());
+    let started = Instant::now();
+    let read = async {
+        let mut body = Vec::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk =
+                chunk.map_err(|e| closing(error_response(400, format!("reading the body: {e}"))))?;
+            if body.len().saturating_add(chunk.len()) > MAX_BODY_BYTES {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
+        Ok(body)
+    };
+    let left = deadline.saturating_duration_since(started);
+    match tokio::time::timeout(left, read).await {
+        Ok(result) => result,
+        Err(_) => Err(closing(error_response(
+            408,
+            format!("request body not received within {left:?}"),
+        ))),
     }
-    Ok(body)
 }
+
+/// The request's deadline (`keel-timeout-ms`, or the default).
+fn request_timeout(req: &HttpRequest, ingress: &Ingress) -> Result<Duration, HttpResponse> {
+    match req.headers().get("keel-timeout-ms") {
+        None => Ok(ingress.default_timeout),
+        Some(v) => match v.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
+            Some(ms) if (1..=60_000).contains(&ms) => Ok(Duration::from_millis(ms)),
+            _ => Err(error_response(
+                400,
+                "keel-timeout-ms must be an integer in 1..=60000",
+            )),
+        },
+    }
+}
+
 
 async fn invoke(
     req: HttpRequest,
@@ -170,11 +198,16 @@ async fn invoke(
     if let Err(response) = check_declared_length(&req) {
         return response;
     }
-    let body = match read_body(payload).await {
+    let timeout = match request_timeout(&req, &ingress) {
+        Ok(t) => t,
+        Err(response) => return closing(response),
+    };
+    let deadline = started + timeout;
+    let body = match read_body(payload, deadline).await {
         Ok(b) => b,
         Err(response) => return response,
     };
-    let response = invoke_object(&req, object, key, &handler, &body, &ingress).await;
+    let response = invoke_object(&req, object, key, &handler, &body, deadline, &ingress).await;
     let outcome = match response.status().as_u16() {
         200 => "ok",
         412 => "precondition_failed",
@@ -194,6 +227,7 @@ async fn invoke_object(
     key: String,
     handler: &str,
     body: &[u8],
+    deadline: Instant,
     ingress: &Ingress,
 ) -> HttpResponse {
     if key.is_empty() || key.len() > MAX_OBJECT_KEY {
@@ -238,13 +272,6 @@ async fn invoke_object(
             }
         },
     };
-    let timeout = match req.headers().get("keel-timeout-ms") {
-        None => ingress.default_timeout,
-        Some(v) => match v.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
-            Some(ms) if (1..=60_000).contains(&ms) => Duration::from_millis(ms),
-            _ => return error_response(400, "keel-timeout-ms must be an integer in 1..=60000"),
-        },
-    };
     let partition = partition_of(object, &key, ingress.partitions);
     let invoke = Invoke {
         partition,
@@ -255,6 +282,8 @@ async fn invoke_object(
         arg: serde_json::to_vec(&arg).unwrap_or_default(),
         timeout_ms: 0,
     };
+    // What is left of the request's deadline after reading its body.
+    let timeout = deadline.saturating_duration_since(Instant::now());
     forward(invoke, timeout, ingress).await
 }
 
