@@ -1,6 +1,7 @@
-//! Hostile HTTP over raw TCP: a body declared larger than the limit is
-//! refused before a byte of it is read, and a client that trickles its
-//! request is cut off (at the request's deadline for a body).
+//! Malformed and hostile HTTP over raw TCP: every request gets a clear 4xx
+//! (with the usual JSON error where the server reads far enough to answer
+//! one), promptly, and changes nothing. A body declared larger than the
+//! limit is refused before a byte of it is read.
 
 mod common;
 
@@ -132,10 +133,6 @@ fn complete(buf: &[u8]) -> bool {
     body.len() >= len
 }
 
-fn counter(rig: &Rig) -> serde_json::Value {
-    post(&rig.http(1), "Counter/k/get", json!(null)).body
-}
-
 fn request(method: &str, path: &str, headers: &[&str], body: &[u8]) -> Vec<u8> {
     let mut r = format!("{method} {path} HTTP/1.1\r\nHost: keel\r\n");
     for h in headers {
@@ -146,6 +143,10 @@ fn request(method: &str, path: &str, headers: &[&str], body: &[u8]) -> Vec<u8> {
     let mut bytes = r.into_bytes();
     bytes.extend_from_slice(body);
     bytes
+}
+
+fn counter(rig: &Rig) -> serde_json::Value {
+    post(&rig.http(1), "Counter/k/get", json!(null)).body
 }
 
 #[test]
@@ -170,6 +171,72 @@ fn a_body_declared_too_large_is_refused_at_once() {
         );
         assert!(a.closed, "the connection is closed after a 413: {a:?}");
     }
+}
+
+#[test]
+fn malformed_http_gets_a_clear_4xx_and_changes_nothing() {
+    let rig = Rig::builder(1).start().unwrap();
+    wait_for_leaders(&rig, Duration::from_secs(10));
+    let to = addr(&rig);
+    assert_eq!(post(&rig.http(1), "Counter/k/add", json!(5)).body, json!(5));
+    let t = Duration::from_secs(3);
+
+    // A method the ingress does not serve.
+    for method in ["PUT", "DELETE", "PATCH", "BREW"] {
+        let a = exchange(to, &[&request(method, "/Counter/k/add", &["Content-Length: 1"], b"1")], Duration::ZERO, t);
+        assert_eq!(a.status, 405, "{method}: {a:?}");
+        assert!(a.json_error().contains("method"), "{method}: {a:?}");
+        assert!(a.head.to_ascii_lowercase().contains("allow: get, post"), "{a:?}");
+    }
+    // A path whose key does not decode to UTF-8.
+    for path in ["/Counter/%ff/add", "/Counter/%C3%28/add", "/Counter/k%80/get"] {
+        let a = exchange(to, &[&request("POST", path, &["Content-Length: 1"], b"1")], Duration::ZERO, t);
+        assert_eq!(a.status, 400, "{path}: {a:?}");
+        assert!(a.json_error().contains("UTF-8"), "{path}: {a:?}");
+    }
+    // Raw non-UTF-8 bytes in the request line, and a broken request line.
+    let mut raw = b"POST /Counter/\xff\xfe/add HTTP/1.1\r\nHost: keel\r\nContent-Length: 1\r\n\r\n1".to_vec();
+    let a = exchange(to, &[&raw], Duration::ZERO, t);
+    assert!((400..500).contains(&a.status), "{a:?}");
+    raw = b"POST /Counter/k/add HTTP/9\r\n\r\n".to_vec();
+    let a = exchange(to, &[&raw], Duration::ZERO, t);
+    assert!((400..500).contains(&a.status), "{a:?}");
+    // Headers over the ingress's limit, and over the HTTP parser's.
+    for size in [20 * 1024, 200 * 1024] {
+        let huge = format!("X-Filler: {}", "a".repeat(size));
+        let a = exchange(
+            to,
+            &[&request("POST", "/Counter/k/add", &[&huge, "Content-Length: 1"], b"1")],
+            Duration::ZERO,
+            t,
+        );
+        assert_eq!(a.status, 431, "a header of {size} bytes: {a:?}");
+    }
+    let many: Vec<String> = (0..200).map(|i| format!("X-H{i}: v")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).chain(["Content-Length: 1"]).collect();
+    let a = exchange(to, &[&request("POST", "/Counter/k/add", &many, b"1")], Duration::ZERO, t);
+    assert!((400..500).contains(&a.status), "200 headers: {a:?}");
+    // A chunked body that grows past the limit: refused, the rest unread.
+    let mut chunks: Vec<Vec<u8>> = vec![request(
+        "POST",
+        "/Counter/k/add",
+        &["Transfer-Encoding: chunked"],
+        b"",
+    )];
+    for _ in 0..20 {
+        chunks.push(format!("{:x}\r\n{}\r\n", 8192, "1".repeat(8192)).into_bytes());
+    }
+    chunks.push(b"0\r\n\r\n".to_vec());
+    let parts: Vec<&[u8]> = chunks.iter().map(|c| c.as_slice()).collect();
+    let a = exchange(to, &parts, Duration::ZERO, t);
+    assert_eq!(a.status, 413, "chunked: {a:?}");
+    assert!(a.json_error().contains("exceeds"), "{a:?}");
+    // A bad idempotency key, a bad deadline.
+    for h in ["idempotency-key: \u{1}", "keel-timeout-ms: 18446744073709551615", "keel-timeout-ms: -1"] {
+        let a = exchange(to, &[&request("POST", "/Counter/k/add", &[h, "Content-Length: 1"], b"1")], Duration::ZERO, t);
+        assert_eq!(a.status, 400, "{h}: {a:?}");
+    }
+    assert_eq!(counter(&rig), json!(5), "nothing above changed the counter");
 }
 
 #[test]
