@@ -764,12 +764,12 @@ mod tests {
         h
     }
 
+    /// Every key and value of a store.
+    type Dump = Vec<(Vec<u8>, Vec<u8>)>;
+
     /// Applies `records` cut into batches of the given sizes; returns the
     /// bodies of every outcome and the store's every key and value.
-    fn apply_in_batches(
-        records: &[Vec<u8>],
-        sizes: &[usize],
-    ) -> (Vec<serde_json::Value>, Vec<(Vec<u8>, Vec<u8>)>) {
+    fn apply_in_batches(records: &[Vec<u8>], sizes: &[usize]) -> (Vec<serde_json::Value>, Dump) {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
         let store = storage.partition(PartitionId(9)).unwrap();
