@@ -183,19 +183,42 @@ fn malformed_http_gets_a_clear_4xx_and_changes_nothing() {
 
     // A method the ingress does not serve.
     for method in ["PUT", "DELETE", "PATCH", "BREW"] {
-        let a = exchange(to, &[&request(method, "/Counter/k/add", &["Content-Length: 1"], b"1")], Duration::ZERO, t);
+        let a = exchange(
+            to,
+            &[&request(
+                method,
+                "/Counter/k/add",
+                &["Content-Length: 1"],
+                b"1",
+            )],
+            Duration::ZERO,
+            t,
+        );
         assert_eq!(a.status, 405, "{method}: {a:?}");
         assert!(a.json_error().contains("method"), "{method}: {a:?}");
-        assert!(a.head.to_ascii_lowercase().contains("allow: get, post"), "{a:?}");
+        assert!(
+            a.head.to_ascii_lowercase().contains("allow: get, post"),
+            "{a:?}"
+        );
     }
     // A path whose key does not decode to UTF-8.
-    for path in ["/Counter/%ff/add", "/Counter/%C3%28/add", "/Counter/k%80/get"] {
-        let a = exchange(to, &[&request("POST", path, &["Content-Length: 1"], b"1")], Duration::ZERO, t);
+    for path in [
+        "/Counter/%ff/add",
+        "/Counter/%C3%28/add",
+        "/Counter/k%80/get",
+    ] {
+        let a = exchange(
+            to,
+            &[&request("POST", path, &["Content-Length: 1"], b"1")],
+            Duration::ZERO,
+            t,
+        );
         assert_eq!(a.status, 400, "{path}: {a:?}");
         assert!(a.json_error().contains("UTF-8"), "{path}: {a:?}");
     }
     // Raw non-UTF-8 bytes in the request line, and a broken request line.
-    let mut raw = b"POST /Counter/\xff\xfe/add HTTP/1.1\r\nHost: keel\r\nContent-Length: 1\r\n\r\n1".to_vec();
+    let mut raw =
+        b"POST /Counter/\xff\xfe/add HTTP/1.1\r\nHost: keel\r\nContent-Length: 1\r\n\r\n1".to_vec();
     let a = exchange(to, &[&raw], Duration::ZERO, t);
     assert!((400..500).contains(&a.status), "{a:?}");
     raw = b"POST /Counter/k/add HTTP/9\r\n\r\n".to_vec();
@@ -206,15 +229,29 @@ fn malformed_http_gets_a_clear_4xx_and_changes_nothing() {
         let huge = format!("X-Filler: {}", "a".repeat(size));
         let a = exchange(
             to,
-            &[&request("POST", "/Counter/k/add", &[&huge, "Content-Length: 1"], b"1")],
+            &[&request(
+                "POST",
+                "/Counter/k/add",
+                &[&huge, "Content-Length: 1"],
+                b"1",
+            )],
             Duration::ZERO,
             t,
         );
         assert_eq!(a.status, 431, "a header of {size} bytes: {a:?}");
     }
     let many: Vec<String> = (0..200).map(|i| format!("X-H{i}: v")).collect();
-    let many: Vec<&str> = many.iter().map(String::as_str).chain(["Content-Length: 1"]).collect();
-    let a = exchange(to, &[&request("POST", "/Counter/k/add", &many, b"1")], Duration::ZERO, t);
+    let many: Vec<&str> = many
+        .iter()
+        .map(String::as_str)
+        .chain(["Content-Length: 1"])
+        .collect();
+    let a = exchange(
+        to,
+        &[&request("POST", "/Counter/k/add", &many, b"1")],
+        Duration::ZERO,
+        t,
+    );
     assert!((400..500).contains(&a.status), "200 headers: {a:?}");
     // A chunked body that grows past the limit: refused, the rest unread.
     let mut chunks: Vec<Vec<u8>> = vec![request(
@@ -232,8 +269,22 @@ fn malformed_http_gets_a_clear_4xx_and_changes_nothing() {
     assert_eq!(a.status, 413, "chunked: {a:?}");
     assert!(a.json_error().contains("exceeds"), "{a:?}");
     // A bad idempotency key, a bad deadline.
-    for h in ["idempotency-key: \u{1}", "keel-timeout-ms: 18446744073709551615", "keel-timeout-ms: -1"] {
-        let a = exchange(to, &[&request("POST", "/Counter/k/add", &[h, "Content-Length: 1"], b"1")], Duration::ZERO, t);
+    for h in [
+        "idempotency-key: \u{1}",
+        "keel-timeout-ms: 18446744073709551615",
+        "keel-timeout-ms: -1",
+    ] {
+        let a = exchange(
+            to,
+            &[&request(
+                "POST",
+                "/Counter/k/add",
+                &[h, "Content-Length: 1"],
+                b"1",
+            )],
+            Duration::ZERO,
+            t,
+        );
         assert_eq!(a.status, 400, "{h}: {a:?}");
     }
     assert_eq!(counter(&rig), json!(5), "nothing above changed the counter");
@@ -257,7 +308,12 @@ fn a_trickled_body_is_cut_off_at_the_request_deadline() {
     parts.extend(std::iter::repeat_n(b" ".as_slice(), 9));
     parts.push(b"1");
     let started = Instant::now();
-    let a = exchange(to, &parts[..4], Duration::from_millis(250), Duration::from_secs(4));
+    let a = exchange(
+        to,
+        &parts[..4],
+        Duration::from_millis(250),
+        Duration::from_secs(4),
+    );
     assert_eq!(a.status, 408, "{a:?}");
     assert!(a.json_error().contains("body"), "{a:?}");
     assert!(
@@ -266,7 +322,11 @@ fn a_trickled_body_is_cut_off_at_the_request_deadline() {
         started.elapsed()
     );
     assert!(a.closed, "{a:?}");
-    assert_eq!(counter(&rig), json!(2), "the trickled request did not apply");
+    assert_eq!(
+        counter(&rig),
+        json!(2),
+        "the trickled request did not apply"
+    );
 }
 
 #[test]
@@ -278,7 +338,12 @@ fn a_trickled_head_is_cut_off_by_the_server() {
     let head = request("POST", "/Counter/k/add", &["Content-Length: 1"], b"1");
     let parts: Vec<&[u8]> = head.chunks(1).take(14).collect();
     let started = Instant::now();
-    let a = exchange(to, &parts, Duration::from_millis(400), Duration::from_secs(9));
+    let a = exchange(
+        to,
+        &parts,
+        Duration::from_millis(400),
+        Duration::from_secs(9),
+    );
     assert_eq!(a.status, 408, "{a:?}");
     assert!(
         started.elapsed() < Duration::from_secs(8),
@@ -286,4 +351,3 @@ fn a_trickled_head_is_cut_off_by_the_server() {
         started.elapsed()
     );
 }
-

@@ -119,7 +119,10 @@ pub fn error_response(status: u16, message: impl Into<String>) -> HttpResponse {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/{object}/{key}/{handler}", web::post().to(invoke))
         .route("/{object}/{key}/{handler}", web::get().to(invoke))
-        .route("/{object}/{key}/{handler}", web::route().to(method_not_allowed));
+        .route(
+            "/{object}/{key}/{handler}",
+            web::route().to(method_not_allowed),
+        );
 }
 
 async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
@@ -150,32 +153,29 @@ fn too_large() -> HttpResponse {
     ))
 }
 
-/// Refuses (431) headers over [`MAX_HEADER_BYTES`].
-fn check_headers(req: &HttpRequest) -> Result<(), HttpResponse> {
+/// The refusal (431) of headers over [`MAX_HEADER_BYTES`], if they are.
+fn refuse_headers(req: &HttpRequest) -> Option<HttpResponse> {
     let bytes: usize = req
         .headers()
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len())
         .sum();
-    if bytes > MAX_HEADER_BYTES {
-        return Err(closing(error_response(
+    (bytes > MAX_HEADER_BYTES).then(|| {
+        closing(error_response(
             431,
             format!("request headers exceed {MAX_HEADER_BYTES} bytes"),
-        )));
-    }
-    Ok(())
+        ))
+    })
 }
 
-/// Refuses (413) a body whose declared length is over the limit, before
-/// reading any of it: the client may never send it.
-fn check_declared_length(req: &HttpRequest) -> Result<(), HttpResponse> {
-    let Some(v) = req.headers().get(actix_web::http::header::CONTENT_LENGTH) else {
-        return Ok(());
-    };
+/// The refusal (413) of a body whose declared length is over the limit, if
+/// it is, decided before reading any of it: the client may never send it.
+fn refuse_declared_length(req: &HttpRequest) -> Option<HttpResponse> {
+    let v = req.headers().get(actix_web::http::header::CONTENT_LENGTH)?;
     match v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
-        Some(n) if n <= MAX_BODY_BYTES as u64 => Ok(()),
-        Some(_) => Err(too_large()),
-        None => Err(closing(error_response(400, "malformed Content-Length"))),
+        Some(n) if n <= MAX_BODY_BYTES as u64 => None,
+        Some(_) => Some(too_large()),
+        None => Some(closing(error_response(400, "malformed Content-Length"))),
     }
 }
 
@@ -187,8 +187,8 @@ async fn read_body(mut payload: web::Payload, deadline: Instant) -> Result<Vec<u
     let read = async {
         let mut body = Vec::new();
         while let Some(chunk) = payload.next().await {
-            let chunk =
-                chunk.map_err(|e| closing(error_response(400, format!("reading the body: {e}"))))?;
+            let chunk = chunk
+                .map_err(|e| closing(error_response(400, format!("reading the body: {e}"))))?;
             if body.len().saturating_add(chunk.len()) > MAX_BODY_BYTES {
                 return Err(too_large());
             }
@@ -233,49 +233,48 @@ fn decode_segment(raw: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| format!("path segment {raw:?} is not valid UTF-8"))
 }
 
-/// The object, key and handler of the request's path, decoded strictly.
-fn path_parts(req: &HttpRequest) -> Result<(String, String, String), HttpResponse> {
+/// The object, key and handler of the request's path, decoded strictly
+/// (`Err`: why not).
+fn path_parts(req: &HttpRequest) -> Result<(String, String, String), String> {
     let raw = req.uri().path();
     let mut parts = raw.trim_start_matches('/').splitn(3, '/');
     let mut next = || decode_segment(parts.next().unwrap_or_default());
-    match (next(), next(), next()) {
-        (Ok(object), Ok(key), Ok(handler)) => Ok((object, key, handler)),
-        (Err(why), _, _) | (_, Err(why), _) | (_, _, Err(why)) => Err(error_response(400, why)),
-    }
+    Ok((next()?, next()?, next()?))
 }
 
 /// The request's deadline (`keel-timeout-ms`, or the default).
-fn request_timeout(req: &HttpRequest, ingress: &Ingress) -> Result<Duration, HttpResponse> {
+fn request_timeout(req: &HttpRequest, ingress: &Ingress) -> Result<Duration, &'static str> {
     match req.headers().get("keel-timeout-ms") {
         None => Ok(ingress.default_timeout),
         Some(v) => match v.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
             Some(ms) if (1..=60_000).contains(&ms) => Ok(Duration::from_millis(ms)),
-            _ => Err(error_response(
-                400,
-                "keel-timeout-ms must be an integer in 1..=60000",
-            )),
+            _ => Err("keel-timeout-ms must be an integer in 1..=60000"),
         },
     }
 }
 
-async fn invoke(req: HttpRequest, payload: web::Payload, ingress: web::Data<Ingress>) -> HttpResponse {
+async fn invoke(
+    req: HttpRequest,
+    payload: web::Payload,
+    ingress: web::Data<Ingress>,
+) -> HttpResponse {
     let started = Instant::now();
-    if let Err(response) = check_headers(&req) {
+    if let Some(response) = refuse_headers(&req) {
         return response;
     }
     let (object_name, key, handler) = match path_parts(&req) {
         Ok(parts) => parts,
-        Err(response) => return closing(response),
+        Err(why) => return closing(error_response(400, why)),
     };
     let Some(object) = ObjectType::parse(&object_name) else {
         return error_response(404, HandlerError::UnknownObject(object_name).to_string());
     };
-    if let Err(response) = check_declared_length(&req) {
+    if let Some(response) = refuse_declared_length(&req) {
         return response;
     }
     let timeout = match request_timeout(&req, &ingress) {
         Ok(t) => t,
-        Err(response) => return closing(response),
+        Err(why) => return closing(error_response(400, why)),
     };
     let deadline = started + timeout;
     let body = match read_body(payload, deadline).await {
