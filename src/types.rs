@@ -98,8 +98,9 @@ pub struct Lsn(pub u64);
 
 impl Lsn {
     pub const OLDEST: Lsn = Lsn(1);
+    /// The LSN after this one (`u64::MAX` has none: it stays).
     pub fn next(self) -> Lsn {
-        Lsn(self.0 + 1)
+        Lsn(self.0.saturating_add(1))
     }
 }
 

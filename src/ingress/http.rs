@@ -1,12 +1,20 @@
 //! `POST /{Object}/{key}/{handler}` (and `GET` for read-only handlers): any
 //! node accepts any request and forwards it to the partition's leader.
 //!
-//! Status codes: 200 done; 400 malformed JSON or wrong argument type; 404
-//! unknown object or handler; 405 `GET` on a handler that writes; 412 a
-//! `Register/cas` mismatch; 413 body over the limit; 503 no leader reachable
-//! (the request certainly did not apply); 504 deadline passed with the outcome
-//! unknown (it may still apply once; a retry with the same `idempotency-key`
-//! is safe).
+//! Status codes: 200 done; 400 malformed JSON, wrong argument type, a bad
+//! header or a path that does not decode to UTF-8; 404 unknown object or
+//! handler; 405 `GET` on a handler that writes, or a method other than
+//! `GET`/`POST`; 408 the body did not arrive within the request's deadline;
+//! 412 a `Register/cas` mismatch; 413 body over the limit (a declared
+//! `Content-Length` over it is refused before anything is read); 431
+//! headers over [`MAX_HEADER_BYTES`]; 503 no leader reachable (the request
+//! certainly did not apply); 504 deadline passed with the outcome unknown
+//! (it may still apply once; a retry with the same `idempotency-key` is
+//! safe).
+//!
+//! Every refusal is decided before the request is forwarded, so none of them
+//! changes anything; those that leave part of the request unread (413, 408)
+//! also close the connection.
 
 use super::objects::{validate, HandlerError, ObjectType};
 use crate::actors::leader_elector::{leader_key, Leadership};
@@ -28,6 +36,9 @@ pub const MAX_IDEMPOTENCY_KEY: usize = 256;
 pub const MAX_OBJECT_KEY: usize = 1024;
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = crate::node::admin::MAX_BODY_BYTES;
+/// Most bytes of request headers (names and values) an ingress request may
+/// carry; the HTTP parser's own limit is far higher.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// What the ingress handlers share.
 #[derive(Clone)]
@@ -107,42 +118,170 @@ pub fn error_response(status: u16, message: impl Into<String>) -> HttpResponse {
 /// Mounts the ingress routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/{object}/{key}/{handler}", web::post().to(invoke))
-        .route("/{object}/{key}/{handler}", web::get().to(invoke));
+        .route("/{object}/{key}/{handler}", web::get().to(invoke))
+        .route(
+            "/{object}/{key}/{handler}",
+            web::route().to(method_not_allowed),
+        );
 }
 
-/// Reads the body, refusing (413) beyond [`MAX_BODY_BYTES`] before reading it all.
-async fn read_body(mut payload: web::Payload) -> Result<Vec<u8>, HttpResponse> {
-    use futures::StreamExt;
-    let mut body = Vec::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| error_response(400, format!("reading the body: {e}")))?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(error_response(
-                413,
-                format!("request body exceeds {MAX_BODY_BYTES} bytes"),
-            ));
-        }
-        body.extend_from_slice(&chunk);
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    let mut response = error_response(
+        405,
+        format!("method {} not allowed: use GET or POST", req.method()),
+    );
+    response.headers_mut().insert(
+        actix_web::http::header::ALLOW,
+        actix_web::http::header::HeaderValue::from_static("GET, POST"),
+    );
+    closing(response)
+}
+
+/// `response`, and the connection closed after it (part of the request may
+/// be unread).
+fn closing(mut response: HttpResponse) -> HttpResponse {
+    response
+        .head_mut()
+        .set_connection_type(actix_web::http::ConnectionType::Close);
+    response
+}
+
+fn too_large() -> HttpResponse {
+    closing(error_response(
+        413,
+        format!("request body exceeds {MAX_BODY_BYTES} bytes"),
+    ))
+}
+
+/// The refusal (431) of headers over [`MAX_HEADER_BYTES`], if they are.
+fn refuse_headers(req: &HttpRequest) -> Option<HttpResponse> {
+    let bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    (bytes > MAX_HEADER_BYTES).then(|| {
+        closing(error_response(
+            431,
+            format!("request headers exceed {MAX_HEADER_BYTES} bytes"),
+        ))
+    })
+}
+
+/// The refusal (413) of a body whose declared length is over the limit, if
+/// it is, decided before reading any of it: the client may never send it.
+fn refuse_declared_length(req: &HttpRequest) -> Option<HttpResponse> {
+    let v = req.headers().get(actix_web::http::header::CONTENT_LENGTH)?;
+    match v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
+        Some(n) if n <= MAX_BODY_BYTES as u64 => None,
+        Some(_) => Some(too_large()),
+        None => Some(closing(error_response(400, "malformed Content-Length"))),
     }
-    Ok(body)
+}
+
+/// Reads the body, refusing (413) beyond [`MAX_BODY_BYTES`] before reading it
+/// all, and (408) what has not arrived by `deadline` (a trickling client).
+async fn read_body(mut payload: web::Payload, deadline: Instant) -> Result<Vec<u8>, HttpResponse> {
+    use futures::StreamExt;
+    let started = Instant::now();
+    let read = async {
+        let mut body = Vec::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk
+                .map_err(|e| closing(error_response(400, format!("reading the body: {e}"))))?;
+            if body.len().saturating_add(chunk.len()) > MAX_BODY_BYTES {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    };
+    let left = deadline.saturating_duration_since(started);
+    match tokio::time::timeout(left, read).await {
+        Ok(result) => result,
+        Err(_) => Err(closing(error_response(
+            408,
+            format!("request body not received within {left:?}"),
+        ))),
+    }
+}
+
+/// Decodes one percent-encoded path segment. Unlike the router's lenient
+/// decoding (which replaces what is not UTF-8), a segment that is not
+/// valid percent-encoded UTF-8 is an error: two different malformed keys
+/// must not name the same object.
+fn decode_segment(raw: &str) -> Result<String, String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            // Two hex digits exactly (`from_str_radix` alone would take "+1").
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("bad percent-encoding in path segment {raw:?}"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("path segment {raw:?} is not valid UTF-8"))
+}
+
+/// The object, key and handler of the request's path, decoded strictly
+/// (`Err`: why not).
+fn path_parts(req: &HttpRequest) -> Result<(String, String, String), String> {
+    let raw = req.uri().path();
+    let mut parts = raw.trim_start_matches('/').splitn(3, '/');
+    let mut next = || decode_segment(parts.next().unwrap_or_default());
+    Ok((next()?, next()?, next()?))
+}
+
+/// The request's deadline (`keel-timeout-ms`, or the default).
+fn request_timeout(req: &HttpRequest, ingress: &Ingress) -> Result<Duration, &'static str> {
+    match req.headers().get("keel-timeout-ms") {
+        None => Ok(ingress.default_timeout),
+        Some(v) => match v.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
+            Some(ms) if (1..=60_000).contains(&ms) => Ok(Duration::from_millis(ms)),
+            _ => Err("keel-timeout-ms must be an integer in 1..=60000"),
+        },
+    }
 }
 
 async fn invoke(
     req: HttpRequest,
-    path: web::Path<(String, String, String)>,
     payload: web::Payload,
     ingress: web::Data<Ingress>,
 ) -> HttpResponse {
     let started = Instant::now();
-    let (object_name, key, handler) = path.into_inner();
+    if let Some(response) = refuse_headers(&req) {
+        return response;
+    }
+    let (object_name, key, handler) = match path_parts(&req) {
+        Ok(parts) => parts,
+        Err(why) => return closing(error_response(400, why)),
+    };
     let Some(object) = ObjectType::parse(&object_name) else {
         return error_response(404, HandlerError::UnknownObject(object_name).to_string());
     };
-    let body = match read_body(payload).await {
+    if let Some(response) = refuse_declared_length(&req) {
+        return response;
+    }
+    let timeout = match request_timeout(&req, &ingress) {
+        Ok(t) => t,
+        Err(why) => return closing(error_response(400, why)),
+    };
+    let deadline = started + timeout;
+    let body = match read_body(payload, deadline).await {
         Ok(b) => b,
         Err(response) => return response,
     };
-    let response = invoke_object(&req, object, key, &handler, &body, &ingress).await;
+    let response = invoke_object(&req, object, key, &handler, &body, deadline, &ingress).await;
     let outcome = match response.status().as_u16() {
         200 => "ok",
         412 => "precondition_failed",
@@ -162,6 +301,7 @@ async fn invoke_object(
     key: String,
     handler: &str,
     body: &[u8],
+    deadline: Instant,
     ingress: &Ingress,
 ) -> HttpResponse {
     if key.is_empty() || key.len() > MAX_OBJECT_KEY {
@@ -206,13 +346,6 @@ async fn invoke_object(
             }
         },
     };
-    let timeout = match req.headers().get("keel-timeout-ms") {
-        None => ingress.default_timeout,
-        Some(v) => match v.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
-            Some(ms) if (1..=60_000).contains(&ms) => Duration::from_millis(ms),
-            _ => return error_response(400, "keel-timeout-ms must be an integer in 1..=60000"),
-        },
-    };
     let partition = partition_of(object, &key, ingress.partitions);
     let invoke = Invoke {
         partition,
@@ -223,6 +356,8 @@ async fn invoke_object(
         arg: serde_json::to_vec(&arg).unwrap_or_default(),
         timeout_ms: 0,
     };
+    // What is left of the request's deadline after reading its body.
+    let timeout = deadline.saturating_duration_since(Instant::now());
     forward(invoke, timeout, ingress).await
 }
 
@@ -358,6 +493,16 @@ pub async fn relay(ingress: Ingress, invoke: Invoke) -> InvokeReply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_segments_decode_strictly() {
+        assert_eq!(decode_segment("k"), Ok("k".into()));
+        assert_eq!(decode_segment("a%2Fb%20%C3%A9"), Ok("a/b é".into()));
+        assert_eq!(decode_segment("%41%4a"), Ok("AJ".into()));
+        for bad in ["%ff", "%C3%28", "k%80", "%", "%4", "%zz", "%+1"] {
+            assert!(decode_segment(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn partitioning_is_stable_and_spread() {

@@ -1,16 +1,25 @@
 //! A log's chain of segments, kept in the metadata register under `chain/<log>`.
 //!
-//! Invariants (checked by [`Chain::validate`]):
+//! Invariants (checked by [`Chain::validate`] and [`Segment::validate`]):
 //! - segments are numbered 0, 1, 2, ... and each one's loglet id is derived
 //!   from `(log, index)`, so racing sealers propose the same id for the next one;
+//! - each segment has a non-empty nodeset without duplicates, a replication
+//!   factor `1 <= r <= n`, and a base LSN of at least 1 whose end (base plus
+//!   sealed tail) fits in a `u64`;
 //! - every segment but the last is sealed, with `base_lsn(i+1) = base_lsn(i) + sealed_tail(i)`;
 //! - the last segment is open: the chain always has exactly one writable loglet.
 //!   Sealing the tail and appending its successor happen in one CAS.
+//!
+//! Both types check these when they are decoded (`serde(try_from)`): a chain
+//! or segment that came off the wire or out of the register is valid, or it
+//! is a decode error. [`Chain::sealed_and_extended`] validates what it
+//! builds; [`Chain::initial`] is given the node's validated configuration.
 
 use crate::types::{LogId, LogletId, Lsn, NodeId, Offset};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawSegment")]
 pub struct Segment {
     pub index: u32,
     /// LSN of the segment's offset 0.
@@ -23,33 +32,132 @@ pub struct Segment {
     pub sealed_tail: Option<Offset>,
 }
 
+/// A segment as encoded, before it is checked.
+#[derive(Deserialize)]
+struct RawSegment {
+    index: u32,
+    base_lsn: Lsn,
+    loglet: LogletId,
+    sequencer: NodeId,
+    nodeset: Vec<NodeId>,
+    replication: u8,
+    sealed_tail: Option<Offset>,
+}
+
+impl TryFrom<RawSegment> for Segment {
+    type Error = ChainError;
+    fn try_from(raw: RawSegment) -> Result<Self, ChainError> {
+        let s = Segment {
+            index: raw.index,
+            base_lsn: raw.base_lsn,
+            loglet: raw.loglet,
+            sequencer: raw.sequencer,
+            nodeset: raw.nodeset,
+            replication: raw.replication,
+            sealed_tail: raw.sealed_tail,
+        };
+        s.validate()?;
+        Ok(s)
+    }
+}
+
 impl Segment {
-    pub fn lsn_of(&self, offset: Offset) -> Lsn {
-        Lsn(self.base_lsn.0 + offset)
+    /// The LSN of `offset`, `None` past the last LSN there is.
+    pub fn lsn_of(&self, offset: Offset) -> Option<Lsn> {
+        self.base_lsn.0.checked_add(offset).map(Lsn)
     }
-    pub fn offset_of(&self, lsn: Lsn) -> Offset {
-        lsn.0 - self.base_lsn.0
+    /// The offset of `lsn`, `None` if `lsn` lies before this segment.
+    pub fn offset_of(&self, lsn: Lsn) -> Option<Offset> {
+        lsn.0.checked_sub(self.base_lsn.0)
     }
-    /// One past the last LSN of a sealed segment.
+    /// One past the last LSN of a sealed segment (it fits: see [`validate`](Self::validate)).
     pub fn end_lsn(&self) -> Option<Lsn> {
-        self.sealed_tail.map(|t| Lsn(self.base_lsn.0 + t))
+        self.sealed_tail
+            .and_then(|t| self.base_lsn.0.checked_add(t))
+            .map(Lsn)
     }
     /// The seal quorum: `n - r + 1` servers intersect every write quorum.
+    /// (`1 <= r <= n` holds for every decoded or built segment.)
     pub fn f_majority(&self) -> usize {
         crate::actors::quorum::f_majority(self.nodeset.len(), self.replication as usize)
+    }
+
+    /// Checks what a sequencer, a sealer and a reader rely on.
+    pub fn validate(&self) -> Result<(), ChainError> {
+        let log = self.loglet.log();
+        let bad = |why: String| Err(ChainError::Invalid(log, why));
+        let i = self.index;
+        if self.loglet != LogletId::new(log, i) {
+            return bad(format!("segment {i} has loglet {}", self.loglet));
+        }
+        if self.nodeset.is_empty() {
+            return bad(format!("segment {i} has an empty nodeset"));
+        }
+        let mut nodes = self.nodeset.clone();
+        nodes.sort_unstable();
+        nodes.dedup();
+        if nodes.len() != self.nodeset.len() {
+            return bad(format!("segment {i} names a node twice in its nodeset"));
+        }
+        if nodes.iter().chain([&self.sequencer]).any(|n| n.0 == 0) {
+            return bad(format!("segment {i} names node 0"));
+        }
+        if self.replication == 0 || self.replication as usize > self.nodeset.len() {
+            return bad(format!(
+                "segment {i}: replication {} of {}",
+                self.replication,
+                self.nodeset.len()
+            ));
+        }
+        if self.base_lsn < Lsn::OLDEST {
+            return bad(format!("segment {i} starts at LSN 0"));
+        }
+        if let Some(t) = self.sealed_tail {
+            if self.base_lsn.0.checked_add(t).is_none() {
+                return bad(format!(
+                    "segment {i}: base {} plus sealed tail {t} overflows",
+                    self.base_lsn
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawChain")]
 pub struct Chain {
     pub log: LogId,
     pub segments: Vec<Segment>,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+/// A chain as encoded, before it is checked (its segments are checked one
+/// by one as they decode).
+#[derive(Deserialize)]
+struct RawChain {
+    log: LogId,
+    segments: Vec<Segment>,
+}
+
+impl TryFrom<RawChain> for Chain {
+    type Error = ChainError;
+    fn try_from(raw: RawChain) -> Result<Self, ChainError> {
+        let c = Chain {
+            log: raw.log,
+            segments: raw.segments,
+        };
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ChainError {
     #[error("chain of log {0} is invalid: {1}")]
     Invalid(LogId, String),
+    /// Extending a loglet that is no longer the chain's tail.
+    #[error("loglet {0} is not the tail of its chain")]
+    NotTail(LogletId),
 }
 
 impl Chain {
@@ -71,6 +179,9 @@ impl Chain {
 
     /// The open, writable segment.
     pub fn tail(&self) -> &Segment {
+        // Every chain that was decoded passed `validate` (serde `try_from`),
+        // and every chain built here starts with a segment and only grows:
+        // none is ever empty.
         self.segments.last().expect("a chain always has a segment")
     }
 
@@ -89,8 +200,10 @@ impl Chain {
             .unwrap_or_else(|| self.tail())
     }
 
-    /// Seals the tail at `sealed_tail` and opens its successor. Returns `None`
-    /// if `loglet` is no longer the tail (someone extended the chain already).
+    /// Seals the tail at `sealed_tail` and opens its successor. `NotTail` if
+    /// `loglet` is no longer the tail (someone extended the chain already);
+    /// `Invalid` if the result would not be a valid chain (the tail's LSNs
+    /// would overflow, or the new segment's nodeset is unusable).
     pub fn sealed_and_extended(
         &self,
         loglet: LogletId,
@@ -98,16 +211,26 @@ impl Chain {
         sequencer: NodeId,
         nodeset: Vec<NodeId>,
         replication: u8,
-    ) -> Option<Chain> {
+    ) -> Result<Chain, ChainError> {
         let tail = self.tail();
         if tail.loglet != loglet {
-            return None;
+            return Err(ChainError::NotTail(loglet));
         }
+        let invalid = |why: String| ChainError::Invalid(self.log, why);
+        let base_lsn = tail
+            .base_lsn
+            .0
+            .checked_add(sealed_tail)
+            .map(Lsn)
+            .ok_or_else(|| invalid(format!("sealing {loglet} at {sealed_tail} overflows")))?;
+        let index = tail
+            .index
+            .checked_add(1)
+            .ok_or_else(|| invalid("no segment index left".into()))?;
         let mut next = self.clone();
-        let last = next.segments.last_mut().expect("non-empty");
-        last.sealed_tail = Some(sealed_tail);
-        let base_lsn = Lsn(last.base_lsn.0 + sealed_tail);
-        let index = last.index + 1;
+        if let Some(last) = next.segments.last_mut() {
+            last.sealed_tail = Some(sealed_tail);
+        }
         next.segments.push(Segment {
             index,
             base_lsn,
@@ -117,7 +240,8 @@ impl Chain {
             replication,
             sealed_tail: None,
         });
-        Some(next)
+        next.validate()?;
+        Ok(next)
     }
 
     pub fn validate(&self) -> Result<(), ChainError> {
@@ -132,13 +256,7 @@ impl Chain {
                     s.index, s.loglet
                 ));
             }
-            if s.replication == 0 || s.replication as usize > s.nodeset.len() {
-                return bad(format!(
-                    "segment {i}: replication {} of {}",
-                    s.replication,
-                    s.nodeset.len()
-                ));
-            }
+            s.validate()?;
             let last = i + 1 == self.segments.len();
             match (s.sealed_tail, last) {
                 (None, false) => return bad(format!("segment {i} is open but not last")),
@@ -185,7 +303,7 @@ mod tests {
         // Extending a loglet that is no longer the tail is a no-op.
         assert!(c2
             .sealed_and_extended(LogletId::new(LogId(4), 0), 3, NodeId(3), nodes(), 2)
-            .is_none());
+            .is_err());
     }
 
     #[test]
@@ -211,5 +329,84 @@ mod tests {
         assert!(c.validate().is_err());
         c.segments.clear();
         assert!(c.validate().is_err());
+    }
+
+    fn encoded<T: Serialize>(v: &T) -> Vec<u8> {
+        rmp_serde::to_vec_named(v).unwrap()
+    }
+
+    #[test]
+    fn invalid_chains_and_segments_do_not_decode() {
+        let good = Chain::initial(LogId(2), NodeId(1), nodes(), 2);
+        assert_eq!(
+            rmp_serde::from_slice::<Chain>(&encoded(&good)).unwrap(),
+            good
+        );
+        let mut broken: Vec<Chain> = Vec::new();
+        let mut c = good.clone();
+        c.segments.clear();
+        broken.push(c);
+        let mut c = good.clone();
+        c.segments[0].sealed_tail = Some(3);
+        broken.push(c);
+        let mut c = good.clone();
+        c.segments[0].nodeset = vec![NodeId(1), NodeId(1)];
+        broken.push(c);
+        let mut c = good.clone();
+        c.segments[0].nodeset.clear();
+        c.segments[0].replication = 0;
+        broken.push(c);
+        let mut c = good.clone();
+        c.segments[0].replication = 0;
+        broken.push(c);
+        let mut c = good.clone();
+        c.segments[0].base_lsn = Lsn(0);
+        broken.push(c);
+        let mut c = good.clone();
+        c.segments[0].loglet = LogletId::new(LogId(3), 0);
+        broken.push(c);
+        // Two segments, the first sealed so that its end overflows.
+        let mut c = good
+            .sealed_and_extended(good.tail().loglet, 5, NodeId(2), nodes(), 2)
+            .unwrap();
+        c.segments[0].base_lsn = Lsn(u64::MAX - 1);
+        broken.push(c);
+        for c in broken {
+            let err = rmp_serde::from_slice::<Chain>(&encoded(&c)).unwrap_err();
+            assert!(err.to_string().contains("invalid"), "{c:?}: {err}");
+        }
+        let mut s = good.tail().clone();
+        s.replication = 4;
+        assert!(rmp_serde::from_slice::<Segment>(&encoded(&s)).is_err());
+    }
+
+    #[test]
+    fn lsn_arithmetic_never_overflows() {
+        let c = Chain::initial(LogId(0), NodeId(1), nodes(), 2);
+        let s = c.tail();
+        assert_eq!(s.lsn_of(4), Some(Lsn(5)));
+        assert_eq!(s.lsn_of(u64::MAX), None);
+        assert_eq!(s.offset_of(Lsn(0)), None);
+        assert_eq!(s.offset_of(Lsn(1)), Some(0));
+        assert_eq!(
+            c.sealed_and_extended(s.loglet, u64::MAX, NodeId(2), nodes(), 2),
+            Err(ChainError::Invalid(
+                LogId(0),
+                "sealing 0/0 at 18446744073709551615 overflows".into()
+            ))
+        );
+        let c = c
+            .sealed_and_extended(s.loglet, u64::MAX - 1, NodeId(2), nodes(), 2)
+            .unwrap();
+        assert_eq!(c.tail().base_lsn, Lsn(u64::MAX));
+        assert_eq!(c.segment_for(Lsn(u64::MAX)).index, 1);
+        assert!(c
+            .sealed_and_extended(c.tail().loglet, 1, NodeId(2), nodes(), 2)
+            .is_err());
+        // A bad nodeset for the next segment is refused, not built.
+        let c = Chain::initial(LogId(0), NodeId(1), nodes(), 2);
+        assert!(c
+            .sealed_and_extended(c.tail().loglet, 1, NodeId(2), Vec::new(), 2)
+            .is_err());
     }
 }

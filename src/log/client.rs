@@ -118,6 +118,11 @@ impl LogClient {
         &self.net
     }
 
+    /// How many logs (one per partition) there are.
+    pub fn log_count(&self) -> u32 {
+        self.logs
+    }
+
     /// The chain as this node last saw it (a hint).
     pub fn cached_chain(&self, log: LogId) -> Option<Chain> {
         self.meta
@@ -289,6 +294,10 @@ impl LogClient {
                 Ok(Err(SequencerError::TooLarge { records, bytes })) => {
                     return Err(AppendError::TooLarge { records, bytes })
                 }
+                Ok(Err(e @ SequencerError::Invalid(_))) => {
+                    // Refused before any offset was assigned.
+                    return Err(AppendError::Unavailable(e.to_string()));
+                }
                 Ok(Err(e @ (SequencerError::Gone(_) | SequencerError::NotSequencer(_)))) => {
                     last = e.to_string();
                     self.drive_seal(&segment, deadline).await;
@@ -381,7 +390,9 @@ impl LogClient {
             if segment.end_lsn().is_some_and(|end| end <= done) {
                 continue;
             }
-            let upto = segment.offset_of(below);
+            let Some(upto) = segment.offset_of(below) else {
+                continue;
+            };
             let upto = segment.sealed_tail.map_or(upto, |t| upto.min(t));
             let trim = || Trim {
                 loglet: segment.loglet,
@@ -421,7 +432,9 @@ impl LogClient {
         let mut stalled_since: Option<Instant> = None;
         loop {
             let segment = chain.segment_for(from).clone();
-            let offset = segment.offset_of(from.max(segment.base_lsn));
+            let offset = segment
+                .offset_of(from.max(segment.base_lsn))
+                .unwrap_or_default();
             let end = match segment.sealed_tail {
                 Some(end) => end,
                 None => self
@@ -433,10 +446,15 @@ impl LogClient {
             if offset < end {
                 let records = self.read_committed(&segment, offset, end, max).await;
                 if !records.is_empty() {
-                    return Ok(records
+                    // Offsets whose LSN would pass `u64::MAX` (a hostile
+                    // tail) end the run: there is no LSN to give them.
+                    let run: Vec<(Lsn, Record)> = records
                         .into_iter()
-                        .map(|(o, r)| (segment.lsn_of(o), r))
-                        .collect());
+                        .map_while(|(o, r)| segment.lsn_of(o).map(|lsn| (lsn, r)))
+                        .collect();
+                    if !run.is_empty() {
+                        return Ok(run);
+                    }
                 }
             }
             let now = Instant::now();
@@ -582,7 +600,7 @@ fn contiguous(
 ) -> Vec<(Offset, Record)> {
     let mut out = Vec::new();
     for (o, r) in records {
-        if o != from + out.len() as Offset || out.len() >= max {
+        if Some(o) != from.checked_add(out.len() as Offset) || out.len() >= max {
             break;
         }
         out.push((o, r));

@@ -65,10 +65,16 @@ impl Router {
             reply.respond(Wire::Error(WireError::Unavailable(R::NAME).into()));
             return;
         };
+        // The caller stops waiting at its deadline (capped by the transport);
+        // so does this task, whatever the peer asked for.
+        let deadline = tokio::time::Instant::from_std(reply.deadline());
         tokio::spawn(async move {
-            match recipient.send(req).await {
-                Ok(answer) => reply.respond(R::reply_into_wire(answer)),
-                Err(_) => reply.respond(Wire::Error(WireError::Unavailable(R::NAME).into())),
+            match tokio::time::timeout_at(deadline, recipient.send(req)).await {
+                Ok(Ok(answer)) => reply.respond(R::reply_into_wire(answer)),
+                Ok(Err(_)) => reply.respond(Wire::Error(WireError::Unavailable(R::NAME).into())),
+                // Nobody waits for the answer any more (dropping the
+                // responder says so, should the caller still listen).
+                Err(_) => drop(reply),
             }
         });
     }
@@ -122,7 +128,13 @@ impl Inbound<Wire> for Router {
     fn on_message(&self, from: NodeId, msg: Wire) {
         match msg {
             Wire::MetaUpdate(update) => {
-                self.local.meta_cache.observe(&update.key, &update.value);
+                // A hint that would not decode is not worth caching.
+                match crate::actors::metadata::schema::check(&update.key, &update.value.value) {
+                    Ok(()) => {
+                        self.local.meta_cache.observe(&update.key, &update.value);
+                    }
+                    Err(why) => debug!(%from, "metadata hint dropped: {why}"),
+                }
             }
             Wire::Release(release) => {
                 self.local

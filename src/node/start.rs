@@ -367,6 +367,12 @@ impl Node {
                 .default_service(actix_web::web::to(admin::not_found))
         })
         .workers(opts.http_workers.max(1))
+        // A client has 5 s to send a request's head (then 408), and a
+        // connection refused with part of its request unread lingers at
+        // most 1 s for the client to read the answer. Bodies have the
+        // request's own deadline (see `ingress::http`).
+        .client_request_timeout(Duration::from_secs(5))
+        .client_disconnect_timeout(Duration::from_secs(1))
         .disable_signals()
         .shutdown_timeout(1)
         .listen(http_listener);

@@ -25,11 +25,33 @@ use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 use tracing::{debug, info, info_span};
 
-/// The value of `leader/<p>`.
+/// The value of `leader/<p>`. Decoding checks it names a node (ids start
+/// at 1): a register value that does not is a decode error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawLeadership")]
 pub struct Leadership {
     pub node: NodeId,
     pub epoch: Epoch,
+}
+
+/// A leadership as encoded, before it is checked.
+#[derive(Deserialize)]
+struct RawLeadership {
+    node: NodeId,
+    epoch: Epoch,
+}
+
+impl TryFrom<RawLeadership> for Leadership {
+    type Error = String;
+    fn try_from(raw: RawLeadership) -> Result<Self, String> {
+        if raw.node.0 == 0 {
+            return Err(format!("leadership of node 0 at {}", raw.epoch));
+        }
+        Ok(Leadership {
+            node: raw.node,
+            epoch: raw.epoch,
+        })
+    }
 }
 
 pub fn leader_key(partition: PartitionId) -> String {
@@ -271,16 +293,22 @@ impl LeaderElector {
         self.busy = true;
         let meta = self.meta.clone();
         let key = leader_key(self.partition);
+        let before = self.current;
         ctx.spawn(
             async move {
                 meta.read_typed::<Leadership>(&key, Duration::from_secs(2))
                     .await
             }
             .into_actor(self)
-            .map(|result, act, ctx| {
+            .map(move |result, act, ctx| {
                 act.busy = false;
                 if let Ok(current) = result {
-                    if let Some((v, l)) = current {
+                    if act.current == before {
+                        // Nothing newer arrived during the read: the read
+                        // is the truth, even if it is older than what was
+                        // believed (a value the register never held).
+                        act.current = current;
+                    } else if let Some((v, l)) = current {
                         if act.current.is_none_or(|(cv, _)| v >= cv) {
                             act.current = Some((v, l));
                         }
@@ -307,6 +335,13 @@ impl LeaderElector {
         let need = self.majority();
         let me = self.me();
         let span = self.span.clone();
+        // The epoch was read from the register, which a peer may have
+        // written: there is no epoch after `u64::MAX` to claim.
+        let Some(next_epoch) = epoch.0.checked_add(1).map(Epoch) else {
+            debug!(parent: &self.span, %epoch, "no epoch left to claim");
+            self.busy = false;
+            return;
+        };
         let fut = async move {
             if let Some(leader) = leader {
                 let mut votes = 1; // our own
@@ -333,7 +368,7 @@ impl LeaderElector {
             }
             let next = Leadership {
                 node: me,
-                epoch: Epoch(epoch.0 + 1),
+                epoch: next_epoch,
             };
             match meta
                 .cas_typed(
@@ -405,4 +440,32 @@ impl Handler<GetElectorStatus> for LeaderElector {
 impl Handler<crate::actors::supervisor::Ping> for LeaderElector {
     type Result = ();
     fn handle(&mut self, _: crate::actors::supervisor::Ping, _: &mut Self::Context) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leadership_of_node_0_does_not_decode() {
+        let ok = Leadership {
+            node: NodeId(2),
+            epoch: Epoch(u64::MAX),
+        };
+        let bytes = rmp_serde::to_vec_named(&ok).unwrap();
+        assert_eq!(rmp_serde::from_slice::<Leadership>(&bytes).unwrap(), ok);
+        let bad = rmp_serde::to_vec_named(&RawLeadershipOut {
+            node: NodeId(0),
+            epoch: Epoch(3),
+        })
+        .unwrap();
+        let err = rmp_serde::from_slice::<Leadership>(&bad).unwrap_err();
+        assert!(err.to_string().contains("node 0"), "{err}");
+    }
+
+    #[derive(Serialize)]
+    struct RawLeadershipOut {
+        node: NodeId,
+        epoch: Epoch,
+    }
 }

@@ -20,6 +20,9 @@ pub enum LogServerError {
     TooLarge { records: usize, bytes: usize },
     #[error("log-server is restarting")]
     Unavailable,
+    /// A store's offsets would pass `u64::MAX`.
+    #[error("a store of {records} records at offset {first} passes the last offset")]
+    OutOfRange { first: Offset, records: usize },
 }
 
 impl From<crate::storage::StorageError> for LogServerError {

@@ -144,31 +144,24 @@ impl Handler<Store> for LogServer {
             return Box::pin(async move { StoreReply::Sealed { local_tail } });
         }
         let Some(end) = msg.first.checked_add(msg.records.len() as Offset) else {
-            let err = LogServerError::Storage(format!(
-                "offsets {}+{} overflow",
-                msg.first,
-                msg.records.len()
-            ));
+            let err = LogServerError::OutOfRange {
+                first: msg.first,
+                records: msg.records.len(),
+            };
             return Box::pin(async move { StoreReply::Failed(err) });
         };
-        // Offsets below the trim point are gone on purpose: a late resend or
-        // a read repair must not bring them back.
-        let skip = loglet
-            .state
-            .trim_point
-            .saturating_sub(msg.first)
-            .min(msg.records.len() as Offset);
-        if skip < msg.records.len() as Offset {
-            let first = msg.first + skip;
-            if let Err(e) =
-                storage
-                    .log
-                    .put_records(msg.loglet, first, &msg.records[skip as usize..])
-            {
-                return Box::pin(async move { StoreReply::Failed(e.into()) });
-            }
+        // Offsets below the trim point are gone for good: a late resend or
+        // a repair of them must not bring them back.
+        let skip = loglet.state.trim_point.saturating_sub(msg.first);
+        let kept = msg.records.get(skip as usize..).unwrap_or_default();
+        let first = msg.first.saturating_add(skip);
+        if let Err(e) = storage.log.put_records(msg.loglet, first, kept) {
+            return Box::pin(async move { StoreReply::Failed(e.into()) });
         }
-        loglet.local_tail = loglet.local_tail.max(end);
+        // A store of no records stores no offset: the tail stays.
+        if !msg.records.is_empty() {
+            loglet.local_tail = loglet.local_tail.max(end);
+        }
         if msg.known_global_tail > loglet.state.known_global_tail {
             loglet.state.known_global_tail = msg.known_global_tail;
         }

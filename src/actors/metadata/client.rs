@@ -151,6 +151,9 @@ impl MetadataClient {
         };
         let n = self.net.nodes().len();
         let need = majority(n);
+        // What the cache held before this operation, so that a read can
+        // correct a cached value the register never held.
+        let mark = self.cache.mark();
         let mut attempts = 0u32;
         let mut partially_written = false;
         let mut last = String::from("no attempt finished");
@@ -180,10 +183,10 @@ impl MetadataClient {
             let per_call = deadline
                 .saturating_duration_since(Instant::now())
                 .min(CALL_TIMEOUT);
-            let ballot = Ballot::new(
-                self.round.fetch_add(1, Ordering::Relaxed) + 1,
-                self.net.me(),
-            );
+            // `observe_round` keeps the counter at most `MAX_ROUND`, which
+            // acceptors still take.
+            let round = self.round.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+            let ballot = Ballot::new(round.min(Ballot::MAX_ROUND), self.net.me());
 
             // Phase 1: promises from a majority.
             let make = || Prepare {
@@ -225,6 +228,7 @@ impl MetadataClient {
             let Some(next) = next else {
                 // Nothing was ever accepted by this majority: the register is
                 // empty and nothing can be chosen under a lower ballot any more.
+                self.cache.settle(key, None, mark);
                 return Ok(outcome);
             };
 
@@ -260,15 +264,26 @@ impl MetadataClient {
                 partially_written |= matches!(change, Change::Cas { .. });
                 continue;
             }
-            if self.cache.observe(key, &next) {
-                self.broadcast_update(key, &next);
+            match change {
+                // The value is chosen and the newest: every node may learn it.
+                Change::Cas { .. } => {
+                    if self.cache.observe(key, &next) {
+                        self.broadcast_update(key, &next);
+                    }
+                }
+                Change::Read => {
+                    self.cache.settle(key, Some(&next), mark);
+                }
             }
             return Ok(outcome);
         }
     }
 
     fn observe_round(&self, promised: Ballot) {
-        self.round.fetch_max(promised.round, Ordering::Relaxed);
+        // An acceptor never promises above `MAX_ROUND`; a reply that says
+        // so is not believed past it.
+        let round = promised.round.min(Ballot::MAX_ROUND - 1);
+        self.round.fetch_max(round, Ordering::Relaxed);
     }
 
     fn broadcast_update(&self, key: &str, value: &Versioned) {

@@ -25,6 +25,11 @@ pub struct Ballot {
 
 impl Ballot {
     pub const ZERO: Ballot = Ballot { round: 0, node: 0 };
+    /// The highest round an acceptor takes. Proposers add one per attempt,
+    /// so an honest round never gets near it; a round beyond it (a flipped
+    /// bit, a hostile peer) would lock every proposer out of the key for
+    /// good, and `round + 1` would overflow.
+    pub const MAX_ROUND: u64 = u64::MAX >> 2;
     pub fn new(round: u64, node: NodeId) -> Self {
         Ballot {
             round,
@@ -148,14 +153,18 @@ impl Change {
                 op,
             } => {
                 let version = current.as_ref().map(|v| v.version).unwrap_or(0);
-                if version == *expected {
-                    let next = Some(Versioned {
-                        version: version + 1,
+                // Versions come from acceptors (a peer may have accepted any
+                // value): a register at `u64::MAX` has no next version, so a
+                // CAS on it is a conflict, never an overflow.
+                let next_version = version.checked_add(1);
+                if version == *expected && next_version.is_some() {
+                    let next = next_version.map(|version| Versioned {
+                        version,
                         value: value.clone(),
                         writer: *op,
                     });
                     (next.clone(), Outcome::Value(next))
-                } else if version == expected + 1
+                } else if Some(version) == expected.checked_add(1)
                     && current.as_ref().is_some_and(|c| c.writer == *op)
                 {
                     // An earlier attempt of this very operation was chosen.
@@ -257,6 +266,25 @@ mod tests {
         }
         .apply(None);
         assert_eq!(next.unwrap().version, 1);
+    }
+
+    #[test]
+    fn a_cas_at_the_last_version_is_a_conflict_not_an_overflow() {
+        let cur = Some(Versioned {
+            version: u64::MAX,
+            value: b"a".to_vec(),
+            writer: 9,
+        });
+        for expected in [u64::MAX, u64::MAX - 1, 0] {
+            let (next, out) = Change::Cas {
+                expected,
+                value: b"b".to_vec(),
+                op: 7,
+            }
+            .apply(cur.clone());
+            assert_eq!(next, cur);
+            assert_eq!(out, Outcome::Conflict(cur.clone()), "expected {expected}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod cache;
 mod client;
 pub mod core;
 pub mod messages;
+pub mod schema;
 
 pub use cache::MetaCache;
 pub use client::{CasOutcome, MetaError, MetadataClient};
@@ -41,9 +42,16 @@ impl MetadataStore {
         }
     }
 
-    fn state(&mut self, key: &str) -> Result<&mut AcceptorState, AcceptorError> {
+    fn state(
+        &mut self,
+        key: &str,
+        ballot: self::core::Ballot,
+    ) -> Result<&mut AcceptorState, AcceptorError> {
         if key.is_empty() || key.len() > MAX_KEY_LEN {
             return Err(AcceptorError::BadKey);
+        }
+        if ballot.round > self::core::Ballot::MAX_ROUND {
+            return Err(AcceptorError::BadBallot(ballot.round));
         }
         if !self.state.contains_key(key) {
             let loaded = self
@@ -93,7 +101,7 @@ impl Actor for MetadataStore {
 impl Handler<Prepare> for MetadataStore {
     type Result = ResponseFuture<Result<PrepareReply, AcceptorError>>;
     fn handle(&mut self, msg: Prepare, _: &mut Self::Context) -> Self::Result {
-        let (reply, changed) = match self.state(&msg.key) {
+        let (reply, changed) = match self.state(&msg.key, msg.ballot) {
             Ok(state) => state.prepare(msg.ballot),
             Err(e) => return Box::pin(async move { Err(e) }),
         };
@@ -104,7 +112,14 @@ impl Handler<Prepare> for MetadataStore {
 impl Handler<Accept> for MetadataStore {
     type Result = ResponseFuture<Result<self::core::AcceptReply, AcceptorError>>;
     fn handle(&mut self, msg: Accept, _: &mut Self::Context) -> Self::Result {
-        let (reply, changed) = match self.state(&msg.key) {
+        if msg.value.value.len() > MAX_VALUE_LEN {
+            let e = AcceptorError::TooLarge(msg.value.value.len());
+            return Box::pin(async move { Err(e) });
+        }
+        if let Err(why) = schema::check(&msg.key, &msg.value.value) {
+            return Box::pin(async move { Err(AcceptorError::BadValue(why)) });
+        }
+        let (reply, changed) = match self.state(&msg.key, msg.ballot) {
             Ok(state) => state.accept(msg.ballot, msg.value),
             Err(e) => return Box::pin(async move { Err(e) }),
         };

@@ -34,8 +34,17 @@ impl Command {
     pub fn encode(&self) -> Vec<u8> {
         rmp_serde::to_vec_named(self).expect("encoding a command")
     }
+    /// Decodes a record. A command no honest leader writes (an
+    /// announcement of node 0, which recovery cannot tell from "no
+    /// leader") is an error too: every replica skips it alike.
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
+        let command: Command = rmp_serde::from_slice(bytes).map_err(|e| e.to_string())?;
+        match command {
+            Command::AnnounceLeader { node, .. } if node.0 == 0 => {
+                Err("announcement of node 0".into())
+            }
+            command => Ok(command),
+        }
     }
 }
 
@@ -329,8 +338,13 @@ impl<'a> Applier<'a> {
 
     /// Applies the record at `lsn`. An error means storage failed: nothing
     /// of this batch may be written (the processor restarts and replays).
+    /// A record at or below the applied LSN was applied already: it changes
+    /// nothing (an applied partition never goes backwards).
     pub fn apply(&mut self, lsn: Lsn, record: &[u8]) -> Result<Applied, StorageError> {
-        debug_assert!(lsn > self.applied, "records are applied in order");
+        if lsn <= self.applied {
+            tracing::warn!(%lsn, applied = %self.applied, "record at or below the applied LSN ignored");
+            return Ok(Applied::Nothing);
+        }
         self.applied = lsn;
         let command = match Command::decode(record) {
             Ok(c) => c,
@@ -628,6 +642,14 @@ mod tests {
         let mut a = Applier::new(&store, r);
         assert_eq!(ap(&mut a, Lsn(8), b"garbage"), Applied::Nothing);
         assert_eq!(a.applied(), Lsn(8));
+        // Node 0 is no node: its announcement is skipped, and the state
+        // recovery reads back is the state in memory.
+        assert_eq!(ap(&mut a, Lsn(9), &announce(7, 0)), Applied::Nothing);
+        assert_eq!(a.leader, Some(NodeId(2)));
+        // A record at or below the applied LSN changes nothing.
+        assert_eq!(ap(&mut a, Lsn(3), &announce(9, 3)), Applied::Nothing);
+        assert_eq!(ap(&mut a, Lsn(8), &announce(9, 3)), Applied::Nothing);
+        assert_eq!((a.applied(), a.announced), (Lsn(9), Epoch(2)));
     }
 
     #[test]

@@ -23,6 +23,43 @@ pub struct Invoke {
     pub timeout_ms: u64,
 }
 
+/// Longest request id an `Invoke` may carry (`u:` + object, key, handler
+/// and idempotency key fit).
+pub const MAX_REQUEST_ID: usize = 2048;
+/// Largest JSON argument an `Invoke` may carry: the ingress's body limit,
+/// with room for re-encoding (`1e5` becomes `100000.0`).
+pub const MAX_ARG_BYTES: usize = 2 * crate::ingress::http::MAX_BODY_BYTES;
+
+impl Invoke {
+    /// Why this request cannot be ordered into `partition`'s log (of
+    /// `partitions`), if it cannot: what the ingress checks before it
+    /// forwards a request, checked again where a peer's request lands.
+    pub fn check(&self, partition: PartitionId, partitions: u32) -> Result<(), String> {
+        use crate::ingress::http::{partition_of, MAX_OBJECT_KEY};
+        if self.key.is_empty() || self.key.len() > MAX_OBJECT_KEY {
+            return Err(format!("object key must be 1..={MAX_OBJECT_KEY} bytes"));
+        }
+        if self.request_id.is_empty() || self.request_id.len() > MAX_REQUEST_ID {
+            return Err(format!("request id must be 1..={MAX_REQUEST_ID} bytes"));
+        }
+        if self.arg.len() > MAX_ARG_BYTES {
+            return Err(format!("argument exceeds {MAX_ARG_BYTES} bytes"));
+        }
+        let owner = partition_of(self.object, &self.key, partitions);
+        if self.partition != partition || owner != partition {
+            return Err(format!(
+                "{}/{} belongs to partition {owner}, not {partition}",
+                self.object.name(),
+                self.key
+            ));
+        }
+        let arg: serde_json::Value = serde_json::from_slice(&self.arg)
+            .map_err(|e| format!("malformed JSON argument: {e}"))?;
+        crate::ingress::objects::validate(self.object, &self.handler, &arg)
+            .map_err(|e| e.to_string())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InvokeReply {
     /// Applied (or found applied): the response.

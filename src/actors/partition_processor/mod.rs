@@ -46,6 +46,21 @@ const TRIM_EVERY: Duration = Duration::from_secs(10);
 /// stores, three flushes, a read and an apply on every replica) per handful.
 const MAX_APPENDS_IN_FLIGHT: usize = 2;
 
+/// How many of `pending` go into one append: at most [`APPEND_BATCH`], and
+/// no more bytes than one append takes (at least one request). Without the
+/// byte bound, a few hundred large requests made an append the log refuses
+/// as too large, failing every request in it.
+fn batch_len(pending: &[Invocation]) -> usize {
+    let mut bytes = 0usize;
+    for (i, inv) in pending.iter().take(APPEND_BATCH).enumerate() {
+        bytes = bytes.saturating_add(Command::Invoke(inv.clone()).encode().len());
+        if i > 0 && bytes > crate::actors::sequencer::MAX_APPEND_BYTES {
+            return i;
+        }
+    }
+    pending.len().min(APPEND_BATCH)
+}
+
 struct Waiter {
     tx: oneshot::Sender<InvokeReply>,
     deadline: Instant,
@@ -272,7 +287,7 @@ impl PartitionProcessor {
             when_mailbox_drained(ctx, |act: &mut Self, ctx| {
                 act.flush_scheduled = false;
                 while !act.pending.is_empty() && act.appends_in_flight < MAX_APPENDS_IN_FLIGHT {
-                    let n = act.pending.len().min(APPEND_BATCH);
+                    let n = batch_len(&act.pending);
                     let batch: Vec<Invocation> = act.pending.drain(..n).collect();
                     act.append(batch, ctx);
                 }
@@ -528,6 +543,14 @@ impl Handler<Invoke> for PartitionProcessor {
 
     fn handle(&mut self, msg: Invoke, ctx: &mut Self::Context) -> Self::Result {
         let reply = |r: InvokeReply| -> ResponseFuture<InvokeReply> { Box::pin(async move { r }) };
+        // A peer's request is checked as the ingress checks a client's: a
+        // malformed one is answered (400, certainly not applied) and never
+        // joins a batch, where it would fail every request with it.
+        if let Err(why) = msg.check(self.partition, self.logs.log_count()) {
+            let err =
+                core::Response::error(&crate::ingress::objects::HandlerError::BadArgument(why));
+            return reply(InvokeReply::Done(err));
+        }
         if self.mode != Mode::Leader {
             let leader = self.state.leader.filter(|l| *l != self.me);
             return reply(match self.mode {
@@ -605,4 +628,39 @@ impl Handler<GetProcessorStatus> for PartitionProcessor {
 impl Handler<crate::actors::supervisor::Ping> for PartitionProcessor {
     type Result = ();
     fn handle(&mut self, _: crate::actors::supervisor::Ping, _: &mut Self::Context) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingress::objects::ObjectType;
+
+    fn inv(arg_bytes: usize) -> Invocation {
+        Invocation {
+            epoch: Epoch(1),
+            request_id: "g:1".into(),
+            timestamp_ms: 0,
+            object: ObjectType::Register,
+            key: "k".into(),
+            handler: "write".into(),
+            arg: vec![b'1'; arg_bytes],
+        }
+    }
+
+    #[test]
+    fn batches_are_bounded_by_count_and_bytes() {
+        assert_eq!(batch_len(&vec![inv(1); 1000]), APPEND_BATCH);
+        assert_eq!(batch_len(&[inv(1), inv(1)]), 2);
+        // 128 KiB arguments: 32 of them fill a 4 MiB append.
+        let big = vec![inv(128 * 1024); 100];
+        let n = batch_len(&big);
+        assert!(n < 32 && n > 16, "{n}");
+        let bytes: usize = big[..n]
+            .iter()
+            .map(|i| Command::Invoke(i.clone()).encode().len())
+            .sum();
+        assert!(bytes <= crate::actors::sequencer::MAX_APPEND_BYTES);
+        // One request over the limit still goes alone (and fails alone).
+        assert_eq!(batch_len(&[inv(5 << 20), inv(1)]), 1);
+    }
 }

@@ -44,7 +44,9 @@ pub fn sealed_tail(
     let mut tail = global;
     let mut repair = Vec::new();
     for (offset, record) in union {
-        if offset != tail {
+        // A record at `u64::MAX` (a peer can claim any offset) would end the
+        // segment past the last offset there is: the run stops before it.
+        if offset != tail || tail == Offset::MAX {
             break;
         }
         repair.push(record);
@@ -85,6 +87,15 @@ mod tests {
         let (tail, repair) = sealed_tail(2, vec![r(2), r(4), r(5)]);
         assert_eq!(tail, 3);
         assert_eq!(repair.len(), 1);
+    }
+
+    #[test]
+    fn a_run_up_to_the_last_offset_stops_before_it() {
+        let max = Offset::MAX;
+        let (tail, repair) = sealed_tail(max - 2, vec![r(max - 2), r(max - 1), r(max)]);
+        assert_eq!(tail, max);
+        assert_eq!(repair, vec![r(max - 2).1, r(max - 1).1]);
+        assert_eq!(sealed_tail(max, vec![r(max)]), (max, Vec::new()));
     }
 
     #[test]

@@ -47,6 +47,10 @@ pub enum SealError {
     Meta(#[from] MetaError),
     #[error("sealer restarted with the job in flight")]
     Abandoned,
+    /// The chain cannot be extended as asked (its LSNs would overflow, or
+    /// the configured nodeset is unusable).
+    #[error(transparent)]
+    Chain(#[from] crate::log::chain::ChainError),
 }
 
 /// Seal `loglet` (if it is still the tail of `log`'s chain) and append a new
@@ -217,15 +221,16 @@ impl Job {
             if !repair.is_empty() {
                 self.repair(&segment, global, repair).await?;
             }
-            let next = chain
-                .sealed_and_extended(
-                    self.loglet,
-                    tail,
-                    self.next_sequencer,
-                    self.config.nodeset.clone(),
-                    self.config.replication,
-                )
-                .expect("the loglet is the chain's tail");
+            // A decoded chain is valid, so its only open segment (this one)
+            // is its tail; what can still fail is an extension past the last
+            // LSN or an unusable nodeset, both typed errors.
+            let next = chain.sealed_and_extended(
+                self.loglet,
+                tail,
+                self.next_sequencer,
+                self.config.nodeset.clone(),
+                self.config.replication,
+            )?;
             let outcome = match self
                 .meta
                 .cas_typed(&key, version, &next, self.remaining())
@@ -372,8 +377,19 @@ impl Job {
                         ));
                     }
                     Ok(Ok(reply)) if !reply.records.is_empty() => {
-                        next = reply.records.last().map(|(o, _)| o + 1).unwrap_or(reach);
-                        found.extend(reply.records);
+                        // Only records in [next, reach) count, in order (o <
+                        // reach, so o + 1 fits); a reply that does not move
+                        // the read forward ends this responder's reads.
+                        let before = next;
+                        for (o, r) in reply.records {
+                            if o >= next && o < reach {
+                                next = o + 1;
+                                found.push((o, r));
+                            }
+                        }
+                        if next == before {
+                            break;
+                        }
                     }
                     Ok(Ok(_)) => break,
                     Ok(Err(e)) => {

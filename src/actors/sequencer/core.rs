@@ -139,15 +139,34 @@ impl<W> SequencerCore<W> {
 
     /// Queues an append; the shell calls [`flush`](Self::flush) soon after
     /// (coalescing every append that arrived in between into one batch).
+    ///
+    /// An append of no records is answered at once (the shell refuses them
+    /// before they get here): there is nothing to commit, and a batch of
+    /// none would share its first offset with the next batch.
     pub fn enqueue(&mut self, records: Vec<Record>, waiter: W) -> Vec<Effect<W>> {
-        if self.sealed {
-            return vec![Effect::Reply {
-                waiter,
-                outcome: AppendOutcome::Sealed,
-            }];
-        }
-        self.pending.push((records, waiter));
-        Vec::new()
+        let outcome = match self.lsn_of(self.next) {
+            _ if self.sealed => AppendOutcome::Sealed,
+            Some(first_lsn) if records.is_empty() => AppendOutcome::Appended { first_lsn },
+            None if records.is_empty() => AppendOutcome::Sealed,
+            _ => {
+                self.pending.push((records, waiter));
+                return Vec::new();
+            }
+        };
+        vec![Effect::Reply { waiter, outcome }]
+    }
+
+    /// The LSN of `offset`, if there is one (`base_lsn` came from a peer).
+    fn lsn_of(&self, offset: Offset) -> Option<Lsn> {
+        self.base_lsn.0.checked_add(offset).map(Lsn)
+    }
+
+    /// Whether `n` more records fit after `end`: their offsets and LSNs
+    /// must not pass `u64::MAX`.
+    fn fits(&self, end: Offset, n: usize) -> bool {
+        end.checked_add(n as Offset)
+            .and_then(|e| self.lsn_of(e.saturating_sub(1)))
+            .is_some()
     }
 
     /// Assigns offsets to the pending appends and sends them as batches.
@@ -168,10 +187,25 @@ impl<W> SequencerCore<W> {
                 {
                     break;
                 }
-                let (recs, waiter) = iter.next().expect("peeked");
-                waiters.push((waiter, first + records.len() as Offset));
+                let Some((recs, waiter)) = iter.next() else {
+                    break;
+                };
+                let at = first + records.len() as Offset;
+                if !self.fits(at, recs.len()) {
+                    // The loglet has no offsets (or LSNs) left for these:
+                    // refused before any was assigned.
+                    effects.push(Effect::Reply {
+                        waiter,
+                        outcome: AppendOutcome::Sealed,
+                    });
+                    continue;
+                }
+                waiters.push((waiter, at));
                 bytes += size;
                 records.extend(recs);
+            }
+            if records.is_empty() {
+                continue;
             }
             self.next += records.len() as Offset;
             let records = Arc::new(records);
@@ -199,8 +233,12 @@ impl<W> SequencerCore<W> {
         effects
     }
 
-    /// A server stored the batch starting at `first`.
+    /// A server stored the batch starting at `first`. Only servers of the
+    /// nodeset count towards its `r` copies.
     pub fn on_stored(&mut self, from: NodeId, first: Offset) -> Vec<Effect<W>> {
+        if !self.nodeset.contains(&from) {
+            return Vec::new();
+        }
         if let Some(batch) = self.inflight.get_mut(&first) {
             batch.acked.insert(from);
             batch.sent.remove(&from);
@@ -283,12 +321,12 @@ impl<W> SequencerCore<W> {
             let batch = entry.remove();
             self.committed += batch.records.len() as Offset;
             for (waiter, offset) in batch.waiters {
-                effects.push(Effect::Reply {
-                    waiter,
-                    outcome: AppendOutcome::Appended {
-                        first_lsn: Lsn(self.base_lsn.0 + offset),
-                    },
-                });
+                // `flush` gave out only offsets whose LSN exists.
+                let outcome = match self.lsn_of(offset) {
+                    Some(first_lsn) => AppendOutcome::Appended { first_lsn },
+                    None => AppendOutcome::Indeterminate,
+                };
+                effects.push(Effect::Reply { waiter, outcome });
             }
         }
         if self.committed > before {
@@ -433,6 +471,73 @@ mod tests {
         let effects = c.on_stored(NodeId(3), 0);
         assert!(replies(&effects).is_empty());
         assert_eq!(c.committed_tail(), 1);
+    }
+
+    #[test]
+    fn empty_appends_are_answered_at_once_and_never_share_an_offset() {
+        let mut c = core();
+        let now = Instant::now();
+        assert_eq!(
+            replies(&c.enqueue(Vec::new(), 1)),
+            vec![(1, AppendOutcome::Appended { first_lsn: Lsn(10) })]
+        );
+        c.enqueue(recs(2), 2);
+        c.flush(now);
+        c.on_stored(NodeId(1), 0);
+        let effects = c.on_stored(NodeId(2), 0);
+        assert_eq!(
+            replies(&effects),
+            vec![(2, AppendOutcome::Appended { first_lsn: Lsn(10) })]
+        );
+        c.on_sealed();
+        assert_eq!(
+            replies(&c.enqueue(Vec::new(), 3)),
+            vec![(3, AppendOutcome::Sealed)]
+        );
+    }
+
+    #[test]
+    fn the_last_lsn_is_never_passed_and_strangers_do_not_count() {
+        let mut c = SequencerCore::new(
+            Lsn(u64::MAX - 2),
+            vec![NodeId(1), NodeId(2)],
+            1,
+            SequencerTuning::default(),
+        );
+        let now = Instant::now();
+        c.enqueue(recs(2), 1);
+        c.enqueue(recs(2), 2);
+        let effects = c.flush(now);
+        assert_eq!(replies(&effects), vec![(2, AppendOutcome::Sealed)]);
+        assert!(
+            c.on_stored(NodeId(9), 0).is_empty(),
+            "N9 is not in the nodeset"
+        );
+        let effects = c.on_stored(NodeId(2), 0);
+        assert_eq!(
+            replies(&effects),
+            vec![(
+                1,
+                AppendOutcome::Appended {
+                    first_lsn: Lsn(u64::MAX - 2)
+                }
+            )]
+        );
+        // The last LSN there is can be written, and nothing after it.
+        c.enqueue(recs(1), 3);
+        assert!(replies(&c.flush(now)).is_empty());
+        assert_eq!(
+            replies(&c.on_stored(NodeId(1), 2)),
+            vec![(
+                3,
+                AppendOutcome::Appended {
+                    first_lsn: Lsn(u64::MAX)
+                }
+            )]
+        );
+        c.enqueue(recs(1), 4);
+        assert_eq!(replies(&c.flush(now)), vec![(4, AppendOutcome::Sealed)]);
+        assert_eq!(c.next_offset(), 3);
     }
 
     #[test]

@@ -28,4 +28,8 @@ pub enum SequencerError {
     TooLarge { records: usize, bytes: usize },
     #[error("sequencer storage failure: {0}")]
     Storage(String),
+    /// The append itself is malformed (no records, or a segment no
+    /// sequencer can serve); nothing was assigned.
+    #[error("invalid append: {0}")]
+    Invalid(String),
 }

@@ -93,6 +93,9 @@ impl SequencerDirectory {
 }
 
 fn check_size(records: &[crate::log::Record]) -> Result<(), SequencerError> {
+    if records.is_empty() {
+        return Err(SequencerError::Invalid("an append of no records".into()));
+    }
     let bytes: usize = records.iter().map(|r| r.len()).sum();
     if records.len() > MAX_APPEND_RECORDS
         || bytes > MAX_APPEND_BYTES
@@ -401,10 +404,13 @@ impl Handler<Append> for SequencerManager {
                     .unwrap_or(Ok(AppendOutcome::Indeterminate))
             });
         }
-        if msg.segment.sequencer != self.net.me()
-            || msg.segment.sealed_tail.is_some()
-            || loglet != crate::types::LogletId::new(loglet.log(), msg.segment.index)
-        {
+        // A decoded segment is valid already (serde `try_from`); a local
+        // caller's is checked here, before anything is started for it.
+        if let Err(e) = msg.segment.validate() {
+            let e = SequencerError::Invalid(e.to_string());
+            return Box::pin(async move { Err(e) });
+        }
+        if msg.segment.sequencer != self.net.me() || msg.segment.sealed_tail.is_some() {
             return Box::pin(async move { Err(SequencerError::NotSequencer(loglet)) });
         }
         match self.storage.meta.sequencer_was_started(loglet) {
