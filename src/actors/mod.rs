@@ -2,6 +2,7 @@
 //! supervision tree. Each actor module holds the actix shell (`mod.rs`) and,
 //! where there is a protocol, its I/O-free core (`core.rs`).
 
+pub mod bugs;
 pub mod env;
 pub mod leader_elector;
 pub mod log_server;
