@@ -29,8 +29,48 @@ pub type SyncAction = Box<dyn FnMut() -> std::result::Result<(), String> + Send>
 
 #[derive(Clone)]
 pub struct SyncLane {
+    /// Counters and the poison flag, shared with the lane's thread.
     shared: Arc<Shared>,
-    tx: mpsc::Sender<Waiter>,
+    /// The way to the lane's thread; the last handle's drop stops and joins it.
+    thread: Arc<LaneThread>,
+}
+
+/// The lane's thread and the channel that feeds it. Dropped with the last
+/// [`SyncLane`] handle: the channel closes, the thread drops its action (and
+/// with it the files it syncs) and ends, and the drop waits for that. So no
+/// sync, and no close of a file the lane held, outlives the storage: a
+/// reopened directory never races the old lane for its files, and a process
+/// never exits with a sync still in flight (on a FUSE mount served by the
+/// same process that would wait forever).
+struct LaneThread {
+    /// Sends waiters to the thread; `None` once the drop has closed it.
+    tx: Mutex<Option<mpsc::Sender<Waiter>>>,
+    /// Joined by the drop.
+    handle: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl LaneThread {
+    fn send(&self, waiter: Waiter) -> Result<()> {
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        match tx.as_ref() {
+            Some(tx) => tx.send(waiter).map_err(|_| StorageError::Closed),
+            None => Err(StorageError::Closed),
+        }
+    }
+}
+
+impl Drop for LaneThread {
+    fn drop(&mut self) {
+        drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
+        let handle = self.handle.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle {
+            // Never join from the lane's own thread (its action dropping the
+            // last handle): it ends by itself once it returns.
+            if handle.thread().id() != std::thread::current().id() {
+                let _ = handle.join();
+            }
+        }
+    }
 }
 
 struct Shared {
@@ -59,7 +99,8 @@ pub struct LaneStats {
 }
 
 impl SyncLane {
-    /// Starts the lane's thread. It ends when every handle is dropped.
+    /// Starts the lane's thread. It ends when every handle is dropped, and
+    /// the last drop waits for it.
     pub fn start(name: &'static str, mut action: SyncAction) -> Self {
         let shared = Arc::new(Shared {
             name,
@@ -72,7 +113,7 @@ impl SyncLane {
         });
         let (tx, rx) = mpsc::channel::<Waiter>();
         let lane = shared.clone();
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name(format!("keel-sync-{name}"))
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
@@ -85,7 +126,11 @@ impl SyncLane {
                 }
             })
             .expect("spawning a sync thread");
-        SyncLane { shared, tx }
+        let thread = Arc::new(LaneThread {
+            tx: Mutex::new(Some(tx)),
+            handle: Mutex::new(Some(handle)),
+        });
+        SyncLane { shared, thread }
     }
 
     /// Records that something was written that a later `sync` must cover.
@@ -108,7 +153,7 @@ impl SyncLane {
             return Ok(());
         }
         let (tx, rx) = oneshot::channel();
-        self.tx.send(tx).map_err(|_| StorageError::Closed)?;
+        self.thread.send(tx)?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(reason)) => Err(StorageError::Flush(reason)),
@@ -125,7 +170,7 @@ impl SyncLane {
             return Ok(());
         }
         let (tx, rx) = oneshot::channel();
-        self.tx.send(tx).map_err(|_| StorageError::Closed)?;
+        self.thread.send(tx)?;
         match rx.blocking_recv() {
             Ok(Ok(())) => Ok(()),
             Ok(Err(reason)) => Err(StorageError::Flush(reason)),
@@ -252,5 +297,37 @@ mod tests {
         let e = lane.sync().await.unwrap_err().to_string();
         assert!(e.contains("EIO"), "{e}");
         assert!(lane.stats().failed.is_some());
+    }
+
+    #[test]
+    fn the_last_handle_waits_for_the_thread_and_its_action_to_end() {
+        // What the action owns (the files it syncs) must be gone when the
+        // storage is: the drop of the last handle returns only after the
+        // thread dropped its action, even while a sync is running.
+        struct Owned(Arc<AtomicU64>);
+        impl Drop for Owned {
+            fn drop(&mut self) {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                self.0.store(1, Ordering::SeqCst);
+            }
+        }
+        let dropped = Arc::new(AtomicU64::new(0));
+        let owned = Owned(dropped.clone());
+        let lane = SyncLane::start(
+            "test",
+            Box::new(move || {
+                let _keep = &owned;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                Ok(())
+            }),
+        );
+        let other = lane.clone();
+        lane.mark_written();
+        let (tx, _rx) = oneshot::channel();
+        lane.thread.send(tx).unwrap();
+        drop(lane);
+        assert_eq!(dropped.load(Ordering::SeqCst), 0, "a handle is still alive");
+        drop(other);
+        assert_eq!(dropped.load(Ordering::SeqCst), 1, "the drop returned before the thread ended");
     }
 }
