@@ -12,7 +12,13 @@
 //! an id the ingress made up, so internal retries apply once); the result is
 //! stored with the state and expires deterministically, by the timestamps the
 //! leader wrote into the records.
+//!
+//! The state lives behind [`PartitionState`]: `storage::PartitionStore` in a
+//! node, `sim::store_partition::SimPartitionStore` in the simulator. The
+//! reign lifecycle around this state machine (who appends, who waits, when
+//! state is synced and the log trimmed) is in `lifecycle.rs`.
 
+use crate::actors::bugs::{Bug, BugSet};
 use crate::ingress::objects::{self, HandlerError, ObjectState, ObjectType};
 use crate::storage::{PartitionStore, PartitionWrite, StorageError};
 use crate::types::{Epoch, Lsn, NodeId};
@@ -138,6 +144,52 @@ pub fn object_prefix(object: ObjectType, key: &str) -> Vec<u8> {
     k
 }
 
+/// A partition's durable state, as the state machine reads and writes it:
+/// synchronous reads, and one write per applied batch that becomes visible
+/// as a whole (durable after the host syncs the state lane) and survives a
+/// crash as a whole. A read error is an error, never absence.
+pub trait PartitionState {
+    /// The LSN the state covers (0: nothing applied).
+    fn applied_lsn(&self) -> Result<Lsn, StorageError>;
+    /// An object's value.
+    fn object(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+    /// A request's stored result.
+    fn dedup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+    /// A meta value (announced epoch, leader, log clock, expiry index).
+    fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Meta keys in `[from, to)`, in order (without their values).
+    fn meta_range(&self, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, StorageError>;
+    /// Every object `(key, value)` whose key starts with `prefix`, in order.
+    fn objects_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError>;
+    /// Applies `write` atomically. After an error the write may be partly
+    /// applied: stop writing; reopening the store completes it.
+    fn apply(&mut self, write: PartitionWrite) -> Result<(), StorageError>;
+}
+
+impl PartitionState for PartitionStore {
+    fn applied_lsn(&self) -> Result<Lsn, StorageError> {
+        PartitionStore::applied_lsn(self)
+    }
+    fn object(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        PartitionStore::object(self, key)
+    }
+    fn dedup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        PartitionStore::dedup(self, key)
+    }
+    fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        PartitionStore::meta(self, key)
+    }
+    fn meta_range(&self, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, StorageError> {
+        PartitionStore::meta_range(self, from, to)
+    }
+    fn objects_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        PartitionStore::objects_with_prefix(self, prefix)
+    }
+    fn apply(&mut self, write: PartitionWrite) -> Result<(), StorageError> {
+        PartitionStore::apply(self, write)
+    }
+}
+
 /// Writes of a batch not yet in the store: `None` is a removal.
 type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
@@ -161,16 +213,28 @@ fn read_through(
 /// clock. Time comes from the log (the newest timestamp a leader wrote into
 /// an applied record, kept with the state), and a storage error aborts the
 /// batch (nothing of it is written) instead of reading as "absent".
-pub struct Applier<'a> {
-    store: &'a PartitionStore,
+pub struct Applier<'a, S: PartitionState + ?Sized = PartitionStore> {
+    /// The state before this batch.
+    store: &'a S,
+    /// Object writes of this batch.
     objects: Overlay,
+    /// Dedup writes of this batch.
     dedup: Overlay,
+    /// Meta writes of this batch.
     meta: Overlay,
+    /// The newest epoch announced so far.
     pub announced: Epoch,
+    /// Who announced it.
     pub leader: Option<NodeId>,
+    /// The last LSN applied.
     applied: Lsn,
     /// The log's clock after the last applied record.
     clock_ms: u64,
+    /// The newest timestamp of any request record of this batch, fenced ones
+    /// included (only [`Bug::PurgeByBatch`] looks at it).
+    batch_newest_ms: u64,
+    /// Deliberately wrong rules (empty but in the simulator's tests).
+    bugs: BugSet,
 }
 
 /// What the processor knows after recovery.
@@ -194,7 +258,9 @@ fn be_u64(bytes: Vec<u8>) -> Result<u64, StorageError> {
     Ok(u64::from_be_bytes(b))
 }
 
-pub fn recover(store: &PartitionStore) -> Result<Recovered, StorageError> {
+/// What `store` holds: the applied LSN, the announced epoch and leader, the
+/// log's clock.
+pub fn recover<S: PartitionState + ?Sized>(store: &S) -> Result<Recovered, StorageError> {
     let announced = store
         .meta(META_EPOCH)?
         .map(be_u64)
@@ -227,14 +293,18 @@ pub fn recover(store: &PartitionStore) -> Result<Recovered, StorageError> {
 /// One handler's view of its object's state. Its writes are kept apart and
 /// join the batch only if the handler succeeds, so a handler that fails
 /// changes nothing; a storage error is remembered and aborts the batch.
-struct ObjectView<'b, 'a> {
-    applier: &'b Applier<'a>,
+struct ObjectView<'b, 'a, S: PartitionState + ?Sized> {
+    /// The batch so far.
+    applier: &'b Applier<'a, S>,
+    /// The object's key prefix.
     prefix: Vec<u8>,
+    /// The handler's writes, joining the batch only if it succeeds.
     writes: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// The first storage error a read met.
     error: std::cell::RefCell<Option<StorageError>>,
 }
 
-impl ObjectView<'_, '_> {
+impl<S: PartitionState + ?Sized> ObjectView<'_, '_, S> {
     fn full_key(&self, sub: &[u8]) -> Vec<u8> {
         let mut k = self.prefix.clone();
         k.extend_from_slice(sub);
@@ -246,7 +316,7 @@ impl ObjectView<'_, '_> {
     }
 }
 
-impl ObjectState for ObjectView<'_, '_> {
+impl<S: PartitionState + ?Sized> ObjectState for ObjectView<'_, '_, S> {
     fn get(&self, sub: &[u8]) -> Option<Vec<u8>> {
         let k = self.full_key(sub);
         if let Some(v) = self.writes.get(&k) {
@@ -291,8 +361,8 @@ impl ObjectState for ObjectView<'_, '_> {
     }
 }
 
-impl<'a> Applier<'a> {
-    pub fn new(store: &'a PartitionStore, recovered: Recovered) -> Self {
+impl<'a, S: PartitionState + ?Sized> Applier<'a, S> {
+    pub fn new(store: &'a S, recovered: Recovered) -> Self {
         Applier {
             store,
             objects: Overlay::new(),
@@ -302,7 +372,15 @@ impl<'a> Applier<'a> {
             leader: recovered.leader,
             applied: recovered.applied,
             clock_ms: recovered.clock_ms,
+            batch_newest_ms: 0,
+            bugs: BugSet::NONE,
         }
+    }
+
+    /// The same applier with `bugs` switched on (the simulator's tests only).
+    pub fn with_bugs(mut self, bugs: BugSet) -> Self {
+        self.bugs = bugs;
+        self
     }
 
     pub fn applied(&self) -> Lsn {
@@ -374,7 +452,12 @@ impl<'a> Applier<'a> {
                 })
             }
             Command::Invoke(inv) => {
-                if inv.epoch != self.announced {
+                self.batch_newest_ms = self.batch_newest_ms.max(inv.timestamp_ms);
+                // Fencing: only requests of the announced epoch apply. (With
+                // the bug, a deposed leader's late appends apply too.)
+                let stale_applies =
+                    self.bugs.has(Bug::ApplyStaleEpoch) && inv.epoch < self.announced;
+                if inv.epoch != self.announced && !stale_applies {
                     let outcome = Outcome::Fenced {
                         epoch: inv.epoch,
                         announced: self.announced,
@@ -455,7 +538,15 @@ impl<'a> Applier<'a> {
     /// the clock only moves forward and an entry is removed only if its
     /// *current* expiry passed.
     fn purge_expired(&mut self) -> Result<(), StorageError> {
-        let upto = expiry_key(self.clock_ms.saturating_add(1), b"");
+        // With the bug, "now" is the newest timestamp of this batch (fenced
+        // records included) instead of the log's clock: what is purged then
+        // depends on how the records were batched.
+        let clock_ms = if self.bugs.has(Bug::PurgeByBatch) {
+            self.batch_newest_ms
+        } else {
+            self.clock_ms
+        };
+        let upto = expiry_key(clock_ms.saturating_add(1), b"");
         let mut index: BTreeMap<Vec<u8>, ()> = self
             .store
             .meta_range(EXPIRY_PREFIX, &upto)?
@@ -471,7 +562,7 @@ impl<'a> Applier<'a> {
         for (key, ()) in index {
             let id = &key[EXPIRY_PREFIX.len() + 8..];
             if let Some(entry) = self.dedup_entry(id)? {
-                if entry.expires_ms <= self.clock_ms {
+                if entry.expires_ms <= clock_ms {
                     self.dedup.insert(id.to_vec(), None);
                 }
             }
