@@ -9,7 +9,7 @@
 //! opening the store re-applies a journal it finds (its puts and removes are
 //! absolute: doing them twice is harmless).
 
-use crate::actors::partition_processor::core::PartitionState;
+use crate::actors::partition_processor::core::{Entries, PartitionState};
 use crate::sim::disk::{Lane, SimDisk};
 use crate::storage::{PartitionWrite, StorageError};
 use crate::types::{Lsn, PartitionId};
@@ -61,7 +61,7 @@ impl SimPartitionStore {
 
     /// Every key (without the partition's prefix) and value, in order: two
     /// replicas that applied the same log hold the same.
-    pub fn dump(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+    pub fn dump(&self) -> Entries {
         let disk = self.disk.borrow();
         disk.scan_prefix(&self.prefix)
             .map(|(k, v)| (k[self.prefix.len()..].to_vec(), v.to_vec()))
@@ -152,7 +152,7 @@ impl PartitionState for SimPartitionStore {
             .collect())
     }
 
-    fn objects_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    fn objects_with_prefix(&self, prefix: &[u8]) -> Result<Entries, StorageError> {
         self.read_fault()?;
         let start = self.key(&PartitionWrite::object_key(prefix));
         let skip = self.prefix.len() + 1;

@@ -144,6 +144,9 @@ pub fn object_prefix(object: ObjectType, key: &str) -> Vec<u8> {
     k
 }
 
+/// Keys and values, in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A partition's durable state, as the state machine reads and writes it:
 /// synchronous reads, and one write per applied batch that becomes visible
 /// as a whole (durable after the host syncs the state lane) and survives a
@@ -160,7 +163,7 @@ pub trait PartitionState {
     /// Meta keys in `[from, to)`, in order (without their values).
     fn meta_range(&self, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, StorageError>;
     /// Every object `(key, value)` whose key starts with `prefix`, in order.
-    fn objects_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError>;
+    fn objects_with_prefix(&self, prefix: &[u8]) -> Result<Entries, StorageError>;
     /// Applies `write` atomically. After an error the write may be partly
     /// applied: stop writing; reopening the store completes it.
     fn apply(&mut self, write: PartitionWrite) -> Result<(), StorageError>;
@@ -182,7 +185,7 @@ impl PartitionState for PartitionStore {
     fn meta_range(&self, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, StorageError> {
         PartitionStore::meta_range(self, from, to)
     }
-    fn objects_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    fn objects_with_prefix(&self, prefix: &[u8]) -> Result<Entries, StorageError> {
         PartitionStore::objects_with_prefix(self, prefix)
     }
     fn apply(&mut self, write: PartitionWrite) -> Result<(), StorageError> {

@@ -118,7 +118,7 @@ pub struct GetProcessorStatus;
 
 /// How far this node's replica of `partition` is durably applied: the log
 /// may be trimmed below the smallest answer of all replicas.
-#[derive(Clone, Debug, Serialize, Deserialize, Message)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Message)]
 #[rtype(result = "Lsn")]
 pub struct GetPersisted {
     pub partition: PartitionId,
