@@ -13,6 +13,10 @@
 //! stored with the state and expires deterministically, by the timestamps the
 //! leader wrote into the records.
 //!
+//! Two deliberately wrong rules can be switched on for the simulator's tests
+//! ([`Applier::with_bugs`]): `Bug::ApplyStaleEpoch` (no fencing) and
+//! `Bug::PurgeByBatch` (expiry purged by the batch's newest timestamp).
+//!
 //! The state lives behind [`PartitionState`]: `storage::PartitionStore` in a
 //! node, `sim::store_partition::SimPartitionStore` in the simulator. The
 //! reign lifecycle around this state machine (who appends, who waits, when
@@ -56,13 +60,17 @@ impl Command {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Invocation {
+    /// The epoch of the leader that appended it (fenced if not the announced one).
     pub epoch: Epoch,
     /// Deduplication id: `u:<idempotency key>` or `g:<generated id>`.
     pub request_id: String,
     /// The leader's wall clock when it appended the record (ms since epoch).
     pub timestamp_ms: u64,
+    /// The object's type.
     pub object: ObjectType,
+    /// The object's key (one writer per key: the partition's leader).
     pub key: String,
+    /// The handler to run on the object.
     pub handler: String,
     /// The JSON argument.
     #[serde(with = "serde_bytes")]
@@ -72,7 +80,9 @@ pub struct Invocation {
 /// A request's result, as returned to the client (and stored for dedup).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response {
+    /// The HTTP status.
     pub status: u16,
+    /// The JSON body.
     #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
 }
@@ -122,8 +132,11 @@ pub enum Applied {
 
 #[derive(Serialize, Deserialize)]
 struct DedupEntry {
+    /// Where the request applied.
     lsn: u64,
+    /// When the result expires, by the log's clock.
     expires_ms: u64,
+    /// The result, answered to repeats until then.
     response: Response,
 }
 
@@ -243,8 +256,11 @@ pub struct Applier<'a, S: PartitionState + ?Sized = PartitionStore> {
 /// What the processor knows after recovery.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Recovered {
+    /// The last LSN applied.
     pub applied: Lsn,
+    /// The newest epoch announced.
     pub announced: Epoch,
+    /// Who announced it.
     pub leader: Option<NodeId>,
     /// The log's clock at `applied` (ms).
     pub clock_ms: u64,
@@ -864,6 +880,15 @@ mod tests {
     /// Applies `records` cut into batches of the given sizes; returns the
     /// bodies of every outcome and the store's every key and value.
     fn apply_in_batches(records: &[Vec<u8>], sizes: &[usize]) -> (Vec<serde_json::Value>, Dump) {
+        apply_in_batches_with(records, sizes, BugSet::NONE)
+    }
+
+    /// [`apply_in_batches`] with `bugs` switched on.
+    fn apply_in_batches_with(
+        records: &[Vec<u8>],
+        sizes: &[usize],
+        bugs: BugSet,
+    ) -> (Vec<serde_json::Value>, Dump) {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
         let store = storage.partition(PartitionId(9)).unwrap();
@@ -872,7 +897,7 @@ mod tests {
         let mut sizes = sizes.iter().cycle();
         while next < records.len() {
             let n = (*sizes.next().unwrap()).min(records.len() - next);
-            let mut a = Applier::new(&store, recover(&store).unwrap());
+            let mut a = Applier::new(&store, recover(&store).unwrap()).with_bugs(bugs);
             for (i, r) in records[next..next + n].iter().enumerate() {
                 if let Applied::Request(_, o) = ap(&mut a, Lsn((next + i + 1) as u64), r) {
                     bodies.push(body(&o));
@@ -911,6 +936,41 @@ mod tests {
             .filter(|(k, _)| k.first() == Some(&b'd') && &k[1..] == b"g:1")
             .count();
         assert_eq!(expired, 1, "one current entry for g:1");
+    }
+
+    #[test]
+    fn the_bug_switches_break_fencing_and_batch_independence() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        // No fencing: a deposed leader's late request applies.
+        let late = invoke(1, "g:late", 5, ObjectType::Counter, "add", json!(7));
+        for (p, bugs, expected) in [
+            (20, BugSet::NONE, json!("fenced")),
+            (21, BugSet::NONE.with(Bug::ApplyStaleEpoch), json!(7)),
+        ] {
+            let store = storage.partition(PartitionId(p)).unwrap();
+            let mut a = Applier::new(&store, recover(&store).unwrap()).with_bugs(bugs);
+            ap(&mut a, Lsn(1), &announce(1, 1));
+            ap(&mut a, Lsn(2), &announce(2, 2));
+            assert_eq!(body(&outcome(ap(&mut a, Lsn(3), &late))), expected);
+        }
+        // Purge by the batch's newest timestamp: a fenced record from a clock
+        // far ahead purges a result still within its retention, if it was in
+        // an earlier batch than the repeat.
+        let records = vec![
+            announce(1, 2),
+            announce(2, 1),
+            invoke(2, "g:x", 1_000, ObjectType::Counter, "add", json!(1)),
+            invoke(1, "g:late", 100_000, ObjectType::Counter, "add", json!(100)),
+            invoke(2, "g:x", 2_000, ObjectType::Counter, "add", json!(1)),
+        ];
+        let bug = BugSet::NONE.with(Bug::PurgeByBatch);
+        let (whole, _) = apply_in_batches_with(&records, &[5], bug);
+        let (split, _) = apply_in_batches_with(&records, &[4, 1], bug);
+        assert_eq!(whole.last(), Some(&json!(1)), "the repeat is answered");
+        assert_eq!(split.last(), Some(&json!(2)), "the repeat applied again");
+        let (right, _) = apply_in_batches_with(&records, &[4, 1], BugSet::NONE);
+        assert_eq!(right.last(), Some(&json!(1)));
     }
 
     #[test]
