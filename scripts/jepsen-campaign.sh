@@ -8,18 +8,38 @@
 # Each run starts a fresh 3-node cluster on loopback. One line per run goes to
 # OUT/rcs (rc=0: every checker passed); each run's summary, history and plot
 # are in OUT/<workload>-<nemesis>-<seed>/. About 50 minutes on 2 cores.
+#
+# The power-loss campaign (docs/POWERLOSS_CAMPAIGN.md) instead: nodes on
+# powerfs (FUSE: root, or fusermount3), KEEL_CAMPAIGN_REPEAT (default 8) runs
+# of each workload under the power-loss nemesis, seeds 7001..., 40 s each
+# (single-node, whole-cluster, single-node, whole-cluster power losses),
+# about 25 minutes:
+#
+#   KEEL_CAMPAIGN=power-loss scripts/jepsen-campaign.sh target/release target/plcampaign
 set -u
 BIN=${1:-target/release}
 OUT=${2:-target/campaign}
 TIME=${KEEL_CAMPAIGN_TIME:-30}
 REPEAT=${KEEL_CAMPAIGN_REPEAT:-10}
 mkdir -p "$OUT"
-run() { # workload nemesis seed
+run() { # workload nemesis seed [extra flags]
   local w=$1 n=$2 s=$3
+  shift 3
   "$BIN/keel-jepsen" --workload "$w" --nemesis "$n" --seed "$s" --time "$TIME" \
-    --post-heal-secs 12 --dir "$OUT/$w-$n-$s" >"$OUT/$w-$n-$s.out" 2>&1
+    --post-heal-secs 12 --dir "$OUT/$w-$n-$s" "$@" >"$OUT/$w-$n-$s.out" 2>&1
   echo "$w $n $s rc=$?" >>"$OUT/rcs"
 }
+if [ "${KEEL_CAMPAIGN:-}" = power-loss ]; then
+  TIME=${KEEL_CAMPAIGN_TIME:-40}
+  REPEAT=${KEEL_CAMPAIGN_REPEAT:-8}
+  for i in $(seq 1 "$REPEAT"); do
+    for w in set register counter; do
+      run "$w" power-loss $((7000 + i))
+    done
+  done
+  echo done >>"$OUT/rcs"
+  exit 0
+fi
 for n in partition-random-node partition-leader partition-halves bridge kill pause flap stall; do
   for w in set register counter; do
     run "$w" "$n" 5000

@@ -27,7 +27,8 @@ struct Args {
     #[arg(long, default_value = "set")]
     workload: WorkloadKind,
     /// none, partition-random-node, partition-leader, partition-halves,
-    /// bridge, kill, pause, flap or stall.
+    /// bridge, kill, pause, flap, stall or power-loss (implies --powerfs:
+    /// kill -9 and cut the power of one node, then of all three, in turn).
     #[arg(long, default_value = "partition-random-node")]
     nemesis: NemesisKind,
     /// Logical clients (threads), each with one operation in flight.
@@ -76,6 +77,19 @@ struct Args {
     /// or iptables); partitions become kernel firewall rules.
     #[arg(long)]
     netns: bool,
+    /// Put each node's data directory on its own powerfs mount (FUSE; root
+    /// or fusermount3), which the power-loss nemesis needs; with other
+    /// nemeses it only runs the nodes on it.
+    #[arg(long)]
+    powerfs: bool,
+    /// The keel-powerfs executable (default: `keel-powerfs` next to this one).
+    #[arg(long)]
+    powerfs_bin: Option<PathBuf>,
+    /// power-loss: look up to this long at each fault for an instant when
+    /// a victim holds unsynced writes (freezing the victims ~2 ms per look)
+    /// before striking (0: strike at once).
+    #[arg(long, default_value_t = 1000)]
+    power_loss_aim_ms: u64,
     /// The /24 used inside the namespaces.
     #[arg(long, default_value = "10.77.0", value_parser = parse_subnet)]
     netns_subnet: [u8; 3],
@@ -121,6 +135,9 @@ fn main() -> ExitCode {
         opts.nodes_url = args.nodes_url.clone();
         opts.base_port = args.base_port;
         opts.netns = args.netns.then_some(args.netns_subnet);
+        opts.powerfs = args.powerfs;
+        opts.powerfs_exe = args.powerfs_bin.clone();
+        opts.power_loss_aim = Duration::from_millis(args.power_loss_aim_ms);
         opts.keys = args.keys;
         opts.keep_data = args.keep_data;
         opts.ready_timeout = Duration::from_secs(args.ready_timeout_secs);

@@ -3,14 +3,17 @@
 //! runs (`--nodes-url`, where only the chaos endpoints are available).
 //!
 //! Everything that touches a node from outside goes through here: spawn,
-//! `kill -9`, restart on the same data, `SIGSTOP`/`SIGCONT`, the chaos
-//! endpoints and the status used to find leaders. Dropping a [`Cluster`]
-//! resumes, stops and reaps every process it started.
+//! `kill -9`, restart on the same data, `SIGSTOP`/`SIGCONT`, power loss of
+//! a node's powerfs mount, the chaos endpoints and the status used to find
+//! leaders. Dropping a [`Cluster`] resumes, stops and reaps every process it
+//! started, then unmounts the nodes' powerfs mounts.
 
 use super::netns::{NetnsGuard, NetnsPlan};
+use super::power::PowerMount;
 use crate::cli::local::{all_partitions_led, fetch_status};
 use crate::config::Config;
 use crate::node::status::ClusterStatus;
+use crate::powerfs::{PowerLossReport, Stats};
 use crate::types::NodeId;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -60,11 +63,23 @@ pub struct StartOptions<'a> {
     pub base_port: Option<u16>,
     pub netns: Option<NetnsPlan>,
     pub seed: u64,
+    /// Put each node's data directory on its own powerfs mount, with this
+    /// `keel-powerfs` executable.
+    pub powerfs: Option<&'a Path>,
 }
+
+/// How long a `keel-powerfs mount` may take to report "mounted".
+const MOUNT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How long powerfs may take to unmount and exit after SIGTERM.
+const UNMOUNT_GRACE: Duration = Duration::from_secs(10);
 
 pub struct Cluster {
     mode: Mode,
     nodes: Vec<NodeProc>,
+    /// One per node when the data directories are on powerfs. Stopped
+    /// after the nodes, in `Drop`.
+    mounts: Vec<PowerMount>,
     /// Dropped after the processes (field order): namespaces outlive them.
     netns: Option<NetnsGuard>,
     /// Exits nobody asked for, reported once each.
@@ -142,10 +157,18 @@ impl Cluster {
             }
         };
         let configs = crate::cli::init::run(dir, opts.nodes, base, true)?;
-        let mut nodes = Vec::new();
+        // Built first, so that whatever fails below still stops what was
+        // started (nodes, then mounts) on drop.
+        let mut cluster = Cluster {
+            mode,
+            nodes: Vec::new(),
+            mounts: Vec::new(),
+            netns,
+            unexpected_exits: Vec::new(),
+        };
         for (i, path) in configs.iter().enumerate() {
             let id = NodeId(i as u32 + 1);
-            let config = match &netns {
+            let config = match &cluster.netns {
                 Some(guard) => place_in_namespaces(path, &guard.plan)?,
                 None => Config::load_as_written(path)?,
             };
@@ -153,7 +176,14 @@ impl Cluster {
                 .address(id)
                 .map(|a| format!("http://{}", a.http))
                 .context("node missing from its own config")?;
-            let mut command = match &netns {
+            if let Some(exe) = opts.powerfs {
+                // The data directory as the node resolves it.
+                let data_dir = Config::load(path)?.data_dir;
+                cluster
+                    .mounts
+                    .push(PowerMount::start(exe, id, &data_dir, dir, MOUNT_DEADLINE)?);
+            }
+            let mut command = match &cluster.netns {
                 Some(g) => g.plan.exec_prefix(id),
                 None => Vec::new(),
             };
@@ -163,7 +193,7 @@ impl Cluster {
                 "--config".into(),
                 path.display().to_string(),
             ]);
-            nodes.push(NodeProc {
+            cluster.nodes.push(NodeProc {
                 id,
                 http,
                 command,
@@ -172,12 +202,6 @@ impl Cluster {
                 paused: false,
             });
         }
-        let mut cluster = Cluster {
-            mode,
-            nodes,
-            netns,
-            unexpected_exits: Vec::new(),
-        };
         for node in &mut cluster.nodes {
             spawn(node)?;
         }
@@ -221,6 +245,7 @@ impl Cluster {
         Ok(Cluster {
             mode: Mode::Attached,
             nodes,
+            mounts: Vec::new(),
             netns: None,
             unexpected_exits: Vec::new(),
         })
@@ -399,6 +424,39 @@ impl Cluster {
         Ok(())
     }
 
+    /// Whether the nodes' data directories are on powerfs.
+    pub fn on_powerfs(&self) -> bool {
+        !self.mounts.is_empty()
+    }
+
+    fn mount(&mut self, id: NodeId) -> Result<&mut PowerMount> {
+        self.mounts
+            .iter_mut()
+            .find(|m| m.node() == id)
+            .with_context(|| format!("{id}'s data directory is not on powerfs"))
+    }
+
+    /// Cuts the power of `id`'s powerfs mount: everything the node never
+    /// synced is dropped (with `tear`, the last unsynced write keeps a
+    /// prefix). The node must be down (see [`Cluster::kill`]): a running
+    /// node's files would answer EIO.
+    pub fn power_loss(&mut self, id: NodeId, tear: Option<u64>) -> Result<PowerLossReport> {
+        if self.node(id)?.child.is_some() {
+            bail!("{id} is still running; kill it before cutting its power");
+        }
+        Ok(self.mount(id)?.power_loss(tear)?)
+    }
+
+    /// Data bytes `id`'s mount holds unsynced right now.
+    pub fn unsynced_bytes(&mut self, id: NodeId) -> Result<u64> {
+        Ok(self.mount(id)?.stats()?.bytes_unsynced)
+    }
+
+    /// The counters of `id`'s powerfs mount.
+    pub fn powerfs_stats(&mut self, id: NodeId) -> Result<Stats> {
+        Ok(self.mount(id)?.stats()?)
+    }
+
     /// Starts a node that is not running, with the same command and data.
     pub fn restart(&mut self, id: NodeId) -> Result<()> {
         let node = self.owned(id, "restart")?;
@@ -443,6 +501,16 @@ impl Cluster {
                     node.log.display()
                 ));
                 node.child = None;
+            }
+        }
+        for mount in &mut self.mounts {
+            if let Some(status) = mount.exited() {
+                new.push(format!(
+                    "{}'s keel-powerfs exited on its own ({}); see {}",
+                    mount.node(),
+                    describe(status),
+                    mount.log().display()
+                ));
             }
         }
         self.unexpected_exits.extend(new.iter().cloned());
@@ -503,6 +571,12 @@ fn describe(status: ExitStatus) -> String {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop(Duration::from_secs(10));
+        // Only once no node holds a file there.
+        for mount in &mut self.mounts {
+            if let Some(note) = mount.stop(UNMOUNT_GRACE) {
+                eprintln!("keel-jepsen: {note}");
+            }
+        }
     }
 }
 
@@ -522,6 +596,7 @@ mod tests {
                 child: None,
                 paused: false,
             }],
+            mounts: Vec::new(),
             netns: None,
             unexpected_exits: Vec::new(),
         };

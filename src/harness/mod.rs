@@ -10,7 +10,8 @@
 //! [`check_all`] runs every checker.
 //!
 //! The live parts drive a real cluster: [`runner::run`] starts or attaches
-//! to nodes ([`cluster`], optionally in network namespaces, [`netns`]),
+//! to nodes ([`cluster`], optionally in network namespaces, [`netns`], and
+//! with their data directories on powerfs mounts, [`power`]),
 //! runs a [`workload`] through HTTP clients ([`client`]) while a nemesis
 //! follows a seeded [`schedule`], records both logs ([`recorder`]) and
 //! writes the [`report`].
@@ -22,6 +23,7 @@ pub mod history;
 pub mod nemesis;
 pub mod netns;
 pub mod plot;
+pub mod power;
 pub mod recorder;
 pub mod report;
 pub mod runner;

@@ -3,7 +3,8 @@
 //! The nemesis writes one [`NemesisEvent`] per line to its own file, on the
 //! history's clock. Each network event (`partition`, `bridge`) *replaces* the
 //! network's state; process events (`kill`/`restart`, `pause`/`resume`,
-//! `stall`/`unstall`) toggle one node; `heal` puts everything back. The
+//! `stall`/`unstall`) toggle one node; `power-loss` takes down a set of
+//! nodes until each one's `restart`; `heal` puts everything back. The
 //! harness must have done what an event says before it logs it.
 //!
 //! [`FaultTimeline`] replays the events into a piecewise-constant
@@ -31,6 +32,7 @@ pub struct NemesisEvent {
 /// {"event":"partition","nemesis":"partition-random-node","groups":[[1,2],[3]],"time_ns":1}
 /// {"event":"bridge","cut":[[1,3]],"time_ns":2}
 /// {"event":"kill","node":2,"time_ns":3}
+/// {"event":"power-loss","nodes":[1,2,3],"tear":true,"waited_ms":4,"dropped":[{"node":1,"bytes_dropped":4096,...}],"time_ns":3}
 /// {"event":"stall","node":2,"actor":"sealer","time_ns":4}
 /// {"event":"heal","time_ns":5}
 /// ```
@@ -56,6 +58,22 @@ pub enum Fault {
     },
     Restart {
         node: NodeId,
+    },
+    /// `kill -9` of each node in `nodes`, then a power loss of its powerfs
+    /// mount (unsynced writes dropped): down until its `restart` or `heal`.
+    #[serde(rename = "power-loss")]
+    PowerLoss {
+        /// The nodes that lost power.
+        nodes: Vec<NodeId>,
+        /// Whether a torn write was asked for.
+        tear: bool,
+        /// How long the nemesis waited for a victim to hold unsynced
+        /// writes before it struck (absent: it did not wait).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        waited_ms: Option<u64>,
+        /// What each node's mount dropped, as its control socket reported.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        dropped: Vec<PowerLossDrop>,
     },
     /// `SIGSTOP` until `resume` or `heal`.
     Pause {
@@ -85,6 +103,7 @@ impl Fault {
             Fault::Bridge { .. } => "bridge",
             Fault::Kill { .. } => "kill",
             Fault::Restart { .. } => "restart",
+            Fault::PowerLoss { .. } => "power-loss",
             Fault::Pause { .. } => "pause",
             Fault::Resume { .. } => "resume",
             Fault::Stall { .. } => "stall",
@@ -92,6 +111,17 @@ impl Fault {
             Fault::Heal => "heal",
         }
     }
+}
+
+/// What one node's powerfs mount dropped at a power loss.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PowerLossDrop {
+    /// The node whose data directory the mount holds.
+    pub node: NodeId,
+    /// The mount's own report (bytes, files, directories, inodes dropped;
+    /// the torn write, if any).
+    #[serde(flatten)]
+    pub report: crate::powerfs::PowerLossReport,
 }
 
 /// A nemesis log that cannot describe a cluster of the given size.
@@ -121,6 +151,7 @@ pub enum NemesisError {
 pub struct ClusterState {
     /// Pairs `(low, high)` that cannot talk.
     pub cut: BTreeSet<(NodeId, NodeId)>,
+    /// Down: killed, or killed and powered off (`power-loss`).
     pub killed: BTreeSet<NodeId>,
     pub paused: BTreeSet<NodeId>,
     /// `(node, actor)`.
@@ -393,10 +424,19 @@ fn apply(
         Fault::Bridge { cut } => state.cut = cut_pairs(cut, index, name, nodes)?,
         Fault::Kill { node } => {
             check_node(*node, index, name, nodes)?;
-            state.killed.insert(*node);
-            // A killed process is no longer stopped or stalled.
-            state.paused.remove(node);
-            state.stalled.retain(|(n, _)| n != node);
+            kill(state, *node);
+        }
+        Fault::PowerLoss {
+            nodes: victims,
+            dropped,
+            ..
+        } => {
+            for node in victims.iter().chain(dropped.iter().map(|d| &d.node)) {
+                check_node(*node, index, name, nodes)?;
+            }
+            for node in victims {
+                kill(state, *node);
+            }
         }
         Fault::Restart { node } => {
             check_node(*node, index, name, nodes)?;
@@ -425,6 +465,13 @@ fn apply(
         Fault::Heal => *state = ClusterState::default(),
     }
     Ok(())
+}
+
+/// `node` is down; a killed process is no longer stopped or stalled.
+fn kill(state: &mut ClusterState, node: NodeId) {
+    state.killed.insert(node);
+    state.paused.remove(&node);
+    state.stalled.retain(|(n, _)| *n != node);
 }
 
 /// Opens, extends or closes the current window after `event` was applied.
@@ -486,9 +533,25 @@ mod tests {
 {"event":"stall","node":2,"actor":"sealer","time_ns":70}
 {"event":"unstall","node":2,"actor":"sealer","time_ns":75}
 {"event":"heal","time_ns":80}
+{"event":"power-loss","nodes":[1,3],"tear":true,"waited_ms":12,"dropped":[{"node":1,"bytes_dropped":4096,"files_reverted":2,"dirs_reverted":1,"inodes_dropped":0,"handles_invalidated":3,"torn":{"ino":7,"offset":100,"write_len":50,"kept":20}}],"time_ns":90}
 "#;
         let events: Vec<NemesisEvent> = read_jsonl(text.as_bytes()).unwrap();
-        assert_eq!(events.len(), 10);
+        assert_eq!(events.len(), 11);
+        let Fault::PowerLoss {
+            nodes,
+            tear,
+            waited_ms,
+            dropped,
+        } = &events[10].fault
+        else {
+            panic!("{:?}", events[10])
+        };
+        assert_eq!(nodes, &[NodeId(1), NodeId(3)]);
+        assert!(tear);
+        assert_eq!(*waited_ms, Some(12));
+        assert_eq!(dropped[0].node, NodeId(1));
+        assert_eq!(dropped[0].report.bytes_dropped, 4096);
+        assert_eq!(dropped[0].report.torn.as_ref().map(|t| t.kept), Some(20));
         assert_eq!(events[0].nemesis.as_deref(), Some("partition-random-node"));
         assert_eq!(
             events[0].fault,
@@ -504,9 +567,12 @@ mod tests {
         crate::harness::history::write_jsonl(&mut buf, &events).unwrap();
         let back: Vec<NemesisEvent> = read_jsonl(buf.as_slice()).unwrap();
         assert_eq!(back, events);
-        assert!(String::from_utf8(buf)
-            .unwrap()
-            .starts_with(r#"{"event":"partition""#));
+        let written = String::from_utf8(buf).unwrap();
+        assert!(written.starts_with(r#"{"event":"partition""#));
+        assert!(
+            written.contains(r#"{"event":"power-loss","nodes":[1,3],"tear":true,"waited_ms":12,"#),
+            "{written}"
+        );
         // An unknown event is an error naming its line.
         let bad = read_jsonl::<NemesisEvent, _>(&b"{\"event\":\"flood\",\"time_ns\":1}\n"[..]);
         assert!(bad.unwrap_err().to_string().starts_with("line 1:"));
@@ -576,6 +642,50 @@ mod tests {
         assert_eq!(t.windows().len(), 1);
         assert_eq!(t.windows()[0].end_ns, Some(40));
         assert_eq!(t.final_heal(), Some(40));
+    }
+
+    #[test]
+    fn power_loss_takes_nodes_down_until_each_restarts() {
+        let all = vec![NodeId(1), NodeId(2), NodeId(3)];
+        let loss = |nodes: Vec<NodeId>| Fault::PowerLoss {
+            nodes,
+            tear: false,
+            waited_ms: None,
+            dropped: vec![],
+        };
+        let events = [
+            ev(loss(vec![NodeId(2)]), 10),
+            ev(Fault::Restart { node: NodeId(2) }, 20),
+            ev(Fault::Heal, 20),
+            ev(loss(all.clone()), 30),
+            ev(Fault::Restart { node: NodeId(1) }, 40),
+            ev(Fault::Restart { node: NodeId(2) }, 41),
+            ev(Fault::Restart { node: NodeId(3) }, 42),
+            ev(Fault::Heal, 42),
+        ];
+        let t = FaultTimeline::new(&events, 3).unwrap();
+        assert_eq!(t.majority_side(15), &n(&[1, 3]));
+        assert!(!t.state_at(15).is_up(NodeId(2)));
+        assert_eq!(t.majority_side(25), &n(&[1, 2, 3]));
+        // The whole cluster down: no majority side, nobody expected to serve.
+        assert_eq!(t.majority_side(35), &n(&[]));
+        assert!(all.iter().all(|&v| !t.state_at(35).is_up(v)));
+        // Restarts one by one: a majority again once two are up.
+        assert_eq!(t.majority_side(40), &n(&[]));
+        assert_eq!(t.majority_side(41), &n(&[1, 2]));
+        assert_eq!(t.majority_side(42), &n(&[1, 2, 3]));
+        let w = t.windows();
+        assert_eq!(w.len(), 2);
+        assert_eq!((w[0].start_ns, w[0].end_ns), (10, Some(20)));
+        assert_eq!((w[1].start_ns, w[1].end_ns), (30, Some(42)));
+        assert_eq!(w[1].faults, vec!["power-loss", "restart"]);
+        assert_eq!(t.final_heal(), Some(42));
+        // A power loss of a node outside the cluster is refused.
+        let bad = [ev(loss(vec![NodeId(4)]), 1)];
+        assert!(matches!(
+            FaultTimeline::new(&bad, 3),
+            Err(NemesisError::UnknownNode { node: 4, .. })
+        ));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use super::checker::{overall, render_results, CheckResult, Validity};
 use super::history::{Call, Outcome};
-use super::nemesis::FaultTimeline;
+use super::nemesis::{Fault, FaultTimeline, NemesisEvent, PowerLossDrop};
 use super::stats::Stats;
 use crate::types::NodeId;
 use serde::Serialize;
@@ -121,6 +121,71 @@ pub fn window_recoveries(calls: &[Call], faults: &FaultTimeline) -> Vec<WindowRe
     out
 }
 
+/// One power loss, from the nemesis log.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PowerLossRecord {
+    /// Seconds since the first call (the clock of `window_recovery`).
+    pub at_s: f64,
+    /// The nodes that lost power.
+    pub nodes: Vec<NodeId>,
+    /// Whether a torn write was asked for.
+    pub tear: bool,
+    /// How long the nemesis waited for unsynced writes before it struck.
+    pub waited_ms: Option<u64>,
+    /// What each node's mount dropped.
+    pub dropped: Vec<PowerLossDrop>,
+}
+
+impl PowerLossRecord {
+    /// Unsynced bytes dropped on all its nodes.
+    pub fn bytes_dropped(&self) -> u64 {
+        self.dropped.iter().map(|d| d.report.bytes_dropped).sum()
+    }
+}
+
+/// Every power loss in the nemesis log, in time order.
+pub fn power_losses(events: &[NemesisEvent], calls: &[Call]) -> Vec<PowerLossRecord> {
+    let t0 = calls.iter().map(|c| c.invoke_ns).min().unwrap_or(0);
+    let mut out: Vec<(u64, PowerLossRecord)> = events
+        .iter()
+        .filter_map(|e| match &e.fault {
+            Fault::PowerLoss {
+                nodes,
+                tear,
+                waited_ms,
+                dropped,
+            } => Some((
+                e.time_ns,
+                PowerLossRecord {
+                    at_s: e.time_ns.saturating_sub(t0) as f64 / 1e9,
+                    nodes: nodes.clone(),
+                    tear: *tear,
+                    waited_ms: *waited_ms,
+                    dropped: dropped.clone(),
+                },
+            )),
+            _ => None,
+        })
+        .collect();
+    out.sort_by_key(|(t, _)| *t);
+    out.into_iter().map(|(_, r)| r).collect()
+}
+
+fn render_drop(d: &PowerLossDrop) -> String {
+    let r = &d.report;
+    let mut s = format!(
+        "{} dropped {} B in {} files, {} dirs, {} inodes",
+        d.node, r.bytes_dropped, r.files_reverted, r.dirs_reverted, r.inodes_dropped
+    );
+    if let Some(t) = &r.torn {
+        s.push_str(&format!(
+            "; torn write kept {} of {} B at offset {}",
+            t.kept, t.write_len, t.offset
+        ));
+    }
+    s
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct RunSummary {
     pub seed: u64,
@@ -161,6 +226,12 @@ pub struct RunSummary {
     pub minority_calls: BTreeMap<String, MinorityCalls>,
     /// Datagrams each node's socket filter dropped (loopback chaos mode).
     pub dropped_datagrams: BTreeMap<String, u64>,
+    /// Whether the nodes' data directories were on powerfs mounts.
+    pub on_powerfs: bool,
+    /// Every power loss and what it dropped.
+    pub power_losses: Vec<PowerLossRecord>,
+    /// Each node's powerfs counters at the end of the run.
+    pub powerfs_stats: BTreeMap<String, crate::powerfs::Stats>,
     pub stats: Stats,
     pub results: Vec<CheckResult>,
     pub valid: Validity,
@@ -348,6 +419,59 @@ impl RunSummary {
                 format!("datagrams dropped by the fault filter: {}", d.join(", ")),
             );
         }
+        if self.on_powerfs {
+            let singles = self
+                .power_losses
+                .iter()
+                .filter(|p| p.nodes.len() == 1)
+                .count();
+            let torn = self
+                .power_losses
+                .iter()
+                .flat_map(|p| &p.dropped)
+                .filter(|d| d.report.torn.is_some())
+                .count();
+            line(
+                &mut s,
+                format!(
+                    "power losses: {} ({} of one node, {} of more); {} unsynced bytes dropped; {} torn writes",
+                    self.power_losses.len(),
+                    singles,
+                    self.power_losses.len() - singles,
+                    self.power_losses.iter().map(|p| p.bytes_dropped()).sum::<u64>(),
+                    torn
+                ),
+            );
+            for p in &self.power_losses {
+                let nodes: Vec<String> = p.nodes.iter().map(|n| n.to_string()).collect();
+                let drops: Vec<String> = p.dropped.iter().map(render_drop).collect();
+                line(
+                    &mut s,
+                    format!(
+                        "  {:.1}s {}{}{}: {}",
+                        p.at_s,
+                        nodes.join(","),
+                        if p.tear { " (tear)" } else { "" },
+                        p.waited_ms
+                            .map_or(String::new(), |w| format!(" after {w} ms aiming")),
+                        drops.join("; ")
+                    ),
+                );
+            }
+            if !self.powerfs_stats.is_empty() {
+                let st: Vec<String> = self
+                    .powerfs_stats
+                    .iter()
+                    .map(|(n, st)| {
+                        format!(
+                            "{n} {} writes / {} fsyncs / {} dir fsyncs",
+                            st.writes, st.fsyncs, st.fsyncdirs
+                        )
+                    })
+                    .collect();
+                line(&mut s, format!("powerfs at the end: {}", st.join(", ")));
+            }
+        }
         if self.bugs > 0 {
             line(
                 &mut s,
@@ -492,10 +616,102 @@ mod tests {
             majority_calls: BTreeMap::new(),
             minority_calls: BTreeMap::new(),
             dropped_datagrams: BTreeMap::new(),
+            on_powerfs: false,
+            power_losses: vec![],
+            powerfs_stats: BTreeMap::new(),
             stats: Stats::default(),
             results: vec![],
             valid: Validity::Unknown,
         }
+    }
+
+    #[test]
+    fn power_losses_are_listed_with_what_each_mount_dropped() {
+        use crate::powerfs::{PowerLossReport, TornWrite};
+        let report = |bytes, torn: Option<u64>| PowerLossReport {
+            bytes_dropped: bytes,
+            files_reverted: 2,
+            dirs_reverted: 1,
+            inodes_dropped: 0,
+            handles_invalidated: 4,
+            torn: torn.map(|kept| TornWrite {
+                ino: 9,
+                offset: 4096,
+                data: vec![],
+                write_len: 100,
+                kept,
+            }),
+        };
+        let at = |t: u64, fault| NemesisEvent {
+            fault,
+            nemesis: Some("power-loss".into()),
+            time_ns: t,
+        };
+        let events = vec![
+            at(
+                3_000_000_000,
+                Fault::PowerLoss {
+                    nodes: vec![NodeId(2)],
+                    tear: true,
+                    waited_ms: Some(3),
+                    dropped: vec![PowerLossDrop {
+                        node: NodeId(2),
+                        report: report(5000, Some(17)),
+                    }],
+                },
+            ),
+            at(4_000_000_000, Fault::Restart { node: NodeId(2) }),
+            at(4_000_000_000, Fault::Heal),
+            at(
+                1_000_000_000,
+                Fault::PowerLoss {
+                    nodes: vec![NodeId(1), NodeId(3)],
+                    tear: false,
+                    waited_ms: None,
+                    dropped: vec![
+                        PowerLossDrop {
+                            node: NodeId(1),
+                            report: report(10, None),
+                        },
+                        PowerLossDrop {
+                            node: NodeId(3),
+                            report: report(0, None),
+                        },
+                    ],
+                },
+            ),
+        ];
+        let (calls, _, _) = run();
+        let t0 = calls.iter().map(|c| c.invoke_ns).min().unwrap();
+        let p = power_losses(&events, &calls);
+        assert_eq!(p.len(), 2);
+        // In time order, on the clock of the first call.
+        assert_eq!(p[0].nodes, vec![NodeId(1), NodeId(3)]);
+        assert!((p[0].at_s - (1e9 - t0 as f64) / 1e9).abs() < 1e-9);
+        assert_eq!(p[0].bytes_dropped(), 10);
+        assert_eq!(p[1].bytes_dropped(), 5000);
+        let mut s = empty();
+        s.on_powerfs = true;
+        s.power_losses = p;
+        let text = s.render();
+        assert!(
+            text.contains(
+                "power losses: 2 (1 of one node, 1 of more); 5010 unsynced bytes dropped; 1 torn writes"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("N2 dropped 5000 B in 2 files, 1 dirs, 0 inodes; torn write kept 17 of 100 B at offset 4096"),
+            "{text}"
+        );
+        assert!(text.contains("N1,N3: N1 dropped 10 B"), "{text}");
+        assert!(
+            text.contains("N2 (tear) after 3 ms aiming: N2 dropped"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["power_losses"][1]["dropped"][0]["torn"]["kept"], 17);
+        assert_eq!(json["power_losses"][1]["dropped"][0]["node"], 2);
     }
 
     #[test]

@@ -11,11 +11,14 @@ use super::checker::{check_all_with, CheckConfig, Validity};
 use super::client::NodeClient;
 use super::cluster::{Cluster, Mode, StartOptions};
 use super::history::{pair, Op, OpType};
-use super::nemesis::{Fault, FaultTimeline};
+use super::nemesis::{Fault, FaultTimeline, PowerLossDrop};
 use super::netns::{check_prerequisites, NetnsPlan};
+use super::power::check_available;
 use super::recorder::Recorder;
 use super::report::{timestamp, RunSummary};
-use super::schedule::{block_lists, fault_windows, flap_toggles, Chooser, Injection, NemesisKind};
+use super::schedule::{
+    block_lists, fault_windows, flap_toggles, tear_seed, Chooser, Injection, NemesisKind,
+};
 use super::stats::Stats;
 use super::workload::{OpSpec, Workload, WorkloadKind};
 use crate::types::NodeId;
@@ -56,6 +59,17 @@ pub struct RunOptions {
     pub nodes_url: Vec<String>,
     /// Run nodes in network namespaces on this /24 (first three octets).
     pub netns: Option<[u8; 3]>,
+    /// Put each node's data directory on its own powerfs mount (implied by
+    /// the `power-loss` nemesis).
+    pub powerfs: bool,
+    /// The `keel-powerfs` executable; default: next to the current one.
+    pub powerfs_exe: Option<PathBuf>,
+    /// `power-loss`: how long the nemesis may spend, at a fault's start,
+    /// looking for an instant when a victim holds unsynced writes (it
+    /// freezes the victims for a few ms per look; zero: strike at once). A
+    /// node that syncs promptly holds unsynced data only briefly, and a
+    /// power loss that finds none tests no more than `kill`.
+    pub power_loss_aim: Duration,
     pub base_port: Option<u16>,
     pub nodes: u32,
     /// Server-side deadline sent as `keel-timeout-ms`.
@@ -87,6 +101,9 @@ impl RunOptions {
             keel: None,
             nodes_url: Vec::new(),
             netns: None,
+            powerfs: false,
+            powerfs_exe: None,
+            power_loss_aim: Duration::from_secs(1),
             base_port: None,
             nodes: 3,
             request_timeout: Duration::from_millis(3000),
@@ -115,6 +132,12 @@ impl RunOptions {
             bail!("--request-timeout-ms must be in 1..=60000");
         }
         if !self.nodes_url.is_empty() {
+            if self.uses_powerfs() {
+                bail!(
+                    "--powerfs (and --nemesis power-loss) mounts the data directories of nodes \
+                     the harness starts; it cannot be combined with --nodes-url"
+                );
+            }
             if self.netns.is_some() {
                 bail!("--netns starts its own nodes; it cannot be combined with --nodes-url");
             }
@@ -162,25 +185,42 @@ impl RunOptions {
         })
     }
 
+    /// Whether the nodes' data directories go on powerfs mounts.
+    pub fn uses_powerfs(&self) -> bool {
+        self.powerfs || self.nemesis.needs_powerfs()
+    }
+
     fn keel_exe(&self) -> Result<PathBuf> {
-        if let Some(p) = &self.keel {
-            return Ok(p.clone());
+        match &self.keel {
+            Some(p) => Ok(p.clone()),
+            None => sibling_exe("keel", "--keel"),
         }
-        let me = std::env::current_exe().context("locating the current executable")?;
-        let dir = me.parent().context("current executable has no directory")?;
-        let exe = dir.join("keel");
-        if exe.is_file() {
-            return Ok(exe);
+    }
+
+    fn powerfs_exe(&self) -> Result<PathBuf> {
+        match &self.powerfs_exe {
+            Some(p) => Ok(p.clone()),
+            None => sibling_exe("keel-powerfs", "--powerfs-bin"),
         }
-        // Test binaries live in target/<profile>/deps.
-        let up = dir.parent().map(|d| d.join("keel"));
-        match up {
-            Some(p) if p.is_file() => Ok(p),
-            _ => bail!(
-                "no keel executable next to {}; build it (cargo build --bin keel) or pass --keel",
-                me.display()
-            ),
-        }
+    }
+}
+
+/// The executable `name` next to the current one (or one directory up,
+/// where test binaries in `target/<profile>/deps` find it).
+fn sibling_exe(name: &str, flag: &str) -> Result<PathBuf> {
+    let me = std::env::current_exe().context("locating the current executable")?;
+    let dir = me.parent().context("current executable has no directory")?;
+    let exe = dir.join(name);
+    if exe.is_file() {
+        return Ok(exe);
+    }
+    let up = dir.parent().map(|d| d.join(name));
+    match up {
+        Some(p) if p.is_file() => Ok(p),
+        _ => bail!(
+            "no {name} executable next to {}; build it (cargo build --bin {name}) or pass {flag}",
+            me.display()
+        ),
     }
 }
 
@@ -350,6 +390,8 @@ fn plan_steps(opts: &RunOptions, rng: &mut StdRng) -> Vec<(Duration, Step)> {
 /// Drives the cluster for the nemesis and logs what it did.
 struct NemesisDriver<'a> {
     kind: NemesisKind,
+    /// See [`RunOptions::power_loss_aim`].
+    aim: Duration,
     chooser: Chooser,
     cluster: &'a mut Cluster,
     rec: &'a Recorder,
@@ -379,12 +421,17 @@ impl NemesisDriver<'_> {
     }
 
     fn apply(&mut self, inj: Injection) {
+        if let Injection::PowerLoss { nodes, tear } = &inj {
+            self.power_loss(nodes, *tear);
+            return;
+        }
         let r = match &inj {
             Injection::Partition { .. } | Injection::Bridge { .. } => {
                 self.cluster.partition(&block_lists(&inj.cut()))
             }
             Injection::Kill(n) => self.cluster.kill(*n),
             Injection::Pause(n) => self.cluster.pause(*n),
+            Injection::PowerLoss { .. } => unreachable!("handled above"),
             Injection::Stall {
                 node,
                 actor,
@@ -407,6 +454,105 @@ impl NemesisDriver<'_> {
         }
     }
 
+    /// `kill -9` every victim first (a whole cluster goes down at once),
+    /// then cuts each one's power. Logs one `power-loss` event for the
+    /// nodes whose power was cut, with what each mount dropped, and a
+    /// `kill` for any node that went down but whose power could not be cut.
+    fn power_loss(&mut self, nodes: &[NodeId], tear: Option<u64>) {
+        let (order, waited) = self.aim(nodes);
+        let mut down = Vec::new();
+        for &n in &order {
+            match self.cluster.kill(n) {
+                Ok(()) => down.push(n),
+                Err(e) => self.note_error(&format!("kill -9 {n}"), e),
+            }
+        }
+        let mut lost = Vec::new();
+        let mut dropped = Vec::new();
+        for &n in &down {
+            match self.cluster.power_loss(n, tear.map(|s| tear_seed(s, n))) {
+                Ok(report) => {
+                    lost.push(n);
+                    dropped.push(PowerLossDrop { node: n, report });
+                }
+                Err(e) => self.note_error(&format!("power loss of {n}"), e),
+            }
+        }
+        for &n in down.iter().filter(|n| !lost.contains(n)) {
+            self.rec.event(Fault::Kill { node: n }, self.kind.name());
+        }
+        if !lost.is_empty() {
+            lost.sort();
+            dropped.sort_by_key(|d| d.node);
+            let fault = Fault::PowerLoss {
+                nodes: lost,
+                tear: tear.is_some(),
+                waited_ms: (!self.aim.is_zero()).then_some(waited.as_millis() as u64),
+                dropped,
+            };
+            self.rec.event(fault, self.kind.name());
+        }
+        if !down.is_empty() {
+            down.sort();
+            let inj = Injection::PowerLoss { nodes: down, tear };
+            self.now = inj.describe();
+            self.active = Some(inj);
+        }
+    }
+
+    /// Picks the instant of a power loss: at most [`NemesisDriver::aim`]
+    /// long, freezes the victims (`SIGSTOP`), lets the requests they
+    /// already sent to their mounts settle, and asks each mount what it
+    /// holds unsynced. If one holds unsynced bytes the victims stay frozen
+    /// for the kill: what the mounts hold then is exactly what a power cut
+    /// at the freeze would lose. Otherwise they are thawed, run a moment,
+    /// and the next probe follows. Returns the kill order (nodes holding
+    /// unsynced bytes first) and how long it took; at the deadline the
+    /// victims run and are killed as they are.
+    fn aim(&mut self, nodes: &[NodeId]) -> (Vec<NodeId>, Duration) {
+        /// Time for requests already in a mount's queue to be answered.
+        const SETTLE: Duration = Duration::from_millis(2);
+        /// Time the victims run between two probes.
+        const RUN: Duration = Duration::from_millis(5);
+        let started = Instant::now();
+        let until = started + self.aim;
+        // Bounded by the deadline: every probe takes at least SETTLE + RUN.
+        while Instant::now() < until && !interrupted() {
+            let mut frozen = Vec::new();
+            for &n in nodes {
+                match self.cluster.pause(n) {
+                    Ok(()) => frozen.push(n),
+                    Err(e) => self.note_error(&format!("SIGSTOP {n} (aiming)"), e),
+                }
+            }
+            std::thread::sleep(SETTLE);
+            let mut holding = Vec::new();
+            let mut failed = false;
+            for &n in nodes {
+                match self.cluster.unsynced_bytes(n) {
+                    Ok(b) if b > 0 => holding.push(n),
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.note_error(&format!("powerfs status of {n}"), e);
+                        failed = true;
+                    }
+                }
+            }
+            if !holding.is_empty() || failed || frozen.len() < nodes.len() {
+                let rest = nodes.iter().filter(|n| !holding.contains(n));
+                let order = holding.iter().chain(rest).copied().collect();
+                return (order, started.elapsed());
+            }
+            for &n in &frozen {
+                if let Err(e) = self.cluster.resume(n) {
+                    self.note_error(&format!("SIGCONT {n} (aiming)"), e);
+                }
+            }
+            std::thread::sleep(RUN);
+        }
+        (nodes.to_vec(), started.elapsed())
+    }
+
     /// Undoes whatever is active and logs a heal. Best effort on every
     /// part: a failed restart must not leave the network cut.
     fn heal(&mut self) {
@@ -417,6 +563,16 @@ impl NemesisDriver<'_> {
                 }
                 Err(e) => self.note_error(&format!("restart {n}"), e),
             },
+            Some(Injection::PowerLoss { nodes, .. }) => {
+                for n in nodes {
+                    match self.cluster.restart(n) {
+                        Ok(()) => {
+                            self.rec.event(Fault::Restart { node: n }, self.kind.name());
+                        }
+                        Err(e) => self.note_error(&format!("restart {n}"), e),
+                    }
+                }
+            }
             Some(Injection::Pause(n)) => match self.cluster.resume(n) {
                 Ok(()) => {
                     self.rec.event(Fault::Resume { node: n }, self.kind.name());
@@ -497,6 +653,13 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
             None => None,
         };
         let keel = opts.keel_exe()?;
+        let powerfs = if opts.uses_powerfs() {
+            let exe = opts.powerfs_exe()?;
+            check_available()?;
+            Some(exe)
+        } else {
+            None
+        };
         Cluster::start(StartOptions {
             dir: &dir,
             keel: &keel,
@@ -504,6 +667,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
             base_port: opts.base_port,
             netns,
             seed: opts.seed,
+            powerfs: powerfs.as_deref(),
         })?
     };
     let started = Instant::now();
@@ -517,9 +681,14 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         .max()
         .unwrap_or(1);
     say(format!(
-        "keel-jepsen: {} nodes ready ({} mode) in {:.1} s: {}",
+        "keel-jepsen: {} nodes ready ({} mode{}) in {:.1} s: {}",
         cluster.ids().len(),
         cluster.mode().name(),
+        if cluster.on_powerfs() {
+            ", data on powerfs"
+        } else {
+            ""
+        },
         started.elapsed().as_secs_f64(),
         cluster
             .urls()
@@ -558,6 +727,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
     {
         let mut driver = NemesisDriver {
             kind: opts.nemesis,
+            aim: opts.power_loss_aim,
             chooser,
             cluster: &mut cluster,
             rec: &rec,
@@ -663,10 +833,22 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
             }
         }
     }
+    let mut powerfs_stats = BTreeMap::new();
+    if cluster.on_powerfs() {
+        for &n in &ids {
+            match cluster.powerfs_stats(n) {
+                Ok(st) => {
+                    powerfs_stats.insert(n.to_string(), st);
+                }
+                Err(e) => eprintln!("keel-jepsen: powerfs status of {n}: {e:#}"),
+            }
+        }
+    }
     for exit in cluster.reap() {
         node_exits.push(exit);
     }
     let mode = cluster.mode();
+    let on_powerfs = cluster.on_powerfs();
     drop(cluster);
 
     let (ops, events, write_error) = rec.snapshot();
@@ -706,6 +888,9 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         majority_calls: BTreeMap::new(),
         minority_calls: BTreeMap::new(),
         dropped_datagrams: dropped,
+        on_powerfs,
+        power_losses: super::report::power_losses(&events, &calls),
+        powerfs_stats,
         stats: Stats::default(),
         results: Vec::new(),
         valid: Validity::Unknown,
@@ -819,6 +1004,16 @@ mod tests {
         assert!(o.validate().is_ok());
         o.netns = Some([10, 77, 0]);
         assert!(o.validate().is_err());
+        o.netns = None;
+        o.powerfs = true;
+        let err = o.validate().unwrap_err().to_string();
+        assert!(err.contains("--powerfs"), "{err}");
+        let mut o = opts(NemesisKind::PowerLoss);
+        assert!(o.uses_powerfs());
+        assert!(o.validate().is_ok());
+        o.nodes_url = vec!["http://127.0.0.1:9101".into()];
+        assert!(o.validate().is_err());
+        assert!(!opts(NemesisKind::Kill).uses_powerfs());
         let mut o = opts(NemesisKind::None);
         o.rate = Some(0.0);
         assert!(o.validate().is_err());

@@ -38,9 +38,13 @@ pub enum NemesisKind {
     Flap,
     /// Wedge one actor on one node; its supervisor must restart it.
     Stall,
+    /// `kill -9` and cut the power of the nodes' powerfs mounts (unsynced
+    /// writes are lost): one random node on odd cycles, all of them at
+    /// once on even cycles; restart them on what survived at the heal.
+    PowerLoss,
 }
 
-pub const ALL_NEMESES: [NemesisKind; 9] = [
+pub const ALL_NEMESES: [NemesisKind; 10] = [
     NemesisKind::None,
     NemesisKind::PartitionRandomNode,
     NemesisKind::PartitionLeader,
@@ -50,6 +54,7 @@ pub const ALL_NEMESES: [NemesisKind; 9] = [
     NemesisKind::Pause,
     NemesisKind::Flap,
     NemesisKind::Stall,
+    NemesisKind::PowerLoss,
 ];
 
 impl NemesisKind {
@@ -64,12 +69,21 @@ impl NemesisKind {
             NemesisKind::Pause => "pause",
             NemesisKind::Flap => "flap",
             NemesisKind::Stall => "stall",
+            NemesisKind::PowerLoss => "power-loss",
         }
     }
 
     /// Needs node processes the harness started (signals, restarts).
     pub fn needs_processes(self) -> bool {
-        matches!(self, NemesisKind::Kill | NemesisKind::Pause)
+        matches!(
+            self,
+            NemesisKind::Kill | NemesisKind::Pause | NemesisKind::PowerLoss
+        )
+    }
+
+    /// Needs every node's data directory on its own powerfs mount.
+    pub fn needs_powerfs(self) -> bool {
+        self == NemesisKind::PowerLoss
     }
 
     /// Cuts links between nodes.
@@ -164,6 +178,14 @@ pub enum Injection {
     },
     Kill(NodeId),
     Pause(NodeId),
+    /// `kill -9` these nodes, then cut their powerfs' power.
+    PowerLoss {
+        /// The victims, sorted: one node, or the whole cluster.
+        nodes: Vec<NodeId>,
+        /// Seed of the torn writes (`None`: no torn write); each node's
+        /// mount gets its own seed derived from it ([`tear_seed`]).
+        tear: Option<u64>,
+    },
     Stall {
         node: NodeId,
         actor: String,
@@ -184,6 +206,12 @@ impl Injection {
             Injection::Bridge { cut } => Fault::Bridge { cut: cut.clone() },
             Injection::Kill(node) => Fault::Kill { node: *node },
             Injection::Pause(node) => Fault::Pause { node: *node },
+            Injection::PowerLoss { nodes, tear } => Fault::PowerLoss {
+                nodes: nodes.clone(),
+                tear: tear.is_some(),
+                waited_ms: None,
+                dropped: Vec::new(),
+            },
             Injection::Stall { node, actor, .. } => Fault::Stall {
                 node: *node,
                 actor: actor.clone(),
@@ -232,6 +260,11 @@ impl Injection {
             }
             Injection::Kill(n) => format!("kill -9 {n}"),
             Injection::Pause(n) => format!("SIGSTOP {n}"),
+            Injection::PowerLoss { nodes, tear } => format!(
+                "power loss {}{}",
+                list(nodes),
+                if tear.is_some() { " (torn write)" } else { "" }
+            ),
             Injection::Stall { node, actor, .. } => format!("stall {actor} on {node}"),
         }
     }
@@ -250,6 +283,13 @@ pub fn block_lists(cut: &[[NodeId; 2]]) -> BTreeMap<NodeId, BTreeSet<NodeId>> {
         out.entry(b).or_default().insert(a);
     }
     out
+}
+
+/// The torn-write seed of `node`'s mount at a power loss whose seed is
+/// `seed`: distinct per node, so the nodes of a whole-cluster power loss do
+/// not all keep the same prefix length.
+pub fn tear_seed(seed: u64, node: NodeId) -> u64 {
+    seed ^ u64::from(node.0).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// Actors a `stall` may wedge (`{p}` is a partition number).
@@ -328,6 +368,17 @@ impl Chooser {
             }
             NemesisKind::Kill => Injection::Kill(victim),
             NemesisKind::Pause => Injection::Pause(victim),
+            NemesisKind::PowerLoss => {
+                // Odd cycles one node, even cycles the whole cluster.
+                let mut nodes = if self.cycle % 2 == 1 {
+                    vec![victim]
+                } else {
+                    nodes.to_vec()
+                };
+                nodes.sort();
+                let tear = self.rng.gen_bool(0.5).then(|| self.rng.gen());
+                Injection::PowerLoss { nodes, tear }
+            }
             NemesisKind::Stall => {
                 let template = STALL_ACTORS.choose(&mut self.rng).copied().unwrap_or("");
                 let p = self.rng.gen_range(0..self.partitions);
@@ -528,6 +579,43 @@ mod tests {
             assert!(actor.starts_with("root/"), "{actor}");
             assert!(!actor.contains('{'), "{actor}");
         }
+    }
+
+    #[test]
+    fn power_loss_alternates_one_node_and_the_whole_cluster() {
+        let mut c = Chooser::new(NemesisKind::PowerLoss, StdRng::seed_from_u64(21), 4);
+        let mut tears = 0;
+        for cycle in 1..=40 {
+            let Some(Injection::PowerLoss {
+                nodes: victims,
+                tear,
+            }) = c.next(&nodes(), None)
+            else {
+                panic!("cycle {cycle}")
+            };
+            if cycle % 2 == 1 {
+                assert_eq!(victims.len(), 1, "cycle {cycle}");
+                assert!(nodes().contains(&victims[0]));
+            } else {
+                assert_eq!(victims, nodes(), "cycle {cycle}");
+            }
+            tears += usize::from(tear.is_some());
+        }
+        // About half the power losses tear a write.
+        assert!((10..=30).contains(&tears), "{tears} of 40");
+        let inj = Injection::PowerLoss {
+            nodes: nodes(),
+            tear: Some(3),
+        };
+        assert!(inj.cut().is_empty());
+        assert_eq!(inj.fault().name(), "power-loss");
+        assert_eq!(inj.describe(), "power loss N1,N2,N3 (torn write)");
+        // Each node of one power loss tears with its own seed.
+        let seeds: BTreeSet<u64> = nodes().iter().map(|&n| tear_seed(3, n)).collect();
+        assert_eq!(seeds.len(), 3);
+        assert!(NemesisKind::PowerLoss.needs_processes());
+        assert!(NemesisKind::PowerLoss.needs_powerfs());
+        assert!(!NemesisKind::Kill.needs_powerfs());
     }
 
     #[test]

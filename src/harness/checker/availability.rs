@@ -5,7 +5,8 @@
 //! and reaching a majority directly) are expected to serve. Within each
 //! fault window it reports the fraction of calls sent to majority-side
 //! nodes that were served, and the longest stretch with no served call
-//! completing on the majority side.
+//! completing on the majority side (counting only the time a majority side
+//! exists: a window with the whole cluster down has no gap).
 //!
 //! Validity, with `detection` (default 2 s: ≈1 s failure detection plus a
 //! randomized election timeout) and `max_gap` (default 3 s): every time the
@@ -85,11 +86,12 @@ pub fn check(calls: &[Call], faults: &FaultTimeline, config: &AvailabilityConfig
         sent += w_sent;
         served += w_served;
 
-        // Longest stretch without a served call, window edges included.
+        // Longest stretch without a served call, window edges included,
+        // in time a majority side existed.
         let mut w_longest = 0;
         let mut last = w.start_ns;
         for &t in oks.iter().chain(std::iter::once(&end)) {
-            w_longest = w_longest.max(t - last);
+            w_longest = w_longest.max(majority_time(faults, last, t));
             last = t;
         }
         longest = longest.max(w_longest);
@@ -198,6 +200,20 @@ pub fn check(calls: &[Call], faults: &FaultTimeline, config: &AvailabilityConfig
             "detection_ms": config.detection.as_nanos() as f64 / 1e6,
         }),
     )
+}
+
+/// How much of `[from, to)` some node was on the majority side.
+fn majority_time(faults: &FaultTimeline, from: u64, to: u64) -> u64 {
+    let segments = faults.segments();
+    let mut total = 0;
+    for (i, seg) in segments.iter().enumerate() {
+        let seg_end = segments.get(i + 1).map_or(u64::MAX, |n| n.from_ns);
+        let (a, b) = (seg.from_ns.max(from), seg_end.min(to));
+        if a < b && !seg.majority.is_empty() {
+            total += b - a;
+        }
+    }
+    total
 }
 
 #[cfg(test)]
@@ -348,6 +364,53 @@ mod tests {
         let r = run(&h, &faults);
         assert_eq!(r.valid, Validity::Valid, "{}", r.summary);
         assert_eq!(r.details["majority_calls"], 0);
+        // No majority side, so no gap on it.
+        assert_eq!(r.details["longest_gap_ms"], 0.0);
+    }
+
+    #[test]
+    fn a_gap_counts_only_the_time_a_majority_side_exists() {
+        // N1 down 5-15 s; the whole cluster down 8-12 s (power loss); no
+        // success on the majority side from 5 s to 13.5 s: 3 s before the
+        // whole cluster went down plus 1.5 s after it came back.
+        let at = |fault, t: u64| NemesisEvent {
+            fault,
+            nemesis: None,
+            time_ns: t * MS,
+        };
+        let all: Vec<NodeId> = (1..=3).map(NodeId).collect();
+        let faults = FaultTimeline::new(
+            &[
+                at(Fault::Kill { node: NodeId(1) }, 5000),
+                at(
+                    Fault::PowerLoss {
+                        nodes: all,
+                        tear: false,
+                        waited_ms: None,
+                        dropped: vec![],
+                    },
+                    8000,
+                ),
+                at(Fault::Restart { node: NodeId(2) }, 12_000),
+                at(Fault::Restart { node: NodeId(3) }, 12_000),
+                heal(15_000),
+            ],
+            3,
+        )
+        .unwrap();
+        let mut h = Hist::new();
+        h.steady(3, 0, 20_000, 100, |node, t| {
+            if (5000..13_500).contains(&t) || (node == 1 && t < 15_000) {
+                OpType::Info
+            } else {
+                OpType::Ok
+            }
+        });
+        let r = run(&h, &faults);
+        // 3 s from 5 s, then 1.51 s from 12 s to the first ok at 13.51 s.
+        assert_eq!(r.details["longest_gap_ms"], 4510.0, "{}", r.summary);
+        // Each stretch with a majority side got its first success in time.
+        assert_eq!(r.valid, Validity::Valid, "{}", r.summary);
     }
 
     #[test]

@@ -9,7 +9,10 @@
 //! are invalid. Adds with unknown outcome that show up in the final read
 //! are **recovered** (fine, reported). Adds acknowledged while the final
 //! read was in flight may legitimately be missing from it: reported as
-//! unconfirmed, not lost.
+//! unconfirmed, not lost. An add acknowledged only after the final read
+//! completed (no ok read came after it: the cluster never served a read
+//! again) is **unverified**: nothing in the history can confirm it, so the
+//! key is unknown, as with no ok read at all.
 
 use super::{CheckResult, Validity};
 use crate::harness::history::{Call, Outcome, F};
@@ -26,6 +29,8 @@ struct KeyReport {
     failed_present: BTreeSet<i64>,
     recovered: BTreeSet<i64>,
     unconfirmed: BTreeSet<i64>,
+    /// Acknowledged after the final read completed, and absent from it.
+    unverified: BTreeSet<i64>,
     final_read: Option<usize>,
     final_size: usize,
 }
@@ -61,12 +66,20 @@ pub fn check(calls: &[Call]) -> CheckResult {
                 report.acknowledged
             ));
             Validity::Unknown
+        } else if !(report.lost.is_empty()
+            && report.unexpected.is_empty()
+            && report.failed_present.is_empty())
+        {
+            Validity::Invalid
+        } else if !report.unverified.is_empty() {
+            problems.push(format!(
+                "key {key}: {} adds acknowledged after the last ok read completed, unverified: {}",
+                report.unverified.len(),
+                sample(&report.unverified)
+            ));
+            Validity::Unknown
         } else {
-            Validity::from_bool(
-                report.lost.is_empty()
-                    && report.unexpected.is_empty()
-                    && report.failed_present.is_empty(),
-            )
+            Validity::Valid
         };
         if !report.lost.is_empty() {
             problems.push(format!(
@@ -103,6 +116,8 @@ pub fn check(calls: &[Call]) -> CheckResult {
             "failed_but_present": first(&report.failed_present),
             "recovered_count": report.recovered.len(),
             "unconfirmed_count": report.unconfirmed.len(),
+            "unverified": first(&report.unverified),
+            "unverified_count": report.unverified.len(),
         }));
     }
     let counts = format!(
@@ -176,13 +191,17 @@ fn check_key(calls: &[&Call]) -> Result<KeyReport, String> {
         let present = final_set.contains(e);
         for a in adds {
             match a.outcome {
-                Outcome::Ok if !present => {
-                    if a.complete_ns.is_some_and(|t| t < last.invoke_ns) {
+                Outcome::Ok if !present => match a.complete_ns {
+                    Some(t) if t < last.invoke_ns => {
                         report.lost.insert(*e);
-                    } else {
+                    }
+                    Some(t) if last.complete_ns.is_some_and(|r| t > r) => {
+                        report.unverified.insert(*e);
+                    }
+                    _ => {
                         report.unconfirmed.insert(*e);
                     }
-                }
+                },
                 Outcome::Info | Outcome::Pending if present => {
                     report.recovered.insert(*e);
                 }
@@ -299,6 +318,33 @@ mod tests {
         let r = check(&h.calls());
         assert_eq!(r.valid, Validity::Valid, "{}", r.summary);
         assert_eq!(r.details["keys"][0]["unconfirmed_count"], 1);
+    }
+
+    #[test]
+    fn adds_acknowledged_after_the_last_ok_read_are_unverified_not_valid() {
+        // The cluster served a read at 10 s, acknowledged two more adds,
+        // then never served a read again (the final reads all failed).
+        let mut h = Hist::new();
+        add(&mut h, 1, 1, 0, 1);
+        read(&mut h, 2, &[1], 10, 11);
+        add(&mut h, 1, 2, 12, 13);
+        add(&mut h, 1, 3, 14, 15);
+        h.info(2, F::Read, "s", Value::Null, 30, 40);
+        let r = check(&h.calls());
+        assert_eq!(r.valid, Validity::Unknown, "{}", r.summary);
+        assert_eq!(r.details["keys"][0]["unverified"], json!([2, 3]));
+        assert!(
+            r.summary
+                .contains("2 adds acknowledged after the last ok read completed, unverified: 2, 3"),
+            "{}",
+            r.summary
+        );
+        // A lost add still makes the key invalid, whatever else is unverified.
+        let mut h = Hist::new();
+        add(&mut h, 1, 1, 0, 1);
+        read(&mut h, 2, &[], 10, 11);
+        add(&mut h, 1, 2, 12, 13);
+        assert_eq!(check(&h.calls()).valid, Validity::Invalid);
     }
 
     #[test]
