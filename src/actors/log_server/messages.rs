@@ -32,7 +32,7 @@ impl From<crate::storage::StorageError> for LogServerError {
 }
 
 /// Persist `records` at `first..`; acknowledged only once flushed.
-#[derive(Clone, Debug, Serialize, Deserialize, Message)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Message)]
 #[rtype(result = "StoreReply")]
 pub struct Store {
     pub loglet: LogletId,
@@ -57,13 +57,13 @@ pub enum StoreReply {
 }
 
 /// Seal the loglet here: refuse normal stores from now on.
-#[derive(Clone, Debug, Serialize, Deserialize, Message)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Message)]
 #[rtype(result = "Result<TailInfo, LogServerError>")]
 pub struct Seal {
     pub loglet: LogletId,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, Message)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Message)]
 #[rtype(result = "Result<TailInfo, LogServerError>")]
 pub struct GetTail {
     pub loglet: LogletId,
@@ -85,7 +85,7 @@ pub struct TailInfo {
 /// Records in `[from, to)`. Without `include_uncommitted` only offsets below
 /// the known global tail are returned (a sealer reads past it on sealed
 /// loglets; a reader that learned the tail elsewhere may too).
-#[derive(Clone, Debug, Serialize, Deserialize, Message)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Message)]
 #[rtype(result = "Result<RecordsReply, LogServerError>")]
 pub struct GetRecords {
     pub loglet: LogletId,
@@ -95,7 +95,7 @@ pub struct GetRecords {
     pub include_uncommitted: bool,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RecordsReply {
     pub records: Vec<(Offset, Record)>,
     pub tail: TailInfo,
@@ -107,7 +107,7 @@ pub struct RecordsReply {
 }
 
 /// Drop records below `below`.
-#[derive(Clone, Debug, Serialize, Deserialize, Message)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Message)]
 #[rtype(result = "Result<(), LogServerError>")]
 pub struct Trim {
     pub loglet: LogletId,
@@ -115,7 +115,7 @@ pub struct Trim {
 }
 
 /// One-way: the committed tail advanced.
-#[derive(Clone, Debug, Serialize, Deserialize, Message)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Message)]
 #[rtype(result = "()")]
 pub struct Release {
     pub loglet: LogletId,
