@@ -8,9 +8,11 @@
 //! - the simulated disk never damages a record: `damaged_in` is always
 //!   empty and the server is never suspect.
 //!
-//! The sequencer's "started" marks live here too (state lane), since the
-//! simulator keeps one disk per node and the sequencer's shell rule ("a
-//! marked loglet without a live sequencer answers `Gone`") reads them.
+//! The sequencer's "started" marks live here too (state lane): the
+//! simulator keeps one disk per node, writes a mark when a sequencer core
+//! asks (`Effect::PersistStartMark`) and reads it for
+//! `sequencer::core::may_start` ("a marked loglet without a live sequencer
+//! answers `Gone`").
 
 use super::disk::{Lane, SimDisk};
 use crate::actors::log_server::core::LogServerStore;

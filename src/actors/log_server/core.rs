@@ -436,11 +436,15 @@ mod tests {
     /// offsets and be suspect.
     #[derive(Default)]
     struct MemStore {
+        /// Records by loglet and offset.
         records: BTreeMap<(LogletId, Offset), Record>,
+        /// Loglet states as written.
         states: BTreeMap<LogletId, LogletState>,
         /// Operations that fail with an I/O error.
         failing: BTreeSet<&'static str>,
+        /// Offsets found damaged (until stored again).
         damaged: BTreeSet<(LogletId, Offset)>,
+        /// Whether the store may lack records it cannot name.
         suspect: bool,
         /// The byte budget of the last read.
         last_max_bytes: Cell<usize>,

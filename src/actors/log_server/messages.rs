@@ -35,8 +35,12 @@ impl From<crate::storage::StorageError> for LogServerError {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Message)]
 #[rtype(result = "StoreReply")]
 pub struct Store {
+    /// The loglet the records belong to.
     pub loglet: LogletId,
+    /// The offset of the first record.
     pub first: Offset,
+    /// The records, at `first, first + 1, ...` (shared by the stores of one
+    /// batch).
     pub records: Arc<Vec<Record>>,
     /// Every offset below this is committed (piggybacked by the sequencer).
     pub known_global_tail: Offset,
@@ -60,17 +64,20 @@ pub enum StoreReply {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Message)]
 #[rtype(result = "Result<TailInfo, LogServerError>")]
 pub struct Seal {
+    /// The loglet to seal.
     pub loglet: LogletId,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Message)]
 #[rtype(result = "Result<TailInfo, LogServerError>")]
 pub struct GetTail {
+    /// The loglet asked about.
     pub loglet: LogletId,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TailInfo {
+    /// Whether this server sealed the loglet (refuses normal stores).
     pub sealed: bool,
     /// One past the highest offset stored here.
     pub local_tail: Offset,
@@ -88,16 +95,23 @@ pub struct TailInfo {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Message)]
 #[rtype(result = "Result<RecordsReply, LogServerError>")]
 pub struct GetRecords {
+    /// The loglet to read.
     pub loglet: LogletId,
+    /// The first offset wanted.
     pub from: Offset,
+    /// One past the last offset wanted.
     pub to: Offset,
+    /// A bound on the reply's size (at least one record is returned).
     pub max_bytes: u32,
+    /// Read past the known global tail too.
     pub include_uncommitted: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RecordsReply {
+    /// The records held in the range, in offset order.
     pub records: Vec<(Offset, Record)>,
+    /// The server's tail info when it read them.
     pub tail: TailInfo,
     /// Offsets of the requested range this server found damaged and has not
     /// stored again since: it may have acknowledged them, so their absence
@@ -110,7 +124,9 @@ pub struct RecordsReply {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Message)]
 #[rtype(result = "Result<(), LogServerError>")]
 pub struct Trim {
+    /// The loglet to trim.
     pub loglet: LogletId,
+    /// Every offset below this goes (and is committed and applied).
     pub below: Offset,
 }
 
@@ -118,6 +134,8 @@ pub struct Trim {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Message)]
 #[rtype(result = "()")]
 pub struct Release {
+    /// The loglet whose commit advanced.
     pub loglet: LogletId,
+    /// Every offset below this is committed.
     pub global_tail: Offset,
 }

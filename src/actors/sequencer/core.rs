@@ -282,7 +282,7 @@ enum Start {
 
 /// The next store due to one server that has not acknowledged a batch.
 #[derive(Clone, Copy, Debug)]
-struct Send {
+struct Delivery {
     /// When to send again.
     due: Instant,
     /// The latest call for it still awaiting its reply (a failure of an
@@ -296,7 +296,7 @@ struct Batch<T> {
     /// Servers of the nodeset that stored it.
     acked: BTreeSet<NodeId>,
     /// The servers still missing, and when each is due a resend.
-    sends: BTreeMap<NodeId, Send>,
+    sends: BTreeMap<NodeId, Delivery>,
     /// When offsets were assigned (the appenders' deadline runs from here).
     created: Instant,
     /// Appenders waiting on this batch and the offset of their first record.
@@ -362,8 +362,8 @@ impl<T> SequencerCore<T> {
         }
     }
 
-    pub fn loglet(&self) -> LogletId {
-        self.config.loglet
+    pub fn config(&self) -> &SequencerConfig {
+        &self.config
     }
     pub fn is_sealed(&self) -> bool {
         self.sealed_at.is_some()
@@ -687,7 +687,7 @@ impl<T> SequencerCore<T> {
         let due = after(now, self.config.tuning.resend_after).unwrap_or(now);
         batch.sends.insert(
             to,
-            Send {
+            Delivery {
                 due,
                 call: Some(call),
             },
@@ -830,8 +830,11 @@ mod tests {
 
     /// A core and a virtual clock.
     struct Rig {
+        /// The core under test (tokens are plain numbers).
         core: SequencerCore<u32>,
+        /// Virtual time zero.
         t0: Instant,
+        /// The virtual time the next input is handled at.
         now: Instant,
     }
 

@@ -44,6 +44,7 @@ type Waiter = oneshot::Sender<Result<AppendOutcome, SequencerError>>;
 /// appends reach a sequencer without going through the manager.
 #[derive(Clone, Default)]
 pub struct SequencerDirectory {
+    /// The sequencer of each loglet (stopped ones are skipped and pruned).
     inner: Arc<Mutex<HashMap<LogletId, Addr<Sequencer>>>>,
     /// Records committed by this node's sequencers (for metrics).
     committed: Arc<std::sync::atomic::AtomicU64>,
@@ -281,7 +282,7 @@ impl Actor for Sequencer {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
-        info!(parent: &self.span, "sequencer started");
+        info!(parent: &self.span, base_lsn = %self.core.config().base_lsn, "sequencer started");
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -308,10 +309,15 @@ impl Handler<Append> for Sequencer {
 
 /// Starts sequencers on demand; answers for loglets whose sequencer is gone.
 pub struct SequencerManager {
+    /// Given to the sequencers it starts.
     net: Net,
+    /// Where the sequencer marks are read (and written, by the sequencers).
     storage: Storage,
+    /// The live sequencers (the registry only a shell has).
     directory: SequencerDirectory,
+    /// Given to the sequencers it starts.
     tuning: SequencerTuning,
+    /// The manager's identity for the sequencers' watchdog waits.
     cx: ChildContext,
 }
 
