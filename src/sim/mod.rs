@@ -7,4 +7,5 @@
 pub mod disk;
 pub mod net;
 pub mod scheduler;
+pub mod store_log;
 pub mod store_partition;
