@@ -2,6 +2,7 @@
 //! segments per log, an appender that gets records their LSNs, and a reader
 //! that follows a log across segments.
 
+pub mod calls;
 pub mod chain;
 pub mod client;
 pub mod config;
