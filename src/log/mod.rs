@@ -6,6 +6,7 @@ pub mod calls;
 pub mod chain;
 pub mod client;
 pub mod config;
+pub mod core;
 pub mod record;
 
 pub use chain::{chain_key, Chain, Segment};
