@@ -1810,3 +1810,1286 @@ impl LogCore {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::leader_elector::preferred_leader;
+    use crate::actors::log_server::RecordsReply;
+
+    const LOG: LogId = LogId(1);
+
+    fn n(i: u32) -> NodeId {
+        NodeId(i)
+    }
+
+    fn nodes() -> Vec<NodeId> {
+        vec![n(1), n(2), n(3)]
+    }
+
+    fn env(now: Instant) -> Env {
+        Env {
+            now,
+            me: n(1),
+            nodes: nodes(),
+            suspected: BTreeSet::new(),
+        }
+    }
+
+    fn suspecting(now: Instant, node: NodeId) -> Env {
+        let mut e = env(now);
+        e.suspected.insert(node);
+        e
+    }
+
+    fn core() -> LogCore {
+        LogCore::new(
+            LogCoreConfig {
+                log: LogConfig::new(nodes(), 2),
+                logs: 4,
+            },
+            1,
+        )
+    }
+
+    /// The chain of `LOG` with one open segment sequenced by N2.
+    fn chain() -> Chain {
+        Chain::initial(LOG, n(2), nodes(), 2)
+    }
+
+    /// `chain()` with its segment sealed at `tail` and a successor on `next`.
+    fn extended(tail: Offset, next: NodeId) -> Chain {
+        let c = chain();
+        c.sealed_and_extended(c.tail().loglet, tail, next, nodes(), 2)
+            .unwrap()
+    }
+
+    fn versioned(version: u64, chain: &Chain) -> Versioned {
+        Versioned {
+            version,
+            value: rmp_serde::to_vec_named(chain).unwrap(),
+            writer: 0,
+        }
+    }
+
+    fn seen(core: &mut LogCore, now: Instant, version: u64, chain: &Chain) -> Vec<Effect> {
+        core.handle(
+            &env(now),
+            Input::ChainSeen {
+                log: LOG,
+                chain: Some((version, chain.clone())),
+            },
+        )
+    }
+
+    fn rec(o: u64) -> Record {
+        Record(vec![o as u8])
+    }
+
+    fn append(op: u64, deadline: Instant) -> Input {
+        Input::Append {
+            op: OpId(op),
+            log: LOG,
+            records: vec![rec(9)],
+            deadline,
+        }
+    }
+
+    fn read(op: u64, from: u64, max: usize, deadline: Instant) -> Input {
+        Input::Read {
+            op: OpId(op),
+            log: LOG,
+            from: Lsn(from),
+            max,
+            deadline,
+        }
+    }
+
+    fn call_of(effects: &[Effect]) -> (NodeId, CallId, Request) {
+        effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::Call { to, call, req, .. } => Some((*to, *call, req.clone())),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no call in {effects:?}"))
+    }
+
+    fn meta_of(effects: &[Effect]) -> (MetaOp, Change) {
+        effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::Meta { op, change, .. } => Some((*op, change.clone())),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no register operation in {effects:?}"))
+    }
+
+    fn seal_of(effects: &[Effect]) -> SealId {
+        effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::SealAndExtend { op, .. } => Some(*op),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no seal in {effects:?}"))
+    }
+
+    fn read_of(effects: &[Effect]) -> ReadId {
+        effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::ReadLocal { read, .. } => Some(*read),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no local read in {effects:?}"))
+    }
+
+    fn reply(
+        core: &mut LogCore,
+        env: &Env,
+        effects: &[Effect],
+        result: Result<Response, CallError>,
+    ) -> Vec<Effect> {
+        let (from, call, _) = call_of(effects);
+        core.handle(env, Input::Reply { call, from, result })
+    }
+
+    fn outcome(o: AppendOutcome) -> Result<Response, CallError> {
+        Ok(Response::Append(Ok(o)))
+    }
+
+    fn refused(e: SequencerError) -> Result<Response, CallError> {
+        Ok(Response::Append(Err(e)))
+    }
+
+    fn meta_done(
+        core: &mut LogCore,
+        env: &Env,
+        effects: &[Effect],
+        result: Result<Outcome, MetaError>,
+    ) -> Vec<Effect> {
+        let (op, _) = meta_of(effects);
+        core.handle(env, Input::MetaDone { op, result })
+    }
+
+    fn tail(global: Offset) -> TailInfo {
+        TailInfo {
+            known_global_tail: global,
+            local_tail: global,
+            ..TailInfo::default()
+        }
+    }
+
+    fn tail_changed(core: &mut LogCore, env: &Env, loglet: LogletId, t: TailInfo) -> Vec<Effect> {
+        core.handle(env, Input::TailChanged { loglet, tail: t })
+    }
+
+    fn local(core: &mut LogCore, env: &Env, effects: &[Effect], offsets: &[u64]) -> Vec<Effect> {
+        let read = read_of(effects);
+        let result = Ok(offsets.iter().map(|&o| (o, rec(o))).collect());
+        core.handle(env, Input::LocalRecords { read, result })
+    }
+
+    fn records(offsets: &[u64]) -> Result<Response, CallError> {
+        Ok(Response::Records(Ok(RecordsReply {
+            records: offsets.iter().map(|&o| (o, rec(o))).collect(),
+            tail: TailInfo::default(),
+            damaged: Vec::new(),
+        })))
+    }
+
+    fn done(effects: &[Effect]) -> &OpResult {
+        effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::Done { result, .. } => Some(result),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no Done in {effects:?}"))
+    }
+
+    fn loglet0() -> LogletId {
+        LogletId::new(LOG, 0)
+    }
+
+    fn down(to: NodeId) -> Result<Response, CallError> {
+        Err(CallError::Unavailable(to, "down".into()))
+    }
+
+    // Append ------------------------------------------------------------------
+
+    #[test]
+    fn a1_an_append_too_large_is_refused_before_anything_is_sent() {
+        let t0 = Instant::now();
+        let mut c = core();
+        let out = c.handle(
+            &env(t0),
+            Input::Append {
+                op: OpId(1),
+                log: LOG,
+                records: Vec::new(),
+                deadline: t0 + Duration::from_secs(1),
+            },
+        );
+        assert_eq!(
+            out,
+            vec![Effect::Done {
+                op: OpId(1),
+                result: OpResult::Appended(Err(AppendError::TooLarge {
+                    records: 0,
+                    bytes: 0
+                })),
+            }]
+        );
+        let big = Record(vec![0; MAX_RECORD_BYTES + 1]);
+        let out = c.handle(
+            &env(t0),
+            Input::Append {
+                op: OpId(2),
+                log: LOG,
+                records: vec![big],
+                deadline: t0 + Duration::from_secs(1),
+            },
+        );
+        assert!(matches!(
+            done(&out),
+            OpResult::Appended(Err(AppendError::TooLarge { records: 1, .. }))
+        ));
+        assert_eq!(
+            c.stats(),
+            LogStats::default(),
+            "refused appends are not counted"
+        );
+    }
+
+    #[test]
+    fn a2_an_append_goes_to_the_sequencer_of_the_known_tail_bounded_by_the_attempt_timeout() {
+        let t0 = Instant::now();
+        let mut c = core();
+        seen(&mut c, t0, 3, &chain());
+        let out = c.handle(&env(t0), append(1, t0 + Duration::from_secs(5)));
+        assert_eq!(
+            out,
+            vec![Effect::Call {
+                to: n(2),
+                call: CallId(1),
+                req: Request::Append(Append {
+                    segment: chain().tail().clone(),
+                    records: vec![rec(9)],
+                }),
+                timeout: Duration::from_secs(2),
+            }]
+        );
+        let out = c.handle(&env(t0), append(2, t0 + Duration::from_millis(700)));
+        assert!(
+            matches!(&out[..], [Effect::Call { timeout, .. }] if *timeout == Duration::from_millis(700))
+        );
+    }
+
+    #[test]
+    fn a2_appended_is_the_lsn_of_the_first_record() {
+        let t0 = Instant::now();
+        let mut c = core();
+        seen(&mut c, t0, 3, &chain());
+        let out = c.handle(&env(t0), append(1, t0 + Duration::from_secs(5)));
+        let out = reply(
+            &mut c,
+            &env(t0),
+            &out,
+            outcome(AppendOutcome::Appended { first_lsn: Lsn(7) }),
+        );
+        assert_eq!(
+            out,
+            vec![Effect::Done {
+                op: OpId(1),
+                result: OpResult::Appended(Ok(Lsn(7))),
+            }]
+        );
+        assert_eq!(
+            c.stats(),
+            LogStats {
+                appends: 1,
+                appended_records: 1,
+                append_errors: 0
+            }
+        );
+        assert_eq!(c.ops(), 0);
+    }
+
+    #[test]
+    fn a2_without_a_known_chain_the_append_reads_it_first() {
+        let t0 = Instant::now();
+        let mut c = core();
+        let out = c.handle(&env(t0), append(1, t0 + Duration::from_secs(5)));
+        assert_eq!(
+            out,
+            vec![Effect::Meta {
+                op: MetaOp(1),
+                key: "chain/1".into(),
+                change: Change::Read,
+                timeout: Duration::from_secs(5),
+            }]
+        );
+        let out = meta_done(
+            &mut c,
+            &env(t0),
+            &out,
+            Ok(Outcome::Value(Some(versioned(4, &chain())))),
+        );
+        assert_eq!(call_of(&out).0, n(2));
+        assert_eq!(
+            c.chain(LOG),
+            Some(&(4, chain())),
+            "what a read found is known"
+        );
+    }
+
+    #[test]
+    fn a_log_without_a_chain_gets_its_first_segment_on_the_preferred_leader() {
+        let t0 = Instant::now();
+        let mut c = core();
+        let out = c.handle(&env(t0), append(1, t0 + Duration::from_secs(5)));
+        let t1 = t0 + Duration::from_secs(1);
+        let out = meta_done(&mut c, &env(t1), &out, Ok(Outcome::Value(None)));
+        let leader = preferred_leader(PartitionId(LOG.0), &nodes());
+        let initial = Chain::initial(LOG, leader, nodes(), 2);
+        match &out[..] {
+            [Effect::Meta {
+                key,
+                change: Change::Cas {
+                    expected, value, ..
+                },
+                timeout,
+                ..
+            }] => {
+                assert_eq!((key.as_str(), *expected), ("chain/1", 0));
+                assert_eq!(rmp_serde::from_slice::<Chain>(value).unwrap(), initial);
+                assert_eq!(
+                    *timeout,
+                    Duration::from_secs(4),
+                    "what is left of the refresh"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let out = meta_done(
+            &mut c,
+            &env(t1),
+            &out,
+            Ok(Outcome::Value(Some(versioned(1, &initial)))),
+        );
+        assert_eq!(call_of(&out).0, leader);
+        // Someone else created it first: theirs is used.
+        let mut c = core();
+        let out = c.handle(&env(t0), append(1, t0 + Duration::from_secs(5)));
+        let out = meta_done(&mut c, &env(t0), &out, Ok(Outcome::Value(None)));
+        let out = meta_done(
+            &mut c,
+            &env(t0),
+            &out,
+            Ok(Outcome::Conflict(Some(versioned(1, &chain())))),
+        );
+        assert_eq!(call_of(&out).0, n(2));
+    }
+
+    #[test]
+    fn an_unknown_log_is_refused() {
+        let t0 = Instant::now();
+        let mut c = core();
+        let out = c.handle(
+            &env(t0),
+            Input::Append {
+                op: OpId(1),
+                log: LogId(4),
+                records: vec![rec(1)],
+                deadline: t0 + Duration::from_secs(1),
+            },
+        );
+        assert_eq!(
+            done(&out),
+            &OpResult::Appended(Err(AppendError::UnknownLog(LogId(4))))
+        );
+        let out = c.handle(
+            &env(t0),
+            Input::Read {
+                op: OpId(2),
+                log: LogId(4),
+                from: Lsn(1),
+                max: 1,
+                deadline: t0,
+            },
+        );
+        assert_eq!(
+            done(&out),
+            &OpResult::Read(Err(ReadError::UnknownLog(LogId(4))))
+        );
+    }
+
+    #[test]
+    fn a2_a_register_error_is_retried_and_past_the_deadline_the_append_is_unavailable() {
+        let t0 = Instant::now();
+        let mut c = core();
+        let deadline = t0 + Duration::from_secs(1);
+        let out = c.handle(&env(t0), append(1, deadline));
+        let err = MetaError::Decode {
+            key: "chain/1".into(),
+            reason: "x".into(),
+        };
+        let t1 = t0 + Duration::from_millis(400);
+        let out = meta_done(&mut c, &env(t1), &out, Err(err.clone()));
+        assert!(
+            matches!(&out[..], [Effect::Meta { change: Change::Read, timeout, .. }] if *timeout == Duration::from_millis(600))
+        );
+        let out = meta_done(&mut c, &env(deadline), &out, Err(err.clone()));
+        assert_eq!(
+            done(&out),
+            &OpResult::Appended(Err(AppendError::Unavailable(format!(
+                "deadline passed; last: {err}"
+            ))))
+        );
+        assert_eq!(c.stats().append_errors, 1);
+    }
+
+    #[test]
+    fn a3_sealed_reads_the_chain_once_waits_a_grace_then_drives_the_seal() {
+        let t0 = Instant::now();
+        let mut c = core();
+        seen(&mut c, t0, 3, &chain());
+        let deadline = t0 + Duration::from_secs(5);
+        let out = c.handle(&env(t0), append(1, deadline));
+        let out = reply(&mut c, &env(t0), &out, outcome(AppendOutcome::Sealed));
+        assert_eq!(
+            out,
+            vec![Effect::Meta {
+                op: MetaOp(2),
+                key: "chain/1".into(),
+                change: Change::Read,
+                timeout: Duration::from_secs(1),
+            }]
+        );
+        // The register has nothing newer: the grace runs.
+        let out = meta_done(
+            &mut c,
+            &env(t0),
+            &out,
+            Ok(Outcome::Value(Some(versioned(3, &chain())))),
+        );
+        assert!(out.is_empty());
+        let grace_end = t0 + Duration::from_secs(1);
+        assert_eq!(c.next_wake(), Some(grace_end));
+        assert!(c
+            .handle(&env(t0 + Duration::from_millis(500)), Input::Tick)
+            .is_empty());
+        let out = c.handle(&env(grace_end), Input::Tick);
+        assert_eq!(
+            out,
+            vec![Effect::SealAndExtend {
+                op: SealId(3),
+                segment: chain().tail().clone(),
+                next_sequencer: n(1),
+                timeout: Duration::from_secs(4),
+            }]
+        );
+        // The seal extended the chain (the host hands the new chain first):
+        // the next attempt goes to the new tail's sequencer.
+        let next = extended(0, n(1));
+        seen(&mut c, grace_end, 4, &next);
+        let out = c.handle(
+            &env(grace_end),
+            Input::SealDone {
+                op: SealId(3),
+                result: Ok(next.clone()),
+            },
+        );
+        assert_eq!(call_of(&out).0, n(1));
+        assert!(matches!(call_of(&out).2, Request::Append(a) if a.segment == *next.tail()));
+    }
+
+    #[test]
+    fn a3_a_chain_that_moves_within_the_grace_is_retried_without_sealing() {
+        let t0 = Instant::now();
+        let mut c = core();
+        seen(&mut c, t0, 3, &chain());
+        let out = c.handle(&env(t0), append(1, t0 + Duration::from_secs(5)));
+        let out = reply(&mut c, &env(t0), &out, outcome(AppendOutcome::Sealed));
+        // The register read finds it extended.
+        let next = extended(2, n(3));
+        let out = meta_done(
+            &mut c,
+            &env(t0),
+            &out,
+            Ok(Outcome::Value(Some(versioned(4, &next)))),
+        );
+        assert_eq!(call_of(&out).0, n(3));
+        // Or the cache learns of it during the grace.
+        let mut c = core();
+        seen(&mut c, t0, 3, &chain());
+        let out = c.handle(&env(t0), append(1, t0 + Duration::from_secs(5)));
+        let out = reply(&mut c, &env(t0), &out, outcome(AppendOutcome::Sealed));
+        assert!(meta_done(
+            &mut c,
+            &env(t0),
+            &out,
+            Ok(Outcome::Value(Some(versioned(3, &chain()))))
+        )
+        .is_empty());
+        let out = seen(&mut c, t0 + Duration::from_millis(300), 4, &next);
+        assert_eq!(call_of(&out).0, n(3));
+    }
+
+    #[test]
+    fn a4_an_unknown_outcome_is_reported_and_the_loglet_sealed_in_the_background() {
+        let t0 = Instant::now();
+        for (result, why) in [
+            (
+                outcome(AppendOutcome::Indeterminate),
+                "loglet 1/0 was sealed with the append in flight".to_string(),
+            ),
+            (
+                Err(CallError::Timeout(n(2), Duration::from_secs(2))),
+                CallError::Timeout(n(2), Duration::from_secs(2)).to_string(),
+            ),
+        ] {
+            let mut c = core();
+            seen(&mut c, t0, 3, &chain());
+            let out = c.handle(&env(t0), append(1, t0 + Duration::from_secs(5)));
+            let out = reply(&mut c, &env(t0), &out, result);
+            assert_eq!(
+                out,
+                vec![
+                    Effect::SealAndExtend {
+                        op: SealId(2),
+                        segment: chain().tail().clone(),
+                        next_sequencer: n(1),
+                        timeout: Duration::from_secs(10),
+                    },
+                    Effect::Done {
+                        op: OpId(1),
+                        result: OpResult::Appended(Err(AppendError::Indeterminate(why))),
+                    },
+                ]
+            );
+            // Nobody waits for that seal.
+            let sealed = Input::SealDone {
+                op: SealId(2),
+                result: Err(SealError::Abandoned),
+            };
+            assert!(c.handle(&env(t0), sealed).is_empty());
+        }
+    }
+
+    #[test]
+    fn a5_a_gone_or_wrong_sequencer_is_sealed_away() {
+        let t0 = Instant::now();
+        for e in [
+            SequencerError::Gone(loglet0()),
+            SequencerError::NotSequencer(loglet0()),
+            SequencerError::Storage("disk".into()),
+        ] {
+            let mut c = core();
+            seen(&mut c, t0, 3, &chain());
+            let out = c.handle(&env(t0), append(1, t0 + Duration::from_secs(5)));
+            let out = reply(&mut c, &env(t0), &out, refused(e));
+            assert!(
+                matches!(&out[..], [Effect::SealAndExtend { timeout, .. }] if *timeout == Duration::from_secs(5))
+            );
+        }
+    }
+
+    #[test]
+    fn a6_not_delivered_pauses_unless_the_sequencer_is_suspected_or_here() {
+        let t0 = Instant::now();
+        let mut c = core();
+        seen(&mut c, t0, 3, &chain());
+        let out = c.handle(&env(t0), append(1, t0 + Duration::from_secs(5)));
+        assert!(reply(&mut c, &env(t0), &out, down(n(2))).is_empty());
+        let wake = t0 + NOT_DELIVERED_PAUSE;
+        assert_eq!(c.next_wake(), Some(wake));
+        let out = c.handle(&env(wake), Input::Tick);
+        assert_eq!(call_of(&out).0, n(2));
+        // Suspected: the seal moves the sequencer here.
+        let out = reply(&mut c, &suspecting(wake, n(2)), &out, down(n(2)));
+        assert!(matches!(&out[..], [Effect::SealAndExtend { .. }]));
+        // A sequencer on this node that cannot be reached is gone too.
+        let mut c = core();
+        seen(&mut c, t0, 3, &Chain::initial(LOG, n(1), nodes(), 2));
+        let out = c.handle(&env(t0), append(1, t0 + Duration::from_secs(5)));
+        let out = reply(&mut c, &env(t0), &out, down(n(1)));
+        assert!(matches!(&out[..], [Effect::SealAndExtend { .. }]));
+    }
+
+    #[test]
+    fn a7_refusals_before_any_offset_are_final() {
+        let t0 = Instant::now();
+        let mut c = core();
+        seen(&mut c, t0, 3, &chain());
+        let out = c.handle(&env(t0), append(1, t0 + Duration::from_secs(5)));
+        let out = reply(
+            &mut c,
+            &env(t0),
+            &out,
+            refused(SequencerError::TooLarge {
+                records: 1,
+                bytes: 2,
+            }),
+        );
+        assert_eq!(
+            done(&out),
+            &OpResult::Appended(Err(AppendError::TooLarge {
+                records: 1,
+                bytes: 2
+            }))
+        );
+        let out = c.handle(&env(t0), append(2, t0 + Duration::from_secs(5)));
+        let e = SequencerError::Invalid("no".into());
+        let out = reply(&mut c, &env(t0), &out, refused(e.clone()));
+        assert_eq!(
+            done(&out),
+            &OpResult::Appended(Err(AppendError::Unavailable(e.to_string())))
+        );
+    }
+
+    #[test]
+    fn a8_a_failed_seal_pauses_before_the_next_attempt() {
+        let t0 = Instant::now();
+        let mut c = core();
+        seen(&mut c, t0, 3, &chain());
+        let out = c.handle(&env(t0), append(1, t0 + Duration::from_secs(5)));
+        let out = reply(
+            &mut c,
+            &env(t0),
+            &out,
+            refused(SequencerError::Gone(loglet0())),
+        );
+        let failed = Input::SealDone {
+            op: seal_of(&out),
+            result: Err(SealError::Abandoned),
+        };
+        assert!(c.handle(&env(t0), failed).is_empty());
+        let wake = t0 + FAILED_SEAL_PAUSE;
+        assert_eq!(c.next_wake(), Some(wake));
+        assert_eq!(call_of(&c.handle(&env(wake), Input::Tick)).0, n(2));
+    }
+
+    #[test]
+    fn a_cancelled_operation_is_forgotten() {
+        let t0 = Instant::now();
+        let mut c = core();
+        seen(&mut c, t0, 3, &chain());
+        let out = c.handle(&env(t0), append(1, t0 + Duration::from_secs(5)));
+        assert!(c.handle(&env(t0), Input::Cancel { op: OpId(1) }).is_empty());
+        assert!(reply(
+            &mut c,
+            &env(t0),
+            &out,
+            outcome(AppendOutcome::Appended { first_lsn: Lsn(1) })
+        )
+        .is_empty());
+        assert_eq!(c.ops(), 0);
+    }
+
+    // Read --------------------------------------------------------------------
+
+    /// A read of `LOG` from LSN 1 whose chain was confirmed by a register
+    /// read at `t0`, past its first `WatchTail` (answered with `global`).
+    fn reading(c: &mut LogCore, t0: Instant, deadline: Instant, global: Offset) -> Vec<Effect> {
+        let out = c.handle(&env(t0), read(1, 1, 10, deadline));
+        let out = meta_done(
+            c,
+            &env(t0),
+            &out,
+            Ok(Outcome::Value(Some(versioned(3, &chain())))),
+        );
+        assert_eq!(out, vec![Effect::WatchTail { loglet: loglet0() }]);
+        tail_changed(c, &env(t0), loglet0(), tail(global))
+    }
+
+    #[test]
+    fn r1_r2_a_read_below_the_local_global_tail_is_served_locally() {
+        let t0 = Instant::now();
+        let mut c = core();
+        let out = reading(&mut c, t0, t0 + Duration::from_secs(1), 3);
+        assert_eq!(
+            out,
+            vec![Effect::ReadLocal {
+                read: ReadId(2),
+                loglet: loglet0(),
+                from: 0,
+                to: 3,
+                max_bytes: READ_MAX_BYTES,
+            }]
+        );
+        let out = local(&mut c, &env(t0), &out, &[0, 1, 2]);
+        assert_eq!(
+            out,
+            vec![
+                Effect::UnwatchTail { loglet: loglet0() },
+                Effect::Done {
+                    op: OpId(1),
+                    result: OpResult::Read(Ok(vec![
+                        (Lsn(1), rec(0)),
+                        (Lsn(2), rec(1)),
+                        (Lsn(3), rec(2))
+                    ])),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn r2_the_run_is_contiguous_from_the_start_and_at_most_max_long() {
+        let t0 = Instant::now();
+        let mut c = core();
+        seen(&mut c, t0, 3, &chain());
+        let _ = c.handle(&env(t0), read(1, 1, 2, t0 + Duration::from_secs(1)));
+        let out = tail_changed(&mut c, &env(t0), loglet0(), tail(9));
+        let out = local(&mut c, &env(t0), &out, &[0, 1, 2]);
+        assert_eq!(
+            done(&out),
+            &OpResult::Read(Ok(vec![(Lsn(1), rec(0)), (Lsn(2), rec(1))]))
+        );
+        let _ = c.handle(&env(t0), read(2, 1, 10, t0 + Duration::from_secs(1)));
+        let out = tail_changed(&mut c, &env(t0), loglet0(), tail(9));
+        let out = local(&mut c, &env(t0), &out, &[0, 2]);
+        assert_eq!(done(&out), &OpResult::Read(Ok(vec![(Lsn(1), rec(0))])));
+    }
+
+    #[test]
+    fn r2_at_the_open_tail_the_local_copy_gets_a_grace_then_peers_are_asked_in_order() {
+        let t0 = Instant::now();
+        let mut c = core();
+        let out = reading(&mut c, t0, t0 + Duration::from_secs(1), 2);
+        assert!(local(&mut c, &env(t0), &out, &[]).is_empty());
+        let wake = t0 + LOCAL_GRACE;
+        assert_eq!(c.next_wake(), Some(wake));
+        let again = c.handle(&env(wake), Input::Tick);
+        assert!(matches!(
+            &again[..],
+            [Effect::ReadLocal { from: 0, to: 2, .. }]
+        ));
+        let out = local(&mut c, &env(wake), &again, &[]);
+        let get = Request::GetRecords(GetRecords {
+            loglet: loglet0(),
+            from: 0,
+            to: 2,
+            max_bytes: READ_MAX_BYTES as u32,
+            include_uncommitted: true,
+        });
+        // This node (N1) is not asked; N2 first, then N3.
+        assert!(
+            matches!(&out[..], [Effect::Call { to, req, timeout, .. }] if *to == n(2) && *req == get && *timeout == PEER_READ_TIMEOUT)
+        );
+        let out = reply(&mut c, &env(wake), &out, down(n(2)));
+        assert_eq!(call_of(&out).0, n(3));
+        let out = reply(&mut c, &env(wake), &out, records(&[0, 1]));
+        // R3: what came from a peer is stored back here.
+        let (to, _, req) = call_of(&out);
+        assert_eq!(to, n(1));
+        assert_eq!(
+            req,
+            Request::Store(Store {
+                loglet: loglet0(),
+                first: 0,
+                records: Arc::new(vec![rec(0), rec(1)]),
+                known_global_tail: 0,
+                repair: true,
+            })
+        );
+        assert_eq!(
+            done(&out),
+            &OpResult::Read(Ok(vec![(Lsn(1), rec(0)), (Lsn(2), rec(1))]))
+        );
+    }
+
+    #[test]
+    fn r2_the_grace_ends_early_when_the_local_tail_moves() {
+        let t0 = Instant::now();
+        let mut c = core();
+        let out = reading(&mut c, t0, t0 + Duration::from_secs(1), 2);
+        assert!(local(&mut c, &env(t0), &out, &[]).is_empty());
+        let moved = TailInfo {
+            local_tail: 2,
+            known_global_tail: 2,
+            ..TailInfo::default()
+        };
+        let out = tail_changed(
+            &mut c,
+            &env(t0),
+            loglet0(),
+            TailInfo {
+                local_tail: 3,
+                ..moved
+            },
+        );
+        assert!(matches!(&out[..], [Effect::ReadLocal { .. }]));
+    }
+
+    #[test]
+    fn r2_suspected_peers_are_skipped_and_sealed_segments_have_no_grace() {
+        let t0 = Instant::now();
+        let mut c = core();
+        let sealed = extended(5, n(3));
+        seen(&mut c, t0, 4, &sealed);
+        let _ = c.handle(&env(t0), read(1, 1, 10, t0 + Duration::from_secs(1)));
+        let out = tail_changed(&mut c, &env(t0), loglet0(), tail(0));
+        assert!(
+            matches!(&out[..], [Effect::ReadLocal { from: 0, to: 5, .. }]),
+            "{out:?}"
+        );
+        let out = local(&mut c, &suspecting(t0, n(2)), &out, &[]);
+        assert_eq!(call_of(&out).0, n(3));
+    }
+
+    #[test]
+    fn r3_no_read_repair_on_a_node_outside_the_nodeset() {
+        let t0 = Instant::now();
+        let mut c = core();
+        let outside = Chain::initial(LOG, n(2), vec![n(2), n(3)], 2);
+        seen(&mut c, t0, 3, &outside);
+        let _ = c.handle(&env(t0), read(1, 1, 10, t0 + Duration::from_secs(1)));
+        let out = tail_changed(&mut c, &env(t0), loglet0(), tail(1));
+        assert!(local(&mut c, &env(t0), &out, &[]).is_empty());
+        let out = c.handle(&env(t0 + LOCAL_GRACE), Input::Tick);
+        let out = local(&mut c, &env(t0 + LOCAL_GRACE), &out, &[]);
+        let out = reply(&mut c, &env(t0), &out, records(&[0]));
+        assert!(
+            !out.iter().any(|e| matches!(e, Effect::Call { .. })),
+            "{out:?}"
+        );
+        assert_eq!(done(&out), &OpResult::Read(Ok(vec![(Lsn(1), rec(0))])));
+    }
+
+    #[test]
+    fn r4_nothing_readable_waits_for_the_tail_and_ends_empty_at_the_deadline() {
+        let t0 = Instant::now();
+        let mut c = core();
+        let deadline = t0 + Duration::from_millis(400);
+        assert!(reading(&mut c, t0, deadline, 0).is_empty());
+        assert_eq!(c.next_wake(), Some(t0 + READ_PAUSE));
+        // The tail moves: read at once (the chain is fresh).
+        let t1 = t0 + Duration::from_millis(10);
+        let out = tail_changed(&mut c, &env(t1), loglet0(), tail(1));
+        assert!(matches!(&out[..], [Effect::ReadLocal { to: 1, .. }]));
+        // Another read that sees nothing until its deadline.
+        let mut c = core();
+        assert!(reading(&mut c, t0, deadline, 0).is_empty());
+        let t1 = t0 + READ_PAUSE;
+        assert!(c.handle(&env(t1), Input::Tick).is_empty());
+        assert_eq!(
+            c.next_wake(),
+            Some(deadline),
+            "the last wait is cut to the deadline"
+        );
+        let out = c.handle(&env(deadline), Input::Tick);
+        assert_eq!(
+            out,
+            vec![
+                Effect::UnwatchTail { loglet: loglet0() },
+                Effect::Done {
+                    op: OpId(1),
+                    result: OpResult::Read(Ok(Vec::new())),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn r4_a_chain_change_seen_while_not_waiting_ends_the_next_wait_at_once() {
+        let t0 = Instant::now();
+        let mut c = core();
+        let out = reading(&mut c, t0, t0 + Duration::from_secs(1), 1);
+        let next = extended(0, n(3));
+        assert!(
+            seen(&mut c, t0, 4, &next).is_empty(),
+            "remembered, nothing else"
+        );
+        assert!(local(&mut c, &env(t0), &out, &[]).is_empty());
+        let out = c.handle(&env(t0 + LOCAL_GRACE), Input::Tick);
+        let out = local(&mut c, &env(t0 + LOCAL_GRACE), &out, &[]);
+        let out = reply(&mut c, &env(t0 + LOCAL_GRACE), &out, down(n(2)));
+        let out = reply(&mut c, &env(t0 + LOCAL_GRACE), &out, down(n(3)));
+        // No wait: the read moves to the new segment straight away.
+        assert_eq!(
+            out,
+            vec![
+                Effect::UnwatchTail { loglet: loglet0() },
+                Effect::WatchTail {
+                    loglet: LogletId::new(LOG, 1)
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn r5_a_chain_not_confirmed_within_a_second_is_read_again_after_a_wait() {
+        let t0 = Instant::now();
+        let mut c = core();
+        assert!(reading(&mut c, t0, t0 + Duration::from_secs(5), 0).is_empty());
+        let t1 = t0 + CHAIN_RECHECK;
+        let out = c.handle(&env(t1), Input::Tick);
+        assert!(
+            matches!(&out[..], [Effect::Meta { change: Change::Read, timeout, .. }] if *timeout == Duration::from_secs(4))
+        );
+        // The register knows the segment sealed: the read follows it.
+        let next = extended(0, n(3));
+        let out = meta_done(
+            &mut c,
+            &env(t1),
+            &out,
+            Ok(Outcome::Value(Some(versioned(4, &next)))),
+        );
+        assert_eq!(
+            out,
+            vec![
+                Effect::UnwatchTail { loglet: loglet0() },
+                Effect::WatchTail {
+                    loglet: LogletId::new(LOG, 1)
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn r5_a_loglet_sealed_on_the_local_log_server_makes_the_read_recheck_the_chain() {
+        let t0 = Instant::now();
+        let mut c = core();
+        assert!(reading(&mut c, t0, t0 + Duration::from_secs(5), 0).is_empty());
+        let sealed = TailInfo {
+            sealed: true,
+            ..TailInfo::default()
+        };
+        let out = tail_changed(&mut c, &env(t0), loglet0(), sealed);
+        assert!(matches!(
+            &out[..],
+            [Effect::Meta {
+                change: Change::Read,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn r6_a_read_stalled_at_a_suspected_sequencer_seals_it_in_the_background() {
+        let t0 = Instant::now();
+        let run = |suspected: bool| {
+            let mut c = core();
+            assert!(reading(&mut c, t0, t0 + Duration::from_secs(10), 0).is_empty());
+            let e = |now| {
+                if suspected {
+                    suspecting(now, n(2))
+                } else {
+                    env(now)
+                }
+            };
+            let t1 = t0 + READ_PAUSE;
+            assert!(c.handle(&e(t1), Input::Tick).is_empty());
+            // More than twice the grace later.
+            let t2 = t0 + Duration::from_millis(2_100);
+            c.handle(&e(t2), Input::Tick)
+        };
+        let out = run(true);
+        assert!(
+            matches!(&out[0], Effect::SealAndExtend { segment, timeout, .. } if segment.loglet == loglet0() && *timeout == Duration::from_secs(10)),
+            "{out:?}"
+        );
+        let out = run(false);
+        assert!(!out
+            .iter()
+            .any(|e| matches!(e, Effect::SealAndExtend { .. })));
+    }
+
+    #[test]
+    fn a_read_whose_chain_cannot_be_read_is_unavailable() {
+        let t0 = Instant::now();
+        let mut c = core();
+        let out = c.handle(&env(t0), read(1, 1, 10, t0 + Duration::from_secs(1)));
+        let err = MetaError::Indeterminate {
+            key: "chain/1".into(),
+        };
+        let out = meta_done(&mut c, &env(t0), &out, Err(err.clone()));
+        assert_eq!(
+            done(&out),
+            &OpResult::Read(Err(ReadError::Unavailable(LOG, err.to_string())))
+        );
+    }
+
+    // Trim, seal, chains ------------------------------------------------------
+
+    #[test]
+    fn trim_goes_segment_by_segment_and_not_again_below_what_was_trimmed() {
+        let t0 = Instant::now();
+        let mut c = core();
+        seen(&mut c, t0, 4, &extended(10, n(3)));
+        let answer_all = |c: &mut LogCore, out: Vec<Effect>| {
+            let mut next = Vec::new();
+            for e in &out {
+                if let Effect::Call { to, call, .. } = e {
+                    next = c.handle(
+                        &env(t0),
+                        Input::Reply {
+                            call: *call,
+                            from: *to,
+                            result: Ok(Response::Trim(Ok(()))),
+                        },
+                    );
+                }
+            }
+            next
+        };
+        let trims = |out: &[Effect]| -> Vec<(NodeId, LogletId, Offset)> {
+            out.iter()
+                .filter_map(|e| match e {
+                    Effect::Call {
+                        to,
+                        req: Request::Trim(t),
+                        timeout,
+                        ..
+                    } => {
+                        assert_eq!(*timeout, TRIM_TIMEOUT);
+                        Some((*to, t.loglet, t.below))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let seg1 = LogletId::new(LOG, 1);
+        let out = c.handle(
+            &env(t0),
+            Input::Trim {
+                op: OpId(1),
+                log: LOG,
+                below: Lsn(15),
+            },
+        );
+        assert_eq!(
+            trims(&out),
+            nodes()
+                .into_iter()
+                .map(|n| (n, loglet0(), 10))
+                .collect::<Vec<_>>()
+        );
+        let out = answer_all(&mut c, out);
+        assert_eq!(
+            trims(&out),
+            nodes()
+                .into_iter()
+                .map(|n| (n, seg1, 4))
+                .collect::<Vec<_>>()
+        );
+        let out = answer_all(&mut c, out);
+        assert_eq!(
+            out,
+            vec![Effect::Done {
+                op: OpId(1),
+                result: OpResult::Trimmed
+            }]
+        );
+        let out = c.handle(
+            &env(t0),
+            Input::Trim {
+                op: OpId(2),
+                log: LOG,
+                below: Lsn(12),
+            },
+        );
+        assert_eq!(
+            out,
+            vec![Effect::Done {
+                op: OpId(2),
+                result: OpResult::Trimmed
+            }]
+        );
+        // The first segment ends below what was trimmed: only the second.
+        let out = c.handle(
+            &env(t0),
+            Input::Trim {
+                op: OpId(3),
+                log: LOG,
+                below: Lsn(20),
+            },
+        );
+        assert_eq!(
+            trims(&out),
+            nodes()
+                .into_iter()
+                .map(|n| (n, seg1, 9))
+                .collect::<Vec<_>>()
+        );
+        // Without a known chain there is nothing to trim.
+        let mut c = core();
+        let out = c.handle(
+            &env(t0),
+            Input::Trim {
+                op: OpId(1),
+                log: LOG,
+                below: Lsn(5),
+            },
+        );
+        assert_eq!(
+            out,
+            vec![Effect::Done {
+                op: OpId(1),
+                result: OpResult::Trimmed
+            }]
+        );
+    }
+
+    #[test]
+    fn a_seal_for_a_caller_moves_the_sequencer_here_within_its_deadline() {
+        let t0 = Instant::now();
+        let mut c = core();
+        let segment = chain().tail().clone();
+        let out = c.handle(
+            &env(t0),
+            Input::Seal {
+                op: OpId(1),
+                segment: segment.clone(),
+                deadline: t0 + Duration::from_secs(3),
+            },
+        );
+        assert_eq!(
+            out,
+            vec![Effect::SealAndExtend {
+                op: SealId(1),
+                segment,
+                next_sequencer: n(1),
+                timeout: Duration::from_secs(3),
+            }]
+        );
+        let next = extended(0, n(1));
+        let out = c.handle(
+            &env(t0),
+            Input::SealDone {
+                op: SealId(1),
+                result: Ok(next.clone()),
+            },
+        );
+        assert_eq!(
+            out,
+            vec![Effect::Done {
+                op: OpId(1),
+                result: OpResult::Sealed(Ok(next))
+            }]
+        );
+    }
+
+    #[test]
+    fn a_refresh_reads_the_register_and_marks_the_chain_confirmed() {
+        let t0 = Instant::now();
+        let mut c = core();
+        let out = c.handle(
+            &env(t0),
+            Input::Refresh {
+                op: OpId(1),
+                log: LOG,
+                deadline: t0 + Duration::from_secs(3),
+            },
+        );
+        let out = meta_done(
+            &mut c,
+            &env(t0),
+            &out,
+            Ok(Outcome::Value(Some(versioned(2, &chain())))),
+        );
+        assert_eq!(
+            out,
+            vec![Effect::Done {
+                op: OpId(1),
+                result: OpResult::Chain(Ok(chain()))
+            }]
+        );
+        // Confirmed at t0: a read waiting until t0 + 250 ms trusts it.
+        let _ = c.handle(&env(t0), read(2, 1, 1, t0 + Duration::from_secs(3)));
+        let _ = tail_changed(&mut c, &env(t0), loglet0(), tail(0));
+        let out = c.handle(&env(t0 + READ_PAUSE), Input::Tick);
+        assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn chain_seen_replaces_what_is_known_and_a_newer_read_wins_over_it() {
+        let t0 = Instant::now();
+        let mut c = core();
+        seen(&mut c, t0, 5, &extended(1, n(3)));
+        // A hint corrected downwards by the cache is followed.
+        seen(&mut c, t0, 3, &chain());
+        assert_eq!(c.chain(LOG), Some(&(3, chain())));
+        c.handle(
+            &env(t0),
+            Input::ChainSeen {
+                log: LOG,
+                chain: None,
+            },
+        );
+        assert_eq!(c.chain(LOG), None);
+    }
+
+    #[test]
+    fn the_same_inputs_give_the_same_effects() {
+        let t0 = Instant::now();
+        let script = || {
+            let mut c = core();
+            let mut all = Vec::new();
+            let out = c.handle(&env(t0), append(1, t0 + Duration::from_secs(5)));
+            all.extend(out.clone());
+            let out = meta_done(&mut c, &env(t0), &out, Ok(Outcome::Value(None)));
+            all.extend(out.clone());
+            let out = meta_done(
+                &mut c,
+                &env(t0),
+                &out,
+                Ok(Outcome::Value(Some(versioned(1, &chain())))),
+            );
+            all.extend(out.clone());
+            all.extend(reply(
+                &mut c,
+                &env(t0),
+                &out,
+                outcome(AppendOutcome::Sealed),
+            ));
+            all
+        };
+        assert_eq!(script(), script());
+    }
+
+    #[test]
+    fn every_timer_moves_on_when_it_fires() {
+        let t0 = Instant::now();
+        let mut c = core();
+        assert!(reading(&mut c, t0, t0 + Duration::from_secs(5), 0).is_empty());
+        seen(&mut c, t0, 3, &chain());
+        let _ = c.handle(&env(t0), append(2, t0 + Duration::from_secs(5)));
+        let mut now = t0;
+        for _ in 0..10 {
+            let Some(wake) = c.next_wake() else { break };
+            assert!(wake > now || wake == t0, "a wake in the past: {wake:?}");
+            now = wake;
+            for e in c.handle(&env(now), Input::Tick) {
+                // Answer register reads with the same chain, calls with nothing.
+                match e {
+                    Effect::Meta { op, .. } => {
+                        c.handle(
+                            &env(now),
+                            Input::MetaDone {
+                                op,
+                                result: Ok(Outcome::Value(Some(versioned(3, &chain())))),
+                            },
+                        );
+                    }
+                    Effect::Call { to, call, .. } => {
+                        c.handle(
+                            &env(now),
+                            Input::Reply {
+                                call,
+                                from: to,
+                                result: down(to),
+                            },
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            assert_ne!(c.next_wake(), Some(now), "ticked at {now:?} and still due");
+        }
+    }
+}
