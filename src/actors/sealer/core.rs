@@ -40,8 +40,8 @@
 //!
 //! **Deadlines.** The job has one deadline; every call and register
 //! operation is bounded by what is left of it (a call by at most
-//! [`CALL_TIMEOUT`]), and a stage that would have to pause past it ends the
-//! job with `Timeout { stage }`.
+//! [`CALL_TIMEOUT`]), and a stage that would have to pause past it, or a
+//! fetch still reading at it, ends the job with `Timeout { stage }`.
 //!
 //! Safety (why the tail covers every committed record): after an
 //! f-majority (`n - r + 1`) of log-servers sealed a loglet, every committed
@@ -669,6 +669,12 @@ impl SealJob {
         let Stage::Fetch(mut f) = std::mem::replace(&mut self.stage, Stage::Finished) else {
             return;
         };
+        if self.remaining(env).is_zero() {
+            // A responder may keep handing out records one by one: the
+            // fetch ends at the deadline like every stage.
+            let e = self.timeout("reading unreleased records");
+            return self.finish(Err(e), out);
+        }
         while let Some((node, view)) = f.responders.get(f.at).cloned() {
             if f.next < view.local_tail.min(f.reach) {
                 let req = Request::GetRecords(GetRecords {
@@ -2125,5 +2131,112 @@ mod tests {
     fn nothing_above_the_global_tail_keeps_it() {
         assert_eq!(sealed_tail(9, Vec::new()).0, 9);
         assert_eq!(repair_range(&[]), (0, 0));
+    }
+
+    /// Random replies (hostile values included), in random order, with time
+    /// passing: the job never panics, ends exactly once, and ends by its
+    /// deadline once every call was answered.
+    #[test]
+    fn any_replies_end_the_job_exactly_once() {
+        let edgy = |rng: &mut StdRng| match rng.gen_range(0..4) {
+            0 => rng.gen_range(0..6),
+            1 => Offset::MAX - rng.gen_range(0..3),
+            2 => rng.gen(),
+            _ => rng.gen_range(0..3000),
+        };
+        for case in 0..300u64 {
+            let mut rng = StdRng::seed_from_u64(case);
+            let t0 = Instant::now();
+            let mut now = t0;
+            let bugs = if case % 7 == 0 {
+                BugSet::NONE.with(Bug::SealWrongQuorum)
+            } else {
+                BugSet::NONE
+            };
+            let (mut j, mut pending) = job(t0, bugs);
+            let mut ended = 0;
+            for _ in 0..5_000 {
+                if ended > 0 {
+                    assert!(pending
+                        .iter()
+                        .all(|e| !matches!(e, SealEffect::Done { .. })));
+                }
+                now += Duration::from_millis(rng.gen_range(0..200));
+                let effects = if pending.is_empty() || rng.gen_bool(0.1) {
+                    j.handle(&env(now), SealInput::Tick)
+                } else {
+                    let i = rng.gen_range(0..pending.len());
+                    match pending.swap_remove(i) {
+                        SealEffect::Meta { op, .. } => {
+                            let result = match rng.gen_range(0..6) {
+                                0 => Err(MetaError::Indeterminate {
+                                    key: "chain/0".into(),
+                                }),
+                                1 => Ok(Outcome::Value(None)),
+                                2 => Ok(Outcome::Conflict(Some(Versioned {
+                                    version: 1,
+                                    value: vec![rng.gen(); 3],
+                                    writer: 0,
+                                }))),
+                                3 => Ok(Outcome::Conflict(Some(versioned(6, &chain())))),
+                                _ => Ok(Outcome::Value(Some(versioned(5, &chain())))),
+                            };
+                            j.handle(&env(now), SealInput::MetaDone { op, result })
+                        }
+                        SealEffect::Call { to, call, req, .. } => {
+                            let result = match (req, rng.gen_range(0..5)) {
+                                (_, 0) => lost(to),
+                                (Request::Seal(_), _) => Ok(Response::Seal(Ok(TailInfo {
+                                    sealed: true,
+                                    local_tail: edgy(&mut rng),
+                                    known_global_tail: edgy(&mut rng),
+                                    suspect: rng.gen_bool(0.1),
+                                }))),
+                                (Request::GetRecords(g), _) => {
+                                    let k = rng.gen_range(0..4);
+                                    let offsets: Vec<Offset> = (0..k)
+                                        .map(|_| {
+                                            if rng.gen_bool(0.7) {
+                                                g.from.saturating_add(rng.gen_range(0..3))
+                                            } else {
+                                                edgy(&mut rng)
+                                            }
+                                        })
+                                        .collect();
+                                    let mut reply = records(&offsets);
+                                    if rng.gen_bool(0.05) {
+                                        if let Ok(Response::Records(Ok(r))) = &mut reply {
+                                            r.damaged.push(g.from);
+                                        }
+                                    }
+                                    reply
+                                }
+                                (_, _) => stored(),
+                            };
+                            j.handle(
+                                &env(now),
+                                SealInput::Reply {
+                                    call,
+                                    from: to,
+                                    result,
+                                },
+                            )
+                        }
+                        SealEffect::Done { .. } => unreachable!("Done is never kept pending"),
+                    }
+                };
+                for e in effects {
+                    match e {
+                        SealEffect::Done { .. } => ended += 1,
+                        other => pending.push(other),
+                    }
+                }
+                if ended > 0 && pending.is_empty() {
+                    break;
+                }
+            }
+            assert_eq!(ended, 1, "case {case}: the job ended {ended} times");
+            assert!(j.is_done());
+        }
     }
 }
