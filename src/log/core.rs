@@ -3092,4 +3092,198 @@ mod tests {
             assert_ne!(c.next_wake(), Some(now), "ticked at {now:?} and still due");
         }
     }
+
+    /// Random operations, random answers (hostile values included) in random
+    /// order, chain and tail news, time passing: the core never panics, and
+    /// every operation ends exactly once once everything was answered and
+    /// its deadline passed.
+    #[test]
+    fn any_answers_end_every_operation_exactly_once() {
+        use std::collections::BTreeMap as Map;
+        for case in 0..200u64 {
+            let mut rng = StdRng::seed_from_u64(case);
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut c = core();
+            let mut pending: Vec<Effect> = Vec::new();
+            let mut ended: Map<OpId, u32> = Map::new();
+            let mut started = 0u64;
+            let chains = [chain(), extended(3, n(1)), extended(0, n(3))];
+            let suspected = |rng: &mut StdRng, now| {
+                if rng.gen_bool(0.3) {
+                    suspecting(now, n(rng.gen_range(2..4)))
+                } else {
+                    env(now)
+                }
+            };
+            for step in 0..3_000 {
+                let quiet = step >= 300;
+                now += Duration::from_millis(rng.gen_range(0..120));
+                let e = suspected(&mut rng, now);
+                let input = if !quiet && rng.gen_bool(0.08) {
+                    started += 1;
+                    let op = OpId(started);
+                    let deadline = now + Duration::from_millis(rng.gen_range(0..3_000));
+                    match rng.gen_range(0..5) {
+                        0 => Input::Append {
+                            op,
+                            log: LOG,
+                            records: vec![rec(1)],
+                            deadline,
+                        },
+                        1 => Input::Read {
+                            op,
+                            log: LOG,
+                            from: Lsn(rng.gen_range(0..6)),
+                            max: rng.gen_range(0..4),
+                            deadline,
+                        },
+                        2 => Input::Refresh {
+                            op,
+                            log: LOG,
+                            deadline,
+                        },
+                        3 => Input::Seal {
+                            op,
+                            segment: chain().tail().clone(),
+                            deadline,
+                        },
+                        _ => Input::Trim {
+                            op,
+                            log: LOG,
+                            below: Lsn(rng.gen_range(0..8)),
+                        },
+                    }
+                } else if !quiet && rng.gen_bool(0.05) {
+                    let i = rng.gen_range(0..chains.len());
+                    Input::ChainSeen {
+                        log: LOG,
+                        chain: Some((i as u64 + 1, chains[i].clone())),
+                    }
+                } else if !quiet && rng.gen_bool(0.05) {
+                    let loglet = LogletId::new(LOG, rng.gen_range(0..2));
+                    Input::TailChanged {
+                        loglet,
+                        tail: TailInfo {
+                            sealed: rng.gen_bool(0.2),
+                            local_tail: rng.gen_range(0..5),
+                            known_global_tail: if rng.gen_bool(0.1) {
+                                u64::MAX
+                            } else {
+                                rng.gen_range(0..5)
+                            },
+                            suspect: false,
+                        },
+                    }
+                } else if !pending.is_empty() && rng.gen_bool(0.8) {
+                    let i = rng.gen_range(0..pending.len());
+                    match pending.swap_remove(i) {
+                        Effect::Call { to, call, req, .. } => {
+                            let result = match (req, rng.gen_range(0..4)) {
+                                (_, 0) => down(to),
+                                (_, 1) => Err(CallError::Timeout(to, Duration::ZERO)),
+                                (Request::Append(_), k) => outcome(match k {
+                                    2 => AppendOutcome::Sealed,
+                                    _ => AppendOutcome::Appended {
+                                        first_lsn: Lsn(rng.gen()),
+                                    },
+                                }),
+                                (Request::GetRecords(g), _) => {
+                                    records(&[g.from, g.from.saturating_add(1), u64::MAX])
+                                }
+                                (Request::Trim(_), _) => Ok(Response::Trim(Ok(()))),
+                                (_, _) => Ok(Response::Store(
+                                    crate::actors::log_server::StoreReply::Stored { local_tail: 0 },
+                                )),
+                            };
+                            Input::Reply {
+                                call,
+                                from: to,
+                                result,
+                            }
+                        }
+                        Effect::Meta { op, .. } => {
+                            let i = rng.gen_range(0..chains.len());
+                            let result = match rng.gen_range(0..5) {
+                                0 => Err(MetaError::Indeterminate {
+                                    key: "chain/1".into(),
+                                }),
+                                1 => Ok(Outcome::Value(None)),
+                                2 => Ok(Outcome::Conflict(Some(Versioned {
+                                    version: 9,
+                                    value: vec![1, 2],
+                                    writer: 0,
+                                }))),
+                                _ => Ok(Outcome::Value(Some(versioned(i as u64 + 1, &chains[i])))),
+                            };
+                            Input::MetaDone { op, result }
+                        }
+                        Effect::SealAndExtend { op, .. } => {
+                            let result = if rng.gen_bool(0.5) {
+                                Ok(chains[1].clone())
+                            } else {
+                                Err(SealError::Abandoned)
+                            };
+                            Input::SealDone { op, result }
+                        }
+                        Effect::ReadLocal { read, from, .. } => {
+                            let result = if rng.gen_bool(0.1) {
+                                Err(LogServerError::Unavailable)
+                            } else {
+                                Ok((from..from.saturating_add(rng.gen_range(0..3)))
+                                    .map(|o| (o, rec(o)))
+                                    .collect())
+                            };
+                            Input::LocalRecords { read, result }
+                        }
+                        other => panic!("{other:?} is never kept pending"),
+                    }
+                } else {
+                    Input::Tick
+                };
+                for effect in c.handle(&e, input) {
+                    match effect {
+                        Effect::Done { op, .. } => *ended.entry(op).or_default() += 1,
+                        Effect::WatchTail { .. } | Effect::UnwatchTail { .. } => {}
+                        other => pending.push(other),
+                    }
+                }
+                // The host answers WatchTail at once, as the shell does.
+                for loglet in c.watchers.keys().copied().collect::<Vec<_>>() {
+                    if !c.tails.contains_key(&loglet) {
+                        for effect in c.handle(
+                            &e,
+                            Input::TailChanged {
+                                loglet,
+                                tail: TailInfo::default(),
+                            },
+                        ) {
+                            match effect {
+                                Effect::Done { op, .. } => *ended.entry(op).or_default() += 1,
+                                Effect::WatchTail { .. } | Effect::UnwatchTail { .. } => {}
+                                other => pending.push(other),
+                            }
+                        }
+                    }
+                }
+                if quiet && pending.is_empty() && c.ops() == 0 {
+                    break;
+                }
+            }
+            assert_eq!(c.ops(), 0, "case {case}: operations left");
+            assert_eq!(
+                ended.len() as u64,
+                started,
+                "case {case}: some operation never ended"
+            );
+            assert!(
+                ended.values().all(|&k| k == 1),
+                "case {case}: an operation ended twice"
+            );
+            assert!(
+                c.watchers.is_empty() && c.tails.is_empty(),
+                "case {case}: watches left"
+            );
+        }
+    }
 }
