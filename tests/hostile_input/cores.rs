@@ -3,9 +3,8 @@
 //! the partition processor's state machine (`Applier::apply`).
 
 use crate::support::*;
-use keel::actors::metadata::core::{
-    current_value, AcceptReply, AcceptorState, Ballot, Change, Outcome, PrepareReply, Versioned,
-};
+use keel::actors::metadata::core::{AcceptReply, AcceptorState, Ballot, PrepareReply, Versioned};
+use keel::actors::metadata::proposer::{current_value, Change, Outcome};
 use keel::actors::partition_processor::core::{recover, Applier, Command, Invocation, Recovered};
 use keel::actors::sealer::core::{repair_range, sealed_tail, SealedView};
 use keel::actors::sequencer::core::{AppendOutcome, Effect, SequencerCore, SequencerTuning};

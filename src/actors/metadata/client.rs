@@ -2,10 +2,9 @@
 //! Any node may propose; contention backs off with jitter; every operation has
 //! one deadline and ends in a value, a conflict or a typed error.
 
-use super::core::{
-    current_value, majority, AcceptReply, Ballot, Change, Outcome, PrepareReply, Versioned,
-};
+use super::core::{majority, AcceptReply, Ballot, PrepareReply, Versioned};
 use super::messages::{Accept, MetaUpdate, Prepare};
+use super::proposer::{current_value, Change, Outcome};
 use super::MetaCache;
 use crate::node::{CallError, Net, Wire};
 use futures::stream::StreamExt;

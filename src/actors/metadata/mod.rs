@@ -13,6 +13,7 @@ mod cache;
 mod client;
 pub mod core;
 pub mod messages;
+pub mod proposer;
 pub mod schema;
 
 pub use cache::MetaCache;
