@@ -2,10 +2,11 @@
 //! Any node may propose; contention backs off with jitter; every operation has
 //! one deadline and ends in a value, a conflict or a typed error.
 
-use super::core::{majority, AcceptReply, Ballot, PrepareReply, Versioned};
+use super::core::{AcceptReply, Ballot, PrepareReply, Versioned};
 use super::messages::{Accept, MetaUpdate, Prepare};
 use super::proposer::{current_value, Change, Outcome};
 use super::MetaCache;
+use crate::actors::quorum::majority;
 use crate::node::{CallError, Net, Wire};
 use futures::stream::StreamExt;
 use rand::Rng;
