@@ -7,3 +7,4 @@
 pub mod disk;
 pub mod net;
 pub mod scheduler;
+pub mod store_meta;
