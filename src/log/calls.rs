@@ -11,7 +11,7 @@
 use crate::actors::log_server::{
     GetRecords, LogServerError, RecordsReply, Seal, Store, StoreReply, TailInfo, Trim,
 };
-use crate::actors::metadata::core::{Change, Outcome};
+use crate::actors::metadata::proposer::{Change, Outcome};
 use crate::actors::metadata::{MetaError, MetadataClient};
 use crate::actors::sequencer::{Append, AppendOutcome, SequencerError};
 use crate::node::{CallError, Net, Wire};

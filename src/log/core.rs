@@ -77,7 +77,8 @@ use super::chain::{chain_key, Chain, Segment};
 use super::{LogConfig, Record, MAX_RECORD_BYTES};
 use crate::actors::env::Env;
 use crate::actors::log_server::{GetRecords, LogServerError, Store, TailInfo, Trim};
-use crate::actors::metadata::core::{Change, Outcome, Versioned};
+use crate::actors::metadata::core::Versioned;
+use crate::actors::metadata::proposer::{Change, Outcome};
 use crate::actors::metadata::MetaError;
 use crate::actors::sealer::SealError;
 use crate::actors::sequencer::{

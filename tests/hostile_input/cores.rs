@@ -5,9 +5,8 @@
 use crate::support::*;
 use keel::actors::env::Env;
 use keel::actors::log_server::StoreReply;
-use keel::actors::metadata::core::{
-    current_value, AcceptReply, AcceptorState, Ballot, Change, Outcome, PrepareReply, Versioned,
-};
+use keel::actors::metadata::core::{AcceptReply, AcceptorState, Ballot, PrepareReply, Versioned};
+use keel::actors::metadata::proposer::{current_value, Change, Outcome};
 use keel::actors::partition_processor::core::{recover, Applier, Command, Invocation, Recovered};
 use keel::actors::sealer::core::{repair_range, sealed_tail, SealedView};
 use keel::actors::sequencer::core::{

@@ -59,7 +59,8 @@
 
 use crate::actors::bugs::{Bug, BugSet};
 use crate::actors::log_server::{GetRecords, Seal, Store, StoreReply};
-use crate::actors::metadata::core::{Change, Outcome, Versioned};
+use crate::actors::metadata::core::Versioned;
+use crate::actors::metadata::proposer::{Change, Outcome};
 use crate::actors::metadata::MetaError;
 use crate::actors::quorum::{Tally, Verdict};
 use crate::log::calls::{CallId, MetaOp, Request, Response};
