@@ -1031,11 +1031,9 @@ impl SealJob {
                 }
                 self.seal_round(env, out);
             }
-            Stage::Repair(r) => {
-                if r.pause.is_some_and(|until| env.now >= until) {
-                    r.pause = None;
-                    self.repair_round(env, out);
-                }
+            Stage::Repair(r) if r.pause.is_some_and(|until| env.now >= until) => {
+                r.pause = None;
+                self.repair_round(env, out);
             }
             _ => {}
         }
