@@ -21,8 +21,9 @@
 //! - **batching**: appends gather while [`SequencerTuning::max_inflight_batches`]
 //!   batches are uncommitted and leave together (bounded in records and
 //!   bytes) once the host's queue drains ([`Effect::FlushWhenIdle`]);
-//! - **the commit rule**: `r` acknowledgements from the nodeset, in offset
-//!   order; then `Appended`, and the new committed tail is released;
+//! - **the commit rule**: `r` acknowledgements from the nodeset (a
+//!   `quorum::Tally` per batch), in offset order; then `Appended`, and the
+//!   new committed tail is released;
 //! - **resends**: a server that has not acknowledged a batch is sent it again
 //!   after `resend_after`, or `retry_after_failure` after a failed call;
 //! - **deadlines**: an appender whose batch is not committed within
@@ -47,10 +48,11 @@
 use super::messages::SequencerError;
 use crate::actors::env::Env;
 use crate::actors::log_server::{Store, StoreReply};
+use crate::actors::quorum::{Tally, Verdict};
 use crate::log::{Record, Segment, MAX_RECORD_BYTES};
 use crate::node::CallError;
 use crate::types::{LogletId, Lsn, NodeId, Offset};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
@@ -293,14 +295,22 @@ struct Delivery {
 struct Batch<T> {
     /// The records, shared by every store of the batch.
     records: Arc<Vec<Record>>,
-    /// Servers of the nodeset that stored it.
-    acked: BTreeSet<NodeId>,
+    /// Which servers of the nodeset stored it, against the write quorum of
+    /// `replication` (the commit rule's first half).
+    stored: Tally,
     /// The servers still missing, and when each is due a resend.
     sends: BTreeMap<NodeId, Delivery>,
     /// When offsets were assigned (the appenders' deadline runs from here).
     created: Instant,
     /// Appenders waiting on this batch and the offset of their first record.
     waiters: Vec<(T, Offset)>,
+}
+
+impl<T> Batch<T> {
+    /// Whether `replication` servers of the nodeset stored it.
+    fn is_stored(&self) -> bool {
+        self.stored.verdict() == Verdict::Reached
+    }
 }
 
 /// The sequencer of one loglet.
@@ -454,7 +464,7 @@ impl<T> SequencerCore<T> {
             .last_release
             .and_then(|at| after(at, tuning.release_heartbeat));
         for batch in self.inflight.values() {
-            if batch.acked.len() < self.config.replication {
+            if !batch.is_stored() {
                 for send in batch.sends.values() {
                     wake = Some(wake.map_or(send.due, |w| w.min(send.due)));
                 }
@@ -554,7 +564,7 @@ impl<T> SequencerCore<T> {
         match result {
             Ok(StoreReply::Stored { .. }) => {
                 if let Some(batch) = self.inflight.get_mut(&first) {
-                    batch.acked.insert(to);
+                    batch.stored.yes(to);
                     batch.sends.remove(&to);
                 }
                 self.advance_commit(now, effects);
@@ -633,7 +643,7 @@ impl<T> SequencerCore<T> {
         for first in firsts {
             let mut due = Vec::new();
             if let Some(batch) = self.inflight.get(&first) {
-                if batch.acked.len() < self.config.replication {
+                if !batch.is_stored() {
                     due = batch
                         .sends
                         .iter()
@@ -763,7 +773,10 @@ impl<T> SequencerCore<T> {
                 first,
                 Batch {
                     records: Arc::new(records),
-                    acked: BTreeSet::new(),
+                    stored: Tally::new(
+                        self.config.nodeset.iter().copied(),
+                        self.config.replication,
+                    ),
                     sends: BTreeMap::new(),
                     created: now,
                     waiters,
@@ -779,7 +792,7 @@ impl<T> SequencerCore<T> {
     fn advance_commit(&mut self, now: Instant, effects: &mut Vec<Effect<T>>) {
         let before = self.committed;
         while let Some(entry) = self.inflight.first_entry() {
-            if entry.get().acked.len() < self.config.replication {
+            if !entry.get().is_stored() {
                 break;
             }
             let batch = entry.remove();
@@ -811,6 +824,7 @@ mod tests {
     use crate::log::Chain;
     use crate::storage::StorageError;
     use crate::types::LogId;
+    use std::collections::BTreeSet;
 
     const L: LogletId = LogletId(5);
 
