@@ -49,6 +49,7 @@ pub struct LogMetrics {
 
 #[derive(Clone)]
 pub struct LogClient {
+    /// The core and the services it drives, shared by every clone.
     shared: Arc<Shared>,
 }
 
@@ -64,9 +65,11 @@ struct Shared {
     storage: Storage,
     /// The local log-server's tails (fed to the core while watched).
     tails: TailWatch,
+    /// Timeouts and graces of log operations.
     config: LogConfig,
     /// How many logs there are.
     logs: u32,
+    /// Counters for status and metrics.
     metrics: LogMetrics,
     /// The protocol.
     core: Mutex<LogCore>,
@@ -291,7 +294,9 @@ impl LogClient {
 
 /// Cancels a caller's operation when the caller stops waiting.
 struct CancelOnDrop {
+    /// Where the operation is cancelled.
     shared: Arc<Shared>,
+    /// The operation to cancel.
     op: OpId,
     /// Cleared once the operation is done.
     armed: bool,

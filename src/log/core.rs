@@ -326,6 +326,7 @@ pub struct LogStats {
 /// A chain refresh in flight (for an operation).
 #[derive(Clone, Debug)]
 struct Refresh {
+    /// The log whose chain is read.
     log: LogId,
     /// The register operation in flight.
     op: MetaOp,
@@ -364,11 +365,15 @@ enum AppendState {
 
 #[derive(Clone, Debug)]
 struct AppendOp {
+    /// The log appended to.
     log: LogId,
+    /// The records, appended together or not at all.
     records: Vec<Record>,
+    /// When the caller stops waiting (the operation ends by then).
     deadline: Instant,
     /// Why the last attempt failed (the error at the deadline says it).
     last: String,
+    /// Where the append stands.
     state: AppendState,
 }
 
@@ -415,9 +420,13 @@ enum ReadState {
 
 #[derive(Clone, Debug)]
 struct ReadOp {
+    /// The log read.
     log: LogId,
+    /// The first LSN wanted.
     from: Lsn,
+    /// At most this many records are returned.
     max: usize,
+    /// When the caller stops waiting (the operation ends by then).
     deadline: Instant,
     /// The chain this read follows.
     chain: Option<Chain>,
@@ -427,12 +436,15 @@ struct ReadOp {
     chain_moved: bool,
     /// The loglet whose tail this read follows.
     watching: Option<LogletId>,
+    /// Where the read stands.
     state: ReadState,
 }
 
 #[derive(Clone, Debug)]
 struct TrimOp {
+    /// The log trimmed.
     log: LogId,
+    /// Every LSN below this goes.
     below: Lsn,
     /// The chain as known when the trim began.
     chain: Chain,
@@ -481,7 +493,9 @@ enum Event {
 /// A node's appender and reader (see the module doc).
 #[derive(Clone, Debug)]
 pub struct LogCore {
+    /// Timeouts, graces and pauses.
     config: LogConfig,
+    /// How many logs there are (a log id at or past it is refused).
     logs: u32,
     /// Picks the ids of this core's CAS operations.
     rng: StdRng,
@@ -495,16 +509,20 @@ pub struct LogCore {
     tails: BTreeMap<LogletId, TailInfo>,
     /// The reads following each watched loglet.
     watchers: BTreeMap<LogletId, BTreeSet<OpId>>,
+    /// Every operation in flight.
     ops: BTreeMap<OpId, Op>,
     /// Calls in flight, with their operation (`None`: a read repair).
     calls: BTreeMap<CallId, Option<OpId>>,
+    /// Register operations in flight, with their operation.
     metas: BTreeMap<MetaOp, OpId>,
     /// Seals in flight, with their operation (`None`: in the background)
     /// and loglet.
     seals: BTreeMap<SealId, (Option<OpId>, LogletId)>,
+    /// Local reads in flight, with their operation.
     reads: BTreeMap<ReadId, OpId>,
     /// The last id handed out.
     ids: u64,
+    /// Counters for status and metrics.
     stats: LogStats,
 }
 

@@ -46,8 +46,11 @@ pub enum CasOutcome<T> {
 
 #[derive(Clone)]
 pub struct MetadataClient {
+    /// Calls to the acceptors (every node, this one included).
     net: Net,
+    /// Learns every value an operation finds or chooses.
     cache: MetaCache,
+    /// The highest round used or seen refused: the next ballot goes past it.
     round: Arc<AtomicU64>,
 }
 

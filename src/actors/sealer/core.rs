@@ -229,6 +229,7 @@ pub enum SealEffect {
 struct Base {
     /// The register version of `chain` (the CAS expects it).
     version: u64,
+    /// The chain as read (the base of the next one).
     chain: Chain,
     /// The loglet's segment in `chain`.
     segment: Segment,
@@ -237,6 +238,7 @@ struct Base {
 /// A pause before a stage tries again.
 #[derive(Clone, Copy, Debug)]
 struct Pause {
+    /// When the stage tries again.
     until: Instant,
     /// Forget excluded and sealed servers before the next round (too few
     /// usable servers were left).
@@ -245,20 +247,25 @@ struct Pause {
 
 #[derive(Clone, Debug)]
 struct Sealing {
+    /// The chain read this attempt works from.
     base: Base,
     /// Servers that sealed in this stage (counted toward the f-majority).
     views: BTreeMap<NodeId, SealedView>,
     /// Seal calls of the current round.
     pending: BTreeMap<CallId, NodeId>,
+    /// Set while the stage waits before its next round.
     pause: Option<Pause>,
 }
 
 #[derive(Clone, Debug)]
 struct Fetching {
+    /// The chain read this attempt works from.
     base: Base,
     /// The sealed responders, in the order they are read.
     responders: Vec<(NodeId, SealedView)>,
+    /// The highest known global tail: every offset below is committed.
     global: Offset,
+    /// The highest local tail of the sealed responders: nothing is read past it.
     reach: Offset,
     /// Index in `responders` of the one being read.
     at: usize,
@@ -274,9 +281,13 @@ struct Fetching {
 
 #[derive(Clone, Debug)]
 struct Repairing {
+    /// The chain read this attempt works from.
     base: Base,
+    /// Where the repaired range starts (the highest known global tail).
     global: Offset,
+    /// The sealed tail: where the repaired range ends.
     tail: Offset,
+    /// The records of `[global, tail)`, in offset order.
     records: Vec<Record>,
     /// Index of the chunk being stored.
     chunk: usize,
@@ -286,6 +297,7 @@ struct Repairing {
     stored: BTreeSet<NodeId>,
     /// Store calls of the current round.
     pending: BTreeMap<CallId, NodeId>,
+    /// Set while the stage waits before its next round.
     pause: Option<Instant>,
 }
 
@@ -311,16 +323,23 @@ enum Stage {
 /// with exactly one [`SealEffect::Done`].
 #[derive(Clone, Debug)]
 pub struct SealJob {
+    /// The log the loglet belongs to.
     log: LogId,
+    /// The loglet being sealed.
     loglet: LogletId,
+    /// The sequencer node of the segment the job appends.
     next_sequencer: NodeId,
+    /// The new segment's nodeset and replication, the bug switches, the seed.
     config: SealConfig,
+    /// When the job ends, done or not.
     deadline: Instant,
+    /// Picks the compare-and-set operation id (seeded by the host).
     rng: StdRng,
     /// The last id handed out (calls and register operations share it).
     ids: u64,
     /// Responders found unusable in this job (see the module doc).
     excluded: BTreeSet<NodeId>,
+    /// Where the job stands, with that stage's state.
     stage: Stage,
 }
 
@@ -1123,6 +1142,7 @@ pub enum SealerEffect {
 /// One job and who waits for it.
 #[derive(Clone, Debug)]
 struct Running {
+    /// The job itself.
     job: SealJob,
     /// Tokens of the requests the job answers.
     waiters: Vec<u64>,
@@ -1135,9 +1155,11 @@ struct Running {
 /// this core's ids (it maps them to each job's own).
 #[derive(Clone, Debug)]
 pub struct SealerCore {
+    /// What each job is built with.
     config: SealerConfig,
     /// Seeds each job.
     rng: StdRng,
+    /// The running job of each loglet (one per loglet).
     jobs: BTreeMap<LogletId, Running>,
     /// This core's call ids, to each job's own.
     calls: BTreeMap<CallId, (LogletId, CallId)>,

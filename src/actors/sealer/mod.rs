@@ -35,8 +35,11 @@ use tracing::info_span;
 #[derive(Clone, Debug, Message)]
 #[rtype(result = "Result<Chain, SealError>")]
 pub struct SealAndExtend {
+    /// The log whose chain is extended.
     pub log: LogId,
+    /// The loglet to seal (a no-op once the chain moved past it).
     pub loglet: LogletId,
+    /// The node whose sequencer serves the new segment.
     pub next_sequencer: NodeId,
 }
 
