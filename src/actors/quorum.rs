@@ -40,9 +40,13 @@ pub enum Verdict {
 /// once; answers from outside the set are ignored.
 #[derive(Clone, Debug)]
 pub struct Tally {
+    /// Who may vote (answers from anyone else are ignored).
     voters: BTreeSet<NodeId>,
+    /// Yes-votes that decide the round.
     need: usize,
+    /// Who said yes.
     yes: BTreeSet<NodeId>,
+    /// Who said no or failed to answer.
     no: BTreeSet<NodeId>,
 }
 

@@ -180,7 +180,7 @@ impl ClusterState {
     /// relayed, so in a bridge both sides of the bridge node count.
     pub fn majority_side(&self, nodes: usize) -> BTreeSet<NodeId> {
         let all = all_nodes(nodes);
-        let majority = nodes / 2 + 1;
+        let majority = crate::actors::quorum::majority(nodes);
         all.clone()
             .into_iter()
             .filter(|&v| self.is_up(v))

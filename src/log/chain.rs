@@ -18,15 +18,22 @@
 use crate::types::{LogId, LogletId, Lsn, NodeId, Offset};
 use serde::{Deserialize, Serialize};
 
+/// One run of a log's records: a loglet, its sequencer and how it is
+/// replicated; sealed once it has a `sealed_tail`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "RawSegment")]
 pub struct Segment {
+    /// Position in the chain (0 for the first segment).
     pub index: u32,
     /// LSN of the segment's offset 0.
     pub base_lsn: Lsn,
+    /// The loglet holding the segment's records.
     pub loglet: LogletId,
+    /// The node whose sequencer assigns its offsets.
     pub sequencer: NodeId,
+    /// The log-servers that store its records.
     pub nodeset: Vec<NodeId>,
+    /// How many of the nodeset store a record before it commits (`r`).
     pub replication: u8,
     /// Number of records the segment kept, once sealed.
     pub sealed_tail: Option<Offset>,
@@ -35,12 +42,19 @@ pub struct Segment {
 /// A segment as encoded, before it is checked.
 #[derive(Deserialize)]
 struct RawSegment {
+    /// See [`Segment::index`].
     index: u32,
+    /// See [`Segment::base_lsn`].
     base_lsn: Lsn,
+    /// See [`Segment::loglet`].
     loglet: LogletId,
+    /// See [`Segment::sequencer`].
     sequencer: NodeId,
+    /// See [`Segment::nodeset`].
     nodeset: Vec<NodeId>,
+    /// See [`Segment::replication`].
     replication: u8,
+    /// See [`Segment::sealed_tail`].
     sealed_tail: Option<Offset>,
 }
 
@@ -124,10 +138,13 @@ impl Segment {
     }
 }
 
+/// A log's segments (the value of `chain/<log>`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "RawChain")]
 pub struct Chain {
+    /// The log this chain belongs to.
     pub log: LogId,
+    /// The segments in LSN order; only the last is writable.
     pub segments: Vec<Segment>,
 }
 
@@ -135,7 +152,9 @@ pub struct Chain {
 /// by one as they decode).
 #[derive(Deserialize)]
 struct RawChain {
+    /// See [`Chain::log`].
     log: LogId,
+    /// See [`Chain::segments`].
     segments: Vec<Segment>,
 }
 

@@ -44,7 +44,9 @@ pub struct SimDisk {
 /// What a crash did to the unsynced writes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CrashReport {
+    /// Unsynced writes that survived.
     pub kept: usize,
+    /// Unsynced writes that were lost.
     pub lost: usize,
 }
 

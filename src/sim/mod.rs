@@ -7,3 +7,6 @@
 pub mod disk;
 pub mod net;
 pub mod scheduler;
+pub mod store_log;
+pub mod store_meta;
+pub mod store_partition;

@@ -13,6 +13,7 @@ use std::time::Duration;
 pub struct LinkConfig {
     /// One-way delay, uniformly in `[min_delay, max_delay]`.
     pub min_delay: Duration,
+    /// The upper bound of that delay.
     pub max_delay: Duration,
     /// Chance that a message is lost.
     pub drop: f64,
@@ -35,6 +36,7 @@ impl Default for LinkConfig {
 /// degraded on purpose.
 #[derive(Clone, Debug, Default)]
 pub struct SimNet {
+    /// How healthy links behave.
     pub config: LinkConfig,
     /// Directed links `(from, to)` that deliver nothing.
     cut: BTreeSet<(NodeId, NodeId)>,

@@ -1,8 +1,10 @@
 //! Small durable records of the control plane: the metadata register's
-//! acceptor state (one entry per register key), and the marks of loglets whose
-//! sequencer this node has started (a sequencer never restarts in place).
+//! acceptor state (one entry per register key; the acceptor core reaches it
+//! through [`AcceptorStore`]), and the marks of loglets whose sequencer this
+//! node has started (a sequencer never restarts in place).
 
-use super::{decode, encode, Result, SyncLane};
+use super::{decode, encode, Result, StorageError, SyncLane};
+use crate::actors::metadata::core::{AcceptorState, AcceptorStore};
 use crate::types::LogletId;
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -59,5 +61,17 @@ impl MetaStore {
 
     pub fn sequencer_was_started(&self, loglet: LogletId) -> Result<bool> {
         Ok(self.sequencers.contains_key(loglet.0.to_be_bytes())?)
+    }
+}
+
+/// The acceptor's state in sled (checksummed values, synced with the state
+/// lane).
+impl AcceptorStore for MetaStore {
+    fn get(&self, key: &str) -> std::result::Result<Option<AcceptorState>, StorageError> {
+        self.acceptor_get(key)
+    }
+
+    fn put(&mut self, key: &str, state: &AcceptorState) -> std::result::Result<(), StorageError> {
+        self.acceptor_put(key, state)
     }
 }

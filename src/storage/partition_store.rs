@@ -92,9 +92,34 @@ impl PartitionWrite {
         self.ops.is_empty()
     }
 
+    /// The writes in order, each a store key (see [`object_key`](Self::object_key)
+    /// and its siblings) and its new value (`None`: removed). Other stores of
+    /// partition state (the simulator's) lay their keys out the same way.
+    pub fn ops(&self) -> &[(Vec<u8>, Option<Vec<u8>>)] {
+        &self.ops
+    }
+
+    /// The store key of an object key.
+    pub fn object_key(key: &[u8]) -> Vec<u8> {
+        prefixed(OBJECT, key)
+    }
+
+    /// The store key of a request's stored result.
+    pub fn dedup_key(key: &[u8]) -> Vec<u8> {
+        prefixed(DEDUP, key)
+    }
+
+    /// The store key of a meta value.
+    pub fn meta_key(key: &[u8]) -> Vec<u8> {
+        prefixed(META, key)
+    }
+
+    /// The store key of the applied LSN (8 bytes, big-endian).
+    pub const APPLIED_KEY: &'static [u8] = APPLIED;
+
     /// `[u32 n]` then per op `[u8 1=put|0=remove][u32 klen][key]` and, for a
-    /// put, `[u32 vlen][value]`; big-endian.
-    fn encode(&self) -> Vec<u8> {
+    /// put, `[u32 vlen][value]`; big-endian (the journal's encoding).
+    pub fn encode(&self) -> Vec<u8> {
         let size: usize = self
             .ops
             .iter()
@@ -114,7 +139,8 @@ impl PartitionWrite {
         out
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self> {
+    /// Decodes [`encode`](Self::encode)'s output; damage is an error.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
         let mut r = Reader { bytes, at: 0 };
         let n = r.len()?;
         let mut ops = Vec::with_capacity(n.min(bytes.len() / 9));

@@ -1,7 +1,7 @@
 //! Helpers shared by the rig tests.
 #![allow(dead_code)]
 
-use keel::log::{AppendError, Chain, Record};
+use keel::log::{AppendError, Chain, ReadError, Record};
 use keel::rig::Rig;
 use keel::types::{LogId, Lsn, NodeId};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -84,6 +84,11 @@ pub fn append_until_acked(
 }
 
 /// Reads `log` on `node` from LSN 1 up to at least `upto`, bounded by `deadline`.
+///
+/// Each read waits at most 200 ms. A node that has just been healed or
+/// restarted may not reach a majority for the chain yet: a read answered
+/// `Unavailable` is "not yet", like one that returned nothing, until the
+/// deadline; any other error fails at once.
 pub fn read_upto(
     rig: &Rig,
     node: u32,
@@ -95,14 +100,20 @@ pub fn read_upto(
     let end = Instant::now() + deadline;
     let mut out = Vec::new();
     let mut next = Lsn(1);
+    let mut last_error = None;
     while next <= upto {
         assert!(
             Instant::now() < end,
-            "N{node} could not read {log} up to {upto} within {deadline:?} (at {next})"
+            "N{node} could not read {log} up to {upto} within {deadline:?} (at {next}; last error: {last_error:?})"
         );
-        let batch = rig
-            .block_on(logs.read(log, next, 1000, Duration::from_millis(200)))
-            .expect("read");
+        let batch = match rig.block_on(logs.read(log, next, 1000, Duration::from_millis(200))) {
+            Ok(batch) => batch,
+            Err(e @ ReadError::Unavailable(..)) => {
+                last_error = Some(e);
+                continue;
+            }
+            Err(e) => panic!("N{node} reading {log} at {next}: {e}"),
+        };
         for (lsn, rec) in batch {
             assert_eq!(lsn, next, "records are read in LSN order without gaps");
             out.push((lsn, rec.0));

@@ -3,14 +3,18 @@
 //! the partition processor's state machine (`Applier::apply`).
 
 use crate::support::*;
-use keel::actors::metadata::core::{
-    current_value, AcceptReply, AcceptorState, Ballot, Change, Outcome, PrepareReply, Versioned,
-};
+use keel::actors::env::Env;
+use keel::actors::log_server::StoreReply;
+use keel::actors::metadata::core::{AcceptReply, AcceptorState, Ballot, PrepareReply, Versioned};
+use keel::actors::metadata::proposer::{current_value, Change, Outcome};
 use keel::actors::partition_processor::core::{recover, Applier, Command, Invocation, Recovered};
 use keel::actors::sealer::core::{repair_range, sealed_tail, SealedView};
-use keel::actors::sequencer::core::{AppendOutcome, Effect, SequencerCore, SequencerTuning};
+use keel::actors::sequencer::core::{
+    AppendOutcome, CallId, Effect, Input, SequencerConfig, SequencerCore, SequencerTuning,
+};
 use keel::ingress::objects::ObjectType;
 use keel::log::Record;
+use keel::node::CallError;
 use keel::storage::Storage;
 use keel::types::{Epoch, Lsn, NodeId, Offset, PartitionId};
 use serde::{Deserialize, Serialize};
@@ -167,7 +171,9 @@ struct SeqModel<'a> {
     /// Batches sent (first offset -> length) and their acks from the nodeset.
     batches: BTreeMap<Offset, usize>,
     acks: HashMap<Offset, BTreeSet<NodeId>>,
-    replied: HashMap<u32, AppendOutcome>,
+    /// Calls awaiting their reply, by server and first offset (the latest).
+    calls: BTreeMap<(NodeId, Offset), CallId>,
+    replied: HashMap<u32, Result<AppendOutcome, keel::actors::sequencer::SequencerError>>,
 }
 
 impl SeqModel<'_> {
@@ -175,13 +181,13 @@ impl SeqModel<'_> {
         let r = self.input.replication as usize;
         for e in effects {
             match e {
-                Effect::Store {
-                    to, first, records, ..
-                } => {
+                Effect::Call { to, call, req, .. } => {
                     assert!(
                         self.nodeset.contains(&to),
                         "store to {to} outside the nodeset"
                     );
+                    let (first, records) = (req.first, req.records);
+                    self.calls.insert((to, first), call);
                     self.batches.insert(first, records.len());
                     for (i, rec) in records.iter().enumerate() {
                         let offset = first.checked_add(i as u64).expect("offsets overflow");
@@ -195,20 +201,23 @@ impl SeqModel<'_> {
                         }
                     }
                 }
-                Effect::Reply { waiter, outcome } => {
+                Effect::Reply { token, outcome } => {
+                    let waiter = token;
                     if let Some(before) = self.replied.insert(waiter, outcome.clone()) {
                         panic!("waiter {waiter} answered twice: {before:?}, then {outcome:?}");
                     }
                     match outcome {
-                        AppendOutcome::Sealed => assert!(
+                        Err(e) => assert_eq!(
+                            self.appends[&waiter], 0,
+                            "waiter {waiter} refused with {e:?}"
+                        ),
+                        Ok(AppendOutcome::Sealed) => assert!(
                             !self.assigned.contains_key(&waiter),
                             "waiter {waiter} told Sealed after its records were sent"
                         ),
-                        AppendOutcome::Appended { first_lsn } => {
+                        Ok(AppendOutcome::Appended { first_lsn }) => {
                             let n = self.appends[&waiter];
-                            if n == 0 {
-                                continue;
-                            }
+                            assert!(n > 0, "waiter {waiter}: an empty append appended");
                             let offset = self.assigned[&waiter];
                             assert_eq!(
                                 Some(first_lsn.0),
@@ -225,78 +234,124 @@ impl SeqModel<'_> {
                                 );
                             }
                         }
-                        AppendOutcome::Indeterminate => {}
+                        Ok(AppendOutcome::Indeterminate) => {}
                     }
                 }
-                Effect::Release { .. } => {}
+                Effect::PersistStartMark
+                | Effect::Release { .. }
+                | Effect::FlushWhenIdle
+                | Effect::WatchCommit { .. }
+                | Effect::Stop => {}
             }
         }
     }
+
+    /// The reply to the latest call to `from` for the batch at `first`, if
+    /// one is awaited (a reply without a call is nothing a host delivers).
+    fn reply(
+        &mut self,
+        from: NodeId,
+        first: Offset,
+        result: Result<StoreReply, CallError>,
+    ) -> Option<Input<u32>> {
+        let call = self.calls.remove(&(from, first))?;
+        if matches!(result, Ok(StoreReply::Stored { .. })) && self.batches.contains_key(&first) {
+            self.acks.entry(first).or_default().insert(from);
+        }
+        Some(Input::Reply { call, from, result })
+    }
 }
+
+const SEQ_LOGLET: keel::types::LogletId = keel::types::LogletId(1);
 
 fn check_sequencer(input: &SeqInput) {
     let nodeset: Vec<NodeId> = input.nodeset.iter().copied().map(NodeId).collect();
-    let mut core: SequencerCore<u32> = SequencerCore::new(
-        Lsn(input.base_lsn),
-        nodeset.clone(),
-        input.replication as usize,
-        SequencerTuning::default(),
-    );
+    let mut core: SequencerCore<u32> = SequencerCore::new(SequencerConfig {
+        loglet: SEQ_LOGLET,
+        base_lsn: Lsn(input.base_lsn),
+        nodeset: nodeset.clone(),
+        replication: input.replication as usize,
+        tuning: SequencerTuning::default(),
+    });
     let mut m = SeqModel {
         input,
-        nodeset,
+        nodeset: nodeset.clone(),
         appends: HashMap::new(),
         sent: BTreeMap::new(),
         assigned: HashMap::new(),
         batches: BTreeMap::new(),
         acks: HashMap::new(),
+        calls: BTreeMap::new(),
         replied: HashMap::new(),
     };
-    let mut now = Instant::now();
+    let mut env = Env {
+        now: Instant::now(),
+        me: nodeset[0],
+        nodes: nodeset.clone(),
+        suspected: BTreeSet::new(),
+    };
+    // The start mark first: no offset before it is durable.
+    m.absorb(core.handle(&env, Input::Tick));
+    m.absorb(core.handle(&env, Input::MarkDurable { result: Ok(()) }));
     let mut next_waiter = 0u32;
     let mut sealed = false;
     let mut committed = 0;
     for op in &input.ops {
-        let effects = match op {
+        let input = match op {
             SeqOp::Enqueue { n } => {
                 let w = next_waiter;
                 next_waiter += 1;
                 m.appends.insert(w, *n as usize);
-                let recs = (0..*n as usize).map(|i| seq_record(w, i)).collect();
-                let effects = core.enqueue(recs, w);
-                if sealed {
+                let records = (0..*n as usize).map(|i| seq_record(w, i)).collect();
+                let effects = core.handle(
+                    &env,
+                    Input::Append {
+                        token: w,
+                        loglet: SEQ_LOGLET,
+                        records,
+                    },
+                );
+                if sealed || *n == 0 {
                     assert!(
-                        effects.iter().any(|e| matches!(
-                            e,
-                            Effect::Reply { waiter, outcome: AppendOutcome::Sealed } if *waiter == w
-                        )),
-                        "an append after the seal must be refused at once"
+                        effects
+                            .iter()
+                            .any(|e| matches!(e, Effect::Reply { token, .. } if *token == w)),
+                        "an append after the seal (or of nothing) must be refused at once"
                     );
                 }
-                effects
+                m.absorb(effects);
+                None
             }
-            SeqOp::Flush => core.flush(now),
-            SeqOp::Stored { from, first } => {
-                let from = NodeId(*from);
-                if m.nodeset.contains(&from) && m.batches.contains_key(first) {
-                    m.acks.entry(*first).or_default().insert(from);
-                }
-                core.on_stored(from, *first)
-            }
-            SeqOp::Failed { from, first } => {
-                core.on_store_failed(NodeId(*from), *first);
-                Vec::new()
-            }
+            SeqOp::Flush => Some(Input::Flush),
+            SeqOp::Stored { from, first } => m.reply(
+                NodeId(*from),
+                *first,
+                Ok(StoreReply::Stored { local_tail: 0 }),
+            ),
+            SeqOp::Failed { from, first } => m.reply(
+                NodeId(*from),
+                *first,
+                Err(CallError::ConnectionLost(NodeId(*from))),
+            ),
             SeqOp::Sealed => {
-                sealed = true;
-                core.on_sealed()
+                let any = m.calls.keys().next().copied();
+                let input = any.and_then(|(from, first)| {
+                    m.reply(from, first, Ok(StoreReply::Sealed { local_tail: 0 }))
+                });
+                sealed |= input.is_some();
+                input
             }
             SeqOp::Tick { ms } => {
-                now = now.checked_add(Duration::from_millis(*ms)).unwrap_or(now);
-                core.tick(now)
+                env.now = env
+                    .now
+                    .checked_add(Duration::from_millis(*ms))
+                    .unwrap_or(env.now);
+                Some(Input::Tick)
             }
         };
-        m.absorb(effects);
+        if let Some(input) = input {
+            m.absorb(core.handle(&env, input));
+        }
         assert!(core.committed_tail() >= committed, "the commit went back");
         committed = core.committed_tail();
         assert!(
@@ -304,8 +359,15 @@ fn check_sequencer(input: &SeqInput) {
             "committed past what was assigned"
         );
     }
-    // A seal answers everyone still waiting.
-    m.absorb(core.on_sealed());
+    // Past every deadline, then a seal, answers everyone still waiting.
+    env.now += Duration::from_secs(3600);
+    m.absorb(core.handle(&env, Input::Tick));
+    m.absorb(core.handle(&env, Input::Flush));
+    if let Some((from, first)) = m.calls.keys().next().copied() {
+        if let Some(input) = m.reply(from, first, Ok(StoreReply::Sealed { local_tail: 0 })) {
+            m.absorb(core.handle(&env, input));
+        }
+    }
     for w in 0..next_waiter {
         assert!(m.replied.contains_key(&w), "waiter {w} was never answered");
     }

@@ -32,11 +32,15 @@ impl From<crate::storage::StorageError> for LogServerError {
 }
 
 /// Persist `records` at `first..`; acknowledged only once flushed.
-#[derive(Clone, Debug, Serialize, Deserialize, Message)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Message)]
 #[rtype(result = "StoreReply")]
 pub struct Store {
+    /// The loglet the records belong to.
     pub loglet: LogletId,
+    /// The offset of the first record.
     pub first: Offset,
+    /// The records, at `first, first + 1, ...` (shared by the stores of one
+    /// batch).
     pub records: Arc<Vec<Record>>,
     /// Every offset below this is committed (piggybacked by the sequencer).
     pub known_global_tail: Offset,
@@ -57,20 +61,23 @@ pub enum StoreReply {
 }
 
 /// Seal the loglet here: refuse normal stores from now on.
-#[derive(Clone, Debug, Serialize, Deserialize, Message)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Message)]
 #[rtype(result = "Result<TailInfo, LogServerError>")]
 pub struct Seal {
+    /// The loglet to seal.
     pub loglet: LogletId,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, Message)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Message)]
 #[rtype(result = "Result<TailInfo, LogServerError>")]
 pub struct GetTail {
+    /// The loglet asked about.
     pub loglet: LogletId,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TailInfo {
+    /// Whether this server sealed the loglet (refuses normal stores).
     pub sealed: bool,
     /// One past the highest offset stored here.
     pub local_tail: Offset,
@@ -85,19 +92,26 @@ pub struct TailInfo {
 /// Records in `[from, to)`. Without `include_uncommitted` only offsets below
 /// the known global tail are returned (a sealer reads past it on sealed
 /// loglets; a reader that learned the tail elsewhere may too).
-#[derive(Clone, Debug, Serialize, Deserialize, Message)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Message)]
 #[rtype(result = "Result<RecordsReply, LogServerError>")]
 pub struct GetRecords {
+    /// The loglet to read.
     pub loglet: LogletId,
+    /// The first offset wanted.
     pub from: Offset,
+    /// One past the last offset wanted.
     pub to: Offset,
+    /// A bound on the reply's size (at least one record is returned).
     pub max_bytes: u32,
+    /// Read past the known global tail too.
     pub include_uncommitted: bool,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RecordsReply {
+    /// The records held in the range, in offset order.
     pub records: Vec<(Offset, Record)>,
+    /// The server's tail info when it read them.
     pub tail: TailInfo,
     /// Offsets of the requested range this server found damaged and has not
     /// stored again since: it may have acknowledged them, so their absence
@@ -107,17 +121,21 @@ pub struct RecordsReply {
 }
 
 /// Drop records below `below`.
-#[derive(Clone, Debug, Serialize, Deserialize, Message)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Message)]
 #[rtype(result = "Result<(), LogServerError>")]
 pub struct Trim {
+    /// The loglet to trim.
     pub loglet: LogletId,
+    /// Every offset below this goes (and is committed and applied).
     pub below: Offset,
 }
 
 /// One-way: the committed tail advanced.
-#[derive(Clone, Debug, Serialize, Deserialize, Message)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Message)]
 #[rtype(result = "()")]
 pub struct Release {
+    /// The loglet whose commit advanced.
     pub loglet: LogletId,
+    /// Every offset below this is committed.
     pub global_tail: Offset,
 }

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 #[derive(Clone, Default)]
 pub struct TailWatch {
+    /// One channel per loglet a reader follows; the log-server publishes into it.
     inner: Arc<Mutex<HashMap<LogletId, watch::Sender<TailInfo>>>>,
 }
 

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 #[derive(Clone)]
 pub struct MetaCache {
+    /// The values, shared by every clone on this node.
     inner: Arc<Mutex<Inner>>,
     /// Bumped on every change, so waiters can re-check the keys they follow.
     changes: Arc<watch::Sender<u64>>,

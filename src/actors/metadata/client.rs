@@ -2,11 +2,11 @@
 //! Any node may propose; contention backs off with jitter; every operation has
 //! one deadline and ends in a value, a conflict or a typed error.
 
-use super::core::{
-    current_value, majority, AcceptReply, Ballot, Change, Outcome, PrepareReply, Versioned,
-};
+use super::core::{AcceptReply, Ballot, PrepareReply, Versioned};
 use super::messages::{Accept, MetaUpdate, Prepare};
+use super::proposer::{current_value, Change, Outcome};
 use super::MetaCache;
+use crate::actors::quorum::{Tally, Verdict};
 use crate::node::{CallError, Net, Wire};
 use futures::stream::StreamExt;
 use rand::Rng;
@@ -46,8 +46,11 @@ pub enum CasOutcome<T> {
 
 #[derive(Clone)]
 pub struct MetadataClient {
+    /// Calls to the acceptors (every node, this one included).
     net: Net,
+    /// Learns every value an operation finds or chooses.
     cache: MetaCache,
+    /// The highest round used or seen refused: the next ballot goes past it.
     round: Arc<AtomicU64>,
 }
 
@@ -149,8 +152,6 @@ impl MetadataClient {
             Change::Read => "read",
             Change::Cas { .. } => "cas",
         };
-        let n = self.net.nodes().len();
-        let need = majority(n);
         // What the cache held before this operation, so that a read can
         // correct a cached value the register never held.
         let mark = self.cache.mark();
@@ -195,26 +196,33 @@ impl MetadataClient {
             };
             let mut calls = self.net.broadcast(self.net.nodes(), make, per_call);
             let mut promises = Vec::new();
-            let mut answered = 0;
+            let mut tally = Tally::majority(self.net.nodes().iter().copied());
             while let Some((from, reply)) = calls.next().await {
-                answered += 1;
-                match reply {
+                let verdict = match reply {
                     Ok(Ok(PrepareReply::Promise { accepted, value })) => {
-                        promises.push((accepted, value))
+                        promises.push((accepted, value));
+                        tally.yes(from)
                     }
                     Ok(Ok(PrepareReply::Reject { promised })) => {
                         self.observe_round(promised);
                         last = format!("{from} promised a higher ballot");
+                        tally.no(from)
                     }
-                    Ok(Err(e)) => last = format!("{from}: {e}"),
-                    Err(e) => last = e.to_string(),
-                }
-                if promises.len() >= need || promises.len() + (n - answered) < need {
+                    Ok(Err(e)) => {
+                        last = format!("{from}: {e}");
+                        tally.no(from)
+                    }
+                    Err(e) => {
+                        last = e.to_string();
+                        tally.no(from)
+                    }
+                };
+                if verdict != Verdict::Possible {
                     break;
                 }
             }
             drop(calls);
-            if promises.len() < need {
+            if tally.verdict() != Verdict::Reached {
                 debug!(key, attempts, %last, "prepare lacked a majority");
                 continue;
             }
@@ -239,24 +247,29 @@ impl MetadataClient {
                 value: next.clone(),
             };
             let mut calls = self.net.broadcast(self.net.nodes(), make, per_call);
-            let mut accepted = 0;
-            let mut answered = 0;
+            let mut tally = Tally::majority(self.net.nodes().iter().copied());
             while let Some((from, reply)) = calls.next().await {
-                answered += 1;
-                match reply {
-                    Ok(Ok(AcceptReply::Accepted)) => accepted += 1,
+                let verdict = match reply {
+                    Ok(Ok(AcceptReply::Accepted)) => tally.yes(from),
                     Ok(Ok(AcceptReply::Reject { promised })) => {
                         self.observe_round(promised);
                         last = format!("{from} promised a higher ballot");
+                        tally.no(from)
                     }
-                    Ok(Err(e)) => last = format!("{from}: {e}"),
-                    Err(e) => last = e.to_string(),
-                }
-                if accepted >= need || accepted + (n - answered) < need {
+                    Ok(Err(e)) => {
+                        last = format!("{from}: {e}");
+                        tally.no(from)
+                    }
+                    Err(e) => {
+                        last = e.to_string();
+                        tally.no(from)
+                    }
+                };
+                if verdict != Verdict::Possible {
                     break;
                 }
             }
-            if accepted < need {
+            if tally.verdict() != Verdict::Reached {
                 debug!(key, attempts, %last, "accept lacked a majority");
                 // A new version sent to some acceptors may be chosen by
                 // whoever runs the next prepare; from now on a conflict does

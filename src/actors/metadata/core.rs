@@ -1,17 +1,45 @@
-//! The CASPaxos acceptor and the proposer's decision rules, without I/O.
+//! The CASPaxos acceptor, without I/O: [`AcceptorCore`] and the register's
+//! value types.
 //!
 //! CASPaxos (Denis Rystsov, "CASPaxos: Replicated State Machines without
 //! logs", 2018, arXiv:1802.07000) replicates one register per key. A proposer
 //! picks a ballot, gathers promises from a majority (phase 1), applies its
 //! change function to the value with the highest accepted ballot, and has a
 //! majority accept the result (phase 2). Every operation, reads included, runs
-//! both phases, which makes reads linearizable without leases or clocks.
+//! both phases, which makes reads linearizable without leases or clocks. The
+//! proposer's rules are in `proposer.rs`.
 //!
-//! Acceptor state must be durable before any reply that depends on it; the
-//! actor around this core enforces that with the node's group commit.
+//! The acceptor's rules, all in this file:
+//! - **promise**: a prepare is promised only above every ballot promised
+//!   before (and then reports the value accepted under the highest ballot);
+//!   anything else is refused with the ballot promised;
+//! - **accept**: a value is accepted at or above the promise, which rises to
+//!   its ballot; below it, refused;
+//! - **what is persisted before a reply**: a promise or an acceptance is
+//!   written to the [`AcceptorStore`] and answered only after the host synced
+//!   [`Lane::State`] (`RespondAfterSync`); refusals change nothing and are
+//!   answered at once. A repeated acceptance (same ballot) is synced again
+//!   too: its first answer may still be waiting for the sync, and the repeat
+//!   must not overtake it (a repeated prepare is a refusal: it promises
+//!   nothing);
+//! - **what is refused**: empty or over-long keys, ballots above
+//!   [`Ballot::MAX_ROUND`], values over [`MAX_VALUE_LEN`] or not of their
+//!   key's type (`schema`);
+//! - **storage**: state is read from the store on a key's first use; a read
+//!   or write error is answered as [`AcceptorError::Storage`] (never taken as
+//!   "no state"), and a failed write leaves the key's state as it was.
 
+use super::messages::{
+    Accept, AcceptorError, AcceptorRequest, AcceptorResponse, Prepare, MAX_KEY_LEN, MAX_VALUE_LEN,
+};
+use super::schema;
+use crate::actors::env::Env;
+use crate::sim::disk::Lane;
+use crate::storage::StorageError;
 use crate::types::NodeId;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Instant;
 
 /// A proposal number: rounds are compared first, node ids break ties, so two
 /// proposers never share a ballot.
@@ -19,7 +47,9 @@ use serde::{Deserialize, Serialize};
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
 pub struct Ballot {
+    /// The proposer's attempt counter (raised past every round it saw refused).
     pub round: u64,
+    /// The proposer's node id: breaks ties between equal rounds.
     pub node: u32,
 }
 
@@ -41,7 +71,9 @@ impl Ballot {
 /// A register value with its version; version 0 means "never written".
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Versioned {
+    /// Raised by one by every compare-and-set that applies.
     pub version: u64,
+    /// The bytes the register holds (typed for `chain/` and `leader/` keys).
     #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// The compare-and-set operation that wrote this version. A proposer whose
@@ -55,13 +87,18 @@ pub struct Versioned {
 /// What an acceptor keeps per key.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AcceptorState {
+    /// The highest ballot promised (or accepted): nothing below it is taken.
     pub promised: Ballot,
+    /// The ballot `value` was accepted under.
     pub accepted: Ballot,
+    /// The last value accepted (`None`: never).
     pub value: Option<Versioned>,
 }
 
+/// An acceptor's answer to a [`Prepare`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PrepareReply {
+    /// Promised: here is what was accepted, and under which ballot.
     Promise {
         accepted: Ballot,
         value: Option<Versioned>,
@@ -70,10 +107,14 @@ pub enum PrepareReply {
     Reject { promised: Ballot },
 }
 
+/// An acceptor's answer to an [`Accept`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AcceptReply {
     Accepted,
-    Reject { promised: Ballot },
+    /// A higher ballot was promised already.
+    Reject {
+        promised: Ballot,
+    },
 }
 
 impl AcceptorState {
@@ -117,78 +158,158 @@ impl AcceptorState {
     }
 }
 
-/// The change a proposer applies to the current value.
+/// Where an acceptor keeps its per-key state: synchronous reads, buffered
+/// writes that are durable once the host synced [`Lane::State`]. The node's
+/// is [`MetaStore`](crate::storage::MetaStore) (sled, checksummed values);
+/// the simulator's is `sim::store_meta::SimAcceptorStore`.
+pub trait AcceptorStore {
+    /// The state stored for `key`; `None` if there is none. A stored value
+    /// that fails its checksum or does not decode is an error, never `None`.
+    fn get(&self, key: &str) -> Result<Option<AcceptorState>, StorageError>;
+    /// Writes `key`'s state: visible to `get` at once, durable after the next
+    /// sync of [`Lane::State`].
+    fn put(&mut self, key: &str, state: &AcceptorState) -> Result<(), StorageError>;
+}
+
+/// What an acceptor is told. `T` is the host's token for a request, handed
+/// back with its answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Change {
-    /// Identity: a linearizable read.
-    Read,
-    /// Write `value` as version `expected + 1` if the current version is
-    /// `expected`. `op` identifies this operation across retries.
-    Cas {
-        expected: u64,
-        value: Vec<u8>,
-        op: u64,
+pub enum AcceptorInput<T> {
+    /// A proposer's request. `from` is the node it came from (the rules do
+    /// not depend on it; it is there for tracing and for the simulator).
+    Request {
+        from: NodeId,
+        token: T,
+        req: AcceptorRequest,
     },
 }
 
-/// The outcome of applying a change to the current value.
+/// What an acceptor asks its host to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// The (possibly new) current value; `None` if never written.
-    Value(Option<Versioned>),
-    /// The CAS did not apply: the register holds `current`.
-    Conflict(Option<Versioned>),
+pub enum AcceptorEffect<T> {
+    /// Send `resp` now: it depends on nothing unsynced.
+    Respond { token: T, resp: AcceptorResponse },
+    /// Sync `lane` (always [`Lane::State`] here), then send `resp`. If the
+    /// sync fails, send `AcceptorError::Storage` instead: the answer must
+    /// never reach a proposer before what it promises is durable.
+    RespondAfterSync {
+        lane: Lane,
+        token: T,
+        resp: AcceptorResponse,
+    },
 }
 
-impl Change {
-    /// Returns the value to write back in phase 2 and the outcome to report if
-    /// phase 2 succeeds. A failed CAS writes back the current value unchanged,
-    /// so the outcome it reports is linearizable too.
-    pub fn apply(&self, current: Option<Versioned>) -> (Option<Versioned>, Outcome) {
-        match self {
-            Change::Read => (current.clone(), Outcome::Value(current)),
-            Change::Cas {
-                expected,
-                value,
-                op,
-            } => {
-                let version = current.as_ref().map(|v| v.version).unwrap_or(0);
-                // Versions come from acceptors (a peer may have accepted any
-                // value): a register at `u64::MAX` has no next version, so a
-                // CAS on it is a conflict, never an overflow.
-                let next_version = version.checked_add(1);
-                if version == *expected && next_version.is_some() {
-                    let next = next_version.map(|version| Versioned {
-                        version,
-                        value: value.clone(),
-                        writer: *op,
-                    });
-                    (next.clone(), Outcome::Value(next))
-                } else if Some(version) == expected.checked_add(1)
-                    && current.as_ref().is_some_and(|c| c.writer == *op)
-                {
-                    // An earlier attempt of this very operation was chosen.
-                    (current.clone(), Outcome::Value(current))
-                } else {
-                    (current.clone(), Outcome::Conflict(current))
-                }
-            }
+/// One node's CASPaxos acceptor over its store.
+pub struct AcceptorCore<S: AcceptorStore> {
+    /// Where the state is persisted.
+    store: S,
+    /// Each key's state, read from `store` on first use and written through.
+    state: BTreeMap<String, AcceptorState>,
+}
+
+impl<S: AcceptorStore> AcceptorCore<S> {
+    pub fn new(store: S) -> Self {
+        AcceptorCore {
+            store,
+            state: BTreeMap::new(),
         }
     }
-}
 
-/// Phase 1 decision: the value accepted under the highest ballot among the
-/// promises of a majority is the register's current value.
-pub fn current_value<'a>(
-    promises: impl IntoIterator<Item = (&'a Ballot, &'a Option<Versioned>)>,
-) -> Option<Versioned> {
-    promises
-        .into_iter()
-        .max_by_key(|(ballot, _)| **ballot)
-        .and_then(|(_, v)| v.clone())
-}
+    /// The one entry point: a request in, exactly one answer out.
+    pub fn handle<T>(&mut self, _env: &Env, input: AcceptorInput<T>) -> Vec<AcceptorEffect<T>> {
+        let AcceptorInput::Request { token, req, .. } = input;
+        let (resp, changed) = match req {
+            AcceptorRequest::Prepare(p) => {
+                let (r, changed) = self.prepare(p);
+                (AcceptorResponse::Prepare(r), changed)
+            }
+            AcceptorRequest::Accept(a) => {
+                let (r, changed) = self.accept(a);
+                (AcceptorResponse::Accept(r), changed)
+            }
+        };
+        vec![if changed {
+            AcceptorEffect::RespondAfterSync {
+                lane: Lane::State,
+                token,
+                resp,
+            }
+        } else {
+            AcceptorEffect::Respond { token, resp }
+        }]
+    }
 
-pub use crate::actors::quorum::majority;
+    /// An acceptor never needs a timer.
+    pub fn next_wake(&self) -> Option<Instant> {
+        None
+    }
+
+    /// The store (the simulator and tests look into it).
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    fn prepare(&mut self, p: Prepare) -> (Result<PrepareReply, AcceptorError>, bool) {
+        self.apply(&p.key, p.ballot, |state| state.prepare(p.ballot))
+    }
+
+    fn accept(&mut self, a: Accept) -> (Result<AcceptReply, AcceptorError>, bool) {
+        if a.value.value.len() > MAX_VALUE_LEN {
+            return (Err(AcceptorError::TooLarge(a.value.value.len())), false);
+        }
+        if let Err(why) = schema::check(&a.key, &a.value.value) {
+            return (Err(AcceptorError::BadValue(why)), false);
+        }
+        let Accept { key, ballot, value } = a;
+        self.apply(&key, ballot, |state| state.accept(ballot, value))
+    }
+
+    /// Runs one phase on `key`'s state; a changed state is written to the
+    /// store (and restored if that fails). Returns the reply and whether it
+    /// must wait for a sync.
+    fn apply<R>(
+        &mut self,
+        key: &str,
+        ballot: Ballot,
+        phase: impl FnOnce(&mut AcceptorState) -> (R, bool),
+    ) -> (Result<R, AcceptorError>, bool) {
+        if let Err(e) = self.load(key, ballot) {
+            return (Err(e), false);
+        }
+        let Some(state) = self.state.get_mut(key) else {
+            let e = AcceptorError::Storage("acceptor state vanished".into());
+            return (Err(e), false);
+        };
+        let before = state.clone();
+        let (reply, changed) = phase(state);
+        if changed {
+            if let Err(e) = self.store.put(key, state) {
+                *state = before;
+                return (Err(AcceptorError::Storage(e.to_string())), false);
+            }
+        }
+        (Ok(reply), changed)
+    }
+
+    /// Checks `key` and `ballot`, and reads `key`'s state on first use.
+    fn load(&mut self, key: &str, ballot: Ballot) -> Result<(), AcceptorError> {
+        if key.is_empty() || key.len() > MAX_KEY_LEN {
+            return Err(AcceptorError::BadKey);
+        }
+        if ballot.round > Ballot::MAX_ROUND {
+            return Err(AcceptorError::BadBallot(ballot.round));
+        }
+        if !self.state.contains_key(key) {
+            let loaded = self
+                .store
+                .get(key)
+                .map_err(|e| AcceptorError::Storage(e.to_string()))?
+                .unwrap_or_default();
+            self.state.insert(key.to_string(), loaded);
+        }
+        Ok(())
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -196,6 +317,82 @@ mod tests {
 
     fn b(round: u64, node: u32) -> Ballot {
         Ballot { round, node }
+    }
+
+    fn v(version: u64, value: &[u8]) -> Versioned {
+        Versioned {
+            version,
+            value: value.to_vec(),
+            writer: 1,
+        }
+    }
+
+    /// An in-memory store that can be told to fail.
+    #[derive(Default)]
+    struct Mem {
+        map: BTreeMap<String, AcceptorState>,
+        fail_get: bool,
+        fail_put: bool,
+    }
+
+    impl AcceptorStore for Mem {
+        fn get(&self, key: &str) -> Result<Option<AcceptorState>, StorageError> {
+            if self.fail_get {
+                return Err(StorageError::Io("disk gone".into()));
+            }
+            Ok(self.map.get(key).cloned())
+        }
+        fn put(&mut self, key: &str, state: &AcceptorState) -> Result<(), StorageError> {
+            if self.fail_put {
+                return Err(StorageError::Io("disk full".into()));
+            }
+            self.map.insert(key.to_string(), state.clone());
+            Ok(())
+        }
+    }
+
+    fn env() -> Env {
+        Env {
+            now: Instant::now(),
+            me: NodeId(1),
+            nodes: vec![NodeId(1), NodeId(2), NodeId(3)],
+            suspected: Default::default(),
+        }
+    }
+
+    fn prepare(key: &str, ballot: Ballot) -> AcceptorInput<u32> {
+        AcceptorInput::Request {
+            from: NodeId(2),
+            token: 7,
+            req: AcceptorRequest::Prepare(Prepare {
+                key: key.into(),
+                ballot,
+            }),
+        }
+    }
+
+    fn accept(key: &str, ballot: Ballot, value: Versioned) -> AcceptorInput<u32> {
+        AcceptorInput::Request {
+            from: NodeId(2),
+            token: 8,
+            req: AcceptorRequest::Accept(Accept {
+                key: key.into(),
+                ballot,
+                value,
+            }),
+        }
+    }
+
+    fn respond(token: u32, resp: AcceptorResponse) -> Vec<AcceptorEffect<u32>> {
+        vec![AcceptorEffect::Respond { token, resp }]
+    }
+
+    fn after_sync(token: u32, resp: AcceptorResponse) -> Vec<AcceptorEffect<u32>> {
+        vec![AcceptorEffect::RespondAfterSync {
+            lane: Lane::State,
+            token,
+            resp,
+        }]
     }
 
     #[test]
@@ -217,11 +414,7 @@ mod tests {
     fn acceptor_refuses_accept_below_promise_and_reports_accepted_value() {
         let mut a = AcceptorState::default();
         a.prepare(b(5, 1));
-        let v = Versioned {
-            version: 1,
-            value: b"x".to_vec(),
-            writer: 1,
-        };
+        let v = v(1, b"x");
         assert_eq!(
             a.accept(b(4, 9), v.clone()).0,
             AcceptReply::Reject { promised: b(5, 1) }
@@ -237,150 +430,184 @@ mod tests {
     }
 
     #[test]
-    fn cas_applies_only_on_matching_version() {
-        let cur = Some(Versioned {
-            version: 3,
-            value: b"a".to_vec(),
-            writer: 9,
-        });
-        let (next, out) = Change::Cas {
-            expected: 3,
-            value: b"b".to_vec(),
-            op: 7,
-        }
-        .apply(cur.clone());
-        assert_eq!(next.as_ref().unwrap().version, 4);
-        assert_eq!(out, Outcome::Value(next));
-        let (next, out) = Change::Cas {
-            expected: 2,
-            value: b"b".to_vec(),
-            op: 7,
-        }
-        .apply(cur.clone());
-        assert_eq!(next, cur);
-        assert_eq!(out, Outcome::Conflict(cur));
-        let (next, _) = Change::Cas {
-            expected: 0,
-            value: b"first".to_vec(),
-            op: 7,
-        }
-        .apply(None);
-        assert_eq!(next.unwrap().version, 1);
+    fn a_promise_is_persisted_and_answered_after_a_sync() {
+        let mut core = AcceptorCore::new(Mem::default());
+        let effects = core.handle(&env(), prepare("k", b(3, 2)));
+        assert_eq!(
+            effects,
+            after_sync(
+                7,
+                AcceptorResponse::Prepare(Ok(PrepareReply::Promise {
+                    accepted: Ballot::ZERO,
+                    value: None
+                }))
+            )
+        );
+        assert_eq!(core.store().map["k"].promised, b(3, 2), "written first");
     }
 
     #[test]
-    fn a_cas_at_the_last_version_is_a_conflict_not_an_overflow() {
-        let cur = Some(Versioned {
-            version: u64::MAX,
-            value: b"a".to_vec(),
-            writer: 9,
-        });
-        for expected in [u64::MAX, u64::MAX - 1, 0] {
-            let (next, out) = Change::Cas {
-                expected,
-                value: b"b".to_vec(),
-                op: 7,
-            }
-            .apply(cur.clone());
-            assert_eq!(next, cur);
-            assert_eq!(out, Outcome::Conflict(cur.clone()), "expected {expected}");
+    fn a_refusal_is_answered_at_once_and_changes_nothing() {
+        let mut core = AcceptorCore::new(Mem::default());
+        core.handle(&env(), prepare("k", b(3, 2)));
+        let stored = core.store().map.clone();
+        let reject = PrepareReply::Reject { promised: b(3, 2) };
+        assert_eq!(
+            core.handle(&env(), prepare("k", b(3, 1))),
+            respond(7, AcceptorResponse::Prepare(Ok(reject)))
+        );
+        assert_eq!(
+            core.handle(&env(), accept("k", b(2, 9), v(1, b"x"))),
+            respond(
+                8,
+                AcceptorResponse::Accept(Ok(AcceptReply::Reject { promised: b(3, 2) }))
+            )
+        );
+        assert_eq!(core.store().map, stored);
+    }
+
+    #[test]
+    fn an_acceptance_is_persisted_and_answered_after_a_sync() {
+        let mut core = AcceptorCore::new(Mem::default());
+        core.handle(&env(), prepare("k", b(3, 2)));
+        assert_eq!(
+            core.handle(&env(), accept("k", b(3, 2), v(1, b"x"))),
+            after_sync(8, AcceptorResponse::Accept(Ok(AcceptReply::Accepted)))
+        );
+        let stored = &core.store().map["k"];
+        assert_eq!(
+            (stored.accepted, stored.value.clone()),
+            (b(3, 2), Some(v(1, b"x")))
+        );
+        // An accept above the promise raises it.
+        core.handle(&env(), accept("k", b(5, 1), v(2, b"y")));
+        assert_eq!(core.store().map["k"].promised, b(5, 1));
+        let reject = PrepareReply::Reject { promised: b(5, 1) };
+        assert_eq!(
+            core.handle(&env(), prepare("k", b(4, 3))),
+            respond(7, AcceptorResponse::Prepare(Ok(reject)))
+        );
+    }
+
+    #[test]
+    fn a_repeated_acceptance_waits_for_a_sync_again() {
+        // The first answer may still be waiting for its sync: the repeat
+        // (a duplicated message) must not be answered before it.
+        let mut core = AcceptorCore::new(Mem::default());
+        let first = core.handle(&env(), accept("k", b(1, 2), v(1, b"x")));
+        let again = core.handle(&env(), accept("k", b(1, 2), v(1, b"x")));
+        assert_eq!(first, again);
+        assert!(matches!(
+            again[..],
+            [AcceptorEffect::RespondAfterSync { .. }]
+        ));
+    }
+
+    #[test]
+    fn state_is_read_from_the_store_on_first_use() {
+        let mut mem = Mem::default();
+        mem.map.insert(
+            "k".into(),
+            AcceptorState {
+                promised: b(9, 3),
+                accepted: b(8, 3),
+                value: Some(v(4, b"kept")),
+            },
+        );
+        let mut core = AcceptorCore::new(mem);
+        let reject = PrepareReply::Reject { promised: b(9, 3) };
+        assert_eq!(
+            core.handle(&env(), prepare("k", b(9, 2))),
+            respond(7, AcceptorResponse::Prepare(Ok(reject)))
+        );
+        assert_eq!(
+            core.handle(&env(), prepare("k", b(10, 1))),
+            after_sync(
+                7,
+                AcceptorResponse::Prepare(Ok(PrepareReply::Promise {
+                    accepted: b(8, 3),
+                    value: Some(v(4, b"kept")),
+                }))
+            )
+        );
+    }
+
+    #[test]
+    fn bad_keys_ballots_and_values_are_refused_and_hold_nothing() {
+        let mut core = AcceptorCore::new(Mem::default());
+        let long = "k".repeat(MAX_KEY_LEN + 1);
+        for key in ["", long.as_str()] {
+            assert_eq!(
+                core.handle(&env(), prepare(key, b(1, 1))),
+                respond(7, AcceptorResponse::Prepare(Err(AcceptorError::BadKey)))
+            );
         }
-    }
-
-    #[test]
-    fn a_retried_cas_that_finds_its_own_write_succeeds() {
-        let mine = Change::Cas {
-            expected: 3,
-            value: b"b".to_vec(),
-            op: 42,
-        };
-        let (written, _) = mine.apply(Some(Versioned {
-            version: 3,
-            value: b"a".to_vec(),
-            writer: 1,
-        }));
-        // The first attempt's accept reached a minority, a retry's prepare
-        // finds it as the highest accepted value.
-        let (next, outcome) = mine.apply(written.clone());
-        assert_eq!(next, written);
-        assert_eq!(outcome, Outcome::Value(written.clone()));
-        // Someone else's identical-looking write is still a conflict.
-        let theirs = Some(Versioned {
-            writer: 43,
-            ..written.clone().unwrap()
-        });
-        assert_eq!(mine.apply(theirs.clone()).1, Outcome::Conflict(theirs));
-    }
-
-    #[test]
-    fn current_value_is_the_one_with_the_highest_accepted_ballot() {
-        let old = Some(Versioned {
+        let high = Ballot::MAX_ROUND + 1;
+        assert_eq!(
+            core.handle(&env(), prepare("k", b(high, 1))),
+            respond(
+                7,
+                AcceptorResponse::Prepare(Err(AcceptorError::BadBallot(high)))
+            )
+        );
+        let huge = Versioned {
             version: 1,
-            value: b"old".to_vec(),
+            value: vec![0; MAX_VALUE_LEN + 1],
             writer: 1,
-        });
-        let new = Some(Versioned {
-            version: 2,
-            value: b"new".to_vec(),
-            writer: 2,
-        });
-        let promises = [(b(2, 1), old), (b(3, 2), new.clone()), (Ballot::ZERO, None)];
-        assert_eq!(current_value(promises.iter().map(|(b, v)| (b, v))), new);
+        };
+        assert_eq!(
+            core.handle(&env(), accept("k", b(1, 1), huge)),
+            respond(
+                8,
+                AcceptorResponse::Accept(Err(AcceptorError::TooLarge(MAX_VALUE_LEN + 1)))
+            )
+        );
+        let effects = core.handle(&env(), accept("chain/1", b(1, 1), v(1, b"\xc1")));
+        assert!(matches!(
+            &effects[..],
+            [AcceptorEffect::Respond {
+                resp: AcceptorResponse::Accept(Err(AcceptorError::BadValue(_))),
+                ..
+            }]
+        ));
+        assert!(core.store().map.is_empty());
+        assert!(core.state.is_empty(), "refused keys are not even cached");
     }
 
-    /// A small exhaustive-ish check of the register's safety: proposers that
-    /// interleave phases in every order over three acceptors never let two
-    /// different values win the same version.
     #[test]
-    fn interleaved_proposers_never_decide_conflicting_values() {
-        use rand::{Rng, SeedableRng};
-        for seed in 0..300u64 {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-            let mut acceptors = vec![AcceptorState::default(); 3];
-            let mut decided: std::collections::HashMap<u64, Vec<u8>> = Default::default();
-            let mut round = 0;
-            for _ in 0..20 {
-                round += 1;
-                let me = rng.gen_range(1..=3u32);
-                let ballot = b(round, me);
-                // Phase 1 on a random majority.
-                let mut quorum: Vec<usize> = (0..3).collect();
-                quorum.remove(rng.gen_range(0..3));
-                let promises: Vec<_> = quorum
-                    .iter()
-                    .filter_map(|&i| match acceptors[i].prepare(ballot).0 {
-                        PrepareReply::Promise { accepted, value } => Some((accepted, value)),
-                        PrepareReply::Reject { .. } => None,
-                    })
-                    .collect();
-                if promises.len() < 2 {
-                    continue;
-                }
-                let cur = current_value(promises.iter().map(|(b, v)| (b, v)));
-                let expected = cur.as_ref().map(|v| v.version).unwrap_or(0);
-                let (next, _) = Change::Cas {
-                    expected,
-                    value: vec![me as u8, round as u8],
-                    op: round,
-                }
-                .apply(cur);
-                let next = next.unwrap();
-                // Phase 2 on a (possibly different) random majority; maybe partial.
-                let mut quorum: Vec<usize> = (0..3).collect();
-                quorum.remove(rng.gen_range(0..3));
-                let reach = rng.gen_range(1..=2);
-                let accepted = quorum[..reach]
-                    .iter()
-                    .filter(|&&i| {
-                        acceptors[i].accept(ballot, next.clone()).0 == AcceptReply::Accepted
-                    })
-                    .count();
-                if accepted >= 2 {
-                    if let Some(prev) = decided.insert(next.version, next.value.clone()) {
-                        assert_eq!(prev, next.value, "seed {seed}: version decided twice");
-                    }
-                }
-            }
-        }
+    fn storage_errors_are_answered_never_taken_as_absence() {
+        let mut core = AcceptorCore::new(Mem {
+            fail_get: true,
+            ..Mem::default()
+        });
+        assert!(matches!(
+            &core.handle(&env(), prepare("k", b(1, 1)))[..],
+            [AcceptorEffect::Respond {
+                resp: AcceptorResponse::Prepare(Err(AcceptorError::Storage(_))),
+                ..
+            }]
+        ));
+        // A failed write is an error and leaves the state as it was.
+        let mut core = AcceptorCore::new(Mem::default());
+        core.handle(&env(), prepare("k", b(1, 1)));
+        core.store.fail_put = true;
+        assert!(matches!(
+            &core.handle(&env(), prepare("k", b(2, 1)))[..],
+            [AcceptorEffect::Respond {
+                resp: AcceptorResponse::Prepare(Err(AcceptorError::Storage(_))),
+                ..
+            }]
+        ));
+        core.store.fail_put = false;
+        let reject = PrepareReply::Reject { promised: b(1, 1) };
+        assert_eq!(
+            core.handle(&env(), prepare("k", b(1, 1))),
+            respond(7, AcceptorResponse::Prepare(Ok(reject))),
+            "the failed promise was not kept in memory"
+        );
+        assert!(matches!(
+            &core.handle(&env(), prepare("k", b(2, 1)))[..],
+            [AcceptorEffect::RespondAfterSync { .. }]
+        ));
     }
 }

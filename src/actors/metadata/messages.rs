@@ -1,5 +1,7 @@
 //! Messages of the metadata register: acceptor phases (request/response) and
-//! the one-way hint a proposer broadcasts after a successful change.
+//! the one-way hint a proposer broadcasts after a successful change; and the
+//! two enums that carry either phase between the proposer core and the
+//! acceptor core ([`AcceptorRequest`], [`AcceptorResponse`]).
 
 use super::core::{AcceptReply, Ballot, PrepareReply, Versioned};
 use actix::Message;
@@ -28,26 +30,52 @@ pub const MAX_KEY_LEN: usize = 256;
 /// segments fits).
 pub const MAX_VALUE_LEN: usize = 4 * 1024 * 1024;
 
-#[derive(Clone, Debug, Serialize, Deserialize, Message)]
+/// Phase 1: "promise to take nothing below `ballot` for `key`, and tell me
+/// what you accepted".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Message)]
 #[rtype(result = "Result<PrepareReply, AcceptorError>")]
 pub struct Prepare {
+    /// The register key (each key is a register of its own).
     pub key: String,
+    /// The proposer's ballot for this attempt.
     pub ballot: Ballot,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, Message)]
+/// Phase 2: "accept `value` for `key` under `ballot`".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Message)]
 #[rtype(result = "Result<AcceptReply, AcceptorError>")]
 pub struct Accept {
+    /// The register key.
     pub key: String,
+    /// The ballot a majority promised in phase 1.
     pub ballot: Ballot,
+    /// The proposer's change applied to the current value.
     pub value: Versioned,
 }
 
 /// One-way: "`key` now holds `value`". A cache hint only; truth is a
 /// linearizable read.
-#[derive(Clone, Debug, Serialize, Deserialize, Message)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Message)]
 #[rtype(result = "()")]
 pub struct MetaUpdate {
+    /// The register key.
     pub key: String,
+    /// The value just chosen for it.
     pub value: Versioned,
+}
+
+/// A request a proposer makes of an acceptor: either phase. The proposer
+/// core's `Call`s carry one, the acceptor core's `Request`s take one, so the
+/// simulator can hand one to the other unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AcceptorRequest {
+    Prepare(Prepare),
+    Accept(Accept),
+}
+
+/// An acceptor's answer to an [`AcceptorRequest`], of the same phase.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AcceptorResponse {
+    Prepare(Result<PrepareReply, AcceptorError>),
+    Accept(Result<AcceptReply, AcceptorError>),
 }

@@ -1,10 +1,15 @@
 //! The metadata register: a replicated key→value register with compare-and-set
-//! on a version, on every node (CASPaxos; see `core.rs` for the protocol and
-//! its source). Keys: `chain/<log>` (a log's segments) and `leader/<p>`
-//! (a partition's leader and epoch). It is the only consensus in keel.
+//! on a version, on every node (CASPaxos). Keys: `chain/<log>` (a log's
+//! segments) and `leader/<p>` (a partition's leader and epoch). It is the only
+//! consensus in keel.
 //!
-//! - [`MetadataStore`] is the acceptor actor: it persists (and flushes) its
-//!   per-key state before every reply that depends on it.
+//! The acceptor's rules are a core without I/O in `core.rs`
+//! ([`AcceptorCore`](self::core::AcceptorCore)): promise, accept, what is
+//! persisted before a reply.
+//!
+//! - [`MetadataStore`] is the acceptor actor, a shell over that core: it
+//!   feeds each request to it and sends the answer, after syncing the state
+//!   lane when the core says so.
 //! - [`MetadataClient`] is the proposer: any node runs both phases against a
 //!   majority with one deadline, backing off with jitter on contention.
 //! - [`MetaCache`] keeps the latest value this node has seen of each key.
@@ -13,79 +18,81 @@ mod cache;
 mod client;
 pub mod core;
 pub mod messages;
+pub mod proposer;
 pub mod schema;
 
 pub use cache::MetaCache;
 pub use client::{CasOutcome, MetaError, MetadataClient};
 pub use messages::*;
 
-use self::core::{AcceptorState, PrepareReply};
-use crate::storage::Storage;
+use self::core::{AcceptReply, AcceptorCore, AcceptorEffect, AcceptorInput, PrepareReply};
+use crate::actors::env::Env;
+use crate::sim::disk::Lane;
+use crate::storage::{MetaStore, Storage};
 use crate::types::NodeId;
 use actix::prelude::*;
-use std::collections::HashMap;
+use std::time::Instant;
 use tracing::info;
 
+/// The acceptor actor: a shell over this node's [`AcceptorCore`].
 pub struct MetadataStore {
+    /// This node.
     node: NodeId,
+    /// Syncs the lane a reply waits for.
     storage: Storage,
-    /// Acceptor state per key, loaded from storage on first use.
-    state: HashMap<String, AcceptorState>,
+    /// The acceptor's rules and per-key state.
+    core: AcceptorCore<MetaStore>,
 }
 
 impl MetadataStore {
     pub fn new(node: NodeId, storage: Storage) -> Self {
         MetadataStore {
             node,
+            core: AcceptorCore::new(storage.meta.clone()),
             storage,
-            state: HashMap::new(),
         }
     }
 
-    fn state(
+    /// Runs one request through the core and answers as it says.
+    fn serve<T: Send + 'static>(
         &mut self,
-        key: &str,
-        ballot: self::core::Ballot,
-    ) -> Result<&mut AcceptorState, AcceptorError> {
-        if key.is_empty() || key.len() > MAX_KEY_LEN {
-            return Err(AcceptorError::BadKey);
-        }
-        if ballot.round > self::core::Ballot::MAX_ROUND {
-            return Err(AcceptorError::BadBallot(ballot.round));
-        }
-        if !self.state.contains_key(key) {
-            let loaded = self
-                .storage
-                .meta
-                .acceptor_get::<AcceptorState>(key)
-                .map_err(|e| AcceptorError::Storage(e.to_string()))?
-                .unwrap_or_default();
-            self.state.insert(key.to_string(), loaded);
-        }
-        Ok(self.state.get_mut(key).expect("just inserted"))
-    }
-
-    /// Persists `key`'s state and replies once it is durable.
-    fn reply_durably<T: Send + 'static>(
-        &mut self,
-        key: &str,
-        changed: bool,
-        reply: T,
+        req: AcceptorRequest,
+        reply: fn(AcceptorResponse) -> Option<Result<T, AcceptorError>>,
     ) -> ResponseFuture<Result<T, AcceptorError>> {
-        if !changed {
-            return Box::pin(async move { Ok(reply) });
-        }
-        let state = self.state.get(key).cloned().unwrap_or_default();
-        if let Err(e) = self.storage.meta.acceptor_put(key, &state) {
-            return Box::pin(async move { Err(AcceptorError::Storage(e.to_string())) });
-        }
+        // The acceptor's rules need no view of the cluster or the clock.
+        let env = Env {
+            now: Instant::now(),
+            me: self.node,
+            nodes: vec![self.node],
+            suspected: Default::default(),
+        };
+        let input = AcceptorInput::Request {
+            from: self.node,
+            token: (),
+            req,
+        };
+        let Some(effect) = self.core.handle(&env, input).pop() else {
+            let e = AcceptorError::Storage("the acceptor gave no answer".into());
+            return Box::pin(async move { Err(e) });
+        };
+        let (lane, resp) = match effect {
+            AcceptorEffect::Respond { resp, .. } => (None, resp),
+            AcceptorEffect::RespondAfterSync { lane, resp, .. } => (Some(lane), resp),
+        };
+        let answer = reply(resp).unwrap_or_else(|| {
+            Err(AcceptorError::Storage(
+                "the acceptor answered another phase".into(),
+            ))
+        });
         let storage = self.storage.clone();
         Box::pin(async move {
-            storage
-                .sync_state()
-                .await
-                .map_err(|e| AcceptorError::Storage(e.to_string()))?;
-            Ok(reply)
+            let synced = match lane {
+                None => Ok(()),
+                Some(Lane::State) => storage.sync_state().await,
+                Some(Lane::Records) => storage.sync_records().await,
+            };
+            synced.map_err(|e| AcceptorError::Storage(e.to_string()))?;
+            answer
         })
     }
 }
@@ -101,29 +108,20 @@ impl Actor for MetadataStore {
 impl Handler<Prepare> for MetadataStore {
     type Result = ResponseFuture<Result<PrepareReply, AcceptorError>>;
     fn handle(&mut self, msg: Prepare, _: &mut Self::Context) -> Self::Result {
-        let (reply, changed) = match self.state(&msg.key, msg.ballot) {
-            Ok(state) => state.prepare(msg.ballot),
-            Err(e) => return Box::pin(async move { Err(e) }),
-        };
-        self.reply_durably(&msg.key, changed, reply)
+        self.serve(AcceptorRequest::Prepare(msg), |resp| match resp {
+            AcceptorResponse::Prepare(r) => Some(r),
+            AcceptorResponse::Accept(_) => None,
+        })
     }
 }
 
 impl Handler<Accept> for MetadataStore {
-    type Result = ResponseFuture<Result<self::core::AcceptReply, AcceptorError>>;
+    type Result = ResponseFuture<Result<AcceptReply, AcceptorError>>;
     fn handle(&mut self, msg: Accept, _: &mut Self::Context) -> Self::Result {
-        if msg.value.value.len() > MAX_VALUE_LEN {
-            let e = AcceptorError::TooLarge(msg.value.value.len());
-            return Box::pin(async move { Err(e) });
-        }
-        if let Err(why) = schema::check(&msg.key, &msg.value.value) {
-            return Box::pin(async move { Err(AcceptorError::BadValue(why)) });
-        }
-        let (reply, changed) = match self.state(&msg.key, msg.ballot) {
-            Ok(state) => state.accept(msg.ballot, msg.value),
-            Err(e) => return Box::pin(async move { Err(e) }),
-        };
-        self.reply_durably(&msg.key, changed, reply)
+        self.serve(AcceptorRequest::Accept(msg), |resp| match resp {
+            AcceptorResponse::Accept(r) => Some(r),
+            AcceptorResponse::Prepare(_) => None,
+        })
     }
 }
 

@@ -12,7 +12,17 @@
 //! an id the ingress made up, so internal retries apply once); the result is
 //! stored with the state and expires deterministically, by the timestamps the
 //! leader wrote into the records.
+//!
+//! Two deliberately wrong rules can be switched on for the simulator's tests
+//! ([`Applier::with_bugs`]): `Bug::ApplyStaleEpoch` (no fencing) and
+//! `Bug::PurgeByBatch` (expiry purged by the batch's newest timestamp).
+//!
+//! The state lives behind [`PartitionState`]: `storage::PartitionStore` in a
+//! node, `sim::store_partition::SimPartitionStore` in the simulator. The
+//! reign lifecycle around this state machine (who appends, who waits, when
+//! state is synced and the log trimmed) is in `lifecycle.rs`.
 
+use crate::actors::bugs::{Bug, BugSet};
 use crate::ingress::objects::{self, HandlerError, ObjectState, ObjectType};
 use crate::storage::{PartitionStore, PartitionWrite, StorageError};
 use crate::types::{Epoch, Lsn, NodeId};
@@ -50,13 +60,17 @@ impl Command {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Invocation {
+    /// The epoch of the leader that appended it (fenced if not the announced one).
     pub epoch: Epoch,
     /// Deduplication id: `u:<idempotency key>` or `g:<generated id>`.
     pub request_id: String,
     /// The leader's wall clock when it appended the record (ms since epoch).
     pub timestamp_ms: u64,
+    /// The object's type.
     pub object: ObjectType,
+    /// The object's key (one writer per key: the partition's leader).
     pub key: String,
+    /// The handler to run on the object.
     pub handler: String,
     /// The JSON argument.
     #[serde(with = "serde_bytes")]
@@ -66,7 +80,9 @@ pub struct Invocation {
 /// A request's result, as returned to the client (and stored for dedup).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response {
+    /// The HTTP status.
     pub status: u16,
+    /// The JSON body.
     #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
 }
@@ -116,8 +132,11 @@ pub enum Applied {
 
 #[derive(Serialize, Deserialize)]
 struct DedupEntry {
+    /// Where the request applied.
     lsn: u64,
+    /// When the result expires, by the log's clock.
     expires_ms: u64,
+    /// The result, answered to repeats until then.
     response: Response,
 }
 
@@ -136,6 +155,55 @@ pub fn object_prefix(object: ObjectType, key: &str) -> Vec<u8> {
     k.extend_from_slice(&(key.len() as u32).to_be_bytes());
     k.extend_from_slice(key.as_bytes());
     k
+}
+
+/// Keys and values, in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A partition's durable state, as the state machine reads and writes it:
+/// synchronous reads, and one write per applied batch that becomes visible
+/// as a whole (durable after the host syncs the state lane) and survives a
+/// crash as a whole. A read error is an error, never absence.
+pub trait PartitionState {
+    /// The LSN the state covers (0: nothing applied).
+    fn applied_lsn(&self) -> Result<Lsn, StorageError>;
+    /// An object's value.
+    fn object(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+    /// A request's stored result.
+    fn dedup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+    /// A meta value (announced epoch, leader, log clock, expiry index).
+    fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Meta keys in `[from, to)`, in order (without their values).
+    fn meta_range(&self, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, StorageError>;
+    /// Every object `(key, value)` whose key starts with `prefix`, in order.
+    fn objects_with_prefix(&self, prefix: &[u8]) -> Result<Entries, StorageError>;
+    /// Applies `write` atomically. After an error the write may be partly
+    /// applied: stop writing; reopening the store completes it.
+    fn apply(&mut self, write: PartitionWrite) -> Result<(), StorageError>;
+}
+
+impl PartitionState for PartitionStore {
+    fn applied_lsn(&self) -> Result<Lsn, StorageError> {
+        PartitionStore::applied_lsn(self)
+    }
+    fn object(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        PartitionStore::object(self, key)
+    }
+    fn dedup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        PartitionStore::dedup(self, key)
+    }
+    fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        PartitionStore::meta(self, key)
+    }
+    fn meta_range(&self, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, StorageError> {
+        PartitionStore::meta_range(self, from, to)
+    }
+    fn objects_with_prefix(&self, prefix: &[u8]) -> Result<Entries, StorageError> {
+        PartitionStore::objects_with_prefix(self, prefix)
+    }
+    fn apply(&mut self, write: PartitionWrite) -> Result<(), StorageError> {
+        PartitionStore::apply(self, write)
+    }
 }
 
 /// Writes of a batch not yet in the store: `None` is a removal.
@@ -161,23 +229,38 @@ fn read_through(
 /// clock. Time comes from the log (the newest timestamp a leader wrote into
 /// an applied record, kept with the state), and a storage error aborts the
 /// batch (nothing of it is written) instead of reading as "absent".
-pub struct Applier<'a> {
-    store: &'a PartitionStore,
+pub struct Applier<'a, S: PartitionState + ?Sized = PartitionStore> {
+    /// The state before this batch.
+    store: &'a S,
+    /// Object writes of this batch.
     objects: Overlay,
+    /// Dedup writes of this batch.
     dedup: Overlay,
+    /// Meta writes of this batch.
     meta: Overlay,
+    /// The newest epoch announced so far.
     pub announced: Epoch,
+    /// Who announced it.
     pub leader: Option<NodeId>,
+    /// The last LSN applied.
     applied: Lsn,
     /// The log's clock after the last applied record.
     clock_ms: u64,
+    /// The newest timestamp of any request record of this batch, fenced ones
+    /// included (only [`Bug::PurgeByBatch`] looks at it).
+    batch_newest_ms: u64,
+    /// Deliberately wrong rules (empty but in the simulator's tests).
+    bugs: BugSet,
 }
 
 /// What the processor knows after recovery.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Recovered {
+    /// The last LSN applied.
     pub applied: Lsn,
+    /// The newest epoch announced.
     pub announced: Epoch,
+    /// Who announced it.
     pub leader: Option<NodeId>,
     /// The log's clock at `applied` (ms).
     pub clock_ms: u64,
@@ -194,7 +277,9 @@ fn be_u64(bytes: Vec<u8>) -> Result<u64, StorageError> {
     Ok(u64::from_be_bytes(b))
 }
 
-pub fn recover(store: &PartitionStore) -> Result<Recovered, StorageError> {
+/// What `store` holds: the applied LSN, the announced epoch and leader, the
+/// log's clock.
+pub fn recover<S: PartitionState + ?Sized>(store: &S) -> Result<Recovered, StorageError> {
     let announced = store
         .meta(META_EPOCH)?
         .map(be_u64)
@@ -227,14 +312,18 @@ pub fn recover(store: &PartitionStore) -> Result<Recovered, StorageError> {
 /// One handler's view of its object's state. Its writes are kept apart and
 /// join the batch only if the handler succeeds, so a handler that fails
 /// changes nothing; a storage error is remembered and aborts the batch.
-struct ObjectView<'b, 'a> {
-    applier: &'b Applier<'a>,
+struct ObjectView<'b, 'a, S: PartitionState + ?Sized> {
+    /// The batch so far.
+    applier: &'b Applier<'a, S>,
+    /// The object's key prefix.
     prefix: Vec<u8>,
+    /// The handler's writes, joining the batch only if it succeeds.
     writes: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// The first storage error a read met.
     error: std::cell::RefCell<Option<StorageError>>,
 }
 
-impl ObjectView<'_, '_> {
+impl<S: PartitionState + ?Sized> ObjectView<'_, '_, S> {
     fn full_key(&self, sub: &[u8]) -> Vec<u8> {
         let mut k = self.prefix.clone();
         k.extend_from_slice(sub);
@@ -246,7 +335,7 @@ impl ObjectView<'_, '_> {
     }
 }
 
-impl ObjectState for ObjectView<'_, '_> {
+impl<S: PartitionState + ?Sized> ObjectState for ObjectView<'_, '_, S> {
     fn get(&self, sub: &[u8]) -> Option<Vec<u8>> {
         let k = self.full_key(sub);
         if let Some(v) = self.writes.get(&k) {
@@ -291,8 +380,8 @@ impl ObjectState for ObjectView<'_, '_> {
     }
 }
 
-impl<'a> Applier<'a> {
-    pub fn new(store: &'a PartitionStore, recovered: Recovered) -> Self {
+impl<'a, S: PartitionState + ?Sized> Applier<'a, S> {
+    pub fn new(store: &'a S, recovered: Recovered) -> Self {
         Applier {
             store,
             objects: Overlay::new(),
@@ -302,7 +391,15 @@ impl<'a> Applier<'a> {
             leader: recovered.leader,
             applied: recovered.applied,
             clock_ms: recovered.clock_ms,
+            batch_newest_ms: 0,
+            bugs: BugSet::NONE,
         }
+    }
+
+    /// The same applier with `bugs` switched on (the simulator's tests only).
+    pub fn with_bugs(mut self, bugs: BugSet) -> Self {
+        self.bugs = bugs;
+        self
     }
 
     pub fn applied(&self) -> Lsn {
@@ -374,7 +471,12 @@ impl<'a> Applier<'a> {
                 })
             }
             Command::Invoke(inv) => {
-                if inv.epoch != self.announced {
+                self.batch_newest_ms = self.batch_newest_ms.max(inv.timestamp_ms);
+                // Fencing: only requests of the announced epoch apply. (With
+                // the bug, a deposed leader's late appends apply too.)
+                let stale_applies =
+                    self.bugs.has(Bug::ApplyStaleEpoch) && inv.epoch < self.announced;
+                if inv.epoch != self.announced && !stale_applies {
                     let outcome = Outcome::Fenced {
                         epoch: inv.epoch,
                         announced: self.announced,
@@ -455,7 +557,15 @@ impl<'a> Applier<'a> {
     /// the clock only moves forward and an entry is removed only if its
     /// *current* expiry passed.
     fn purge_expired(&mut self) -> Result<(), StorageError> {
-        let upto = expiry_key(self.clock_ms.saturating_add(1), b"");
+        // With the bug, "now" is the newest timestamp of this batch (fenced
+        // records included) instead of the log's clock: what is purged then
+        // depends on how the records were batched.
+        let clock_ms = if self.bugs.has(Bug::PurgeByBatch) {
+            self.batch_newest_ms
+        } else {
+            self.clock_ms
+        };
+        let upto = expiry_key(clock_ms.saturating_add(1), b"");
         let mut index: BTreeMap<Vec<u8>, ()> = self
             .store
             .meta_range(EXPIRY_PREFIX, &upto)?
@@ -471,7 +581,7 @@ impl<'a> Applier<'a> {
         for (key, ()) in index {
             let id = &key[EXPIRY_PREFIX.len() + 8..];
             if let Some(entry) = self.dedup_entry(id)? {
-                if entry.expires_ms <= self.clock_ms {
+                if entry.expires_ms <= clock_ms {
                     self.dedup.insert(id.to_vec(), None);
                 }
             }
@@ -770,6 +880,15 @@ mod tests {
     /// Applies `records` cut into batches of the given sizes; returns the
     /// bodies of every outcome and the store's every key and value.
     fn apply_in_batches(records: &[Vec<u8>], sizes: &[usize]) -> (Vec<serde_json::Value>, Dump) {
+        apply_in_batches_with(records, sizes, BugSet::NONE)
+    }
+
+    /// [`apply_in_batches`] with `bugs` switched on.
+    fn apply_in_batches_with(
+        records: &[Vec<u8>],
+        sizes: &[usize],
+        bugs: BugSet,
+    ) -> (Vec<serde_json::Value>, Dump) {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
         let store = storage.partition(PartitionId(9)).unwrap();
@@ -778,7 +897,7 @@ mod tests {
         let mut sizes = sizes.iter().cycle();
         while next < records.len() {
             let n = (*sizes.next().unwrap()).min(records.len() - next);
-            let mut a = Applier::new(&store, recover(&store).unwrap());
+            let mut a = Applier::new(&store, recover(&store).unwrap()).with_bugs(bugs);
             for (i, r) in records[next..next + n].iter().enumerate() {
                 if let Applied::Request(_, o) = ap(&mut a, Lsn((next + i + 1) as u64), r) {
                     bodies.push(body(&o));
@@ -817,6 +936,41 @@ mod tests {
             .filter(|(k, _)| k.first() == Some(&b'd') && &k[1..] == b"g:1")
             .count();
         assert_eq!(expired, 1, "one current entry for g:1");
+    }
+
+    #[test]
+    fn the_bug_switches_break_fencing_and_batch_independence() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        // No fencing: a deposed leader's late request applies.
+        let late = invoke(1, "g:late", 5, ObjectType::Counter, "add", json!(7));
+        for (p, bugs, expected) in [
+            (20, BugSet::NONE, json!("fenced")),
+            (21, BugSet::NONE.with(Bug::ApplyStaleEpoch), json!(7)),
+        ] {
+            let store = storage.partition(PartitionId(p)).unwrap();
+            let mut a = Applier::new(&store, recover(&store).unwrap()).with_bugs(bugs);
+            ap(&mut a, Lsn(1), &announce(1, 1));
+            ap(&mut a, Lsn(2), &announce(2, 2));
+            assert_eq!(body(&outcome(ap(&mut a, Lsn(3), &late))), expected);
+        }
+        // Purge by the batch's newest timestamp: a fenced record from a clock
+        // far ahead purges a result still within its retention, if it was in
+        // an earlier batch than the repeat.
+        let records = vec![
+            announce(1, 2),
+            announce(2, 1),
+            invoke(2, "g:x", 1_000, ObjectType::Counter, "add", json!(1)),
+            invoke(1, "g:late", 100_000, ObjectType::Counter, "add", json!(100)),
+            invoke(2, "g:x", 2_000, ObjectType::Counter, "add", json!(1)),
+        ];
+        let bug = BugSet::NONE.with(Bug::PurgeByBatch);
+        let (whole, _) = apply_in_batches_with(&records, &[5], bug);
+        let (split, _) = apply_in_batches_with(&records, &[4, 1], bug);
+        assert_eq!(whole.last(), Some(&json!(1)), "the repeat is answered");
+        assert_eq!(split.last(), Some(&json!(2)), "the repeat applied again");
+        let (right, _) = apply_in_batches_with(&records, &[4, 1], BugSet::NONE);
+        assert_eq!(right.last(), Some(&json!(1)));
     }
 
     #[test]

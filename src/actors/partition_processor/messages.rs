@@ -11,12 +11,17 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Serialize, Deserialize, Message)]
 #[rtype(result = "InvokeReply")]
 pub struct Invoke {
+    /// The partition the object belongs to.
     pub partition: PartitionId,
     /// `u:<idempotency key>` or `g:<generated id>`; retries reuse it.
     pub request_id: String,
+    /// The object's type.
     pub object: ObjectType,
+    /// The object's key.
     pub key: String,
+    /// The handler to run.
     pub handler: String,
+    /// The JSON argument.
     #[serde(with = "serde_bytes")]
     pub arg: Vec<u8>,
     /// How long the caller still waits.
@@ -78,6 +83,7 @@ pub enum InvokeReply {
 #[derive(Clone, Debug, Message)]
 #[rtype(result = "()")]
 pub struct BecomeLeader {
+    /// The epoch elected at.
     pub epoch: Epoch,
 }
 
@@ -85,6 +91,7 @@ pub struct BecomeLeader {
 #[derive(Clone, Debug, Message)]
 #[rtype(result = "()")]
 pub struct BecomeFollower {
+    /// The leader, if known (a hint for requests).
     pub leader: Option<NodeId>,
 }
 
@@ -99,16 +106,23 @@ pub enum Mode {
 /// A processor's state, for status.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ProcessorStatus {
+    /// The partition.
     pub partition: PartitionId,
+    /// Follower, candidate or leader.
     pub mode: Mode,
     /// `Active`, `CatchingUp`, `Announcing`, ...
     pub status: String,
+    /// The newest epoch announced in the log.
     pub epoch: Epoch,
+    /// Who announced it.
     pub leader: Option<NodeId>,
+    /// The last LSN applied.
     pub applied_lsn: Lsn,
+    /// The last LSN synced (what trimming trusts).
     pub persisted_lsn: Lsn,
     /// Milliseconds since this processor last applied a record.
     pub last_update_ms: u64,
+    /// Requests waiting for their outcome.
     pub pending_requests: usize,
 }
 
@@ -118,8 +132,9 @@ pub struct GetProcessorStatus;
 
 /// How far this node's replica of `partition` is durably applied: the log
 /// may be trimmed below the smallest answer of all replicas.
-#[derive(Clone, Debug, Serialize, Deserialize, Message)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Message)]
 #[rtype(result = "Lsn")]
 pub struct GetPersisted {
+    /// The partition asked about.
     pub partition: PartitionId,
 }

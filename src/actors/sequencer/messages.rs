@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Serialize, Deserialize, Message)]
 #[rtype(result = "Result<AppendOutcome, SequencerError>")]
 pub struct Append {
+    /// The segment appended to.
     pub segment: Segment,
+    /// The records, in order.
     pub records: Vec<Record>,
 }
 

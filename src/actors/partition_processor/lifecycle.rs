@@ -1,0 +1,1956 @@
+//! The partition processor's lifecycle, without I/O: one [`ProcessorCore`]
+//! per partition and node, around the state machine of `core.rs`
+//! ([`Applier`]), which says what each record does to the state.
+//!
+//! The rules, each with a test below:
+//! - **Follow the log**: read from the applied LSN on, apply what arrives in
+//!   LSN order, read again, forever (an applied partition never goes back).
+//! - **Reign**: the elector says lead at an epoch; the processor appends
+//!   `AnnounceLeader{epoch}` (retried 200 ms after a failure while it is still
+//!   wanted) and is a *candidate* until it applies that very announcement:
+//!   only then does its reign start, and it moves the log's sequencer next
+//!   to itself. A newer announcement deposes it.
+//! - **Who serves**: only a leader in its reign that reaches a majority
+//!   takes requests; a follower answers with a hint of who leads, a
+//!   candidate says it is announcing; a malformed request is answered at once
+//!   and never joins a batch.
+//! - **Requests**: a repeat of a request already applied is answered from its
+//!   stored result; a repeat of one in flight shares its fate; every request
+//!   waits until its record applies or its deadline (≤ 60 s) passes.
+//! - **Batching**: at most [`MAX_APPENDS_IN_FLIGHT`] appends of requests are
+//!   in flight; requests that arrive meanwhile leave together, in batches of
+//!   at most [`APPEND_BATCH`] requests and the log's byte limit.
+//! - **Retries**: an append whose outcome is unknown is retried with the same
+//!   request ids (applied once, by dedup) while some of its requests still
+//!   wait and the reign is the same; an append the log refused outright
+//!   (too large, unknown log) fails its requests at once.
+//! - **Outcomes**: a request whose record applied gets its response; one
+//!   fenced (an older epoch) is told so; when a newer reign is announced,
+//!   every request still waiting is fenced at once; stepping down answers
+//!   the requests never handed to the log (certainly not applied) and keeps
+//!   the others until they apply or time out; past its deadline a request
+//!   is told its outcome is unknown (appended) or that it was not applied.
+//! - **Time**: timestamps a leader writes into records come from the wall
+//!   clock of the config, read at `env.now` (virtual in the simulator); time
+//!   in apply is the log's clock (`core.rs`).
+//! - **Durability**: applied state is synced every [`PERSIST_EVERY`]; the
+//!   persisted LSN (what peers are told) is what a completed sync covered.
+//! - **Trim**: every [`TRIM_EVERY`] a leader asks every replica for its
+//!   persisted LSN and trims the log below the lowest (any replica that does
+//!   not answer blocks the trim: it may need the log to catch up).
+//! - **Storage errors**: a failed read or write while applying stops the
+//!   processor (nothing of the batch is written; requests waiting are told
+//!   the outcome is unknown); its host restarts it from its durable LSN.
+
+use super::core::{
+    recover, Applied, Applier, Command, Invocation, Outcome, PartitionState, Recovered, Response,
+};
+use super::messages::{GetPersisted, Invoke, InvokeReply, Mode, ProcessorStatus};
+use crate::actors::bugs::BugSet;
+use crate::actors::env::Env;
+use crate::actors::quorum::{Tally, Verdict};
+use crate::ingress::objects::HandlerError;
+use crate::log::{AppendError, ReadError, Record};
+use crate::node::CallError;
+use crate::storage::StorageError;
+use crate::types::{Epoch, Lsn, NodeId, PartitionId};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// Most records read (and applied) in one batch.
+pub const READ_BATCH: usize = 1024;
+/// How long one read waits for new records before looking again.
+pub const READ_WAIT: Duration = Duration::from_millis(500);
+/// How often applied state is synced (to report the persisted LSN), and
+/// waiters past their deadline are answered.
+pub const PERSIST_EVERY: Duration = Duration::from_millis(200);
+/// Most invocations in one append.
+pub const APPEND_BATCH: usize = 512;
+/// How often a leader trims its log below what every replica persisted.
+pub const TRIM_EVERY: Duration = Duration::from_secs(10);
+/// Appends a leader has in flight, at most. A lone request is appended at
+/// once; under load, requests gather while both slots are busy and go out
+/// together, so batches grow with the load instead of one append (three
+/// stores, three flushes, a read and an apply on every replica) per handful.
+pub const MAX_APPENDS_IN_FLIGHT: usize = 2;
+/// How long the append of an announcement may take.
+pub const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long after a failed announcement it is tried again.
+pub const ANNOUNCE_RETRY: Duration = Duration::from_millis(200);
+/// How long a reign may take to start before the wait counts as stuck.
+pub const REIGN_WAIT: Duration = Duration::from_secs(20);
+/// How long a replica has to say how far it persisted.
+pub const PERSISTED_TIMEOUT: Duration = Duration::from_secs(1);
+/// The shortest timeout an append of requests gets.
+pub const MIN_APPEND_TIMEOUT: Duration = Duration::from_millis(100);
+/// The longest a request may wait (ms).
+pub const MAX_REQUEST_WAIT_MS: u64 = 60_000;
+/// A processor that applied nothing for this long is `Idle` in status.
+pub const IDLE_AFTER: Duration = Duration::from_secs(5);
+
+/// How many of `pending` go into one append: at most [`APPEND_BATCH`], and
+/// no more bytes than one append takes (at least one request). Without the
+/// byte bound, a few hundred large requests made an append the log refuses
+/// as too large, failing every request in it.
+pub fn batch_len(pending: &[Invocation]) -> usize {
+    let mut bytes = 0usize;
+    for (i, inv) in pending.iter().take(APPEND_BATCH).enumerate() {
+        bytes = bytes.saturating_add(Command::Invoke(inv.clone()).encode().len());
+        if i > 0 && bytes > crate::actors::sequencer::MAX_APPEND_BYTES {
+            return i;
+        }
+    }
+    pending.len().min(APPEND_BATCH)
+}
+
+/// A wall clock read off the monotonic one: `unix_ms` at `at`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WallClock {
+    /// An instant of `Env::now`'s clock ...
+    pub at: Instant,
+    /// ... and the wall clock's milliseconds since the UNIX epoch then.
+    pub unix_ms: u64,
+}
+
+impl WallClock {
+    /// Milliseconds since the UNIX epoch at `now`.
+    pub fn ms(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.at).as_millis();
+        self.unix_ms
+            .saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
+    }
+}
+
+/// What a processor core is configured with.
+#[derive(Clone, Debug)]
+pub struct ProcessorConfig {
+    /// The partition processed.
+    pub partition: PartitionId,
+    /// How many partitions (and logs) the cluster has: a request must belong
+    /// to this one.
+    pub partitions: u32,
+    /// Where the timestamps a leader writes into records come from.
+    pub wall_clock: WallClock,
+    /// Deliberately wrong rules (empty but in the simulator's tests).
+    pub bugs: BugSet,
+}
+
+/// A host's handle on a request it waits to answer.
+pub type Token = u64;
+/// A local service operation (an append), chosen by the core.
+pub type OpId = u64;
+
+/// A call to another node, chosen by the core (its own counter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CallId(pub u64);
+
+/// Everything a processor learns.
+#[derive(Debug)]
+pub enum ProcessorInput {
+    /// Time passed (see [`ProcessorCore::next_wake`]); the first tick starts
+    /// following the log.
+    Tick,
+    /// A client's request, forwarded by an ingress; answered with exactly one
+    /// [`ProcessorEffect::Reply`] for `token`.
+    Invoke { token: Token, req: Invoke },
+    /// A replica asks how far this one persisted; answered with
+    /// [`ProcessorEffect::RespondPersisted`].
+    GetPersisted { token: Token },
+    /// The elector: lead at `epoch`.
+    BecomeLeader { epoch: Epoch },
+    /// The elector: follow (`leader`, if known).
+    BecomeFollower { leader: Option<NodeId> },
+    /// The read asked for with [`ProcessorEffect::Read`] completed.
+    Records {
+        records: Result<Vec<(Lsn, Record)>, ReadError>,
+    },
+    /// The append `op` completed: the LSN of its first record, or why not.
+    Appended {
+        op: OpId,
+        result: Result<Lsn, AppendError>,
+    },
+    /// The sync asked for with [`ProcessorEffect::SyncState`] completed.
+    Persisted {
+        upto: Lsn,
+        result: Result<(), StorageError>,
+    },
+    /// A replica's answer to a trim round's call.
+    PersistedOf {
+        call: CallId,
+        node: NodeId,
+        lsn: Result<Lsn, CallError>,
+    },
+    /// Every input queued when [`ProcessorEffect::Drain`] was asked for has
+    /// been handled.
+    Drained,
+}
+
+/// Everything a processor asks its host to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProcessorEffect {
+    /// Answer the request of `token`.
+    Reply { token: Token, reply: InvokeReply },
+    /// Answer a replica's [`ProcessorInput::GetPersisted`].
+    RespondPersisted { token: Token, lsn: Lsn },
+    /// Append `records` to the partition's log within `timeout`; answer with
+    /// [`ProcessorInput::Appended`].
+    Append {
+        op: OpId,
+        records: Vec<Record>,
+        timeout: Duration,
+    },
+    /// Read up to `max` records from `from` on, waiting up to `wait` for at
+    /// least one; answer with [`ProcessorInput::Records`] (empty: nothing new).
+    Read {
+        from: Lsn,
+        max: usize,
+        wait: Duration,
+    },
+    /// Sync the state lane (everything applied up to `upto`); answer with
+    /// [`ProcessorInput::Persisted`].
+    SyncState { upto: Lsn },
+    /// Ask `to` how far it persisted; answer with exactly one
+    /// [`ProcessorInput::PersistedOf`].
+    Call {
+        to: NodeId,
+        call: CallId,
+        req: GetPersisted,
+        timeout: Duration,
+    },
+    /// Trim the log below `below` (best effort, no answer).
+    Trim { below: Lsn },
+    /// Seal the log's tail segment and extend the chain with one sequenced on
+    /// this node, if its sequencer is elsewhere (best effort, no answer).
+    MoveSequencerHere,
+    /// Deliver [`ProcessorInput::Drained`] once every input already queued
+    /// was handled (requests that arrived together leave together).
+    Drain,
+    /// A wait starts that must end within `limit` (a supervisor restarts a
+    /// processor stuck past it); [`ProcessorEffect::Unwatch`] ends it.
+    Watch { what: String, limit: Duration },
+    /// The wait of the last [`ProcessorEffect::Watch`] is over.
+    Unwatch,
+    /// Storage failed: stop; the host restarts the processor from its state.
+    Stop { reason: String },
+}
+
+/// A request waiting for its outcome.
+#[derive(Clone, Debug)]
+struct Waiter {
+    /// Whom to answer.
+    token: Token,
+    /// When the caller stops waiting.
+    deadline: Instant,
+    /// Whether its record was handed to the log (outcome unknown until applied).
+    appended: bool,
+}
+
+/// An append in flight.
+#[derive(Clone, Debug)]
+enum AppendOp {
+    /// This node's announcement of `epoch`.
+    Announce { epoch: Epoch },
+    /// Requests stamped with `epoch`.
+    Requests {
+        batch: Vec<Invocation>,
+        epoch: Epoch,
+    },
+}
+
+/// A leader's round of "how far did you persist?".
+#[derive(Clone, Debug)]
+struct TrimRound {
+    /// The calls of this round and whom each went to.
+    calls: BTreeMap<CallId, NodeId>,
+    /// Every replica must answer.
+    tally: Tally,
+    /// The lowest persisted LSN so far (this node's included).
+    lowest: Lsn,
+}
+
+/// What applying one batch produced.
+struct Batch {
+    /// The state after it.
+    state: Recovered,
+    /// Requests' outcomes, in log order.
+    outcomes: Vec<(String, Outcome)>,
+    /// This node's own current announcement applied (its reign's epoch).
+    reign: Option<Epoch>,
+}
+
+pub struct ProcessorCore<S: PartitionState> {
+    /// What this core is configured with.
+    config: ProcessorConfig,
+    /// The partition's durable state.
+    store: S,
+    /// What is applied (in memory and in `store`).
+    state: Recovered,
+    /// What a completed sync covered.
+    persisted: Lsn,
+    /// Follower, candidate or leader.
+    mode: Mode,
+    /// The epoch this node leads at (candidate or leader).
+    epoch: Epoch,
+    /// What the elector last asked for: lead at this epoch, or follow.
+    desired: Option<Epoch>,
+    /// Requests waiting, by request id (several callers may share one).
+    waiters: BTreeMap<String, Vec<Waiter>>,
+    /// Requests not yet handed to the log, in arrival order.
+    pending: Vec<Invocation>,
+    /// A [`ProcessorEffect::Drain`] is out.
+    drain_asked: bool,
+    /// Appends in flight, by op.
+    appends: BTreeMap<OpId, AppendOp>,
+    /// How many of them carry requests.
+    appends_in_flight: usize,
+    /// The next op id.
+    next_op: OpId,
+    /// The next call id.
+    next_call: u64,
+    /// A read is out (the log is being followed).
+    reading: bool,
+    /// A sync is out.
+    persisting: bool,
+    /// When a record was last applied (set at the first input).
+    last_applied_at: Option<Instant>,
+    /// Why this core stopped, if it did.
+    failed: Option<String>,
+    /// A reign's start is being waited for (a watch is out).
+    awaiting_reign: bool,
+    /// A failed announcement to try again, and when.
+    announce_retry: Option<(Instant, Epoch)>,
+    /// When waiters are next expired and state next synced.
+    next_persist: Option<Instant>,
+    /// When the leader next trims.
+    next_trim: Option<Instant>,
+    /// The trim round in flight.
+    trim_round: Option<TrimRound>,
+}
+
+impl<S: PartitionState> ProcessorCore<S> {
+    /// A processor over `store`, at the state it holds.
+    pub fn new(config: ProcessorConfig, store: S) -> Result<Self, StorageError> {
+        let state = recover(&store)?;
+        Ok(ProcessorCore {
+            config,
+            store,
+            persisted: state.applied,
+            state,
+            mode: Mode::Follower,
+            epoch: Epoch(0),
+            desired: None,
+            waiters: BTreeMap::new(),
+            pending: Vec::new(),
+            drain_asked: false,
+            appends: BTreeMap::new(),
+            appends_in_flight: 0,
+            next_op: 1,
+            next_call: 1,
+            reading: false,
+            persisting: false,
+            last_applied_at: None,
+            failed: None,
+            awaiting_reign: false,
+            announce_retry: None,
+            next_persist: None,
+            next_trim: None,
+            trim_round: None,
+        })
+    }
+
+    /// The one entry point.
+    pub fn handle(&mut self, env: &Env, input: ProcessorInput) -> Vec<ProcessorEffect> {
+        let mut out = Vec::new();
+        self.last_applied_at.get_or_insert(env.now);
+        if let Some(reason) = &self.failed {
+            // Stopped: nothing changes any more; a request still gets an answer.
+            if let ProcessorInput::Invoke { token, .. } = input {
+                out.push(ProcessorEffect::Reply {
+                    token,
+                    reply: InvokeReply::Unavailable(format!("storage failed: {reason}")),
+                });
+            }
+            return out;
+        }
+        match input {
+            ProcessorInput::Tick => self.tick(env, &mut out),
+            ProcessorInput::Invoke { token, req } => self.invoke(env, token, req, &mut out),
+            ProcessorInput::GetPersisted { token } => out.push(ProcessorEffect::RespondPersisted {
+                token,
+                lsn: self.persisted,
+            }),
+            ProcessorInput::BecomeLeader { epoch } => {
+                self.desired = Some(epoch);
+                self.announce(env, epoch, &mut out);
+            }
+            ProcessorInput::BecomeFollower { leader } => {
+                self.desired = None;
+                if self.mode != Mode::Follower {
+                    info!(partition = %self.config.partition, ?leader, "stepping down");
+                    self.step_down(leader, &mut out);
+                }
+            }
+            ProcessorInput::Records { records } => {
+                match records {
+                    Ok(records) => self.apply(env, records, &mut out),
+                    Err(e) => {
+                        warn!(partition = %self.config.partition, "reading the log failed: {e}")
+                    }
+                }
+                if self.failed.is_none() {
+                    out.push(self.read());
+                }
+            }
+            ProcessorInput::Appended { op, result } => self.appended(env, op, result, &mut out),
+            ProcessorInput::Persisted { upto, result } => {
+                self.persisting = false;
+                match result {
+                    Ok(()) => self.persisted = self.persisted.max(upto),
+                    Err(e) => {
+                        warn!(partition = %self.config.partition, "syncing state failed: {e}")
+                    }
+                }
+            }
+            ProcessorInput::PersistedOf { call, node, lsn } => {
+                self.persisted_of(call, node, lsn, &mut out)
+            }
+            ProcessorInput::Drained => {
+                self.drain_asked = false;
+                while !self.pending.is_empty() && self.appends_in_flight < MAX_APPENDS_IN_FLIGHT {
+                    let n = batch_len(&self.pending);
+                    let batch: Vec<Invocation> = self.pending.drain(..n).collect();
+                    self.append(env, batch, &mut out);
+                }
+            }
+        }
+        out
+    }
+
+    /// When the core wants its next [`ProcessorInput::Tick`] (`None` before
+    /// the first one, which a host delivers when it starts the core, and
+    /// after it stopped).
+    pub fn next_wake(&self) -> Option<Instant> {
+        if self.failed.is_some() {
+            return None;
+        }
+        [
+            self.next_persist,
+            self.next_trim,
+            self.announce_retry.map(|(at, _)| at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// For status.
+    pub fn status(&self, env: &Env) -> ProcessorStatus {
+        let since = env
+            .now
+            .saturating_duration_since(self.last_applied_at.unwrap_or(env.now));
+        let status = match self.mode {
+            _ if self.failed.is_some() => "StorageFailed",
+            Mode::Candidate => "Announcing",
+            Mode::Leader if !env.has_majority() => "NoMajority",
+            _ if since > IDLE_AFTER => "Idle",
+            _ => "Active",
+        };
+        ProcessorStatus {
+            partition: self.config.partition,
+            mode: self.mode,
+            status: status.to_string(),
+            epoch: self.state.announced,
+            leader: self.state.leader,
+            applied_lsn: self.state.applied,
+            persisted_lsn: self.persisted,
+            last_update_ms: u64::try_from(since.as_millis()).unwrap_or(u64::MAX),
+            pending_requests: self.waiters.values().map(Vec::len).sum(),
+        }
+    }
+
+    /// What is applied.
+    pub fn state(&self) -> Recovered {
+        self.state
+    }
+
+    /// What a completed sync covered.
+    pub fn persisted(&self) -> Lsn {
+        self.persisted
+    }
+
+    /// Follower, candidate or leader.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The partition's state.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Why the core stopped, if it did.
+    pub fn failed(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    fn op(&mut self) -> OpId {
+        let op = self.next_op;
+        self.next_op += 1;
+        op
+    }
+
+    fn read(&self) -> ProcessorEffect {
+        ProcessorEffect::Read {
+            from: self.state.applied.next(),
+            max: READ_BATCH,
+            wait: READ_WAIT,
+        }
+    }
+
+    fn tick(&mut self, env: &Env, out: &mut Vec<ProcessorEffect>) {
+        let now = env.now;
+        if !self.reading {
+            self.reading = true;
+            out.push(self.read());
+        }
+        if let Some((at, epoch)) = self.announce_retry {
+            if now >= at {
+                self.announce_retry = None;
+                self.announce(env, epoch, out);
+            }
+        }
+        match self.next_persist {
+            None => self.next_persist = Some(now + PERSIST_EVERY),
+            Some(at) if now >= at => {
+                self.next_persist = Some(now + PERSIST_EVERY);
+                self.expire_waiters(now, out);
+                self.persist(out);
+            }
+            Some(_) => {}
+        }
+        match self.next_trim {
+            None => self.next_trim = Some(now + TRIM_EVERY),
+            Some(at) if now >= at => {
+                self.next_trim = Some(now + TRIM_EVERY);
+                self.trim(env, out);
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn invoke(&mut self, env: &Env, token: Token, req: Invoke, out: &mut Vec<ProcessorEffect>) {
+        let mut reply = |reply| out.push(ProcessorEffect::Reply { token, reply });
+        // A peer's request is checked as the ingress checks a client's: a
+        // malformed one is answered (400, certainly not applied) and never
+        // joins a batch, where it would fail every request with it.
+        if let Err(why) = req.check(self.config.partition, self.config.partitions) {
+            return reply(InvokeReply::Done(Response::error(
+                &HandlerError::BadArgument(why),
+            )));
+        }
+        match self.mode {
+            Mode::Leader => {}
+            Mode::Candidate => {
+                return reply(InvokeReply::Unavailable(
+                    "leader is announcing its reign".into(),
+                ))
+            }
+            Mode::Follower => {
+                let leader = self.state.leader.filter(|l| *l != env.me);
+                return reply(InvokeReply::NotLeader { leader });
+            }
+        }
+        if !env.has_majority() {
+            return reply(InvokeReply::Unavailable(
+                "leader cannot reach a majority".into(),
+            ));
+        }
+        let now_ms = self.config.wall_clock.ms(env.now);
+        // A repeat of a request already applied is answered from its stored
+        // result (an optimisation: applying it again would find the same).
+        match Applier::new(&self.store, self.state).dedup(&req.request_id, now_ms) {
+            Ok(Some(response)) => return reply(InvokeReply::Done(response)),
+            Ok(None) => {}
+            Err(e) => return reply(InvokeReply::Unavailable(format!("storage failed: {e}"))),
+        }
+        let wait = Duration::from_millis(req.timeout_ms.clamp(1, MAX_REQUEST_WAIT_MS));
+        let known = self.waiters.contains_key(&req.request_id);
+        // A repeat of a request already handed to the log shares its fate.
+        let appended = self
+            .waiters
+            .get(&req.request_id)
+            .is_some_and(|ws| ws.iter().any(|w| w.appended));
+        self.waiters
+            .entry(req.request_id.clone())
+            .or_default()
+            .push(Waiter {
+                token,
+                deadline: env.now + wait,
+                appended,
+            });
+        if !known {
+            self.pending.push(Invocation {
+                epoch: self.epoch,
+                request_id: req.request_id,
+                timestamp_ms: now_ms,
+                object: req.object,
+                key: req.key,
+                handler: req.handler,
+                arg: req.arg,
+            });
+            self.schedule_flush(out);
+        }
+    }
+
+    /// Asks for a drain when requests wait and an append slot is free: every
+    /// request already queued then joins the batch.
+    fn schedule_flush(&mut self, out: &mut Vec<ProcessorEffect>) {
+        if !self.drain_asked
+            && !self.pending.is_empty()
+            && self.appends_in_flight < MAX_APPENDS_IN_FLIGHT
+        {
+            self.drain_asked = true;
+            out.push(ProcessorEffect::Drain);
+        }
+    }
+
+    /// Appends `batch` (stamped with the current epoch) in one append slot.
+    fn append(&mut self, env: &Env, batch: Vec<Invocation>, out: &mut Vec<ProcessorEffect>) {
+        for inv in &batch {
+            for w in self.waiters.get_mut(&inv.request_id).into_iter().flatten() {
+                w.appended = true;
+            }
+        }
+        let records: Vec<Record> = batch
+            .iter()
+            .map(|inv| Record(Command::Invoke(inv.clone()).encode()))
+            .collect();
+        let deadline = batch
+            .iter()
+            .filter_map(|inv| self.waiters.get(&inv.request_id))
+            .flatten()
+            .map(|w| w.deadline)
+            .max()
+            .unwrap_or(env.now);
+        let timeout = deadline
+            .saturating_duration_since(env.now)
+            .max(MIN_APPEND_TIMEOUT);
+        let op = self.op();
+        self.appends_in_flight += 1;
+        self.appends.insert(
+            op,
+            AppendOp::Requests {
+                batch,
+                epoch: self.epoch,
+            },
+        );
+        out.push(ProcessorEffect::Append {
+            op,
+            records,
+            timeout,
+        });
+    }
+
+    fn appended(
+        &mut self,
+        env: &Env,
+        op: OpId,
+        result: Result<Lsn, AppendError>,
+        out: &mut Vec<ProcessorEffect>,
+    ) {
+        match self.appends.remove(&op) {
+            None => {}
+            Some(AppendOp::Announce { epoch }) => {
+                if let Err(e) = result {
+                    if self.mode == Mode::Candidate && self.epoch == epoch {
+                        warn!(partition = %self.config.partition, %epoch, "announcement not appended ({e}); retrying");
+                        self.mode = Mode::Follower;
+                        self.announce_retry = Some((env.now + ANNOUNCE_RETRY, epoch));
+                    }
+                }
+            }
+            Some(AppendOp::Requests { batch, epoch }) => {
+                match result {
+                    Ok(_) => {}
+                    Err(e @ (AppendError::TooLarge { .. } | AppendError::UnknownLog(_))) => {
+                        // Certainly not in the log, and never will be.
+                        let reason = e.to_string();
+                        for inv in &batch {
+                            for w in self.waiters.remove(&inv.request_id).unwrap_or_default() {
+                                out.push(ProcessorEffect::Reply {
+                                    token: w.token,
+                                    reply: InvokeReply::Unavailable(reason.clone()),
+                                });
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let still_waiting: Vec<Invocation> = batch
+                            .into_iter()
+                            .filter(|inv| {
+                                self.waiters
+                                    .get(&inv.request_id)
+                                    .is_some_and(|ws| ws.iter().any(|w| w.deadline > env.now))
+                            })
+                            .collect();
+                        if self.mode != Mode::Follower
+                            && self.epoch == epoch
+                            && !still_waiting.is_empty()
+                        {
+                            warn!(partition = %self.config.partition, "append failed ({e}); retrying {} requests", still_waiting.len());
+                            // The retry takes a slot of its own.
+                            self.append(env, still_waiting, out);
+                        }
+                    }
+                }
+                // This slot is free again: requests that gathered meanwhile may go.
+                self.appends_in_flight -= 1;
+                self.schedule_flush(out);
+            }
+        }
+    }
+
+    fn announce(&mut self, env: &Env, epoch: Epoch, out: &mut Vec<ProcessorEffect>) {
+        if self.desired != Some(epoch) || (self.mode != Mode::Follower && self.epoch == epoch) {
+            return;
+        }
+        info!(partition = %self.config.partition, %epoch, "announcing leadership");
+        self.mode = Mode::Candidate;
+        self.epoch = epoch;
+        if !self.awaiting_reign {
+            self.awaiting_reign = true;
+            out.push(ProcessorEffect::Watch {
+                what: format!("reign of epoch {epoch} (own announcement applied)"),
+                limit: REIGN_WAIT,
+            });
+        }
+        let op = self.op();
+        self.appends.insert(op, AppendOp::Announce { epoch });
+        let record = Record(
+            Command::AnnounceLeader {
+                epoch,
+                node: env.me,
+            }
+            .encode(),
+        );
+        out.push(ProcessorEffect::Append {
+            op,
+            records: vec![record],
+            timeout: ANNOUNCE_TIMEOUT,
+        });
+    }
+
+    fn end_reign_wait(&mut self, out: &mut Vec<ProcessorEffect>) {
+        if self.awaiting_reign {
+            self.awaiting_reign = false;
+            out.push(ProcessorEffect::Unwatch);
+        }
+    }
+
+    fn step_down(&mut self, leader: Option<NodeId>, out: &mut Vec<ProcessorEffect>) {
+        self.mode = Mode::Follower;
+        self.end_reign_wait(out);
+        self.pending.clear();
+        // Requests never handed to the log certainly did not happen; the
+        // others will be answered when their records apply (fenced or done)
+        // or at their deadline.
+        for waiters in self.waiters.values_mut() {
+            waiters.retain(|w| {
+                if w.appended {
+                    return true;
+                }
+                out.push(ProcessorEffect::Reply {
+                    token: w.token,
+                    reply: InvokeReply::NotLeader { leader },
+                });
+                false
+            });
+        }
+        self.waiters.retain(|_, w| !w.is_empty());
+    }
+
+    /// Applies one batch of the log. Every record's effect and the applied
+    /// LSN land in one write, or (on a storage error) nothing does.
+    fn apply(&mut self, env: &Env, records: Vec<(Lsn, Record)>, out: &mut Vec<ProcessorEffect>) {
+        if records.is_empty() {
+            return;
+        }
+        let done = Self::apply_batch(
+            &self.store,
+            self.state,
+            self.config.bugs,
+            env.me,
+            self.epoch,
+            records,
+        )
+        .and_then(|(write, batch)| {
+            self.store.apply(write)?;
+            Ok(batch)
+        });
+        let batch = match done {
+            Ok(batch) => batch,
+            Err(e) => {
+                // Never read a storage failure as "absent" and never write
+                // half a batch: stop; the host restarts this processor,
+                // which replays from its last durable LSN. (A store write cut
+                // short is completed when the store is reopened.)
+                warn!(partition = %self.config.partition, "storage failed while applying: {e}; restarting");
+                let reason = e.to_string();
+                self.failed = Some(reason.clone());
+                for (_, waiters) in std::mem::take(&mut self.waiters) {
+                    for w in waiters {
+                        out.push(ProcessorEffect::Reply {
+                            token: w.token,
+                            reply: InvokeReply::Timeout,
+                        });
+                    }
+                }
+                out.push(ProcessorEffect::Stop { reason });
+                return;
+            }
+        };
+        self.state = batch.state;
+        self.last_applied_at = Some(env.now);
+        for (id, outcome) in batch.outcomes {
+            let reply = match outcome {
+                Outcome::Done(response) => InvokeReply::Done(response),
+                Outcome::Fenced { .. } => InvokeReply::Fenced,
+            };
+            for w in self.waiters.remove(&id).unwrap_or_default() {
+                out.push(ProcessorEffect::Reply {
+                    token: w.token,
+                    reply: reply.clone(),
+                });
+            }
+        }
+        if let Some(epoch) = batch.reign {
+            if self.mode == Mode::Candidate {
+                info!(partition = %self.config.partition, %epoch, lsn = %self.state.applied, "reign started");
+                self.mode = Mode::Leader;
+                self.end_reign_wait(out);
+                out.push(ProcessorEffect::MoveSequencerHere);
+            }
+        }
+        if self.mode != Mode::Follower && self.state.announced > self.epoch {
+            info!(partition = %self.config.partition, announced = %self.state.announced, "deposed by a newer epoch");
+            self.step_down(self.state.leader, out);
+        }
+        if self.state.announced > self.epoch && !self.waiters.is_empty() {
+            // Every request still waiting here was stamped with an older epoch
+            // and was not applied before the newer announcement: whatever of
+            // it is in the log now is fenced. Say so at once, so the ingress
+            // retries at the new leader instead of waiting out its deadline.
+            for (_, waiters) in std::mem::take(&mut self.waiters) {
+                for w in waiters {
+                    out.push(ProcessorEffect::Reply {
+                        token: w.token,
+                        reply: InvokeReply::Fenced,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Runs `records` through an applier over `store` at `state`.
+    fn apply_batch(
+        store: &S,
+        state: Recovered,
+        bugs: BugSet,
+        me: NodeId,
+        epoch: Epoch,
+        records: Vec<(Lsn, Record)>,
+    ) -> Result<(crate::storage::PartitionWrite, Batch), StorageError> {
+        let mut applier = Applier::new(store, state).with_bugs(bugs);
+        let mut outcomes = Vec::new();
+        let mut reign = None;
+        for (lsn, record) in records {
+            if lsn <= applier.applied() {
+                continue;
+            }
+            match applier.apply(lsn, &record.0)? {
+                Applied::Nothing => {}
+                Applied::Announced {
+                    epoch: announced,
+                    node,
+                    current,
+                } => {
+                    if current && node == me && announced == epoch {
+                        reign = Some(announced);
+                    }
+                }
+                Applied::Request(id, outcome) => outcomes.push((id, outcome)),
+            }
+        }
+        let after = Recovered {
+            applied: applier.applied(),
+            announced: applier.announced,
+            leader: applier.leader,
+            clock_ms: applier.clock_ms(),
+        };
+        let (write, _) = applier.finish()?;
+        Ok((
+            write,
+            Batch {
+                state: after,
+                outcomes,
+                reign,
+            },
+        ))
+    }
+
+    /// Answers waiters whose deadline passed (their outcome is unknown).
+    fn expire_waiters(&mut self, now: Instant, out: &mut Vec<ProcessorEffect>) {
+        for waiters in self.waiters.values_mut() {
+            waiters.retain(|w| {
+                if w.deadline > now {
+                    return true;
+                }
+                let reply = if w.appended {
+                    InvokeReply::Timeout
+                } else {
+                    InvokeReply::Unavailable(
+                        "deadline passed before the request was appended".into(),
+                    )
+                };
+                out.push(ProcessorEffect::Reply {
+                    token: w.token,
+                    reply,
+                });
+                false
+            });
+        }
+        self.waiters.retain(|_, w| !w.is_empty());
+    }
+
+    fn persist(&mut self, out: &mut Vec<ProcessorEffect>) {
+        if self.persisting || self.persisted >= self.state.applied {
+            return;
+        }
+        self.persisting = true;
+        out.push(ProcessorEffect::SyncState {
+            upto: self.state.applied,
+        });
+    }
+
+    /// A leader asks every replica how far it persisted.
+    fn trim(&mut self, env: &Env, out: &mut Vec<ProcessorEffect>) {
+        if self.mode != Mode::Leader {
+            return;
+        }
+        let peers: Vec<NodeId> = env.peers().collect();
+        let mut round = TrimRound {
+            calls: BTreeMap::new(),
+            tally: Tally::new(peers.iter().copied(), peers.len()),
+            lowest: self.persisted,
+        };
+        for to in peers {
+            let call = CallId(self.next_call);
+            self.next_call += 1;
+            round.calls.insert(call, to);
+            out.push(ProcessorEffect::Call {
+                to,
+                call,
+                req: GetPersisted {
+                    partition: self.config.partition,
+                },
+                timeout: PERSISTED_TIMEOUT,
+            });
+        }
+        self.trim_round = Some(round);
+        self.trim_round_progress(out);
+    }
+
+    fn persisted_of(
+        &mut self,
+        call: CallId,
+        node: NodeId,
+        lsn: Result<Lsn, CallError>,
+        out: &mut Vec<ProcessorEffect>,
+    ) {
+        let Some(round) = &mut self.trim_round else {
+            return;
+        };
+        if round.calls.remove(&call).is_none_or(|to| to != node) {
+            return;
+        }
+        match lsn {
+            Ok(lsn) => {
+                round.lowest = round.lowest.min(lsn);
+                round.tally.yes(node);
+            }
+            Err(_) => {
+                round.tally.no(node);
+            }
+        }
+        self.trim_round_progress(out);
+    }
+
+    fn trim_round_progress(&mut self, out: &mut Vec<ProcessorEffect>) {
+        let Some(round) = &self.trim_round else {
+            return;
+        };
+        match round.tally.verdict() {
+            Verdict::Possible => {}
+            Verdict::Impossible => self.trim_round = None,
+            Verdict::Reached => {
+                let lowest = round.lowest;
+                self.trim_round = None;
+                if lowest.0 > 0 {
+                    out.push(ProcessorEffect::Trim {
+                        below: lowest.next(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::bugs::Bug;
+    use crate::ingress::objects::ObjectType;
+    use crate::sim::store_partition::{SharedDisk, SimPartitionStore};
+    use std::collections::BTreeSet;
+
+    const P: PartitionId = PartitionId(0);
+    /// The wall clock's reading at the rig's origin.
+    const WALL0: u64 = 1_000_000;
+
+    fn n(i: u32) -> NodeId {
+        NodeId(i)
+    }
+
+    fn ms(m: u64) -> Duration {
+        Duration::from_millis(m)
+    }
+
+    /// A log shared by the replicas of a test: record `i` is at LSN `i + 1`.
+    #[derive(Default)]
+    struct Log(Vec<Record>);
+
+    impl Log {
+        fn append(&mut self, records: &[Record]) -> Lsn {
+            self.0.extend_from_slice(records);
+            Lsn((self.0.len() - records.len() + 1) as u64)
+        }
+        fn command(&mut self, command: Command) -> Lsn {
+            self.append(&[Record(command.encode())])
+        }
+        fn range(&self, from: u64, to: u64) -> Vec<(Lsn, Record)> {
+            (from..=to)
+                .map(|lsn| (Lsn(lsn), self.0[lsn as usize - 1].clone()))
+                .collect()
+        }
+        fn len(&self) -> u64 {
+            self.0.len() as u64
+        }
+    }
+
+    /// One node's processor over a simulated disk, on nodes 1..=3.
+    struct Rig {
+        core: ProcessorCore<SimPartitionStore>,
+        disk: SharedDisk,
+        t0: Instant,
+        me: NodeId,
+        bugs: BugSet,
+    }
+
+    impl Rig {
+        fn new(me: u32) -> Self {
+            Rig::with_bugs(me, BugSet::NONE)
+        }
+
+        fn with_bugs(me: u32, bugs: BugSet) -> Self {
+            let disk = SharedDisk::default();
+            let t0 = Instant::now();
+            let core = Rig::open(&disk, t0, bugs);
+            Rig {
+                core,
+                disk,
+                t0,
+                me: n(me),
+                bugs,
+            }
+        }
+
+        fn open(disk: &SharedDisk, t0: Instant, bugs: BugSet) -> ProcessorCore<SimPartitionStore> {
+            let config = ProcessorConfig {
+                partition: P,
+                partitions: 1,
+                wall_clock: WallClock {
+                    at: t0,
+                    unix_ms: WALL0,
+                },
+                bugs,
+            };
+            let store = SimPartitionStore::open(disk.clone(), P).unwrap();
+            ProcessorCore::new(config, store).unwrap()
+        }
+
+        /// The processor restarted on the same disk (nothing lost).
+        fn restart(&mut self) {
+            self.core = Rig::open(&self.disk, self.t0, self.bugs);
+        }
+
+        fn env(&self, at: u64, suspected: &[u32]) -> Env {
+            Env {
+                now: self.t0 + ms(at),
+                me: self.me,
+                nodes: vec![n(1), n(2), n(3)],
+                suspected: suspected.iter().map(|i| n(*i)).collect::<BTreeSet<_>>(),
+            }
+        }
+
+        fn feed(&mut self, at: u64, input: ProcessorInput) -> Vec<ProcessorEffect> {
+            self.feed_cut(at, &[], input)
+        }
+
+        fn feed_cut(
+            &mut self,
+            at: u64,
+            suspected: &[u32],
+            input: ProcessorInput,
+        ) -> Vec<ProcessorEffect> {
+            let env = self.env(at, suspected);
+            self.core.handle(&env, input)
+        }
+
+        fn deliver(&mut self, at: u64, records: Vec<(Lsn, Record)>) -> Vec<ProcessorEffect> {
+            self.feed(
+                at,
+                ProcessorInput::Records {
+                    records: Ok(records),
+                },
+            )
+        }
+
+        fn invoke(&mut self, at: u64, token: Token, req: Invoke) -> Vec<ProcessorEffect> {
+            self.feed(at, ProcessorInput::Invoke { token, req })
+        }
+    }
+
+    fn read(from: u64) -> ProcessorEffect {
+        ProcessorEffect::Read {
+            from: Lsn(from),
+            max: READ_BATCH,
+            wait: READ_WAIT,
+        }
+    }
+
+    fn req(id: &str, handler: &str, arg: &str, timeout_ms: u64) -> Invoke {
+        Invoke {
+            partition: P,
+            request_id: id.into(),
+            object: ObjectType::Counter,
+            key: "k".into(),
+            handler: handler.into(),
+            arg: arg.as_bytes().to_vec(),
+            timeout_ms,
+        }
+    }
+
+    fn add(id: &str, delta: i64) -> Invoke {
+        req(id, "add", &delta.to_string(), 1000)
+    }
+
+    fn announce(epoch: u64, node: u32) -> Command {
+        Command::AnnounceLeader {
+            epoch: Epoch(epoch),
+            node: n(node),
+        }
+    }
+
+    fn invocation(epoch: u64, id: &str, ts: u64, handler: &str, arg: &str) -> Command {
+        Command::Invoke(Invocation {
+            epoch: Epoch(epoch),
+            request_id: id.into(),
+            timestamp_ms: ts,
+            object: ObjectType::Counter,
+            key: "k".into(),
+            handler: handler.into(),
+            arg: arg.as_bytes().to_vec(),
+        })
+    }
+
+    fn done(body: &str) -> InvokeReply {
+        InvokeReply::Done(Response {
+            status: 200,
+            body: body.as_bytes().to_vec(),
+        })
+    }
+
+    fn reply(token: Token, reply: InvokeReply) -> ProcessorEffect {
+        ProcessorEffect::Reply { token, reply }
+    }
+
+    /// The appends among `effects`: op, records, timeout.
+    fn appends(effects: &[ProcessorEffect]) -> Vec<(OpId, Vec<Record>, Duration)> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                ProcessorEffect::Append {
+                    op,
+                    records,
+                    timeout,
+                } => Some((*op, records.clone(), *timeout)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The request ids of an append's records.
+    fn ids(records: &[Record]) -> Vec<String> {
+        records
+            .iter()
+            .map(|r| match Command::decode(&r.0).unwrap() {
+                Command::Invoke(inv) => inv.request_id,
+                other => panic!("not a request: {other:?}"),
+            })
+            .collect()
+    }
+
+    /// `me` leads at epoch 1 (its announcement at LSN 1 of `log`), at 0 ms.
+    fn leader(me: u32, log: &mut Log) -> Rig {
+        let mut r = Rig::new(me);
+        lead(&mut r, 1, log);
+        r
+    }
+
+    /// `r` ticks, is told to lead at `epoch`, and applies its announcement.
+    fn lead(r: &mut Rig, epoch: u64, log: &mut Log) {
+        let from = log.len() + 1;
+        r.feed(0, ProcessorInput::Tick);
+        let effects = r.feed(
+            0,
+            ProcessorInput::BecomeLeader {
+                epoch: Epoch(epoch),
+            },
+        );
+        let [(op, records, _)] = &appends(&effects)[..] else {
+            panic!("one announcement: {effects:?}");
+        };
+        let lsn = log.append(records);
+        r.feed(
+            0,
+            ProcessorInput::Appended {
+                op: *op,
+                result: Ok(lsn),
+            },
+        );
+        let effects = r.deliver(0, log.range(from, log.len()));
+        assert!(
+            effects.contains(&ProcessorEffect::MoveSequencerHere),
+            "{effects:?}"
+        );
+        assert_eq!(r.core.mode(), Mode::Leader);
+    }
+
+    /// The leader `r` takes `req` (token `token`) and appends it alone.
+    fn appended_alone(r: &mut Rig, at: u64, token: Token, req: Invoke) -> (OpId, Vec<Record>) {
+        assert_eq!(r.invoke(at, token, req), vec![ProcessorEffect::Drain]);
+        let effects = r.feed(at, ProcessorInput::Drained);
+        let [(op, records, _)] = &appends(&effects)[..] else {
+            panic!("one append: {effects:?}");
+        };
+        (*op, records.clone())
+    }
+
+    #[test]
+    fn a_processor_follows_the_log_from_its_applied_lsn_in_order() {
+        let mut r = Rig::new(2);
+        assert_eq!(r.core.next_wake(), None, "a host ticks once at start");
+        assert_eq!(r.feed(0, ProcessorInput::Tick), vec![read(1)]);
+        assert_eq!(r.core.next_wake(), Some(r.t0 + PERSIST_EVERY));
+        assert_eq!(
+            r.feed(100, ProcessorInput::Tick),
+            vec![],
+            "one read at a time"
+        );
+        let mut log = Log::default();
+        log.command(announce(1, 1));
+        log.command(invocation(1, "g:a", 10, "add", "5"));
+        assert_eq!(r.deliver(150, log.range(1, 2)), vec![read(3)]);
+        let state = r.core.state();
+        assert_eq!(
+            (state.applied, state.announced, state.leader),
+            (Lsn(2), Epoch(1), Some(n(1)))
+        );
+        // Records already applied change nothing; an empty read or a failed
+        // one reads again from the same place.
+        assert_eq!(r.deliver(160, log.range(1, 2)), vec![read(3)]);
+        assert_eq!(r.deliver(170, vec![]), vec![read(3)]);
+        let failed = r.feed(
+            180,
+            ProcessorInput::Records {
+                records: Err(ReadError::UnknownLog(crate::types::LogId(0))),
+            },
+        );
+        assert_eq!(failed, vec![read(3)]);
+        assert_eq!(r.core.state(), state);
+        // A restart resumes from what the store holds.
+        r.restart();
+        assert_eq!(r.core.state(), state);
+        assert_eq!(r.feed(200, ProcessorInput::Tick), vec![read(3)]);
+    }
+
+    #[test]
+    fn only_a_leader_in_its_reign_serves_and_a_malformed_request_is_refused_at_once() {
+        let mut log = Log::default();
+        let mut r = Rig::new(2);
+        r.feed(0, ProcessorInput::Tick);
+        // A follower knows no leader yet, then hints at it.
+        assert_eq!(
+            r.invoke(1, 1, add("g:1", 1)),
+            vec![reply(1, InvokeReply::NotLeader { leader: None })]
+        );
+        log.command(announce(1, 1));
+        r.deliver(2, log.range(1, 1));
+        assert_eq!(
+            r.invoke(3, 2, add("g:1", 1)),
+            vec![reply(2, InvokeReply::NotLeader { leader: Some(n(1)) })]
+        );
+        // A candidate says so.
+        r.feed(4, ProcessorInput::BecomeLeader { epoch: Epoch(2) });
+        assert_eq!(
+            r.invoke(5, 3, add("g:1", 1)),
+            vec![reply(
+                3,
+                InvokeReply::Unavailable("leader is announcing its reign".into())
+            )]
+        );
+        // A malformed request is answered whatever the role, never batched.
+        let effects = r.invoke(6, 4, req("g:2", "add", "\"x\"", 1000));
+        let [ProcessorEffect::Reply {
+            token: 4,
+            reply: InvokeReply::Done(response),
+        }] = &effects[..]
+        else {
+            panic!("{effects:?}");
+        };
+        assert_eq!(response.status, 400);
+        // The node a follower last saw leading is itself: no hint.
+        let mut r = Rig::new(1);
+        r.feed(0, ProcessorInput::Tick);
+        r.deliver(1, log.range(1, 1));
+        assert_eq!(
+            r.invoke(2, 1, add("g:1", 1)),
+            vec![reply(1, InvokeReply::NotLeader { leader: None })]
+        );
+    }
+
+    #[test]
+    fn the_reign_starts_when_the_processor_applies_its_own_announcement() {
+        let mut log = Log::default();
+        let mut r = Rig::new(1);
+        r.feed(0, ProcessorInput::Tick);
+        let effects = r.feed(10, ProcessorInput::BecomeLeader { epoch: Epoch(2) });
+        assert_eq!(
+            effects,
+            vec![
+                ProcessorEffect::Watch {
+                    what: "reign of epoch e2 (own announcement applied)".into(),
+                    limit: REIGN_WAIT,
+                },
+                ProcessorEffect::Append {
+                    op: 1,
+                    records: vec![Record(announce(2, 1).encode())],
+                    timeout: ANNOUNCE_TIMEOUT,
+                },
+            ]
+        );
+        assert_eq!(r.core.mode(), Mode::Candidate);
+        assert_eq!(
+            r.feed(20, ProcessorInput::BecomeLeader { epoch: Epoch(2) }),
+            vec![],
+            "told again: already announcing"
+        );
+        // Someone else's announcement, or an older one of this node, is no reign.
+        log.command(announce(1, 1));
+        log.command(announce(3, 3));
+        assert_eq!(
+            r.deliver(30, log.range(1, 2)),
+            vec![ProcessorEffect::Unwatch, read(3)]
+        );
+        assert_eq!(r.core.mode(), Mode::Follower, "deposed by N3's epoch 3");
+        // Its own announcement of the current epoch starts the reign.
+        r.feed(40, ProcessorInput::BecomeLeader { epoch: Epoch(4) });
+        log.command(announce(4, 1));
+        assert_eq!(
+            r.deliver(50, log.range(3, 3)),
+            vec![
+                ProcessorEffect::Unwatch,
+                ProcessorEffect::MoveSequencerHere,
+                read(4)
+            ]
+        );
+        assert_eq!(r.core.mode(), Mode::Leader);
+        assert_eq!(r.core.status(&r.env(60, &[])).status, "Active");
+    }
+
+    #[test]
+    fn a_failed_announcement_is_retried_after_200_ms_while_still_wanted() {
+        let mut r = Rig::new(1);
+        r.feed(0, ProcessorInput::Tick);
+        let effects = r.feed(10, ProcessorInput::BecomeLeader { epoch: Epoch(1) });
+        let op = appends(&effects)[0].0;
+        let failed = r.feed(
+            20,
+            ProcessorInput::Appended {
+                op,
+                result: Err(AppendError::Unavailable("no sequencer".into())),
+            },
+        );
+        assert_eq!(failed, vec![]);
+        assert_eq!(r.core.mode(), Mode::Follower);
+        assert_eq!(
+            r.core.next_wake(),
+            Some(r.t0 + ms(200)),
+            "the persist tick first"
+        );
+        r.feed(200, ProcessorInput::Tick);
+        assert_eq!(r.core.next_wake(), Some(r.t0 + ms(220)));
+        let again = r.feed(220, ProcessorInput::Tick);
+        assert_eq!(
+            again,
+            vec![ProcessorEffect::Append {
+                op: op + 1,
+                records: vec![Record(announce(1, 1).encode())],
+                timeout: ANNOUNCE_TIMEOUT,
+            }],
+            "the same announcement, under the same watch"
+        );
+        // No longer wanted: no retry.
+        r.feed(
+            230,
+            ProcessorInput::Appended {
+                op: op + 1,
+                result: Err(AppendError::Unavailable("no sequencer".into())),
+            },
+        );
+        r.feed(240, ProcessorInput::BecomeFollower { leader: None });
+        assert_eq!(r.feed(430, ProcessorInput::Tick), vec![]);
+    }
+
+    #[test]
+    fn a_leader_that_reaches_no_majority_refuses_requests() {
+        let mut log = Log::default();
+        let mut r = leader(1, &mut log);
+        let effects = r.feed_cut(
+            10,
+            &[2, 3],
+            ProcessorInput::Invoke {
+                token: 1,
+                req: add("g:1", 1),
+            },
+        );
+        assert_eq!(
+            effects,
+            vec![reply(
+                1,
+                InvokeReply::Unavailable("leader cannot reach a majority".into())
+            )]
+        );
+        assert_eq!(r.core.status(&r.env(10, &[2, 3])).status, "NoMajority");
+        assert_eq!(
+            r.invoke(10, 2, add("g:1", 1)),
+            vec![ProcessorEffect::Drain],
+            "one peer is enough"
+        );
+    }
+
+    #[test]
+    fn requests_gather_while_two_appends_are_in_flight() {
+        let mut log = Log::default();
+        let mut r = leader(1, &mut log);
+        assert_eq!(r.invoke(10, 1, add("g:1", 1)), vec![ProcessorEffect::Drain]);
+        assert_eq!(r.invoke(10, 2, add("g:2", 1)), vec![], "one drain asked");
+        let a = appends(&r.feed(10, ProcessorInput::Drained));
+        assert_eq!(a.len(), 1);
+        assert_eq!(
+            ids(&a[0].1),
+            ["g:1", "g:2"],
+            "queued together, appended together"
+        );
+        assert_eq!(a[0].2, ms(1000), "the latest deadline of the batch");
+        appended_alone(&mut r, 20, 3, add("g:3", 1));
+        // Both slots are busy: requests gather.
+        assert_eq!(r.invoke(30, 4, add("g:4", 1)), vec![]);
+        assert_eq!(r.invoke(30, 5, add("g:5", 1)), vec![]);
+        let freed = r.feed(
+            40,
+            ProcessorInput::Appended {
+                op: a[0].0,
+                result: Ok(Lsn(2)),
+            },
+        );
+        assert_eq!(freed, vec![ProcessorEffect::Drain]);
+        let c = appends(&r.feed(40, ProcessorInput::Drained));
+        assert_eq!(ids(&c[0].1), ["g:4", "g:5"]);
+        assert_eq!(r.core.status(&r.env(40, &[])).pending_requests, 5);
+    }
+
+    fn big(arg_bytes: usize) -> Invocation {
+        Invocation {
+            epoch: Epoch(1),
+            request_id: "g:1".into(),
+            timestamp_ms: 0,
+            object: ObjectType::Register,
+            key: "k".into(),
+            handler: "write".into(),
+            arg: vec![b'1'; arg_bytes],
+        }
+    }
+
+    #[test]
+    fn batches_are_bounded_by_count_and_bytes() {
+        assert_eq!(batch_len(&vec![big(1); 1000]), APPEND_BATCH);
+        assert_eq!(batch_len(&[big(1), big(1)]), 2);
+        // 128 KiB arguments: 32 of them fill a 4 MiB append.
+        let many = vec![big(128 * 1024); 100];
+        let n = batch_len(&many);
+        assert!(n < 32 && n > 16, "{n}");
+        let bytes: usize = many[..n]
+            .iter()
+            .map(|i| Command::Invoke(i.clone()).encode().len())
+            .sum();
+        assert!(bytes <= crate::actors::sequencer::MAX_APPEND_BYTES);
+        // One request over the limit still goes alone (and fails alone).
+        assert_eq!(batch_len(&[big(5 << 20), big(1)]), 1);
+    }
+
+    #[test]
+    fn a_request_is_answered_when_its_record_applies_and_repeats_share_its_fate() {
+        let mut log = Log::default();
+        let mut r = leader(1, &mut log);
+        assert_eq!(r.invoke(10, 1, add("g:1", 5)), vec![ProcessorEffect::Drain]);
+        assert_eq!(
+            r.invoke(11, 2, add("g:1", 5)),
+            vec![],
+            "a repeat joins the first"
+        );
+        let a = appends(&r.feed(12, ProcessorInput::Drained));
+        assert_eq!(ids(&a[0].1), ["g:1"]);
+        let lsn = log.append(&a[0].1);
+        assert_eq!(
+            r.deliver(20, log.range(lsn.0, lsn.0)),
+            vec![reply(1, done("5")), reply(2, done("5")), read(3)]
+        );
+        // Later repeats are answered from the stored result, not appended.
+        assert_eq!(r.invoke(30, 3, add("g:1", 5)), vec![reply(3, done("5"))]);
+    }
+
+    #[test]
+    fn timestamps_in_records_come_from_the_wall_clock_at_env_now() {
+        let mut log = Log::default();
+        let mut r = leader(1, &mut log);
+        let (_, records) = appended_alone(&mut r, 1234, 1, add("g:1", 1));
+        let Command::Invoke(inv) = Command::decode(&records[0].0).unwrap() else {
+            panic!("a request");
+        };
+        assert_eq!((inv.timestamp_ms, inv.epoch), (WALL0 + 1234, Epoch(1)));
+    }
+
+    #[test]
+    fn an_indeterminate_append_is_retried_with_the_same_request_ids_until_the_deadline() {
+        let mut log = Log::default();
+        let mut r = leader(1, &mut log);
+        let (op, records) = appended_alone(&mut r, 10, 1, add("g:1", 1));
+        let unknown = || Err(AppendError::Indeterminate("sealed".into()));
+        let retry = r.feed(
+            500,
+            ProcessorInput::Appended {
+                op,
+                result: unknown(),
+            },
+        );
+        assert_eq!(
+            retry,
+            vec![ProcessorEffect::Append {
+                op: op + 1,
+                records: records.clone(),
+                timeout: ms(510),
+            }]
+        );
+        // Past the deadline nobody waits: no retry.
+        assert_eq!(
+            r.feed(
+                1010,
+                ProcessorInput::Appended {
+                    op: op + 1,
+                    result: unknown()
+                }
+            ),
+            vec![]
+        );
+        // Nor after a step down (the reign is over).
+        let (op, _) = appended_alone(&mut r, 1100, 2, add("g:2", 1));
+        r.feed(1110, ProcessorInput::BecomeFollower { leader: Some(n(2)) });
+        assert_eq!(
+            r.feed(
+                1120,
+                ProcessorInput::Appended {
+                    op,
+                    result: unknown()
+                }
+            ),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn an_append_the_log_refuses_fails_its_requests_at_once() {
+        let mut log = Log::default();
+        let mut r = leader(1, &mut log);
+        let (op, _) = appended_alone(&mut r, 10, 1, add("g:1", 1));
+        let error = AppendError::TooLarge {
+            records: 1,
+            bytes: 9 << 20,
+        };
+        let effects = r.feed(
+            20,
+            ProcessorInput::Appended {
+                op,
+                result: Err(error.clone()),
+            },
+        );
+        assert_eq!(
+            effects,
+            vec![reply(1, InvokeReply::Unavailable(error.to_string()))]
+        );
+        assert_eq!(r.core.status(&r.env(20, &[])).pending_requests, 0);
+    }
+
+    #[test]
+    fn past_its_deadline_a_request_learns_whether_it_may_have_applied() {
+        let mut log = Log::default();
+        let mut r = leader(1, &mut log);
+        appended_alone(&mut r, 10, 1, req("g:1", "add", "1", 100));
+        appended_alone(&mut r, 10, 2, req("g:2", "add", "1", 100));
+        // Both slots busy: this one is never handed to the log.
+        assert_eq!(r.invoke(10, 3, req("g:3", "add", "1", 100)), vec![]);
+        assert_eq!(r.feed(100, ProcessorInput::Tick), vec![], "not yet");
+        let expired = r.feed(200, ProcessorInput::Tick);
+        assert_eq!(
+            expired,
+            vec![
+                reply(1, InvokeReply::Timeout),
+                reply(2, InvokeReply::Timeout),
+                reply(
+                    3,
+                    InvokeReply::Unavailable(
+                        "deadline passed before the request was appended".into()
+                    )
+                ),
+                ProcessorEffect::SyncState { upto: Lsn(1) },
+            ]
+        );
+    }
+
+    #[test]
+    fn stepping_down_answers_requests_never_appended_and_keeps_the_others() {
+        let mut log = Log::default();
+        let mut r = leader(1, &mut log);
+        let (_, first) = appended_alone(&mut r, 10, 1, add("g:1", 1));
+        appended_alone(&mut r, 10, 2, add("g:2", 1));
+        assert_eq!(r.invoke(10, 3, add("g:3", 1)), vec![]);
+        let down = r.feed(20, ProcessorInput::BecomeFollower { leader: Some(n(2)) });
+        assert_eq!(
+            down,
+            vec![reply(3, InvokeReply::NotLeader { leader: Some(n(2)) })]
+        );
+        assert_eq!(r.core.mode(), Mode::Follower);
+        // An appended request is answered when its record applies.
+        let lsn = log.append(&first);
+        assert_eq!(
+            r.deliver(30, log.range(lsn.0, lsn.0)),
+            vec![reply(1, done("1")), read(3)]
+        );
+    }
+
+    #[test]
+    fn a_newer_announcement_deposes_the_leader_and_fences_every_waiting_request() {
+        let mut log = Log::default();
+        let mut r = leader(1, &mut log);
+        let (_, late) = appended_alone(&mut r, 10, 1, add("g:1", 1));
+        log.command(announce(2, 2));
+        assert_eq!(
+            r.deliver(20, log.range(2, 2)),
+            vec![reply(1, InvokeReply::Fenced), read(3)]
+        );
+        assert_eq!(r.core.mode(), Mode::Follower);
+        // The deposed leader's late record changes nothing anywhere.
+        let lsn = log.append(&late);
+        log.command(invocation(2, "g:get", 30, "get", "null"));
+        let mut replica = Rig::new(3);
+        replica.feed(0, ProcessorInput::Tick);
+        replica.deliver(40, log.range(1, lsn.0 + 1));
+        let mut reader = Applier::new(replica.core.store(), replica.core.state());
+        let get = reader.apply(
+            Lsn(99),
+            &invocation(2, "g:get2", 50, "get", "null").encode(),
+        );
+        assert_eq!(
+            get.unwrap(),
+            Applied::Request(
+                "g:get2".into(),
+                Outcome::Done(Response::ok(&serde_json::json!(0)))
+            )
+        );
+    }
+
+    #[test]
+    fn applied_state_is_synced_periodically_and_its_lsn_reported() {
+        let mut log = Log::default();
+        log.command(announce(1, 1));
+        log.command(invocation(1, "g:1", 10, "add", "1"));
+        let mut r = Rig::new(2);
+        r.feed(0, ProcessorInput::Tick);
+        r.deliver(50, log.range(1, 2));
+        assert_eq!(
+            r.feed(200, ProcessorInput::Tick),
+            vec![ProcessorEffect::SyncState { upto: Lsn(2) }]
+        );
+        assert_eq!(
+            r.feed(400, ProcessorInput::Tick),
+            vec![],
+            "one sync at a time"
+        );
+        let ask = ProcessorInput::GetPersisted { token: 9 };
+        assert_eq!(
+            r.feed(401, ask),
+            vec![ProcessorEffect::RespondPersisted {
+                token: 9,
+                lsn: Lsn(0)
+            }],
+            "not before the sync completed"
+        );
+        r.feed(
+            410,
+            ProcessorInput::Persisted {
+                upto: Lsn(2),
+                result: Ok(()),
+            },
+        );
+        assert_eq!(r.core.persisted(), Lsn(2));
+        assert_eq!(
+            r.feed(600, ProcessorInput::Tick),
+            vec![],
+            "nothing new to sync"
+        );
+        // A failed sync reports nothing new; the next period tries again.
+        log.command(invocation(1, "g:2", 20, "add", "1"));
+        r.deliver(700, log.range(3, 3));
+        assert_eq!(
+            r.feed(800, ProcessorInput::Tick),
+            vec![ProcessorEffect::SyncState { upto: Lsn(3) }]
+        );
+        r.feed(
+            810,
+            ProcessorInput::Persisted {
+                upto: Lsn(3),
+                result: Err(StorageError::Flush("disk gone".into())),
+            },
+        );
+        assert_eq!(r.core.persisted(), Lsn(2));
+        assert_eq!(
+            r.feed(1000, ProcessorInput::Tick),
+            vec![ProcessorEffect::SyncState { upto: Lsn(3) }]
+        );
+        assert_eq!(r.core.status(&r.env(1000, &[])).persisted_lsn, Lsn(2));
+    }
+
+    #[test]
+    fn a_leader_trims_below_every_replicas_persisted_lsn() {
+        let mut log = Log::default();
+        let mut r = leader(1, &mut log);
+        assert_eq!(
+            r.feed(200, ProcessorInput::Tick),
+            vec![ProcessorEffect::SyncState { upto: Lsn(1) }]
+        );
+        r.feed(
+            210,
+            ProcessorInput::Persisted {
+                upto: Lsn(1),
+                result: Ok(()),
+            },
+        );
+        assert_eq!(r.feed(9_999, ProcessorInput::Tick), vec![]);
+        let asked = r.feed(10_000, ProcessorInput::Tick);
+        let calls: Vec<(NodeId, CallId)> = asked
+            .iter()
+            .map(|e| match e {
+                ProcessorEffect::Call {
+                    to,
+                    call,
+                    req,
+                    timeout,
+                } => {
+                    assert_eq!(
+                        (req, *timeout),
+                        (&GetPersisted { partition: P }, PERSISTED_TIMEOUT)
+                    );
+                    (*to, *call)
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(calls.iter().map(|c| c.0).collect::<Vec<_>>(), [n(2), n(3)]);
+        let answer = |r: &mut Rig, (node, call): (NodeId, CallId), lsn| {
+            r.feed(10_010, ProcessorInput::PersistedOf { call, node, lsn })
+        };
+        assert_eq!(answer(&mut r, calls[0], Ok(Lsn(5))), vec![]);
+        assert_eq!(
+            answer(&mut r, calls[1], Ok(Lsn(7))),
+            vec![ProcessorEffect::Trim { below: Lsn(2) }],
+            "below the lowest: this node's own 1"
+        );
+        // A replica that does not answer blocks the trim.
+        let asked = r.feed(20_000, ProcessorInput::Tick);
+        let ProcessorEffect::Call { to, call, .. } = asked[0].clone() else {
+            panic!("{asked:?}");
+        };
+        let lost = Err(CallError::Timeout(to, PERSISTED_TIMEOUT));
+        assert_eq!(answer(&mut r, (to, call), lost), vec![]);
+        let ProcessorEffect::Call { to, call, .. } = asked[1].clone() else {
+            panic!("{asked:?}");
+        };
+        assert_eq!(
+            answer(&mut r, (to, call), Ok(Lsn(9))),
+            vec![],
+            "the round is over"
+        );
+        // A follower never trims.
+        r.feed(20_100, ProcessorInput::BecomeFollower { leader: None });
+        assert_eq!(r.feed(30_000, ProcessorInput::Tick), vec![]);
+    }
+
+    #[test]
+    fn a_storage_error_while_applying_stops_the_processor_and_writes_nothing() {
+        let mut log = Log::default();
+        let mut r = leader(1, &mut log);
+        let (_, records) = appended_alone(&mut r, 10, 1, add("g:1", 1));
+        let lsn = log.append(&records);
+        let before = (r.core.state(), r.core.store().dump());
+        r.core.store().inject_read_error_after(0);
+        let effects = r.deliver(20, log.range(lsn.0, lsn.0));
+        assert_eq!(
+            effects,
+            vec![
+                reply(1, InvokeReply::Timeout),
+                ProcessorEffect::Stop {
+                    reason: "injected read error".into()
+                },
+            ]
+        );
+        assert_eq!(
+            (r.core.state(), r.core.store().dump()),
+            before,
+            "nothing written"
+        );
+        assert_eq!(r.core.status(&r.env(20, &[])).status, "StorageFailed");
+        assert_eq!(r.core.next_wake(), None);
+        assert_eq!(r.feed(30, ProcessorInput::Tick), vec![]);
+        assert_eq!(
+            r.invoke(30, 2, add("g:2", 1)),
+            vec![reply(
+                2,
+                InvokeReply::Unavailable("storage failed: injected read error".into())
+            )]
+        );
+        // Restarted, it replays from its durable LSN and applies once.
+        r.restart();
+        assert_eq!(r.feed(40, ProcessorInput::Tick), vec![read(lsn.0)]);
+        r.deliver(50, log.range(lsn.0, lsn.0));
+        assert_eq!(r.core.state().applied, lsn);
+    }
+
+    #[test]
+    fn bug_apply_stale_epoch_applies_a_write_whose_client_was_told_it_was_fenced() {
+        for bugs in [BugSet::NONE, BugSet::NONE.with(Bug::ApplyStaleEpoch)] {
+            let mut log = Log::default();
+            let mut old = Rig::with_bugs(1, bugs);
+            lead(&mut old, 1, &mut log);
+            let (_, late) = appended_alone(&mut old, 10, 1, add("g:w", 5));
+            // N2 takes over before the write is in the log.
+            let mut new = Rig::with_bugs(2, bugs);
+            new.feed(0, ProcessorInput::Tick);
+            new.deliver(0, log.range(1, 1));
+            lead(&mut new, 2, &mut log);
+            // N1 learns of the new reign and tells its client "not applied".
+            assert_eq!(
+                old.deliver(20, log.range(2, 2)),
+                vec![reply(1, InvokeReply::Fenced), read(3)]
+            );
+            // Its write lands late, after the new reign began; a client of
+            // N2 reads the counter right after it.
+            log.append(&late);
+            let (_, get) = appended_alone(&mut new, 30, 7, req("g:r", "get", "null", 1000));
+            let lsn = log.append(&get);
+            let read = new.deliver(40, log.range(3, lsn.0));
+            let seen = if bugs.is_empty() { "0" } else { "5" };
+            assert_eq!(read[0], reply(7, done(seen)), "with {bugs:?}");
+        }
+    }
+
+    #[test]
+    fn bug_purge_by_batch_makes_replicas_depend_on_how_they_batched() {
+        let mut log = Log::default();
+        log.command(announce(1, 2));
+        log.command(announce(2, 1));
+        log.command(invocation(2, "g:x", 1_000, "add", "1"));
+        // The deposed N2's late append, its clock far ahead: fenced.
+        log.command(invocation(1, "g:late", 100_000, "add", "100"));
+        // A retry of g:x, well within its retention by the log's clock.
+        log.command(invocation(2, "g:x", 2_000, "add", "1"));
+        log.command(invocation(2, "g:get", 2_001, "get", "null"));
+        let counter = |bugs: BugSet, batches: &[(u64, u64)]| {
+            let mut r = Rig::with_bugs(3, bugs);
+            r.feed(0, ProcessorInput::Tick);
+            for (from, to) in batches {
+                r.deliver(10, log.range(*from, *to));
+            }
+            let mut reader = Applier::new(r.core.store(), r.core.state());
+            let get = invocation(2, "g:get2", 2_002, "get", "null").encode();
+            match reader.apply(Lsn(7), &get).unwrap() {
+                Applied::Request(_, Outcome::Done(response)) => {
+                    String::from_utf8(response.body).unwrap()
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+        let whole = [(1, 6)];
+        let split = [(1, 4), (5, 6)];
+        assert_eq!(counter(BugSet::NONE, &whole), "1");
+        assert_eq!(
+            counter(BugSet::NONE, &split),
+            "1",
+            "the same log, the same state"
+        );
+        let bug = BugSet::NONE.with(Bug::PurgeByBatch);
+        assert_eq!(counter(bug, &whole), "1");
+        assert_eq!(
+            counter(bug, &split),
+            "2",
+            "the retry applied twice on this replica"
+        );
+    }
+
+    #[test]
+    fn the_same_inputs_give_the_same_effects() {
+        let run = || {
+            let mut log = Log::default();
+            let mut r = leader(1, &mut log);
+            let mut all = Vec::new();
+            for (i, id) in ["g:b", "g:a", "g:c"].iter().enumerate() {
+                all.extend(r.invoke(10, i as u64, add(id, 1)));
+            }
+            all.extend(r.feed(10, ProcessorInput::Drained));
+            log.command(announce(2, 2));
+            all.extend(r.deliver(20, log.range(2, 2)));
+            all
+        };
+        assert_eq!(run(), run());
+    }
+}
