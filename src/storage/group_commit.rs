@@ -328,6 +328,10 @@ mod tests {
         drop(lane);
         assert_eq!(dropped.load(Ordering::SeqCst), 0, "a handle is still alive");
         drop(other);
-        assert_eq!(dropped.load(Ordering::SeqCst), 1, "the drop returned before the thread ended");
+        assert_eq!(
+            dropped.load(Ordering::SeqCst),
+            1,
+            "the drop returned before the thread ended"
+        );
     }
 }

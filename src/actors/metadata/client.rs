@@ -1,19 +1,25 @@
-//! The CASPaxos proposer: runs both phases against a majority of acceptors.
-//! Any node may propose; contention backs off with jitter; every operation has
-//! one deadline and ends in a value, a conflict or a typed error.
+//! The CASPaxos proposer's shell: one task per node carries out the effects
+//! of [`ProposerCore`] (`proposer_core.rs`, where the rules are): calls to
+//! the acceptors, the wait until its next due time, results, and what the
+//! cache learns. Any node may propose; every operation has one deadline and
+//! ends in a value, a conflict or a typed error.
 
-use super::core::{AcceptReply, Ballot, PrepareReply, Versioned};
-use super::messages::{Accept, MetaUpdate, Prepare};
-use super::proposer::{current_value, Change, Outcome};
+use super::cache::CacheMark;
+use super::core::Versioned;
+use super::messages::{AcceptorRequest, AcceptorResponse, MetaUpdate};
+use super::proposer::{Change, Outcome};
+use super::proposer_core::{OpId, ProposerConfig, ProposerCore, ProposerEffect, ProposerInput};
 use super::MetaCache;
-use crate::actors::quorum::{Tally, Verdict};
+use crate::actors::bugs::BugSet;
+use crate::actors::env::Env;
 use crate::node::{CallError, Net, Wire};
-use futures::stream::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
 use rand::Rng;
 use serde::{de::DeserializeOwned, Serialize};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,24 +52,173 @@ pub enum CasOutcome<T> {
 
 #[derive(Clone)]
 pub struct MetadataClient {
+    /// Where this node's values are cached (hints; truth is a read).
+    cache: MetaCache,
+    /// Operations to the node's proposer task.
+    runs: mpsc::UnboundedSender<Run>,
+}
+
+/// One operation handed to the proposer task.
+struct Run {
+    /// The register key.
+    key: String,
+    /// What the operation does.
+    change: Change,
+    /// Its whole budget.
+    timeout: Duration,
+    /// What the cache held when it started (a read corrects what came after).
+    mark: CacheMark,
+    /// Where its result goes.
+    done: oneshot::Sender<Result<Outcome, MetaError>>,
+}
+
+fn change_kind(change: &Change) -> &'static str {
+    match change {
+        Change::Read => "read",
+        Change::Cas { .. } => "cas",
+    }
+}
+
+/// The shell of the node's [`ProposerCore`]: one task that feeds it every
+/// operation, acceptor reply and due time, and carries out its effects
+/// (calls, results, cache updates). One task per node, so every operation
+/// of the node shares the core's round counter.
+struct Driver {
     /// Calls to the acceptors (every node, this one included).
     net: Net,
     /// Learns every value an operation finds or chooses.
     cache: MetaCache,
-    /// The highest round used or seen refused: the next ballot goes past it.
-    round: Arc<AtomicU64>,
+    /// The rules.
+    core: ProposerCore,
+    /// Operations in flight: how each ends.
+    waiting: BTreeMap<OpId, Run>,
+    /// The last operation id handed out.
+    next_op: OpId,
 }
 
-/// Longest single acceptor round trip we wait for inside one attempt.
-const CALL_TIMEOUT: Duration = Duration::from_millis(1000);
+type Replies = FuturesUnordered<BoxFuture<'static, ProposerInput>>;
+
+impl Driver {
+    fn env(&self) -> Env {
+        self.net.env()
+    }
+
+    async fn run(mut self, mut runs: mpsc::UnboundedReceiver<Run>) {
+        let mut calls: Replies = FuturesUnordered::new();
+        loop {
+            let wake = self.core.next_wake();
+            let input = tokio::select! {
+                run = runs.recv() => match run {
+                    Some(run) => {
+                        self.next_op += 1;
+                        let op = self.next_op;
+                        let input = ProposerInput::Run {
+                            op,
+                            key: run.key.clone(),
+                            change: run.change.clone(),
+                            timeout: run.timeout,
+                        };
+                        self.waiting.insert(op, run);
+                        input
+                    }
+                    // Every client handle is gone: the node is stopping.
+                    None => return,
+                },
+                Some(reply) = calls.next(), if !calls.is_empty() => reply,
+                _ = sleep_until(wake), if wake.is_some() => ProposerInput::Tick,
+            };
+            let env = self.env();
+            for effect in self.core.handle(&env, input) {
+                self.apply(effect, &mut calls);
+            }
+        }
+    }
+
+    fn apply(&mut self, effect: ProposerEffect, calls: &mut Replies) {
+        match effect {
+            ProposerEffect::Call {
+                to,
+                call,
+                req,
+                timeout,
+            } => {
+                let net = self.net.clone();
+                calls.push(Box::pin(async move {
+                    let result = match req {
+                        AcceptorRequest::Prepare(p) => net
+                            .call(to, p, timeout)
+                            .await
+                            .map(AcceptorResponse::Prepare),
+                        AcceptorRequest::Accept(a) => {
+                            net.call(to, a, timeout).await.map(AcceptorResponse::Accept)
+                        }
+                    };
+                    ProposerInput::Reply {
+                        call,
+                        from: to,
+                        result,
+                    }
+                }));
+            }
+            ProposerEffect::Chosen { op, key, value } => {
+                let Some(run) = self.waiting.get(&op) else {
+                    return;
+                };
+                match run.change {
+                    // Chosen and the newest: every node may learn it.
+                    Change::Cas { .. } => {
+                        if self.cache.observe(&key, &value) {
+                            broadcast_update(&self.net, &key, &value);
+                        }
+                    }
+                    Change::Read => {
+                        self.cache.settle(&key, Some(&value), run.mark);
+                    }
+                }
+            }
+            ProposerEffect::Done { op, result } => {
+                let Some(run) = self.waiting.remove(&op) else {
+                    return;
+                };
+                if matches!(run.change, Change::Read) && result == Ok(Outcome::Value(None)) {
+                    // No majority ever accepted a value: the key is empty.
+                    self.cache.settle(&run.key, None, run.mark);
+                }
+                if let Err(e) = &result {
+                    debug!(
+                        key = run.key,
+                        "metadata {} failed: {e}",
+                        change_kind(&run.change)
+                    );
+                }
+                let _ = run.done.send(result);
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
 
 impl MetadataClient {
     pub fn new(net: Net, cache: MetaCache) -> Self {
-        MetadataClient {
+        let (runs, rx) = mpsc::unbounded_channel();
+        let driver = Driver {
+            core: ProposerCore::new(
+                ProposerConfig { bugs: BugSet::NONE },
+                rand::thread_rng().gen(),
+            ),
             net,
-            cache,
-            round: Arc::new(AtomicU64::new(0)),
-        }
+            cache: cache.clone(),
+            waiting: BTreeMap::new(),
+            next_op: 0,
+        };
+        tokio::spawn(driver.run(rx));
+        MetadataClient { cache, runs }
     }
 
     pub fn cache(&self) -> &MetaCache {
@@ -140,180 +295,32 @@ impl MetadataClient {
         self.cache.get(key).and_then(|v| decode(key, &v).ok())
     }
 
+    /// Hands one operation to the node's proposer and waits for its end.
     async fn run(
         &self,
         key: &str,
         change: Change,
         timeout: Duration,
     ) -> Result<Outcome, MetaError> {
-        let start = Instant::now();
-        let deadline = start + timeout;
-        let op = match change {
-            Change::Read => "read",
-            Change::Cas { .. } => "cas",
+        let (tx, rx) = oneshot::channel();
+        let closed = || MetaError::Timeout {
+            op: change_kind(&change),
+            key: key.to_string(),
+            timeout,
+            attempts: 0,
+            last: "the node's proposer has stopped".into(),
         };
-        // What the cache held before this operation, so that a read can
-        // correct a cached value the register never held.
-        let mark = self.cache.mark();
-        let mut attempts = 0u32;
-        let mut partially_written = false;
-        let mut last = String::from("no attempt finished");
-        loop {
-            let now = Instant::now();
-            if now >= deadline {
-                if partially_written {
-                    return Err(MetaError::Indeterminate {
-                        key: key.to_string(),
-                    });
-                }
-                return Err(MetaError::Timeout {
-                    op,
-                    key: key.to_string(),
-                    timeout,
-                    attempts,
-                    last,
-                });
-            }
-            if attempts > 0 {
-                // Contention or unreachable acceptors: back off with jitter.
-                let cap = 10u64 * 2u64.pow(attempts.min(5));
-                let pause = Duration::from_millis(rand::thread_rng().gen_range(cap / 2..=cap));
-                tokio::time::sleep(pause.min(deadline.saturating_duration_since(now))).await;
-            }
-            attempts += 1;
-            let per_call = deadline
-                .saturating_duration_since(Instant::now())
-                .min(CALL_TIMEOUT);
-            // `observe_round` keeps the counter at most `MAX_ROUND`, which
-            // acceptors still take.
-            let round = self.round.fetch_add(1, Ordering::Relaxed).saturating_add(1);
-            let ballot = Ballot::new(round.min(Ballot::MAX_ROUND), self.net.me());
-
-            // Phase 1: promises from a majority.
-            let make = || Prepare {
-                key: key.to_string(),
-                ballot,
-            };
-            let mut calls = self.net.broadcast(self.net.nodes(), make, per_call);
-            let mut promises = Vec::new();
-            let mut tally = Tally::majority(self.net.nodes().iter().copied());
-            while let Some((from, reply)) = calls.next().await {
-                let verdict = match reply {
-                    Ok(Ok(PrepareReply::Promise { accepted, value })) => {
-                        promises.push((accepted, value));
-                        tally.yes(from)
-                    }
-                    Ok(Ok(PrepareReply::Reject { promised })) => {
-                        self.observe_round(promised);
-                        last = format!("{from} promised a higher ballot");
-                        tally.no(from)
-                    }
-                    Ok(Err(e)) => {
-                        last = format!("{from}: {e}");
-                        tally.no(from)
-                    }
-                    Err(e) => {
-                        last = e.to_string();
-                        tally.no(from)
-                    }
-                };
-                if verdict != Verdict::Possible {
-                    break;
-                }
-            }
-            drop(calls);
-            if tally.verdict() != Verdict::Reached {
-                debug!(key, attempts, %last, "prepare lacked a majority");
-                continue;
-            }
-            let current = current_value(promises.iter().map(|(b, v)| (b, v)));
-            let (next, outcome) = change.apply(current);
-            if partially_written && matches!(outcome, Outcome::Conflict(_)) {
-                return Err(MetaError::Indeterminate {
-                    key: key.to_string(),
-                });
-            }
-            let Some(next) = next else {
-                // Nothing was ever accepted by this majority: the register is
-                // empty and nothing can be chosen under a lower ballot any more.
-                self.cache.settle(key, None, mark);
-                return Ok(outcome);
-            };
-
-            // Phase 2: a majority accepts.
-            let make = || Accept {
-                key: key.to_string(),
-                ballot,
-                value: next.clone(),
-            };
-            let mut calls = self.net.broadcast(self.net.nodes(), make, per_call);
-            let mut tally = Tally::majority(self.net.nodes().iter().copied());
-            while let Some((from, reply)) = calls.next().await {
-                let verdict = match reply {
-                    Ok(Ok(AcceptReply::Accepted)) => tally.yes(from),
-                    Ok(Ok(AcceptReply::Reject { promised })) => {
-                        self.observe_round(promised);
-                        last = format!("{from} promised a higher ballot");
-                        tally.no(from)
-                    }
-                    Ok(Err(e)) => {
-                        last = format!("{from}: {e}");
-                        tally.no(from)
-                    }
-                    Err(e) => {
-                        last = e.to_string();
-                        tally.no(from)
-                    }
-                };
-                if verdict != Verdict::Possible {
-                    break;
-                }
-            }
-            if tally.verdict() != Verdict::Reached {
-                debug!(key, attempts, %last, "accept lacked a majority");
-                // A new version sent to some acceptors may be chosen by
-                // whoever runs the next prepare; from now on a conflict does
-                // not prove this operation failed.
-                partially_written |= matches!(change, Change::Cas { .. });
-                continue;
-            }
-            match change {
-                // The value is chosen and the newest: every node may learn it.
-                Change::Cas { .. } => {
-                    if self.cache.observe(key, &next) {
-                        self.broadcast_update(key, &next);
-                    }
-                }
-                Change::Read => {
-                    self.cache.settle(key, Some(&next), mark);
-                }
-            }
-            return Ok(outcome);
+        let run = Run {
+            key: key.to_string(),
+            change: change.clone(),
+            timeout,
+            mark: self.cache.mark(),
+            done: tx,
+        };
+        if self.runs.send(run).is_err() {
+            return Err(closed());
         }
-    }
-
-    fn observe_round(&self, promised: Ballot) {
-        // An acceptor never promises above `MAX_ROUND`; a reply that says
-        // so is not believed past it.
-        let round = promised.round.min(Ballot::MAX_ROUND - 1);
-        self.round.fetch_max(round, Ordering::Relaxed);
-    }
-
-    fn broadcast_update(&self, key: &str, value: &Versioned) {
-        for &to in self.net.nodes() {
-            if to == self.net.me() {
-                continue;
-            }
-            let msg = Wire::MetaUpdate(MetaUpdate {
-                key: key.to_string(),
-                value: value.clone(),
-            });
-            if let Err(e) = self.net.send(to, msg) {
-                if !matches!(e, CallError::Unavailable(..)) {
-                    warn!(key, %to, "metadata update hint not sent: {e}");
-                }
-            }
-        }
+        rx.await.unwrap_or_else(|_| Err(closed()))
     }
 }
 
@@ -324,4 +331,21 @@ fn decode<T: DeserializeOwned>(key: &str, v: &Versioned) -> Result<(u64, T), Met
             key: key.to_string(),
             reason: e.to_string(),
         })
+}
+
+fn broadcast_update(net: &Net, key: &str, value: &Versioned) {
+    for &to in net.nodes() {
+        if to == net.me() {
+            continue;
+        }
+        let msg = Wire::MetaUpdate(MetaUpdate {
+            key: key.to_string(),
+            value: value.clone(),
+        });
+        if let Err(e) = net.send(to, msg) {
+            if !matches!(e, CallError::Unavailable(..)) {
+                warn!(key, %to, "metadata update hint not sent: {e}");
+            }
+        }
+    }
 }

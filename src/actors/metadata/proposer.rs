@@ -4,8 +4,6 @@
 
 use super::core::Ballot;
 use super::core::Versioned;
-#[cfg(test)]
-use super::core::{AcceptReply, AcceptorState, PrepareReply};
 
 /// The change a proposer applies to the current value.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -176,61 +174,5 @@ mod tests {
         });
         let promises = [(b(2, 1), old), (b(3, 2), new.clone()), (Ballot::ZERO, None)];
         assert_eq!(current_value(promises.iter().map(|(b, v)| (b, v))), new);
-    }
-
-    /// A small exhaustive-ish check of the register's safety: proposers that
-    /// interleave phases in every order over three acceptors never let two
-    /// different values win the same version.
-    #[test]
-    fn interleaved_proposers_never_decide_conflicting_values() {
-        use rand::{Rng, SeedableRng};
-        for seed in 0..300u64 {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-            let mut acceptors = vec![AcceptorState::default(); 3];
-            let mut decided: std::collections::HashMap<u64, Vec<u8>> = Default::default();
-            let mut round = 0;
-            for _ in 0..20 {
-                round += 1;
-                let me = rng.gen_range(1..=3u32);
-                let ballot = b(round, me);
-                // Phase 1 on a random majority.
-                let mut quorum: Vec<usize> = (0..3).collect();
-                quorum.remove(rng.gen_range(0..3));
-                let promises: Vec<_> = quorum
-                    .iter()
-                    .filter_map(|&i| match acceptors[i].prepare(ballot).0 {
-                        PrepareReply::Promise { accepted, value } => Some((accepted, value)),
-                        PrepareReply::Reject { .. } => None,
-                    })
-                    .collect();
-                if promises.len() < 2 {
-                    continue;
-                }
-                let cur = current_value(promises.iter().map(|(b, v)| (b, v)));
-                let expected = cur.as_ref().map(|v| v.version).unwrap_or(0);
-                let (next, _) = Change::Cas {
-                    expected,
-                    value: vec![me as u8, round as u8],
-                    op: round,
-                }
-                .apply(cur);
-                let next = next.unwrap();
-                // Phase 2 on a (possibly different) random majority; maybe partial.
-                let mut quorum: Vec<usize> = (0..3).collect();
-                quorum.remove(rng.gen_range(0..3));
-                let reach = rng.gen_range(1..=2);
-                let accepted = quorum[..reach]
-                    .iter()
-                    .filter(|&&i| {
-                        acceptors[i].accept(ballot, next.clone()).0 == AcceptReply::Accepted
-                    })
-                    .count();
-                if accepted >= 2 {
-                    if let Some(prev) = decided.insert(next.version, next.value.clone()) {
-                        assert_eq!(prev, next.value, "seed {seed}: version decided twice");
-                    }
-                }
-            }
-        }
     }
 }

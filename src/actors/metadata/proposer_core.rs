@@ -1,7 +1,8 @@
-//! The CASPaxos proposer as a state machine without I/O: the same phases,
-//! backoff and outcome rules as the async [`MetadataClient`](super::MetadataClient),
-//! with calls, time and randomness as inputs and effects, so the
-//! deterministic simulator can run a node's proposer (see `docs/CORES.md`).
+//! The CASPaxos proposer as a state machine without I/O: phases, backoff
+//! and outcome rules, with calls, time and randomness as inputs and
+//! effects. [`MetadataClient`](super::MetadataClient) is its shell on a
+//! node (one task per node carries out its effects); the deterministic
+//! simulator runs the same core (see `docs/CORES.md`).
 //!
 //! Rules (each with a test below):
 //! - **Phases**: an attempt picks a ballot above every round seen, gathers
@@ -30,7 +31,7 @@ use super::proposer::{current_value, Change, Outcome};
 use super::MetaError;
 use crate::actors::bugs::{Bug, BugSet};
 use crate::actors::env::Env;
-use crate::actors::quorum::majority;
+use crate::actors::quorum::{Tally, Verdict};
 use crate::node::CallError;
 use crate::types::NodeId;
 use rand::rngs::StdRng;
@@ -91,9 +92,13 @@ pub enum ProposerEffect {
         op: OpId,
         result: Result<Outcome, MetaError>,
     },
-    /// `value` was accepted by a majority for `key` (the host's cache may
-    /// take it and tell the other nodes).
-    Chosen { key: String, value: Versioned },
+    /// `value` was accepted by a majority for `key` by operation `op` (the
+    /// host's cache may take it and tell the other nodes).
+    Chosen {
+        op: OpId,
+        key: String,
+        value: Versioned,
+    },
 }
 
 /// Where one operation stands.
@@ -106,15 +111,16 @@ enum Phase {
         ballot: Ballot,
         calls: BTreeMap<CallId, NodeId>,
         promises: Vec<(Ballot, Option<Versioned>)>,
-        answered: usize,
+        /// Promises against refusals and failures.
+        tally: Tally,
     },
     /// Phase 2 of an attempt, writing `next`.
     Accept {
         next: Versioned,
         outcome: Outcome,
         calls: BTreeMap<CallId, NodeId>,
-        accepted: usize,
-        answered: usize,
+        /// Accepts against refusals and failures.
+        tally: Tally,
     },
 }
 
@@ -127,6 +133,8 @@ struct Running {
     change: Change,
     /// When it gives up.
     deadline: Instant,
+    /// Its whole budget (for the timeout error).
+    timeout: Duration,
     /// Attempts started.
     attempts: u32,
     /// An accept of this CAS reached some acceptors but not a majority.
@@ -183,7 +191,8 @@ impl ProposerCore {
                 let running = Running {
                     key,
                     change,
-                    deadline: env.now + timeout,
+                    deadline: env.now.checked_add(timeout).unwrap_or(env.now),
+                    timeout,
                     attempts: 0,
                     partially_written: false,
                     last: "no attempt finished".into(),
@@ -249,7 +258,7 @@ impl ProposerCore {
                     Change::Cas { .. } => "cas",
                 },
                 key: r.key.clone(),
-                timeout: Duration::ZERO,
+                timeout: r.timeout,
                 attempts: r.attempts,
                 last: r.last.clone(),
             }
@@ -275,7 +284,7 @@ impl ProposerCore {
                 let cap = 10u64 * 2u64.pow(r.attempts.min(5));
                 let pause = Duration::from_millis(self.rng.gen_range(cap / 2..=cap));
                 r.phase = Phase::Backoff {
-                    until: env.now + pause,
+                    until: env.now.checked_add(pause).unwrap_or(r.deadline),
                 };
                 self.calls.retain(|_, o| *o != op);
                 return;
@@ -310,7 +319,7 @@ impl ProposerCore {
                 ballot,
                 calls,
                 promises: Vec::new(),
-                answered: 0,
+                tally: Tally::majority(env.nodes.iter().copied()),
             };
         }
     }
@@ -329,8 +338,6 @@ impl ProposerCore {
         result: Result<AcceptorResponse, CallError>,
         out: &mut Vec<ProposerEffect>,
     ) {
-        let n = env.nodes.len();
-        let need = majority(n);
         let mut observed = None;
         let Some(r) = self.ops.get_mut(&op) else {
             return;
@@ -344,65 +351,79 @@ impl ProposerCore {
             Phase::Prepare {
                 calls,
                 promises,
-                answered,
+                tally,
                 ..
             } => {
                 if calls.remove(&call).is_none() {
                     return;
                 }
-                *answered += 1;
-                match result {
+                let verdict = match result {
                     Ok(AcceptorResponse::Prepare(Ok(PrepareReply::Promise {
                         accepted,
                         value,
-                    }))) => promises.push((accepted, value)),
+                    }))) => {
+                        promises.push((accepted, value));
+                        tally.yes(from)
+                    }
                     Ok(AcceptorResponse::Prepare(Ok(PrepareReply::Reject { promised }))) => {
                         observed = Some(promised);
                         r.last = format!("{from} promised a higher ballot");
+                        tally.no(from)
                     }
-                    Ok(AcceptorResponse::Prepare(Err(e))) => r.last = format!("{from}: {e}"),
-                    Ok(AcceptorResponse::Accept(_)) => r.last = format!("{from}: a wrong reply"),
-                    Err(e) => r.last = e.to_string(),
-                }
-                if promises.len() >= need {
-                    Next::Decided
-                } else if promises.len() + (n - *answered) < need {
-                    Next::Retry
-                } else {
-                    Next::Wait
+                    Ok(AcceptorResponse::Prepare(Err(e))) => {
+                        r.last = format!("{from}: {e}");
+                        tally.no(from)
+                    }
+                    Ok(AcceptorResponse::Accept(_)) => {
+                        r.last = format!("{from}: a wrong reply");
+                        tally.no(from)
+                    }
+                    Err(e) => {
+                        r.last = e.to_string();
+                        tally.no(from)
+                    }
+                };
+                match verdict {
+                    Verdict::Reached => Next::Decided,
+                    Verdict::Impossible => Next::Retry,
+                    Verdict::Possible => Next::Wait,
                 }
             }
-            Phase::Accept {
-                calls,
-                accepted,
-                answered,
-                ..
-            } => {
+            Phase::Accept { calls, tally, .. } => {
                 if calls.remove(&call).is_none() {
                     return;
                 }
-                *answered += 1;
-                match result {
-                    Ok(AcceptorResponse::Accept(Ok(AcceptReply::Accepted))) => *accepted += 1,
+                let verdict = match result {
+                    Ok(AcceptorResponse::Accept(Ok(AcceptReply::Accepted))) => tally.yes(from),
                     Ok(AcceptorResponse::Accept(Ok(AcceptReply::Reject { promised }))) => {
                         observed = Some(promised);
                         r.last = format!("{from} promised a higher ballot");
+                        tally.no(from)
                     }
-                    Ok(AcceptorResponse::Accept(Err(e))) => r.last = format!("{from}: {e}"),
-                    Ok(AcceptorResponse::Prepare(_)) => r.last = format!("{from}: a wrong reply"),
-                    Err(e) => r.last = e.to_string(),
-                }
-                if *accepted >= need {
-                    Next::Decided
-                } else if *accepted + (n - *answered) < need {
-                    if matches!(r.change, Change::Cas { .. }) {
-                        // A new version sent to some acceptors may be chosen
-                        // by whoever runs the next prepare.
-                        r.partially_written = true;
+                    Ok(AcceptorResponse::Accept(Err(e))) => {
+                        r.last = format!("{from}: {e}");
+                        tally.no(from)
                     }
-                    Next::Retry
-                } else {
-                    Next::Wait
+                    Ok(AcceptorResponse::Prepare(_)) => {
+                        r.last = format!("{from}: a wrong reply");
+                        tally.no(from)
+                    }
+                    Err(e) => {
+                        r.last = e.to_string();
+                        tally.no(from)
+                    }
+                };
+                match verdict {
+                    Verdict::Reached => Next::Decided,
+                    Verdict::Impossible => {
+                        if matches!(r.change, Change::Cas { .. }) {
+                            // A new version sent to some acceptors may be
+                            // chosen by whoever runs the next prepare.
+                            r.partially_written = true;
+                        }
+                        Next::Retry
+                    }
+                    Verdict::Possible => Next::Wait,
                 }
             }
             Phase::Backoff { .. } => return,
@@ -471,14 +492,17 @@ impl ProposerCore {
                         next,
                         outcome,
                         calls,
-                        accepted: 0,
-                        answered: 0,
+                        tally: Tally::majority(env.nodes.iter().copied()),
                     };
                 }
             }
             Phase::Accept { next, outcome, .. } => {
                 let (key, next, outcome) = (r.key.clone(), next.clone(), outcome.clone());
-                out.push(ProposerEffect::Chosen { key, value: next });
+                out.push(ProposerEffect::Chosen {
+                    op,
+                    key,
+                    value: next,
+                });
                 self.finish(op, Ok(outcome), out);
             }
             Phase::Backoff { .. } => {}
@@ -511,7 +535,9 @@ mod tests {
         now: Instant,
     ) -> Vec<ProposerEffect> {
         let mut done = Vec::new();
-        while let Some(e) = effects.pop() {
+        // In order: a host carries effects out in the order they come.
+        while !effects.is_empty() {
+            let e = effects.remove(0);
             match e {
                 ProposerEffect::Call { to, call, req, .. } => {
                     let result = match req {
@@ -568,7 +594,7 @@ mod tests {
         let first = p.handle(&env(t0), run);
         assert_eq!(first.len(), 3, "a prepare to every acceptor");
         let done = drive(&mut p, &mut acc, &[1, 2], &[1, 2], first, t0);
-        assert!(matches!(done[0], ProposerEffect::Chosen { .. }));
+        assert!(matches!(done[0], ProposerEffect::Chosen { .. }), "{done:?}");
         match &done[1] {
             ProposerEffect::Done {
                 op: 7,
@@ -680,5 +706,121 @@ mod tests {
                 result: Err(MetaError::Timeout { .. })
             }]
         ));
+    }
+    /// Three nodes' proposers run CASes at once against three acceptors;
+    /// every call is answered in a seeded random order, some fail, time
+    /// jumps to the next due backoff. Every value reported chosen for a
+    /// version is the only one, and a conflict reports a chosen value.
+    #[test]
+    fn concurrent_proposers_under_random_delivery_never_choose_two_values() {
+        use rand::seq::SliceRandom;
+        for seed in 0..200u64 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let t0 = Instant::now();
+            let nodes = [NodeId(1), NodeId(2), NodeId(3)];
+            let env_of = |me: NodeId, now: Instant| Env {
+                now,
+                me,
+                nodes: nodes.to_vec(),
+                suspected: Default::default(),
+            };
+            let mut proposers: BTreeMap<NodeId, ProposerCore> = nodes
+                .iter()
+                .map(|&n| {
+                    (
+                        n,
+                        ProposerCore::new(ProposerConfig { bugs: BugSet::NONE }, seed + n.0 as u64),
+                    )
+                })
+                .collect();
+            let mut acceptors: BTreeMap<NodeId, AcceptorState> = BTreeMap::new();
+            let mut chosen: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+            // (proposer, effect) waiting to be carried out.
+            let mut pending: Vec<(NodeId, ProposerEffect)> = Vec::new();
+            let mut now = t0;
+            let mut next_op = 0u64;
+            for &n in &nodes {
+                for _ in 0..3 {
+                    next_op += 1;
+                    let run = ProposerInput::Run {
+                        op: next_op,
+                        key: "k".into(),
+                        change: cas(rng.gen_range(0..4), next_op as u8, next_op),
+                        timeout: Duration::from_secs(5),
+                    };
+                    let fx = proposers.get_mut(&n).unwrap().handle(&env_of(n, now), run);
+                    pending.extend(fx.into_iter().map(|e| (n, e)));
+                }
+            }
+            let mut done = 0;
+            for _step in 0..10_000 {
+                if pending.is_empty() {
+                    // Jump to the earliest due time, or stop when all ended.
+                    let Some(at) = proposers.values().filter_map(|p| p.next_wake()).min() else {
+                        break;
+                    };
+                    now = now.max(at);
+                    for &n in &nodes {
+                        let fx = proposers
+                            .get_mut(&n)
+                            .unwrap()
+                            .handle(&env_of(n, now), ProposerInput::Tick);
+                        pending.extend(fx.into_iter().map(|e| (n, e)));
+                    }
+                    continue;
+                }
+                pending.shuffle(&mut rng);
+                let (n, effect) = pending.pop().unwrap();
+                match effect {
+                    ProposerEffect::Call { to, call, req, .. } => {
+                        let result = if rng.gen_bool(0.15) {
+                            Err(CallError::Timeout(to, CALL_TIMEOUT))
+                        } else {
+                            let a = acceptors.entry(to).or_default();
+                            Ok(match req {
+                                AcceptorRequest::Prepare(m) => {
+                                    AcceptorResponse::Prepare(Ok(a.prepare(m.ballot).0))
+                                }
+                                AcceptorRequest::Accept(m) => {
+                                    AcceptorResponse::Accept(Ok(a.accept(m.ballot, m.value).0))
+                                }
+                            })
+                        };
+                        let fx = proposers.get_mut(&n).unwrap().handle(
+                            &env_of(n, now),
+                            ProposerInput::Reply {
+                                call,
+                                from: to,
+                                result,
+                            },
+                        );
+                        pending.extend(fx.into_iter().map(|e| (n, e)));
+                    }
+                    ProposerEffect::Chosen { value, .. } => {
+                        if let Some(prev) = chosen.insert(value.version, value.value.clone()) {
+                            assert_eq!(
+                                prev, value.value,
+                                "seed {seed}: version {} chosen twice",
+                                value.version
+                            );
+                        }
+                    }
+                    ProposerEffect::Done { result, .. } => {
+                        done += 1;
+                        if let Ok(Outcome::Conflict(Some(cur)) | Outcome::Value(Some(cur))) =
+                            &result
+                        {
+                            if let Some(prev) = chosen.get(&cur.version) {
+                                assert_eq!(
+                                    prev, &cur.value,
+                                    "seed {seed}: reported a value never chosen"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            assert_eq!(done, 9, "seed {seed}: every operation ends");
+        }
     }
 }
