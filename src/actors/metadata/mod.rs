@@ -19,6 +19,7 @@ mod client;
 pub mod core;
 pub mod messages;
 pub mod proposer;
+pub mod proposer_core;
 pub mod schema;
 
 pub use cache::MetaCache;
