@@ -28,6 +28,8 @@ pub enum Fault {
         drop: f64,
         duplicate: f64,
     },
+    /// `node` hears nothing (every link into it cut) but is heard.
+    Deafen(NodeId),
     /// Every link whole again (nodes stay as they are).
     HealLinks,
     /// Every link whole and every node up: the last fault is over.

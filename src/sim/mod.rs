@@ -132,6 +132,9 @@ pub fn world(seed: u64, config: &SimConfig) -> World {
         elector: ElectorConfig::default(),
     };
     let schedule = Schedule::draw(&config.faults, &ids, &mut rng);
+    let deafen_once = rng
+        .gen_bool(0.5)
+        .then(|| Duration::from_millis(rng.gen_range(800..3000)));
     let n = ids.len();
     let end = schedule.healed_at + config.quiet;
     let mut w = World {
@@ -155,6 +158,8 @@ pub fn world(seed: u64, config: &SimConfig) -> World {
         down: BTreeSet::new(),
         appending: BTreeMap::new(),
         pending_accepts: BTreeMap::new(),
+        deafen_once,
+        faults_from: config.faults.start,
     };
     for i in 0..n {
         w.restart(i);

@@ -249,6 +249,11 @@ pub struct World {
     pub down: BTreeSet<usize>,
     /// Records of appends in flight, by log client operation id.
     pub appending: BTreeMap<u64, Vec<Vec<u8>>>,
+    /// The targeted fault's length, while it is armed (see
+    /// [`World::maybe_deafen`]).
+    pub deafen_once: Option<Duration>,
+    /// No fault before this.
+    pub faults_from: Duration,
     /// Accepts being served (host token) and the write each carries.
     pub pending_accepts: BTreeMap<u64, (String, u64, u64)>,
 }
@@ -960,6 +965,7 @@ impl World {
             return;
         };
         let effects = c.proposer.handle(&env, input);
+        let mut deafen = false;
         for e in effects {
             match e {
                 ProposerEffect::Call {
@@ -973,7 +979,17 @@ impl World {
                         inc,
                         origin: Origin::Proposer(call),
                     };
+                    let chain_cas = match &req {
+                        AcceptorRequest::Accept(a) => {
+                            a.key.starts_with("chain/")
+                                && self.observed.cas_ops.contains_key(&a.value.writer)
+                        }
+                        AcceptorRequest::Prepare(_) => false,
+                    };
                     self.call(owner, to, Req::Phase(req), timeout);
+                    if chain_cas {
+                        deafen = true;
+                    }
                 }
                 ProposerEffect::Chosen { key, value } => {
                     if self.observe(n, key.clone(), value.clone()) {
@@ -991,7 +1007,28 @@ impl World {
                 ProposerEffect::Done { op, result } => self.meta_done(n, op, result),
             }
         }
+        if deafen {
+            self.maybe_deafen(n);
+        }
         self.arm(n);
+    }
+
+    /// The targeted fault of this seed, if armed and still due: the node
+    /// that just sent the accepts of a chain CAS stops hearing the others
+    /// (its accepts arrive, their answers do not) for a while, so the CAS
+    /// may be chosen while its proposer cannot tell.
+    fn maybe_deafen(&mut self, n: usize) {
+        let Some(length) = self.deafen_once else {
+            return;
+        };
+        let start = self.schedule.healed_at.saturating_sub(length);
+        if self.sched.elapsed() < self.faults_from || self.sched.elapsed() > start {
+            return;
+        }
+        self.deafen_once = None;
+        let node = self.nodes[n].id;
+        self.fault(Fault::Deafen(node));
+        self.sched.after(length, Event::Fault(Fault::HealLinks));
     }
 
     /// Node `n`'s cache sees `value` of `key`; whether it was news.
@@ -1600,6 +1637,11 @@ impl World {
                     ..self.link.clone()
                 };
                 self.net.degrade(from, to, link);
+            }
+            Fault::Deafen(node) => {
+                for other in ids.iter().filter(|o| **o != node) {
+                    self.net.cut_one_way(*other, node);
+                }
             }
             Fault::HealLinks => self.net.heal(),
             Fault::HealAll => {
