@@ -22,6 +22,7 @@ use super::world::World;
 use crate::actors::log_server::core::LogServerStore;
 use crate::actors::metadata::core::AcceptorStore;
 use crate::actors::metadata::core::Versioned;
+use crate::actors::partition_processor::core::Entries;
 use crate::harness::checker::{
     classify, counter, linearizable::Budget, register, set, Validity, Workload,
 };
@@ -45,7 +46,7 @@ pub const LIVENESS_BOUND: Duration = Duration::from_secs(12);
 pub fn replicas_agree(world: &World) -> Vec<String> {
     let mut out = Vec::new();
     for p in 0..world.setup.partitions as usize {
-        let mut seen: BTreeMap<Lsn, (u32, Vec<(Vec<u8>, Vec<u8>)>)> = BTreeMap::new();
+        let mut seen: BTreeMap<Lsn, (u32, Entries)> = BTreeMap::new();
         for node in &world.nodes {
             let Some(pp) = node.cores.as_ref().and_then(|c| c.processors[p].as_ref()) else {
                 continue;
