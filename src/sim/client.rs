@@ -366,7 +366,14 @@ impl Clients {
             Ok(InvokeReply::Done(resp)) => {
                 let body = String::from_utf8_lossy(&resp.body).to_string();
                 let done = classify(&p.spec, resp.status, &body);
-                let mut op = Self::op(process, done.kind, &p.spec, done.value, p.node, now_us);
+                // A repeat of an idempotency key is answered with the result
+                // stored when it first applied: not a reading of the counter now.
+                let value = if self.retried.contains(&p.invoke.request_id) && p.spec.f == F::Add {
+                    Value::Null
+                } else {
+                    done.value
+                };
+                let mut op = Self::op(process, done.kind, &p.spec, value, p.node, now_us);
                 op.error = done.error;
                 let partition = p.invoke.partition;
                 let target = p.target;

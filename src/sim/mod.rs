@@ -72,7 +72,7 @@ impl Default for SimConfig {
             faults: FaultConfig::default(),
             quiet: Duration::from_secs(13),
             full_trace: false,
-            check_every: Duration::from_millis(500),
+            check_every: Duration::from_secs(1),
         }
     }
 }
