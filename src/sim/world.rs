@@ -184,8 +184,11 @@ pub struct PendingCall {
 pub enum Owner {
     /// A core of node `node` in incarnation `inc`.
     Node {
+        /// The node's index.
         node: usize,
+        /// Its incarnation when it called (a restarted node gets no answer).
         inc: u64,
+        /// Which core called.
         origin: Origin,
     },
     /// A client.

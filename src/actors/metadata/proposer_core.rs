@@ -103,17 +103,26 @@ enum Phase {
     Backoff { until: Instant },
     /// Phase 1 of an attempt at `ballot`.
     Prepare {
+        /// The attempt's ballot.
         ballot: Ballot,
+        /// Prepares not answered yet, to their acceptor.
         calls: BTreeMap<CallId, NodeId>,
+        /// The promises so far: each acceptor's accepted ballot and value.
         promises: Vec<(Ballot, Option<Versioned>)>,
+        /// Prepares answered (or failed) so far.
         answered: usize,
     },
     /// Phase 2 of an attempt, writing `next`.
     Accept {
+        /// The value being written.
         next: Versioned,
+        /// What the operation reports once a majority accepted.
         outcome: Outcome,
+        /// Accepts not answered yet, to their acceptor.
         calls: BTreeMap<CallId, NodeId>,
+        /// Acceptors that accepted so far.
         accepted: usize,
+        /// Accepts answered (or failed) so far.
         answered: usize,
     },
 }
