@@ -1,0 +1,155 @@
+//! The fault schedule of a run, drawn from its seed: windows of one fault
+//! each (a node isolated, a one-way cut, a crash and restart, a lossy and
+//! duplicating link), each undone at its window's end, then a final heal
+//! (every link whole, every node up) and a quiet period.
+
+use crate::types::NodeId;
+use rand::rngs::StdRng;
+use rand::Rng;
+use std::time::Duration;
+
+/// One change to the world.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    /// Cut `node` off from every other node, both ways.
+    Isolate(NodeId),
+    /// Cut `from → to` only.
+    CutOneWay { from: NodeId, to: NodeId },
+    /// Cut the cluster in two: `minority` on one side.
+    Split { minority: Vec<NodeId> },
+    /// Power loss of `node` (unsynced writes lost, a prefix kept).
+    Crash(NodeId),
+    /// `node` starts again from its disk.
+    Restart(NodeId),
+    /// `from → to` drops and duplicates messages.
+    Lossy {
+        from: NodeId,
+        to: NodeId,
+        drop: f64,
+        duplicate: f64,
+    },
+    /// `node` hears nothing (every link into it cut) but is heard.
+    Deafen(NodeId),
+    /// Every link whole again (nodes stay as they are).
+    HealLinks,
+    /// Every link whole and every node up: the last fault is over.
+    HealAll,
+}
+
+/// When each fault happens.
+#[derive(Clone, Debug, Default)]
+pub struct Schedule {
+    /// `(time since the start, fault)`, in time order.
+    pub events: Vec<(Duration, Fault)>,
+    /// When the final heal happens.
+    pub healed_at: Duration,
+}
+
+/// How faults are drawn.
+#[derive(Clone, Debug)]
+pub struct FaultConfig {
+    /// No fault before this (the cluster starts up).
+    pub start: Duration,
+    /// The final heal.
+    pub heal: Duration,
+    /// Longest fault window.
+    pub max_window: Duration,
+}
+
+impl Default for FaultConfig {
+    fn default() -> Self {
+        FaultConfig {
+            start: Duration::from_secs(3),
+            heal: Duration::from_secs(11),
+            max_window: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Schedule {
+    /// A schedule over `nodes`, drawn from `rng`.
+    pub fn draw(config: &FaultConfig, nodes: &[NodeId], rng: &mut StdRng) -> Schedule {
+        let mut events = Vec::new();
+        let mut t = config.start + Duration::from_millis(rng.gen_range(0..1000));
+        let max_ms = config.max_window.as_millis().max(300) as u64;
+        while t < config.heal {
+            let len = Duration::from_millis(rng.gen_range(300..=max_ms));
+            let end = (t + len).min(config.heal);
+            let a = nodes[rng.gen_range(0..nodes.len())];
+            let mut b = nodes[rng.gen_range(0..nodes.len())];
+            if b == a {
+                b = nodes[(nodes.iter().position(|n| *n == a).unwrap_or(0) + 1) % nodes.len()];
+            }
+            match rng.gen_range(0..8) {
+                0 => {
+                    events.push((t, Fault::Isolate(a)));
+                    events.push((end, Fault::HealLinks));
+                }
+                1 => {
+                    events.push((t, Fault::CutOneWay { from: a, to: b }));
+                    if rng.gen_bool(0.5) {
+                        events.push((t, Fault::CutOneWay { from: b, to: a }));
+                    }
+                    events.push((end, Fault::HealLinks));
+                }
+                2..=4 => {
+                    events.push((t, Fault::Crash(a)));
+                    events.push((end, Fault::Restart(a)));
+                }
+                5 => {
+                    events.push((
+                        t,
+                        Fault::Lossy {
+                            from: a,
+                            to: b,
+                            drop: rng.gen_range(0.1..0.6),
+                            duplicate: rng.gen_range(0.0..0.4),
+                        },
+                    ));
+                    events.push((
+                        t,
+                        Fault::Lossy {
+                            from: b,
+                            to: a,
+                            drop: rng.gen_range(0.0..0.3),
+                            duplicate: rng.gen_range(0.0..0.4),
+                        },
+                    ));
+                    events.push((end, Fault::HealLinks));
+                }
+                _ => {
+                    events.push((t, Fault::Split { minority: vec![a] }));
+                    events.push((end, Fault::HealLinks));
+                }
+            }
+            t = end + Duration::from_millis(rng.gen_range(100..800));
+        }
+        events.push((config.heal, Fault::HealAll));
+        Schedule {
+            events,
+            healed_at: config.heal,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn a_schedule_ends_with_the_heal_and_is_the_seeds() {
+        let nodes = [NodeId(1), NodeId(2), NodeId(3)];
+        let draw = |seed| {
+            Schedule::draw(
+                &FaultConfig::default(),
+                &nodes,
+                &mut StdRng::seed_from_u64(seed),
+            )
+        };
+        let s = draw(5);
+        assert_eq!(s.events.last(), Some(&(s.healed_at, Fault::HealAll)));
+        assert!(s.events.windows(2).all(|w| w[0].0 <= w[1].0));
+        assert_eq!(s.events, draw(5).events);
+    }
+}
