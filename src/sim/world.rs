@@ -994,7 +994,7 @@ impl World {
                         deafen = true;
                     }
                 }
-                ProposerEffect::Chosen { key, value } => {
+                ProposerEffect::Chosen { key, value, .. } => {
                     if self.observe(n, key.clone(), value.clone()) {
                         for t in 0..self.nodes.len() {
                             if t != n {
