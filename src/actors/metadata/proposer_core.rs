@@ -344,7 +344,6 @@ impl ProposerCore {
         result: Result<AcceptorResponse, CallError>,
         out: &mut Vec<ProposerEffect>,
     ) {
-        let mut observed = None;
         let Some(r) = self.ops.get_mut(&op) else {
             return;
         };
@@ -353,6 +352,27 @@ impl ProposerCore {
             Retry,
             Decided,
         }
+        // What the answer says, whichever phase it belongs to: a yes (with
+        // the promise, in phase 1), or why not (with a higher promise seen).
+        let (yes, promise, refused, why) = match result {
+            Ok(AcceptorResponse::Prepare(Ok(PrepareReply::Promise { accepted, value }))) => {
+                (true, Some((accepted, value)), None, None)
+            }
+            Ok(AcceptorResponse::Accept(Ok(AcceptReply::Accepted))) => (true, None, None, None),
+            Ok(
+                AcceptorResponse::Prepare(Ok(PrepareReply::Reject { promised }))
+                | AcceptorResponse::Accept(Ok(AcceptReply::Reject { promised })),
+            ) => (
+                false,
+                None,
+                Some(promised),
+                Some(format!("{from} promised a higher ballot")),
+            ),
+            Ok(AcceptorResponse::Prepare(Err(e)) | AcceptorResponse::Accept(Err(e))) => {
+                (false, None, None, Some(format!("{from}: {e}")))
+            }
+            Err(e) => (false, None, None, Some(e.to_string())),
+        };
         let next = match &mut r.phase {
             Phase::Prepare {
                 calls,
@@ -363,29 +383,19 @@ impl ProposerCore {
                 if calls.remove(&call).is_none() {
                     return;
                 }
-                let verdict = match result {
-                    Ok(AcceptorResponse::Prepare(Ok(PrepareReply::Promise {
-                        accepted,
-                        value,
-                    }))) => {
-                        promises.push((accepted, value));
+                if let Some(why) = why {
+                    r.last = why;
+                }
+                // An accept's answer to a prepare is a wrong reply: a no.
+                let verdict = match promise {
+                    Some(p) if yes => {
+                        promises.push(p);
                         tally.yes(from)
                     }
-                    Ok(AcceptorResponse::Prepare(Ok(PrepareReply::Reject { promised }))) => {
-                        observed = Some(promised);
-                        r.last = format!("{from} promised a higher ballot");
-                        tally.no(from)
-                    }
-                    Ok(AcceptorResponse::Prepare(Err(e))) => {
-                        r.last = format!("{from}: {e}");
-                        tally.no(from)
-                    }
-                    Ok(AcceptorResponse::Accept(_)) => {
-                        r.last = format!("{from}: a wrong reply");
-                        tally.no(from)
-                    }
-                    Err(e) => {
-                        r.last = e.to_string();
+                    _ => {
+                        if yes {
+                            r.last = format!("{from}: a wrong reply");
+                        }
                         tally.no(from)
                     }
                 };
@@ -399,25 +409,17 @@ impl ProposerCore {
                 if calls.remove(&call).is_none() {
                     return;
                 }
-                let verdict = match result {
-                    Ok(AcceptorResponse::Accept(Ok(AcceptReply::Accepted))) => tally.yes(from),
-                    Ok(AcceptorResponse::Accept(Ok(AcceptReply::Reject { promised }))) => {
-                        observed = Some(promised);
-                        r.last = format!("{from} promised a higher ballot");
-                        tally.no(from)
-                    }
-                    Ok(AcceptorResponse::Accept(Err(e))) => {
-                        r.last = format!("{from}: {e}");
-                        tally.no(from)
-                    }
-                    Ok(AcceptorResponse::Prepare(_)) => {
+                if let Some(why) = why {
+                    r.last = why;
+                }
+                // A promise is a wrong reply to an accept: a no.
+                let verdict = if yes && promise.is_none() {
+                    tally.yes(from)
+                } else {
+                    if yes {
                         r.last = format!("{from}: a wrong reply");
-                        tally.no(from)
                     }
-                    Err(e) => {
-                        r.last = e.to_string();
-                        tally.no(from)
-                    }
+                    tally.no(from)
                 };
                 match verdict {
                     Verdict::Reached => Next::Decided,
@@ -434,7 +436,8 @@ impl ProposerCore {
             }
             Phase::Backoff { .. } => return,
         };
-        if let Some(promised) = observed {
+        // Only an answer still awaited gets here.
+        if let Some(promised) = refused {
             self.observe_round(promised);
         }
         match next {
