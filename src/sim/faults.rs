@@ -30,6 +30,9 @@ pub enum Fault {
     },
     /// `node` hears nothing (every link into it cut) but is heard.
     Deafen(NodeId),
+    /// Nothing `node` sends arrives (every link out of it cut), but it
+    /// hears everyone.
+    Strand(NodeId),
     /// Every link whole again (nodes stay as they are).
     HealLinks,
     /// Every link whole and every node up: the last fault is over.

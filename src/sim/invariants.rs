@@ -10,7 +10,8 @@
 //! - **equal replicas at equal LSNs**: two processors of a partition that
 //!   applied up to the same LSN hold the same state;
 //! - **the objects are correct**: the harness checkers (set, linearizable
-//!   register, counter) pass on the simulated history;
+//!   register, counter) pass on the simulated history, the metadata
+//!   register clients' history included (linearizable);
 //! - **exactly once**: a counter's final value counts every idempotency key
 //!   at most once, and every acknowledged one;
 //! - **the register's answers are true**: a CAS reported as a conflict

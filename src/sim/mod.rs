@@ -18,6 +18,7 @@ pub mod faults;
 pub mod invariants;
 pub mod net;
 pub mod node;
+pub mod register_client;
 pub mod scheduler;
 pub mod store_log;
 pub mod store_meta;
@@ -29,6 +30,7 @@ use self::client::Clients;
 use self::faults::{FaultConfig, Schedule};
 use self::net::{LinkConfig, SimNet};
 use self::node::{Node, NodeSetup};
+use self::register_client::RegisterClients;
 use self::scheduler::Scheduler;
 use self::trace::Trace;
 use self::world::{Event, Observed, World};
@@ -50,6 +52,8 @@ pub struct SimConfig {
     pub partitions: u32,
     /// Concurrent clients.
     pub clients: usize,
+    /// Whether each node also runs a client of the metadata register.
+    pub register_clients: bool,
     /// Deliberately wrong rules to switch on.
     pub bugs: BugSet,
     /// How faults are drawn (and when the final heal is).
@@ -68,6 +72,7 @@ impl Default for SimConfig {
             nodes: 3,
             partitions: 2,
             clients: 3,
+            register_clients: true,
             bugs: BugSet::NONE,
             faults: FaultConfig::default(),
             quiet: Duration::from_secs(13),
@@ -135,6 +140,9 @@ pub fn world(seed: u64, config: &SimConfig) -> World {
     let deafen_once = rng
         .gen_bool(0.5)
         .then(|| Duration::from_millis(rng.gen_range(800..3000)));
+    let strand_once = rng
+        .gen_bool(0.5)
+        .then(|| Duration::from_millis(rng.gen_range(1500..4000)));
     let n = ids.len();
     let end = schedule.healed_at + config.quiet;
     let mut w = World {
@@ -150,6 +158,11 @@ pub fn world(seed: u64, config: &SimConfig) -> World {
         bad_since: vec![vec![None; n]; n],
         detect_lag: Duration::from_secs(1),
         clients: Clients::new(config.clients, ids.clone(), config.partitions),
+        registers: if config.register_clients {
+            RegisterClients::new(n, config.clients as u64)
+        } else {
+            RegisterClients::default()
+        },
         schedule,
         end,
         final_reads: end.saturating_sub(Duration::from_secs(3)),
@@ -159,6 +172,8 @@ pub fn world(seed: u64, config: &SimConfig) -> World {
         appending: BTreeMap::new(),
         pending_accepts: BTreeMap::new(),
         deafen_once,
+        strand_once,
+        strand_until: None,
         faults_from: config.faults.start,
     };
     for i in 0..n {
@@ -170,6 +185,10 @@ pub fn world(seed: u64, config: &SimConfig) -> World {
     for c in 0..config.clients {
         let d = Duration::from_millis(w.rng.gen_range(500..1500));
         w.sched.after(d, Event::Client { c });
+    }
+    for c in 0..w.registers.clients.len() {
+        let d = Duration::from_millis(w.rng.gen_range(500..1500));
+        w.sched.after(d, Event::RegisterClient { c });
     }
     w
 }

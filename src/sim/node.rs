@@ -31,6 +31,8 @@ use std::time::Instant;
 /// Who asked the node's proposer for a register operation.
 #[derive(Clone, Copy, Debug)]
 pub enum MetaFrom {
+    /// Register client `c` (see `register_client.rs`).
+    Register(usize),
     /// The sealer's operation.
     Sealer(MetaOp),
     /// The log client's operation.

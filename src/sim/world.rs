@@ -17,6 +17,9 @@ use super::client::{ClientAction, Clients};
 use super::faults::{Fault, Schedule};
 use super::net::{LinkConfig, SimNet};
 use super::node::{LogFrom, MetaFrom, Node, NodeSetup, ReplyTo};
+use super::register_client::{
+    RegisterAction, RegisterClients, REGISTER_KEY, REGISTER_OP_TIMEOUT, REGISTER_THINK_US,
+};
 use super::scheduler::Scheduler;
 use super::trace::Trace;
 use crate::actors::env::Env;
@@ -35,7 +38,7 @@ use crate::actors::metadata::{
     AcceptorRequest, AcceptorResponse, CasOutcome, MetaError, MetaUpdate,
 };
 use crate::actors::partition_processor::{
-    GetPersisted, Invoke, InvokeReply, ProcessorEffect, ProcessorInput,
+    GetPersisted, Invoke, InvokeReply, Mode, ProcessorEffect, ProcessorInput,
 };
 use crate::actors::sealer::core::{SealerEffect, SealerInput};
 use crate::actors::sealer::SealError;
@@ -144,8 +147,12 @@ pub enum Event {
     },
     /// Client `c` acts.
     Client { c: usize },
+    /// Register client `c` acts.
+    RegisterClient { c: usize },
     /// A fault of the schedule.
     Fault(Fault),
+    /// The targeted strand ends (see [`World::maybe_strand`]).
+    StrandOver,
     /// The failure detector of `at` re-evaluates `peer`.
     Detect { at: usize, peer: usize },
 }
@@ -238,6 +245,9 @@ pub struct World {
     pub detect_lag: Duration,
     /// The clients.
     pub clients: Clients,
+    /// The clients of the metadata register (their history is the
+    /// clients' one).
+    pub registers: RegisterClients,
     /// The fault schedule.
     pub schedule: Schedule,
     /// When the run ends.
@@ -255,11 +265,19 @@ pub struct World {
     /// The targeted fault's length, while it is armed (see
     /// [`World::maybe_deafen`]).
     pub deafen_once: Option<Duration>,
+    /// The second targeted fault's length, while it is armed (see
+    /// [`World::maybe_strand`]).
+    pub strand_once: Option<Duration>,
+    /// While a strand lasts: when it ends (the schedule's faults wait).
+    pub strand_until: Option<Instant>,
     /// No fault before this.
     pub faults_from: Duration,
     /// Accepts being served (host token) and the write each carries.
     pub pending_accepts: BTreeMap<u64, (String, u64, u64)>,
 }
+
+/// The shortest strand worth starting: detection (1 s) and an election.
+const STRAND_AT_LEAST: Duration = Duration::from_millis(1500);
 
 /// Disk latency of one sync.
 const SYNC_LATENCY_US: std::ops::RangeInclusive<u64> = 200..=1500;
@@ -513,7 +531,20 @@ impl World {
                 }
             }
             Event::Client { c } => self.client_wake(c),
-            Event::Fault(f) => self.fault(f),
+            Event::RegisterClient { c } => self.register_wake(c),
+            Event::Fault(f) => {
+                // While a strand lasts, it is the only fault.
+                if self
+                    .strand_until
+                    .is_none_or(|until| self.sched.now() >= until)
+                {
+                    self.fault(f)
+                }
+            }
+            Event::StrandOver => {
+                self.strand_until = None;
+                self.fault(Fault::HealLinks);
+            }
             Event::Detect { at, peer } => self.detect(at, peer),
         }
     }
@@ -1034,6 +1065,31 @@ impl World {
         self.sched.after(length, Event::Fault(Fault::HealLinks));
     }
 
+    /// The second targeted fault of this seed, if armed and still due: a
+    /// leader starts its reign, and nothing it sends gets through for a
+    /// while, though it still hears everyone (the rest of the cluster is
+    /// made whole and the schedule's faults wait, so another node can take
+    /// over). The stranded leader keeps taking requests it cannot append,
+    /// its peers seal its segment under it, and after the strand it must
+    /// learn that it was deposed without anything acknowledged being lost.
+    fn maybe_strand(&mut self, n: usize) {
+        let Some(length) = self.strand_once else {
+            return;
+        };
+        // It ends by the final heal, and lasts long enough for a takeover.
+        let length = length.min(self.schedule.healed_at.saturating_sub(self.sched.elapsed()));
+        if self.sched.elapsed() < self.faults_from || length < STRAND_AT_LEAST {
+            return;
+        }
+        self.strand_once = None;
+        let node = self.nodes[n].id;
+        // The others are whole, so one of them can take over.
+        self.fault(Fault::HealAll);
+        self.fault(Fault::Strand(node));
+        self.strand_until = Some(self.sched.now() + length);
+        self.sched.after(length, Event::StrandOver);
+    }
+
     /// Node `n`'s cache sees `value` of `key`; whether it was news.
     fn observe(&mut self, n: usize, key: String, value: Versioned) -> bool {
         let Some(c) = self.nodes[n].cores.as_mut() else {
@@ -1067,7 +1123,14 @@ impl World {
     }
 
     /// Starts a register operation on node `n`'s proposer for `from`.
-    fn meta(&mut self, n: usize, from: MetaFrom, key: String, change: Change, timeout: Duration) {
+    fn meta(
+        &mut self,
+        n: usize,
+        from: MetaFrom,
+        key: String,
+        change: Change,
+        timeout: Duration,
+    ) -> u64 {
         let op = self.id();
         // As the node's proposer does, every CAS gets a fresh random id (it
         // recognises its own write across retries by it).
@@ -1100,6 +1163,7 @@ impl World {
                 timeout,
             },
         );
+        op
     }
 
     /// A register operation of node `n` ended.
@@ -1119,6 +1183,17 @@ impl World {
             self.observed.conflicts.insert(id);
         }
         match from {
+            MetaFrom::Register(c) => {
+                let now = self.now_us();
+                if let Err(e) = self
+                    .registers
+                    .done(c, op, result, now, &mut self.clients.history)
+                {
+                    self.observed.violations.push(e);
+                }
+                let think = Duration::from_micros(self.rng.gen_range(REGISTER_THINK_US));
+                self.sched.after(think, Event::RegisterClient { c });
+            }
             MetaFrom::Sealer(op) => self.feed_sealer(n, SealerInput::MetaDone { op, result }),
             MetaFrom::Log(op) => self.feed_log(n, LogInput::MetaDone { op, result }),
             MetaFrom::Elector { p, op, cas } => {
@@ -1163,7 +1238,9 @@ impl World {
                     key,
                     change,
                     timeout,
-                } => self.meta(n, MetaFrom::Sealer(op), key, change, timeout),
+                } => {
+                    self.meta(n, MetaFrom::Sealer(op), key, change, timeout);
+                }
                 SealerEffect::Call {
                     to,
                     call,
@@ -1253,7 +1330,9 @@ impl World {
                 key,
                 change,
                 timeout,
-            } => self.meta(n, MetaFrom::Log(op), key, change, timeout),
+            } => {
+                self.meta(n, MetaFrom::Log(op), key, change, timeout);
+            }
             LogEffect::SealAndExtend {
                 op,
                 segment,
@@ -1483,7 +1562,11 @@ impl World {
             }
             return;
         };
+        let was_leading = pp.mode() == Mode::Leader;
         let effects = pp.handle(&env, input);
+        if !was_leading && pp.mode() == Mode::Leader {
+            self.maybe_strand(n);
+        }
         for e in effects {
             match e {
                 ProcessorEffect::Reply { token, reply } => {
@@ -1590,6 +1673,43 @@ impl World {
         self.client_act(c, action);
     }
 
+    /// Register client `c` wakes: it starts its next operation on its
+    /// node's proposer, or waits.
+    fn register_wake(&mut self, c: usize) {
+        if self.sched.elapsed() >= self.end {
+            return;
+        }
+        let now = self.now_us();
+        let n = self.registers.clients[c].node;
+        let up = self.nodes[n].cores.is_some();
+        let next_value = &mut self.clients.next_value;
+        let fresh = || {
+            let v = *next_value;
+            *next_value += 1;
+            v
+        };
+        match self
+            .registers
+            .wake(c, now, up, fresh, &mut self.clients.history)
+        {
+            RegisterAction::Sleep(d) => self.sched.after(d, Event::RegisterClient { c }),
+            RegisterAction::Run(change) => {
+                self.trace(n, "register-client", c as u64);
+                // The watchdog: an answer normally comes first.
+                let give_up = REGISTER_OP_TIMEOUT + Duration::from_millis(500);
+                self.sched.after(give_up, Event::RegisterClient { c });
+                let op = self.meta(
+                    n,
+                    MetaFrom::Register(c),
+                    REGISTER_KEY.to_string(),
+                    change,
+                    REGISTER_OP_TIMEOUT,
+                );
+                self.registers.started(c, op);
+            }
+        }
+    }
+
     fn client_act(&mut self, c: usize, action: ClientAction) {
         match action {
             ClientAction::Sleep(d) => self.sched.after(d, Event::Client { c }),
@@ -1644,6 +1764,11 @@ impl World {
             Fault::Deafen(node) => {
                 for other in ids.iter().filter(|o| **o != node) {
                     self.net.cut_one_way(*other, node);
+                }
+            }
+            Fault::Strand(node) => {
+                for other in ids.iter().filter(|o| **o != node) {
+                    self.net.cut_one_way(node, *other);
                 }
             }
             Fault::HealLinks => self.net.heal(),
