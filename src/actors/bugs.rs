@@ -20,6 +20,10 @@ pub enum Bug {
     /// The metadata proposer reports a conflict after a partial accept
     /// instead of an unknown outcome.
     ConflictAfterPartialAccept,
+    /// The dedup lookup reads only the store, missing results written
+    /// earlier in the same batch: a repeat applies again if it was batched
+    /// with its first application.
+    DedupMissesOwnBatch,
     /// Tail repair re-replicates only up to the first offset missing on the
     /// first responder, not the union of the sealed responders.
     RepairStopsAtFirstGap,

@@ -30,7 +30,7 @@ struct Args {
     trace: bool,
     /// Switch a deliberate bug on (SealWrongQuorum, StoreAfterSeal,
     /// ApplyStaleEpoch, PurgeByBatch, ConflictAfterPartialAccept,
-    /// RepairStopsAtFirstGap).
+    /// DedupMissesOwnBatch, RepairStopsAtFirstGap).
     #[arg(long)]
     bug: Vec<String>,
     /// Keep going after a failure.
@@ -45,6 +45,7 @@ fn bug(name: &str) -> Option<Bug> {
         "ApplyStaleEpoch" => Bug::ApplyStaleEpoch,
         "PurgeByBatch" => Bug::PurgeByBatch,
         "ConflictAfterPartialAccept" => Bug::ConflictAfterPartialAccept,
+        "DedupMissesOwnBatch" => Bug::DedupMissesOwnBatch,
         "RepairStopsAtFirstGap" => Bug::RepairStopsAtFirstGap,
         _ => return None,
     })

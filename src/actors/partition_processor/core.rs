@@ -13,9 +13,11 @@
 //! stored with the state and expires deterministically, by the timestamps the
 //! leader wrote into the records.
 //!
-//! Two deliberately wrong rules can be switched on for the simulator's tests
-//! ([`Applier::with_bugs`]): `Bug::ApplyStaleEpoch` (no fencing) and
-//! `Bug::PurgeByBatch` (expiry purged by the batch's newest timestamp).
+//! Three deliberately wrong rules can be switched on for the simulator's
+//! tests ([`Applier::with_bugs`]): `Bug::ApplyStaleEpoch` (no fencing),
+//! `Bug::PurgeByBatch` (expiry purged by the batch's newest timestamp) and
+//! `Bug::DedupMissesOwnBatch` (a repeat batched with its first application
+//! is not recognised).
 //!
 //! The state lives behind [`PartitionState`]: `storage::PartitionStore` in a
 //! node, `sim::store_partition::SimPartitionStore` in the simulator. The
@@ -412,7 +414,14 @@ impl<'a, S: PartitionState + ?Sized> Applier<'a, S> {
     }
 
     fn dedup_entry(&self, k: &[u8]) -> Result<Option<DedupEntry>, StorageError> {
-        let Some(bytes) = read_through(&self.dedup, k, || self.store.dedup(k))? else {
+        // With the bug, results of this batch are not seen (only what the
+        // store holds): whether a repeat applies again depends on batching.
+        let stored = if self.bugs.has(Bug::DedupMissesOwnBatch) {
+            self.store.dedup(k)?
+        } else {
+            read_through(&self.dedup, k, || self.store.dedup(k))?
+        };
+        let Some(bytes) = stored else {
             return Ok(None);
         };
         rmp_serde::from_slice::<DedupEntry>(&bytes)
@@ -971,6 +980,20 @@ mod tests {
         assert_eq!(split.last(), Some(&json!(2)), "the repeat applied again");
         let (right, _) = apply_in_batches_with(&records, &[4, 1], BugSet::NONE);
         assert_eq!(right.last(), Some(&json!(1)));
+        // Dedup that misses its own batch: a repeat in the batch of its
+        // first application applies again; in a later batch it does not.
+        let records = vec![
+            announce(1, 1),
+            invoke(1, "u:once", 1_000, ObjectType::Counter, "add", json!(5)),
+            invoke(1, "u:once", 1_001, ObjectType::Counter, "add", json!(5)),
+        ];
+        let bug = BugSet::NONE.with(Bug::DedupMissesOwnBatch);
+        let (together, _) = apply_in_batches_with(&records, &[3], bug);
+        let (apart, _) = apply_in_batches_with(&records, &[2, 1], bug);
+        assert_eq!(together, vec![json!(5), json!(10)], "applied twice");
+        assert_eq!(apart, vec![json!(5), json!(5)], "answered from dedup");
+        let (right, _) = apply_in_batches_with(&records, &[3], BugSet::NONE);
+        assert_eq!(right, vec![json!(5), json!(5)]);
     }
 
     #[test]
