@@ -260,3 +260,61 @@ fn trimming_drops_records_below_the_point_and_keeps_the_rest() {
     assert_eq!(tail.len() as u64, upto.0 - 20);
     assert_eq!(tail[0].1 .0, appended.acked[&Lsn(21)]);
 }
+
+/// Every seal adds a segment; trimming removes the segments below the trim
+/// point from the chain, so the chain (carried by every register round on
+/// it) stays as small as the untrimmed log, and a read from below the
+/// log's start is told so at once instead of waiting.
+#[test]
+fn trimmed_segments_leave_the_chain_so_it_stays_bounded() {
+    let rig = Rig::builder(3).logs_only().start().unwrap();
+    let mut appended = Appended::default();
+    let logs = rig.node(1).logs.clone();
+    let rounds = 40;
+    let mut largest = 0;
+    for i in 0..rounds {
+        assert!(append_one(
+            &rig,
+            1,
+            LOG,
+            payload("s", i),
+            Duration::from_secs(3),
+            &mut appended
+        ));
+        let tail = chain(&rig, 1, LOG).tail().clone();
+        rig.block_on(logs.seal_and_extend(&tail, Duration::from_secs(10)))
+            .expect("seal");
+        // Trim below everything but the last record every 5 seals.
+        if i % 5 == 4 {
+            let last = *appended.acked.keys().max().unwrap();
+            rig.block_on(logs.trim(LOG, last));
+        }
+        let c = chain(&rig, 2, LOG);
+        largest = largest.max(c.segments.len());
+    }
+    let c = chain(&rig, 3, LOG);
+    c.validate().unwrap();
+    assert_eq!(c.tail().index as usize, rounds, "one segment per seal");
+    assert!(
+        largest <= 7,
+        "the chain held up to {largest} segments after {rounds} seals"
+    );
+    let last = *appended.acked.keys().max().unwrap();
+    assert!(c.first_lsn() > Lsn(1) && c.first_lsn() <= last);
+    // Below the log's start: a typed answer, at once.
+    let started = Instant::now();
+    let below = rig.block_on(logs.read(LOG, Lsn(1), 10, Duration::from_secs(5)));
+    assert!(
+        matches!(below, Err(keel::log::ReadError::Trimmed { first, .. }) if first == c.first_lsn()),
+        "{below:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // What was not trimmed reads back, on every node.
+    for n in 1..=3 {
+        let logs = rig.node(n).logs.clone();
+        let read = rig
+            .block_on(logs.read(LOG, last, 10, Duration::from_secs(3)))
+            .unwrap();
+        assert_eq!(read[0].1 .0, appended.acked[&last], "N{n}");
+    }
+}

@@ -1,8 +1,10 @@
 //! A log's chain of segments, kept in the metadata register under `chain/<log>`.
 //!
 //! Invariants (checked by [`Chain::validate`] and [`Segment::validate`]):
-//! - segments are numbered 0, 1, 2, ... and each one's loglet id is derived
-//!   from `(log, index)`, so racing sealers propose the same id for the next one;
+//! - segments are numbered consecutively (0, 1, 2, ... until trimming drops
+//!   the oldest, see [`Chain::trimmed_below`]) and each one's loglet id is
+//!   derived from `(log, index)`, so racing sealers propose the same id for
+//!   the next one;
 //! - each segment has a non-empty nodeset without duplicates, a replication
 //!   factor `1 <= r <= n`, and a base LSN of at least 1 whose end (base plus
 //!   sealed tail) fits in a `u64`;
@@ -196,11 +198,38 @@ impl Chain {
         }
     }
 
+    /// The first LSN the chain still maps: everything below it was trimmed
+    /// and its segments left the chain.
+    pub fn first_lsn(&self) -> Lsn {
+        self.segments.first().map_or(Lsn::OLDEST, |s| s.base_lsn)
+    }
+
+    /// The chain without its leading sealed segments that end at or below
+    /// `below` (their records are trimmed on every server); `None` if there
+    /// is none to drop. The open tail always stays, so does every LSN
+    /// mapping of what remains: this keeps the chain (and every register
+    /// round that carries it) as small as the untrimmed part of the log.
+    pub fn trimmed_below(&self, below: Lsn) -> Option<Chain> {
+        let drop = self
+            .segments
+            .iter()
+            .take(self.segments.len().saturating_sub(1))
+            .take_while(|s| s.end_lsn().is_some_and(|end| end <= below))
+            .count();
+        if drop == 0 {
+            return None;
+        }
+        Some(Chain {
+            log: self.log,
+            segments: self.segments[drop..].to_vec(),
+        })
+    }
+
     /// The open, writable segment.
     pub fn tail(&self) -> &Segment {
         // Every chain that was decoded passed `validate` (serde `try_from`),
-        // and every chain built here starts with a segment and only grows:
-        // none is ever empty.
+        // every chain built here starts with a segment, grows, and drops
+        // only sealed segments before its tail: none is ever empty.
         self.segments.last().expect("a chain always has a segment")
     }
 
@@ -208,7 +237,9 @@ impl Chain {
         self.segments.iter().find(|s| s.loglet == loglet)
     }
 
-    /// The segment that holds `lsn`, or the tail if `lsn` is at or beyond its base.
+    /// The segment that holds `lsn`, or the tail if `lsn` is at or beyond
+    /// its base (the first segment if `lsn` is below [`first_lsn`](Self::first_lsn):
+    /// callers check that first).
     pub fn segment_for(&self, lsn: Lsn) -> &Segment {
         self.segments
             .iter()
@@ -268,8 +299,10 @@ impl Chain {
         if self.segments.is_empty() {
             return bad("no segments".into());
         }
+        let first = self.segments[0].index;
         for (i, s) in self.segments.iter().enumerate() {
-            if s.index as usize != i || s.loglet != LogletId::new(self.log, s.index) {
+            let expected = u32::try_from(i).ok().and_then(|i| first.checked_add(i));
+            if Some(s.index) != expected || s.loglet != LogletId::new(self.log, s.index) {
                 return bad(format!(
                     "segment {i} has index {} loglet {}",
                     s.index, s.loglet
@@ -348,6 +381,56 @@ mod tests {
         assert!(c.validate().is_err());
         c.segments.clear();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn trimmed_segments_leave_the_chain_and_it_stays_bounded() {
+        let mut c = Chain::initial(LogId(1), NodeId(1), nodes(), 2);
+        let mut largest = 0;
+        for i in 0..10_000u64 {
+            c = c
+                .sealed_and_extended(
+                    c.tail().loglet,
+                    i % 3,
+                    NodeId(1 + (i % 3) as u32),
+                    nodes(),
+                    2,
+                )
+                .unwrap();
+            // A trim every 50 seals, below the last 20 segments.
+            if i % 50 == 49 {
+                let keep_from = c.segments[c.segments.len() - 20].base_lsn;
+                if let Some(t) = c.trimmed_below(keep_from) {
+                    assert!(t.first_lsn() <= keep_from, "nothing untrimmed dropped");
+                    assert_eq!(t.tail(), c.tail());
+                    // The rest maps LSNs exactly as before.
+                    for s in &t.segments {
+                        assert_eq!(c.segment(s.loglet), Some(s));
+                    }
+                    c = t;
+                }
+            }
+            c.validate().unwrap();
+            largest = largest.max(encoded(&c).len());
+        }
+        assert_eq!(c.tail().index, 10_000, "every seal extended the chain");
+        assert!(c.segments.len() <= 70, "{} segments kept", c.segments.len());
+        assert!(largest < 8 * 1024, "the chain peaked at {largest} bytes");
+        // A trimmed chain decodes (its first index is not 0).
+        assert_eq!(rmp_serde::from_slice::<Chain>(&encoded(&c)).unwrap(), c);
+        // Nothing to drop: the open tail and anything above `below` stay.
+        let fresh = Chain::initial(LogId(1), NodeId(1), nodes(), 2);
+        assert_eq!(fresh.trimmed_below(Lsn(1_000)), None);
+        let one = fresh
+            .sealed_and_extended(fresh.tail().loglet, 5, NodeId(2), nodes(), 2)
+            .unwrap();
+        assert_eq!(one.trimmed_below(Lsn(5)), None, "segment 0 ends at 6");
+        let t = one.trimmed_below(Lsn(6)).unwrap();
+        assert_eq!((t.segments.len(), t.first_lsn()), (1, Lsn(6)));
+        // A gap in the numbering does not decode.
+        let mut gap = c.clone();
+        gap.segments.remove(1);
+        assert!(rmp_serde::from_slice::<Chain>(&encoded(&gap)).is_err());
     }
 
     fn encoded<T: Serialize>(v: &T) -> Vec<u8> {

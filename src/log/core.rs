@@ -64,7 +64,11 @@
 //! trimmed, nothing; otherwise every segment of the known chain that starts
 //! below the bound and does not end at or below what was trimmed is trimmed
 //! on every server of its nodeset (at most to its sealed tail), one segment
-//! after the other, each waiting for all answers (best effort).
+//! after the other, each waiting for all answers (best effort). When every
+//! server answered, the bound is recorded and the segments that now lie
+//! wholly below it leave the chain (one CAS on the known version; a
+//! conflict leaves that to the next trim). A read from below the chain's
+//! first LSN is `Trimmed`: the reader cannot catch up from the log.
 //!
 //! **Seal** (`Input::Seal` → `Done(Sealed)`): a seal-and-extend of a given
 //! segment, driven for a caller, bounded by its deadline.
@@ -148,6 +152,11 @@ pub enum ReadError {
     UnknownLog(LogId),
     #[error("reading log {0}: {1}")]
     Unavailable(LogId, String),
+    /// The records from `from` on were trimmed and their segments left the
+    /// chain: the log starts at `first` (a reader this far behind cannot
+    /// catch up from the log).
+    #[error("log {log} starts at LSN {first}: LSN {from} was trimmed")]
+    Trimmed { log: LogId, from: Lsn, first: Lsn },
 }
 
 /// A chain lookup failed: metadata unreachable or the log does not exist.
@@ -454,6 +463,11 @@ struct TrimOp {
     at: usize,
     /// Trim calls of the current segment.
     pending: BTreeSet<CallId>,
+    /// Some trim call failed: nothing is recorded as trimmed and no segment
+    /// leaves the chain (the next trim does it all again).
+    incomplete: bool,
+    /// The CAS that drops the trimmed segments from the chain, in flight.
+    compacting: Option<MetaOp>,
 }
 
 #[derive(Clone, Debug)]
@@ -735,7 +749,7 @@ impl LogCore {
                 }
                 _ => true,
             },
-            Op::Trim(t) => self.trim_event(id, t, event, out),
+            Op::Trim(t) => self.trim_event(env, id, t, event, out),
         };
         if running {
             self.ops.insert(id, op);
@@ -1381,6 +1395,14 @@ impl LogCore {
         let Some(chain) = &r.chain else {
             return self.read_done(id, r, Ok(Vec::new()), out);
         };
+        if r.from < chain.first_lsn() {
+            let e = ReadError::Trimmed {
+                log: chain.log,
+                from: r.from,
+                first: chain.first_lsn(),
+            };
+            return self.read_done(id, r, Err(e), out);
+        }
         let segment = chain.segment_for(r.from).clone();
         let offset = segment
             .offset_of(r.from.max(segment.base_lsn))
@@ -1767,6 +1789,8 @@ impl LogCore {
             done,
             at: 0,
             pending: BTreeSet::new(),
+            incomplete: false,
+            compacting: None,
         };
         if self.trim_next(op, &mut t, out) {
             self.ops.insert(op, Op::Trim(t));
@@ -1799,7 +1823,28 @@ impl LogCore {
                 return true;
             }
         }
+        if t.incomplete {
+            return self.trim_done(id, out);
+        }
         self.trimmed.insert(t.log, t.below);
+        // Segments trimmed on every server leave the chain.
+        let compacted = self.chains.get(&t.log).and_then(|(version, chain)| {
+            let smaller = chain.trimmed_below(t.below)?;
+            Some((*version, rmp_serde::to_vec_named(&smaller).ok()?))
+        });
+        let Some((version, value)) = compacted else {
+            return self.trim_done(id, out);
+        };
+        let change = Change::Cas {
+            expected: version,
+            value,
+            op: self.rng.gen::<u64>() | 1,
+        };
+        t.compacting = Some(self.meta(id, t.log, change, TRIM_TIMEOUT, out));
+        true
+    }
+
+    fn trim_done(&mut self, id: OpId, out: &mut Vec<Effect>) -> bool {
         out.push(Effect::Done {
             op: id,
             result: OpResult::Trimmed,
@@ -1809,19 +1854,51 @@ impl LogCore {
 
     fn trim_event(
         &mut self,
+        env: &Env,
         id: OpId,
         t: &mut TrimOp,
         event: Event,
         out: &mut Vec<Effect>,
     ) -> bool {
-        let Event::Reply(call, result) = event else {
-            return true;
+        let (call, result) = match event {
+            Event::Reply(call, result) => (call, result),
+            Event::Meta(op, result) if t.compacting == Some(op) => {
+                // A conflict (a seal got there first) or no answer: the next
+                // trim tries again with the newer chain.
+                match result {
+                    Ok(Outcome::Value(Some(v))) => match Self::decode(t.log, &v) {
+                        Ok(chain) => {
+                            info!(log = %t.log, first_lsn = %chain.first_lsn(), segments = chain.segments.len(), "trimmed segments left the chain");
+                            self.learn(env, t.log, v.version, &chain, out);
+                        }
+                        Err(e) => warn!(log = %t.log, "compacted chain: {e}"),
+                    },
+                    Ok(Outcome::Conflict(Some(v))) => {
+                        debug!(log = %t.log, "chain changed meanwhile; compacting next time");
+                        if let Ok(chain) = Self::decode(t.log, &v) {
+                            self.learn(env, t.log, v.version, &chain, out);
+                        }
+                    }
+                    Ok(_) => debug!(log = %t.log, "no chain to compact"),
+                    Err(e) => debug!(log = %t.log, "compacting the chain: {e}"),
+                }
+                return self.trim_done(id, out);
+            }
+            _ => return true,
         };
         if !t.pending.remove(&call) {
             return true;
         }
-        if let Err(e) = result {
-            debug!(log = %t.log, "trim not delivered: {e}");
+        match result {
+            Err(e) => {
+                t.incomplete = true;
+                debug!(log = %t.log, "trim not delivered: {e}");
+            }
+            Ok(Response::Trim(Err(e))) => {
+                t.incomplete = true;
+                debug!(log = %t.log, "trim refused: {e}");
+            }
+            Ok(_) => {}
         }
         if t.pending.is_empty() {
             return self.trim_next(id, t, out);
@@ -2897,13 +2974,52 @@ mod tests {
                 .collect::<Vec<_>>()
         );
         let out = answer_all(&mut c, out);
-        assert_eq!(
-            out,
-            vec![Effect::Done {
-                op: OpId(1),
-                result: OpResult::Trimmed
-            }]
+        // Segment 0 (LSNs 1..=10) is trimmed everywhere: it leaves the chain,
+        // by a CAS on the version known.
+        let compacted = extended(10, n(3)).trimmed_below(Lsn(15)).unwrap();
+        assert_eq!(compacted.first_lsn(), Lsn(11));
+        match &out[..] {
+            [Effect::Meta {
+                change: Change::Cas {
+                    expected, value, ..
+                },
+                timeout,
+                ..
+            }] => {
+                assert_eq!((*expected, *timeout), (4, TRIM_TIMEOUT));
+                assert_eq!(rmp_serde::from_slice::<Chain>(value).unwrap(), compacted);
+            }
+            other => panic!("expected the compaction CAS, got {other:?}"),
+        }
+        let done = meta_done(
+            &mut c,
+            &env(t0),
+            &out,
+            Ok(Outcome::Value(Some(versioned(5, &compacted)))),
         );
+        assert!(done.contains(&Effect::Done {
+            op: OpId(1),
+            result: OpResult::Trimmed
+        }));
+        // A read from below the chain's first LSN is told so at once.
+        let out = c.handle(
+            &env(t0),
+            Input::Read {
+                op: OpId(9),
+                log: LOG,
+                from: Lsn(4),
+                max: 10,
+                deadline: t0 + Duration::from_secs(1),
+            },
+        );
+        assert!(out.contains(&Effect::Done {
+            op: OpId(9),
+            result: OpResult::Read(Err(ReadError::Trimmed {
+                log: LOG,
+                from: Lsn(4),
+                first: Lsn(11)
+            }))
+        }));
         let out = c.handle(
             &env(t0),
             Input::Trim {
@@ -2935,6 +3051,43 @@ mod tests {
                 .map(|n| (n, seg1, 9))
                 .collect::<Vec<_>>()
         );
+        // One server does not answer: nothing is recorded as trimmed (the
+        // open tail never leaves the chain anyway), and the next trim asks
+        // every server again.
+        let mut last = Vec::new();
+        for (i, e) in out.iter().enumerate() {
+            if let Effect::Call { to, call, .. } = e {
+                let result = if i == 0 {
+                    Err(CallError::Timeout(n(1), Duration::from_secs(1)))
+                } else {
+                    Ok(Response::Trim(Ok(())))
+                };
+                last = c.handle(
+                    &env(t0),
+                    Input::Reply {
+                        call: *call,
+                        from: *to,
+                        result,
+                    },
+                );
+            }
+        }
+        assert_eq!(
+            last,
+            vec![Effect::Done {
+                op: OpId(3),
+                result: OpResult::Trimmed
+            }]
+        );
+        let out = c.handle(
+            &env(t0),
+            Input::Trim {
+                op: OpId(4),
+                log: LOG,
+                below: Lsn(20),
+            },
+        );
+        assert_eq!(trims(&out).len(), 3, "asked again: {out:?}");
         // Without a known chain there is nothing to trim.
         let mut c = core();
         let out = c.handle(

@@ -185,6 +185,10 @@ fn check_log(world: &World) -> Vec<String> {
         for (_, first, records) in world.observed.acked.iter().filter(|(l, _, _)| *l == log) {
             for (i, bytes) in records.iter().enumerate() {
                 let lsn = first.0 + i as u64;
+                if lsn < chain.first_lsn().0 {
+                    // Trimmed, and its segment left the chain.
+                    continue;
+                }
                 let found = chain
                     .segments
                     .iter()

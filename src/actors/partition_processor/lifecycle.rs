@@ -38,6 +38,9 @@
 //! - **Trim**: every [`TRIM_EVERY`] a leader asks every replica for its
 //!   persisted LSN and trims the log below the lowest (any replica that does
 //!   not answer blocks the trim: it may need the log to catch up).
+//! - **Behind the trim point**: a read answered `Trimmed` (the log starts
+//!   past the next LSN this replica needs) is not retried at once: status
+//!   says `BehindTrim` and the next tick reads again.
 //! - **Storage errors**: a failed read or write while applying stops the
 //!   processor (nothing of the batch is written; requests waiting are told
 //!   the outcome is unknown); its host restarts it from its durable LSN.
@@ -320,6 +323,10 @@ pub struct ProcessorCore<S: PartitionState> {
     awaiting_reign: bool,
     /// A failed announcement to try again, and when.
     announce_retry: Option<(Instant, Epoch)>,
+    /// The log no longer holds the next record this replica needs (it
+    /// starts at this LSN): it cannot catch up from the log, says so in
+    /// status, and reads again at each tick instead of spinning.
+    behind_trim: Option<Lsn>,
     /// When waiters are next expired and state next synced.
     next_persist: Option<Instant>,
     /// When the leader next trims.
@@ -353,6 +360,7 @@ impl<S: PartitionState> ProcessorCore<S> {
             failed: None,
             awaiting_reign: false,
             announce_retry: None,
+            behind_trim: None,
             next_persist: None,
             next_trim: None,
             trim_round: None,
@@ -393,7 +401,22 @@ impl<S: PartitionState> ProcessorCore<S> {
             }
             ProcessorInput::Records { records } => {
                 match records {
-                    Ok(records) => self.apply(env, records, &mut out),
+                    Ok(records) => {
+                        if !records.is_empty() {
+                            self.behind_trim = None;
+                        }
+                        self.apply(env, records, &mut out)
+                    }
+                    Err(ReadError::Trimmed { first, .. }) => {
+                        if self.behind_trim != Some(first) {
+                            warn!(partition = %self.config.partition, applied = %self.state.applied, log_starts_at = %first,
+                                "behind the trim point: the log no longer holds what this replica needs");
+                        }
+                        self.behind_trim = Some(first);
+                        // The next tick reads again.
+                        self.reading = false;
+                        return out;
+                    }
                     Err(e) => {
                         warn!(partition = %self.config.partition, "reading the log failed: {e}")
                     }
@@ -453,6 +476,7 @@ impl<S: PartitionState> ProcessorCore<S> {
             _ if self.failed.is_some() => "StorageFailed",
             Mode::Candidate => "Announcing",
             Mode::Leader if !env.has_majority() => "NoMajority",
+            _ if self.behind_trim.is_some() => "BehindTrim",
             _ if since > IDLE_AFTER => "Idle",
             _ => "Active",
         };
@@ -1289,10 +1313,31 @@ mod tests {
         );
         assert_eq!(failed, vec![read(3)]);
         assert_eq!(r.core.state(), state);
+        // The log was trimmed past what this replica needs: status says so,
+        // and the read is retried at the next tick, not at once.
+        let trimmed = ReadError::Trimmed {
+            log: crate::types::LogId(0),
+            from: Lsn(3),
+            first: Lsn(40),
+        };
+        let behind = r.feed(
+            185,
+            ProcessorInput::Records {
+                records: Err(trimmed),
+            },
+        );
+        assert_eq!(behind, vec![]);
+        assert_eq!(r.core.status(&r.env(186, &[])).status, "BehindTrim");
+        assert_eq!(r.feed(190, ProcessorInput::Tick), vec![read(3)]);
+        assert_eq!(r.core.status(&r.env(191, &[])).status, "BehindTrim");
+        log.command(invocation(1, "g:b", 11, "add", "1"));
+        assert_eq!(r.deliver(195, log.range(3, 3)), vec![read(4)]);
+        assert_ne!(r.core.status(&r.env(196, &[])).status, "BehindTrim");
+        let state = r.core.state();
         // A restart resumes from what the store holds.
         r.restart();
         assert_eq!(r.core.state(), state);
-        assert_eq!(r.feed(200, ProcessorInput::Tick), vec![read(3)]);
+        assert_eq!(r.feed(200, ProcessorInput::Tick), vec![read(4)]);
     }
 
     #[test]
