@@ -25,6 +25,9 @@
 //! - **what is refused**: empty or over-long keys, ballots above
 //!   [`Ballot::MAX_ROUND`], values over [`MAX_VALUE_LEN`] or not of their
 //!   key's type (`schema`);
+//! - **rejoining**: an acceptor that lost its disk refuses every prepare
+//!   and accept ([`AcceptorError::Rejoining`]) until its host lets it vote
+//!   ([`AcceptorCore::set_voting`], after `rejoin.rs` says it is safe);
 //! - **storage**: state is read from the store on a key's first use; a read
 //!   or write error is answered as [`AcceptorError::Storage`] (never taken as
 //!   "no state"), and a failed write leaves the key's state as it was.
@@ -205,6 +208,9 @@ pub struct AcceptorCore<S: AcceptorStore> {
     store: S,
     /// Each key's state, read from `store` on first use and written through.
     state: BTreeMap<String, AcceptorState>,
+    /// False while rejoining after a lost disk: it forgot what it promised,
+    /// so it must not vote (see `rejoin.rs`).
+    voting: bool,
 }
 
 impl<S: AcceptorStore> AcceptorCore<S> {
@@ -212,13 +218,32 @@ impl<S: AcceptorStore> AcceptorCore<S> {
         AcceptorCore {
             store,
             state: BTreeMap::new(),
+            voting: true,
         }
+    }
+
+    /// Lets the acceptor vote, or stops it (a rejoin starts not voting).
+    pub fn set_voting(&mut self, voting: bool) {
+        self.voting = voting;
+    }
+
+    /// Whether it votes.
+    pub fn voting(&self) -> bool {
+        self.voting
     }
 
     /// The one entry point: a request in, exactly one answer out.
     pub fn handle<T>(&mut self, _env: &Env, input: AcceptorInput<T>) -> Vec<AcceptorEffect<T>> {
         let AcceptorInput::Request { token, req, .. } = input;
         let (resp, changed) = match req {
+            AcceptorRequest::Prepare(_) if !self.voting => (
+                AcceptorResponse::Prepare(Err(AcceptorError::Rejoining)),
+                false,
+            ),
+            AcceptorRequest::Accept(_) if !self.voting => (
+                AcceptorResponse::Accept(Err(AcceptorError::Rejoining)),
+                false,
+            ),
             AcceptorRequest::Prepare(p) => {
                 let (r, changed) = self.prepare(p);
                 (AcceptorResponse::Prepare(r), changed)
@@ -385,6 +410,27 @@ mod tests {
 
     fn respond(token: u32, resp: AcceptorResponse) -> Vec<AcceptorEffect<u32>> {
         vec![AcceptorEffect::Respond { token, resp }]
+    }
+
+    #[test]
+    fn a_rejoining_acceptor_refuses_both_phases_and_changes_nothing() {
+        let mut a = AcceptorCore::new(Mem::default());
+        a.set_voting(false);
+        assert!(!a.voting());
+        assert_eq!(
+            a.handle(&env(), prepare("k", b(1, 2))),
+            respond(7, AcceptorResponse::Prepare(Err(AcceptorError::Rejoining)))
+        );
+        assert_eq!(
+            a.handle(&env(), accept("k", b(1, 2), v(1, b"x"))),
+            respond(8, AcceptorResponse::Accept(Err(AcceptorError::Rejoining)))
+        );
+        assert!(a.store().map.is_empty(), "nothing stored");
+        a.set_voting(true);
+        assert!(matches!(
+            &a.handle(&env(), prepare("k", b(1, 2)))[..],
+            [AcceptorEffect::RespondAfterSync { .. }]
+        ));
     }
 
     fn after_sync(token: u32, resp: AcceptorResponse) -> Vec<AcceptorEffect<u32>> {

@@ -22,6 +22,10 @@ pub enum AcceptorError {
     /// not decode as it.
     #[error("register value refused: {0}")]
     BadValue(String),
+    /// This acceptor lost its disk and is rejoining: it votes again once
+    /// that is safe (see `rejoin.rs`).
+    #[error("acceptor is rejoining after a lost disk and does not vote yet")]
+    Rejoining,
 }
 
 /// Longest register key accepted.

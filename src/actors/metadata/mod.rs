@@ -20,6 +20,7 @@ pub mod core;
 pub mod messages;
 pub mod proposer;
 pub mod proposer_core;
+pub mod rejoin;
 pub mod schema;
 
 pub use cache::MetaCache;
