@@ -2949,15 +2949,19 @@ mod tests {
                 })
                 .collect()
         };
+        let trim = |op: u64, below: u64| Input::Trim {
+            op: OpId(op),
+            log: LOG,
+            below: Lsn(below),
+        };
+        let trimmed = |op: u64| {
+            vec![Effect::Done {
+                op: OpId(op),
+                result: OpResult::Trimmed,
+            }]
+        };
         let seg1 = LogletId::new(LOG, 1);
-        let out = c.handle(
-            &env(t0),
-            Input::Trim {
-                op: OpId(1),
-                log: LOG,
-                below: Lsn(15),
-            },
-        );
+        let out = c.handle(&env(t0), trim(1, 15));
         assert_eq!(
             trims(&out),
             nodes()
@@ -3020,30 +3024,10 @@ mod tests {
                 first: Lsn(11)
             }))
         }));
-        let out = c.handle(
-            &env(t0),
-            Input::Trim {
-                op: OpId(2),
-                log: LOG,
-                below: Lsn(12),
-            },
-        );
-        assert_eq!(
-            out,
-            vec![Effect::Done {
-                op: OpId(2),
-                result: OpResult::Trimmed
-            }]
-        );
+        let out = c.handle(&env(t0), trim(2, 12));
+        assert_eq!(out, trimmed(2));
         // The first segment ends below what was trimmed: only the second.
-        let out = c.handle(
-            &env(t0),
-            Input::Trim {
-                op: OpId(3),
-                log: LOG,
-                below: Lsn(20),
-            },
-        );
+        let out = c.handle(&env(t0), trim(3, 20));
         assert_eq!(
             trims(&out),
             nodes()
@@ -3072,39 +3056,13 @@ mod tests {
                 );
             }
         }
-        assert_eq!(
-            last,
-            vec![Effect::Done {
-                op: OpId(3),
-                result: OpResult::Trimmed
-            }]
-        );
-        let out = c.handle(
-            &env(t0),
-            Input::Trim {
-                op: OpId(4),
-                log: LOG,
-                below: Lsn(20),
-            },
-        );
+        assert_eq!(last, trimmed(3));
+        let out = c.handle(&env(t0), trim(4, 20));
         assert_eq!(trims(&out).len(), 3, "asked again: {out:?}");
         // Without a known chain there is nothing to trim.
         let mut c = core();
-        let out = c.handle(
-            &env(t0),
-            Input::Trim {
-                op: OpId(1),
-                log: LOG,
-                below: Lsn(5),
-            },
-        );
-        assert_eq!(
-            out,
-            vec![Effect::Done {
-                op: OpId(1),
-                result: OpResult::Trimmed
-            }]
-        );
+        let out = c.handle(&env(t0), trim(1, 5));
+        assert_eq!(out, trimmed(1));
     }
 
     #[test]
