@@ -392,6 +392,24 @@ impl World {
         id
     }
 
+    /// A call by core `origin` of node `n` (incarnation `inc`) to `to`.
+    fn node_call(
+        &mut self,
+        n: usize,
+        inc: u64,
+        origin: Origin,
+        to: NodeId,
+        req: Req,
+        timeout: Duration,
+    ) -> u64 {
+        let owner = Owner::Node {
+            node: n,
+            inc,
+            origin,
+        };
+        self.call(owner, to, req, timeout)
+    }
+
     /// Answers a request served by node `n` under host token `token`.
     fn answer(&mut self, n: usize, token: u64, resp: Resp) {
         let Some(cores) = self.nodes[n].cores.as_mut() else {
@@ -943,12 +961,14 @@ impl World {
                     req,
                     timeout,
                 } => {
-                    let owner = Owner::Node {
-                        node: n,
+                    self.node_call(
+                        n,
                         inc,
-                        origin: Origin::Sequencer(loglet, call),
-                    };
-                    self.call(owner, to, Req::Log(LogRequest::Store(req)), timeout);
+                        Origin::Sequencer(loglet, call),
+                        to,
+                        Req::Log(LogRequest::Store(req)),
+                        timeout,
+                    );
                 }
                 SeqEffect::Reply { token, outcome } => {
                     self.answer(n, token, Resp::Log(LogResponse::Append(outcome)));
@@ -1008,11 +1028,6 @@ impl World {
                     req,
                     timeout,
                 } => {
-                    let owner = Owner::Node {
-                        node: n,
-                        inc,
-                        origin: Origin::Proposer(call),
-                    };
                     let chain_cas = match &req {
                         AcceptorRequest::Accept(a) => {
                             a.key.starts_with("chain/")
@@ -1020,7 +1035,7 @@ impl World {
                         }
                         AcceptorRequest::Prepare(_) => false,
                     };
-                    self.call(owner, to, Req::Phase(req), timeout);
+                    self.node_call(n, inc, Origin::Proposer(call), to, Req::Phase(req), timeout);
                     if chain_cas {
                         deafen = true;
                     }
@@ -1247,12 +1262,7 @@ impl World {
                     req,
                     timeout,
                 } => {
-                    let owner = Owner::Node {
-                        node: n,
-                        inc,
-                        origin: Origin::Sealer(call),
-                    };
-                    self.call(owner, to, Req::Log(req), timeout);
+                    self.node_call(n, inc, Origin::Sealer(call), to, Req::Log(req), timeout);
                 }
                 SealerEffect::Respond { token, result } => {
                     self.trace_text(n as u32 + 1, "seal-done", token, || format!("{result:?}"));
@@ -1318,12 +1328,7 @@ impl World {
                 req,
                 timeout,
             } => {
-                let owner = Owner::Node {
-                    node: n,
-                    inc,
-                    origin: Origin::Log(call),
-                };
-                self.call(owner, to, Req::Log(req), timeout);
+                self.node_call(n, inc, Origin::Log(call), to, Req::Log(req), timeout);
             }
             LogEffect::Meta {
                 op,
@@ -1503,12 +1508,14 @@ impl World {
                     req,
                     timeout,
                 } => {
-                    let owner = Owner::Node {
-                        node: n,
+                    self.node_call(
+                        n,
                         inc,
-                        origin: Origin::Elector(p, call),
-                    };
-                    self.call(owner, to, Req::PreVote(req), timeout);
+                        Origin::Elector(p, call),
+                        to,
+                        Req::PreVote(req),
+                        timeout,
+                    );
                 }
                 ElectorEffect::Respond { token, resp } => {
                     self.answer(n, token, Resp::PreVote(resp))
@@ -1610,12 +1617,14 @@ impl World {
                     req,
                     timeout,
                 } => {
-                    let owner = Owner::Node {
-                        node: n,
+                    self.node_call(
+                        n,
                         inc,
-                        origin: Origin::Processor(p, call),
-                    };
-                    self.call(owner, to, Req::Persisted(req), timeout);
+                        Origin::Processor(p, call),
+                        to,
+                        Req::Persisted(req),
+                        timeout,
+                    );
                 }
                 ProcessorEffect::Trim { below } => {
                     self.log_op(n, LogFrom::Trim, |id| LogInput::Trim {
