@@ -44,13 +44,20 @@ pub const FORMAT: u32 = 1;
 /// crash can leave it behind, and it counts as nothing.
 const TEMP: &str = "IDENTITY.tmp";
 
+/// The mark of a rejoin in progress (see [`prepare_rejoin`]): present from
+/// before the identity is written until the rejoin completed, so a crash
+/// during a rejoin resumes it and never leaves a node voting on promises it
+/// forgot.
+pub const REJOIN_FILE: &str = "REJOINING";
+
 /// Entries a directory may hold and still count as empty: what `mkfs`
-/// leaves on a fresh disk, and a stamp a crash cut short.
-const IGNORED: &[&str] = &["lost+found", TEMP];
+/// leaves on a fresh disk, a stamp a crash cut short, and the rejoin mark
+/// of a rejoin that crashed before its identity was written.
+const IGNORED: &[&str] = &["lost+found", TEMP, REJOIN_FILE];
 
 /// What the message of a refused blank directory says about its cause.
 const BLANK_HINT: &str = "this node was never initialized by `keel init`, or its disk was lost \
-     (rejoining a cluster after a lost disk is not supported yet)";
+     (start it with `keel node --rejoin` to bring it back under its old identity)";
 
 /// A cluster's identity: the first 16 bytes of the SHA-256 of its CA
 /// certificate (DER), written as 32 hex digits.
@@ -391,6 +398,78 @@ pub fn stamp(dir: &Path, cluster: ClusterId, node: NodeId) -> Result<Stamped, Id
     Ok(Stamped::Created)
 }
 
+/// What [`prepare_rejoin`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RejoinStart {
+    /// The directory was blank (a lost disk): it now carries this node's
+    /// identity and the rejoin mark.
+    Blank,
+    /// A rejoin was already under way (the mark is there): it resumes.
+    Resumed,
+    /// The directory holds this node's data and no rejoin is under way:
+    /// nothing to do, the node starts as usual.
+    NotNeeded,
+}
+
+/// Readies `dir` for a rejoin under this identity (`keel node --rejoin`).
+/// A blank directory gets the rejoin mark ([`REJOIN_FILE`], durable) and
+/// then the identity, in that order, so the identity never exists without
+/// the mark until [`finish_rejoin`]. A directory of this node is left as it
+/// is; anything else is refused unchanged, as [`verify`] would.
+pub fn prepare_rejoin(
+    dir: &Path,
+    cluster: ClusterId,
+    node: NodeId,
+) -> Result<RejoinStart, IdentityError> {
+    match inspect(dir)? {
+        Found::Stamped(id) => {
+            check(dir, &id, cluster, node)?;
+            Ok(if rejoining(dir) {
+                RejoinStart::Resumed
+            } else {
+                RejoinStart::NotNeeded
+            })
+        }
+        Found::Unstamped => Err(IdentityError::Unstamped {
+            dir: dir.to_path_buf(),
+        }),
+        Found::Missing | Found::Empty => {
+            std::fs::create_dir_all(dir).map_err(io("create data directory", dir))?;
+            let mark = dir.join(REJOIN_FILE);
+            let mut f = File::create(&mark).map_err(io("create", &mark))?;
+            f.write_all(b"# this node is rejoining its cluster after a lost disk\n")
+                .and_then(|()| f.sync_all())
+                .map_err(io("write", &mark))?;
+            drop(f);
+            sync_dir(dir)?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+            stamp(dir, cluster, node)?;
+            Ok(RejoinStart::Blank)
+        }
+    }
+}
+
+/// Whether a rejoin of `dir` is under way (its mark is present).
+pub fn rejoining(dir: &Path) -> bool {
+    dir.join(REJOIN_FILE).exists()
+}
+
+/// Ends a rejoin: removes its mark, durably.
+pub fn finish_rejoin(dir: &Path) -> Result<(), IdentityError> {
+    let mark = dir.join(REJOIN_FILE);
+    match std::fs::remove_file(&mark) {
+        Ok(()) => sync_dir(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(IdentityError::Io {
+            action: "remove",
+            path: mark,
+            source,
+        }),
+    }
+}
+
 /// Makes a directory's entries (a rename, a new child) durable.
 fn sync_dir(dir: &Path) -> Result<(), IdentityError> {
     File::open(dir)
@@ -626,5 +705,61 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("upgrade keel"), "{err}");
+    }
+
+    #[test]
+    fn a_rejoin_stamps_a_blank_directory_with_its_mark_and_resumes_until_finished() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        assert_eq!(
+            prepare_rejoin(&dir, cluster(1), NodeId(2)).unwrap(),
+            RejoinStart::Blank
+        );
+        assert!(rejoining(&dir));
+        assert_eq!(verify(&dir, cluster(1), NodeId(2)).unwrap().node, NodeId(2));
+        // A crash during the rejoin: the next start resumes it.
+        assert_eq!(
+            prepare_rejoin(&dir, cluster(1), NodeId(2)).unwrap(),
+            RejoinStart::Resumed
+        );
+        finish_rejoin(&dir).unwrap();
+        assert!(!rejoining(&dir));
+        // Asking again once done changes nothing.
+        assert_eq!(
+            prepare_rejoin(&dir, cluster(1), NodeId(2)).unwrap(),
+            RejoinStart::NotNeeded
+        );
+        finish_rejoin(&dir).unwrap();
+        assert_eq!(entries(&dir), vec![FILE.to_string()]);
+    }
+
+    #[test]
+    fn a_rejoin_refuses_foreign_and_unstamped_directories_unchanged() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        stamp(dir, cluster(1), NodeId(1)).unwrap();
+        let err = prepare_rejoin(dir, cluster(1), NodeId(3)).unwrap_err();
+        assert!(matches!(err, IdentityError::OtherNode { .. }), "{err}");
+        let err = prepare_rejoin(dir, cluster(2), NodeId(1)).unwrap_err();
+        assert!(matches!(err, IdentityError::OtherCluster { .. }), "{err}");
+        assert!(!rejoining(dir));
+        let other = tempfile::tempdir().unwrap();
+        std::fs::write(other.path().join("state"), b"x").unwrap();
+        let err = prepare_rejoin(other.path(), cluster(1), NodeId(1)).unwrap_err();
+        assert!(matches!(err, IdentityError::Unstamped { .. }), "{err}");
+        assert_eq!(entries(other.path()), vec!["state".to_string()]);
+    }
+
+    #[test]
+    fn a_mark_without_identity_counts_as_blank_and_a_plain_start_refuses_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join(REJOIN_FILE), b"").unwrap();
+        let err = verify(tmp.path(), cluster(1), NodeId(1)).unwrap_err();
+        assert!(matches!(err, IdentityError::Empty { .. }), "{err}");
+        assert!(err.to_string().contains("--rejoin"), "{err}");
+        assert_eq!(
+            prepare_rejoin(tmp.path(), cluster(1), NodeId(1)).unwrap(),
+            RejoinStart::Blank
+        );
     }
 }
