@@ -299,6 +299,7 @@ fn power_loss_writer() {
                     sealed: false,
                     known_global_tail: next[i as usize],
                     trim_point: 0,
+                    lost: false,
                 };
                 storage.log.put_loglet_state(loglet(i), &state).unwrap();
                 pending.loglets.insert(loglet(i).0, state.known_global_tail);

@@ -250,6 +250,7 @@ mod tests {
             sealed: true,
             known_global_tail: 2,
             trim_point: 0,
+            lost: false,
         };
         s.put_loglet_state(L, &state).expect("put state");
         assert_eq!(s.loglet_state(L).expect("state"), state);

@@ -18,6 +18,14 @@ pub struct LogletState {
     pub known_global_tail: Offset,
     /// Records below this offset were trimmed away.
     pub trim_point: Offset,
+    /// This server lost its copy of the loglet with its disk (marked by a
+    /// rejoin's fence, always together with `sealed`): it may once have
+    /// acknowledged offsets it no longer holds. It takes no normal store
+    /// (sealed), reports every tail as suspect (no seal counts it), takes
+    /// repairs, and is cleared once the rejoin copied every record its
+    /// peers hold.
+    #[serde(default)]
+    pub lost: bool,
 }
 
 #[derive(Clone)]

@@ -10,6 +10,20 @@ use serde::{de::DeserializeOwned, Serialize};
 
 const ACCEPTOR: &str = "meta_acceptor";
 const SEQUENCERS: &str = "sequencer_marks";
+const REJOIN: &str = "rejoin";
+/// The key of [`RejoinProgress`] in the rejoin tree.
+const PROGRESS: &[u8] = b"progress";
+
+/// How far a rejoin after a lost disk got (see `actors::rejoin`); read again
+/// by every restart during the rejoin, so no step is taken back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RejoinProgress {
+    /// Every loglet this node may have held before the wipe is marked lost
+    /// (and its sequencer marked started): the log-server may serve.
+    pub fenced: bool,
+    /// The register rejoin completed: the acceptor may vote.
+    pub register_done: bool,
+}
 
 #[derive(Clone)]
 pub struct MetaStore {
@@ -17,6 +31,8 @@ pub struct MetaStore {
     acceptor: sled::Tree,
     /// One empty value per loglet whose sequencer started here.
     sequencers: sled::Tree,
+    /// A rejoin's progress (empty unless this node rejoined).
+    rejoin: sled::Tree,
     /// Marks every write for the next sync.
     lane: SyncLane,
 }
@@ -26,6 +42,7 @@ impl MetaStore {
         Ok(MetaStore {
             acceptor: db.open_tree(ACCEPTOR)?,
             sequencers: db.open_tree(SEQUENCERS)?,
+            rejoin: db.open_tree(REJOIN)?,
             lane,
         })
     }
@@ -62,6 +79,22 @@ impl MetaStore {
     pub fn sequencer_was_started(&self, loglet: LogletId) -> Result<bool> {
         Ok(self.sequencers.contains_key(loglet.0.to_be_bytes())?)
     }
+
+    /// A rejoin's progress (the default if none was recorded).
+    pub fn rejoin_progress(&self) -> Result<RejoinProgress> {
+        self.rejoin
+            .get(PROGRESS)?
+            .map(|v| decode(REJOIN, &v))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
+
+    /// Records a rejoin's progress (durable after the next state sync).
+    pub fn set_rejoin_progress(&self, progress: RejoinProgress) -> Result<()> {
+        self.rejoin.insert(PROGRESS, encode(&progress))?;
+        self.lane.mark_written();
+        Ok(())
+    }
 }
 
 /// The acceptor's state in sled (checksummed values, synced with the state
@@ -73,5 +106,9 @@ impl AcceptorStore for MetaStore {
 
     fn put(&mut self, key: &str, state: &AcceptorState) -> std::result::Result<(), StorageError> {
         self.acceptor_put(key, state)
+    }
+
+    fn keys(&self) -> std::result::Result<Vec<String>, StorageError> {
+        self.acceptor_keys()
     }
 }

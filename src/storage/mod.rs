@@ -31,7 +31,7 @@ pub mod record_log;
 
 pub use group_commit::{LaneStats, SyncLane};
 pub use log_store::{LogStore, LogletState};
-pub use meta_store::MetaStore;
+pub use meta_store::{MetaStore, RejoinProgress};
 pub use partition_store::{PartitionStore, PartitionWrite};
 pub use record_log::{RecordLog, RecordLogStats};
 
@@ -366,6 +366,7 @@ mod tests {
                         sealed: true,
                         known_global_tail: 2,
                         trim_point: 0,
+                        lost: false,
                     },
                 )
                 .unwrap();

@@ -20,6 +20,8 @@
 //!   records, so their absence is not taken for "never written";
 //! - **suspect servers say so**: a server that may have lost records it
 //!   cannot name flags every tail it reports (a seal must not count it);
+//!   so does one that lost a whole loglet with its disk (`lost`, set by a
+//!   rejoin's fence), which also refuses every normal store of it;
 //! - **local readers follow the tail**: [`Effect::Tail`] whenever what a
 //!   loglet's tail info says changes (and when a loglet is first loaded).
 //!
@@ -180,7 +182,7 @@ impl Loglet {
             sealed: self.state.sealed,
             local_tail: self.local_tail,
             known_global_tail: self.state.known_global_tail,
-            suspect: self.suspect,
+            suspect: self.suspect || self.state.lost,
         }
     }
 }
@@ -245,6 +247,26 @@ impl<S: LogServerStore> LogServerCore<S> {
         effects
     }
 
+    /// A rejoin copied every record of `loglet` its peers hold: this server
+    /// counts again (it stays sealed). Durable once the host synced
+    /// [`Lane::State`]; `false` if the loglet was not lost.
+    pub fn clear_lost(&mut self, id: LogletId) -> Result<(bool, Vec<Effect>), LogServerError> {
+        let mut effects = Vec::new();
+        let loglet = self.loglet(id, &mut effects)?;
+        if !loglet.state.lost {
+            return Ok((false, effects));
+        }
+        let mut state = loglet.state.clone();
+        state.lost = false;
+        self.store.put_loglet_state(id, &state)?;
+        if let Some(loglet) = self.loglets.get_mut(&id) {
+            loglet.state = state;
+        }
+        info!(node = %self.config.node, loglet = %id, "lost loglet re-replicated: counted again");
+        self.publish(id, &mut effects);
+        Ok((true, effects))
+    }
+
     /// A log-server has no timers.
     pub fn next_wake(&self) -> Option<Instant> {
         None
@@ -300,7 +322,8 @@ impl<S: LogServerStore> LogServerCore<S> {
             Ok(l) => l,
             Err(e) => return failed(e),
         };
-        if loglet.state.sealed && !msg.repair && refuse_sealed {
+        let refused = loglet.state.sealed || loglet.state.lost;
+        if refused && !msg.repair && (refuse_sealed || loglet.state.lost) {
             debug!(loglet = %msg.loglet, first = msg.first, "store refused: sealed");
             let local_tail = loglet.local_tail;
             return (None, Response::Store(StoreReply::Sealed { local_tail }));
@@ -927,6 +950,58 @@ mod tests {
             answer(&effects),
             Response::GetTail(Ok(TailInfo { suspect: true, .. }))
         ));
+    }
+
+    #[test]
+    fn a_lost_loglet_takes_only_repairs_and_is_suspect_until_cleared() {
+        let mut store = MemStore::default();
+        let lost = LogletState {
+            sealed: true,
+            lost: true,
+            ..LogletState::default()
+        };
+        store.states.insert(L, lost);
+        let mut c = core_with(store, BugSet::NONE);
+        let effects = ask(&mut c, 1, store_msg(0, 2, 0, false));
+        assert_eq!(
+            answer(&effects),
+            &Response::Store(StoreReply::Sealed { local_tail: 0 })
+        );
+        let effects = ask(&mut c, 2, store_msg(0, 2, 0, true));
+        assert_eq!(
+            answer(&effects),
+            &Response::Store(StoreReply::Stored { local_tail: 2 })
+        );
+        for req in [
+            Request::Seal(Seal { loglet: L }),
+            Request::GetTail(GetTail { loglet: L }),
+        ] {
+            let effects = ask(&mut c, 3, req);
+            assert!(
+                matches!(
+                    answer(&effects),
+                    Response::Seal(Ok(TailInfo { suspect: true, .. }))
+                        | Response::GetTail(Ok(TailInfo { suspect: true, .. }))
+                ),
+                "{effects:?}"
+            );
+        }
+        let (cleared, effects) = c.clear_lost(L).unwrap();
+        assert!(cleared);
+        assert!(effects.contains(&Effect::Tail {
+            loglet: L,
+            info: info(true, 2, 0)
+        }));
+        assert!(!c.store().states[&L].lost && c.store().states[&L].sealed);
+        let effects = ask(&mut c, 4, Request::GetTail(GetTail { loglet: L }));
+        assert_eq!(answer(&effects), &Response::GetTail(Ok(info(true, 2, 0))));
+        // Still sealed: normal stores stay refused.
+        let effects = ask(&mut c, 5, store_msg(2, 1, 0, false));
+        assert!(matches!(
+            answer(&effects),
+            Response::Store(StoreReply::Sealed { .. })
+        ));
+        assert!(!c.clear_lost(L).unwrap().0);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use self::core::{Effect, Input, Lane, LogServerConfig, LogServerCore, Request, R
 use crate::actors::bugs::BugSet;
 use crate::actors::env::Env;
 use crate::storage::{LogStore, Storage};
-use crate::types::NodeId;
+use crate::types::{LogletId, NodeId};
 use actix::prelude::*;
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -212,6 +212,38 @@ impl Handler<Trim> for LogServer {
             },
             || Err(LogServerError::Unavailable),
         )
+    }
+}
+
+/// Local only: a rejoin re-replicated `loglet`; it counts again once the
+/// cleared mark is durable (see [`LogServerCore::clear_lost`]).
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "Result<(), LogServerError>")]
+pub struct ClearLost {
+    /// The loglet whose records were copied back.
+    pub loglet: LogletId,
+}
+
+impl Handler<ClearLost> for LogServer {
+    type Result = ResponseFuture<Result<(), LogServerError>>;
+
+    fn handle(&mut self, msg: ClearLost, _: &mut Self::Context) -> Self::Result {
+        let (changed, effects) = match self.core.clear_lost(msg.loglet) {
+            Ok(done) => done,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        for effect in effects {
+            if let Effect::Tail { loglet, info } = effect {
+                self.tails.publish(loglet, info);
+            }
+        }
+        let storage = self.storage.clone();
+        Box::pin(async move {
+            if changed {
+                storage.sync_state().await?;
+            }
+            Ok(())
+        })
     }
 }
 
