@@ -9,6 +9,7 @@ pub mod log_server;
 pub mod metadata;
 pub mod partition_processor;
 pub mod quorum;
+pub mod rejoin;
 pub mod sealer;
 pub mod sequencer;
 pub mod supervisor;

@@ -39,6 +39,13 @@ pub struct NodeArgs {
     /// HTTP worker threads.
     #[arg(long, default_value_t = 2)]
     pub http_workers: usize,
+    /// Rejoin after a lost disk: an empty (or missing) data directory is
+    /// taken as this node's; the node fences what it may have held, learns
+    /// the register from a majority before it votes, and copies back its
+    /// log records (see `keelctl status`). Harmless on a directory that
+    /// holds this node's data (it starts as usual).
+    #[arg(long)]
+    pub rejoin: bool,
 }
 
 fn parse_member(s: &str) -> Result<NodeAddress, String> {
@@ -124,6 +131,7 @@ pub fn run(args: NodeArgs) -> Result<()> {
     let config = resolve(&args)?;
     let mut opts = NodeOptions::from_config(config)?;
     opts.http_workers = args.http_workers;
+    opts.rejoin = args.rejoin;
     let gave_up: Arc<Mutex<Option<String>>> = Arc::default();
     let system = actix::System::new();
     let outcome = system.block_on({

@@ -5,7 +5,7 @@
 use super::wire::Rpc;
 use crate::actors::leader_elector::{LeaderElector, PreVote};
 use crate::actors::log_server::{GetRecords, GetTail, LogServer, Seal, Store, Trim};
-use crate::actors::metadata::messages::{Accept, Prepare};
+use crate::actors::metadata::messages::{Accept, ListKeys, Prepare};
 use crate::actors::metadata::{MetaCache, MetadataStore};
 use crate::actors::partition_processor::{GetPersisted, Invoke, PartitionProcessor};
 use crate::actors::sequencer::{Append, SequencerDirectory, SequencerManager};
@@ -82,6 +82,7 @@ route_by_partition! {
 route! {
     Prepare => metadata,
     Accept => metadata,
+    ListKeys => metadata,
     Store => log_server,
     Seal => log_server,
     GetTail => log_server,

@@ -13,6 +13,7 @@ use crate::actors::leader_elector::{ElectorConfig, LeaderElector};
 use crate::actors::log_server::{LogServer, TailWatch};
 use crate::actors::metadata::{MetaCache, MetadataClient, MetadataStore};
 use crate::actors::partition_processor::{GetProcessorStatus, PartitionProcessor};
+use crate::actors::rejoin::{self, RejoinState, Rejoiner};
 use crate::actors::sealer::Sealer;
 use crate::actors::sequencer::{SequencerDirectory, SequencerManager, SequencerTuning};
 use crate::actors::supervisor::{
@@ -67,6 +68,10 @@ pub struct NodeOptions {
     /// Run partition processors and leader electors. Off only in log-level
     /// tests, which use the logs directly and must see only their own records.
     pub partitions_enabled: bool,
+    /// `--rejoin`: a blank data directory (a lost disk) is taken as this
+    /// node's, and the node rejoins (see `actors::rejoin`); a directory that
+    /// holds this node's data starts as usual.
+    pub rejoin: bool,
 }
 
 impl NodeOptions {
@@ -82,6 +87,7 @@ impl NodeOptions {
             fault: FaultFilter::new(),
             http_workers: 2,
             partitions_enabled: true,
+            rejoin: false,
         })
     }
 }
@@ -163,7 +169,12 @@ impl Node {
         // node's identity. A blank one (a lost disk) or another node's would
         // let this node break promises it made; only `keel init` creates
         // identities, so nothing here creates one.
-        let data = identity::verify(&config.data_dir, ClusterId::from_ca_der(opts.ca.der()), me)?;
+        let cluster = ClusterId::from_ca_der(opts.ca.der());
+        if opts.rejoin {
+            let start = identity::prepare_rejoin(&config.data_dir, cluster, me)?;
+            info!(node = %me, ?start, "starting with --rejoin");
+        }
+        let data = identity::verify(&config.data_dir, cluster, me)?;
         info!(node = %me, cluster = %data.cluster, created = %data.created, "data directory identity verified");
 
         // Claim the HTTP port next: a port in use must fail the start
@@ -229,6 +240,30 @@ impl Node {
         );
         let metrics = Arc::new(Metrics::default());
         let seals = Arc::new(AtomicU64::new(0));
+
+        // A rejoin after a lost disk: before any actor serves from the blank
+        // state, every loglet this node may have held is fenced (see
+        // `actors::rejoin`). The register's quorums are the other nodes
+        // meanwhile; nothing here is served, so peers see this node down.
+        let rejoining = identity::rejoining(&config.data_dir);
+        let rejoin: RejoinState = Default::default();
+        if rejoining && !storage.meta.rejoin_progress()?.fenced {
+            rejoin::show(&rejoin, "fence", "reading every log's chain".into());
+            let mut attempt = 0u32;
+            loop {
+                attempt += 1;
+                match rejoin::fence(me, config.partitions, &meta, &storage).await {
+                    Ok(marked) => {
+                        info!(node = %me, marked, "rejoin fence up: loglets this node may have held are marked lost");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = %me, attempt, "rejoin fence not up yet (retrying): {e}");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        }
 
         // The supervision tree: root → metadata, log, partitions.
         let log_spec = {
@@ -296,37 +331,62 @@ impl Node {
             ));
         }
         let st = storage.clone();
-        let root_spec = SupervisorSpec::new("root")
+        let st_dir = config.data_dir.clone();
+        let mut root_spec = SupervisorSpec::new("root")
             .child(ChildSpec::actor(
                 "metadata",
                 local.metadata.clone(),
-                move |_cx| MetadataStore::new(me, st.clone()),
+                move |_cx| {
+                    let progress = st.meta.rejoin_progress().unwrap_or_default();
+                    let votes = rejoin::acceptor_votes(&st_dir, progress);
+                    MetadataStore::new(me, st.clone(), votes)
+                },
             ))
             .child(ChildSpec::supervisor(log_spec))
             .child(ChildSpec::supervisor(partitions_spec));
+        if rejoining {
+            let (n, m, l, s) = (net.clone(), meta.clone(), logs.clone(), storage.clone());
+            let (ls, acc) = (local.log_server.clone(), local.metadata.clone());
+            let (dir, state) = (config.data_dir.clone(), rejoin.clone());
+            root_spec = root_spec.child(ChildSpec::actor("rejoin", Slot::new(), move |_cx| {
+                Rejoiner::new(
+                    n.clone(),
+                    m.clone(),
+                    l.clone(),
+                    s.clone(),
+                    ls.clone(),
+                    acc.clone(),
+                    dir.clone(),
+                    state.clone(),
+                )
+            }));
+        }
         let root = start_root(root_spec, Watchdog::for_node(me), on_give_up)
             .map_err(|e| NodeError::Supervision(e.to_string()))?;
 
         let status: StatusSource = {
-            let (cfg, transport, root, local, storage, meta) = (
+            let (cfg, transport, root, local, storage, meta, rejoin) = (
                 config.clone(),
                 transport.clone(),
                 root.clone(),
                 local.clone(),
                 storage.clone(),
                 meta.clone(),
+                rejoin.clone(),
             );
             Arc::new(move || {
-                let (cfg, transport, root, local, storage, meta) = (
+                let (cfg, transport, root, local, storage, meta, rejoin) = (
                     cfg.clone(),
                     transport.clone(),
                     root.clone(),
                     local.clone(),
                     storage.clone(),
                     meta.clone(),
+                    rejoin.clone(),
                 );
                 async move {
-                    node_status(&cfg, started, &transport, &root, &local, &storage, &meta).await
+                    let (t, r, l, s, m) = (&transport, &root, &local, &storage, &meta);
+                    node_status(&cfg, started, t, r, l, s, m, &rejoin).await
                 }
                 .boxed()
             })
@@ -448,6 +508,7 @@ impl Node {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn node_status(
     cfg: &Config,
     started: Instant,
@@ -456,6 +517,7 @@ async fn node_status(
     local: &LocalActors,
     storage: &Storage,
     meta: &MetadataClient,
+    rejoin: &RejoinState,
 ) -> NodeStatus {
     let me = cfg.me();
     let addr = cfg.address(me).expect("validated");
@@ -512,5 +574,6 @@ async fn node_status(
         storage_bytes: storage.size_on_disk(),
         storage: storage.stats(),
         chaos_enabled: cfg.chaos,
+        rejoin: rejoin.lock().unwrap_or_else(|p| p.into_inner()).clone(),
     }
 }

@@ -28,6 +28,10 @@ pub struct NodeStatus {
     #[serde(default)]
     pub storage: crate::storage::StorageStats,
     pub chaos_enabled: bool,
+    /// Where a rejoin after a lost disk stands (`None`: this node never
+    /// rejoined since it started).
+    #[serde(default)]
+    pub rejoin: Option<crate::actors::rejoin::RejoinView>,
 }
 
 /// One partition as one node sees it (a row of the partitions table).

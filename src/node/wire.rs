@@ -8,7 +8,7 @@ use crate::actors::log_server::{
     Trim,
 };
 use crate::actors::metadata::core::{AcceptReply, PrepareReply};
-use crate::actors::metadata::messages::{Accept, AcceptorError, MetaUpdate, Prepare};
+use crate::actors::metadata::messages::{Accept, AcceptorError, ListKeys, MetaUpdate, Prepare};
 use crate::actors::partition_processor::{GetPersisted, Invoke, InvokeReply};
 use crate::actors::sequencer::{Append, AppendOutcome, SequencerError};
 use crate::types::Lsn;
@@ -86,6 +86,7 @@ wire! {
         PreVote => PreVoteResult(PreVoteReply),
         Invoke => InvokeResult(InvokeReply),
         GetPersisted => PersistedResult(Lsn),
+        ListKeys => ListKeysResult(Result<Vec<String>, AcceptorError>),
     }
     oneway { MetaUpdate, Release }
     other {

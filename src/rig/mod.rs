@@ -252,6 +252,24 @@ impl Rig {
 
     /// Starts (or restarts) `id` on its data directory; waits until it serves.
     pub fn restart(&mut self, id: u32) -> Result<()> {
+        self.start_node(id, false)
+    }
+
+    /// A lost disk: `id` crashes and its data directory is deleted.
+    pub fn wipe(&mut self, id: u32) -> Result<()> {
+        self.stop_node(id, Stop::Crash);
+        let dir = &self.configs[id as usize - 1].data_dir;
+        std::fs::remove_dir_all(dir).with_context(|| format!("deleting {}", dir.display()))?;
+        Ok(())
+    }
+
+    /// Starts `id` as `keel node --rejoin` does; waits until it serves (its
+    /// fence is up; the rejoin goes on in the background, see status).
+    pub fn restart_rejoining(&mut self, id: u32) -> Result<()> {
+        self.start_node(id, true)
+    }
+
+    fn start_node(&mut self, id: u32, rejoin: bool) -> Result<()> {
         self.stop_node(id, Stop::Graceful);
         let config = self.configs[id as usize - 1].clone();
         let fault = self.faults[id as usize - 1].clone();
@@ -265,6 +283,7 @@ impl Rig {
             fault,
             http_workers: 1,
             partitions_enabled: self.partitions_enabled,
+            rejoin,
         };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<Stop>();

@@ -57,6 +57,14 @@ impl AcceptorStore for SimAcceptorStore {
             .put(Lane::State, Self::key(key), encode(state));
         Ok(())
     }
+
+    fn keys(&self) -> Result<Vec<String>, StorageError> {
+        let disk = self.disk.borrow();
+        Ok(disk
+            .scan_prefix(ACCEPTOR)
+            .map(|(k, _)| String::from_utf8_lossy(&k[ACCEPTOR.len()..]).into_owned())
+            .collect())
+    }
 }
 
 #[cfg(test)]

@@ -523,7 +523,7 @@ impl AcceptorTarget {
     fn new() -> Self {
         let dir = fast_tempdir("keel-hostile-meta-");
         let storage = Storage::open(dir.path()).expect("opening storage");
-        let addr = MetadataStore::new(NodeId(1), storage.clone()).start();
+        let addr = MetadataStore::new(NodeId(1), storage.clone(), true).start();
         AcceptorTarget {
             storage,
             addr,
@@ -626,7 +626,7 @@ async fn meta_check(mut t: AcceptorTarget, _e: u64, msgs: Vec<Wire>) -> (Accepto
         }
     }
     // A restarted acceptor keeps every promise and acceptance.
-    t.addr = MetadataStore::new(NodeId(1), t.storage.clone()).start();
+    t.addr = MetadataStore::new(NodeId(1), t.storage.clone(), true).start();
     for (key, m) in &models {
         if !key_ok(key) {
             continue;

@@ -9,7 +9,7 @@ use keel::actors::log_server::{
     Trim,
 };
 use keel::actors::metadata::core::{AcceptReply, Ballot, PrepareReply, Versioned};
-use keel::actors::metadata::{Accept, AcceptorError, MetaUpdate, Prepare};
+use keel::actors::metadata::{Accept, AcceptorError, ListKeys, MetaUpdate, Prepare};
 use keel::actors::partition_processor::core::Response;
 use keel::actors::partition_processor::{GetPersisted, Invoke, InvokeReply};
 use keel::actors::sequencer::{Append, AppendOutcome, SequencerError};
@@ -57,12 +57,14 @@ pub fn kind(w: &Wire) -> &'static str {
         Wire::NodeStatus(_) => "NodeStatus",
         Wire::Relay(_) => "Relay",
         Wire::RelayResult(_) => "RelayResult",
+        Wire::ListKeys(_) => "ListKeys",
+        Wire::ListKeysResult(_) => "ListKeysResult",
         Wire::Error(_) => "Error",
     }
 }
 
 /// How many kinds [`wire`] builds (one per `Wire` variant).
-pub const KINDS: u64 = 29;
+pub const KINDS: u64 = 31;
 
 fn nodes(g: &mut Gen) -> Vec<NodeId> {
     let n = g.range(1, 5) as u32;
@@ -238,6 +240,10 @@ fn node_status(g: &mut Gen) -> NodeStatus {
             gave_up: None,
         },
         storage_bytes: g.u64(),
+        rejoin: g.bool().then(|| keel::actors::rejoin::RejoinView {
+            step: "log".into(),
+            detail: "re-replicating lost loglets: 1 of 3 back".into(),
+        }),
         storage: Default::default(),
         chaos_enabled: g.bool(),
     }
@@ -371,6 +377,12 @@ pub fn wire(g: &mut Gen, k: u64) -> Wire {
         25 => Wire::NodeStatus(Box::new(node_status(g))),
         26 => Wire::Relay(Box::new(invoke(g))),
         27 => Wire::RelayResult(invoke_reply(g)),
+        28 => Wire::ListKeys(ListKeys {}),
+        29 => Wire::ListKeysResult(if g.bool() {
+            Ok(vec!["chain/0".into(), "leader/1".into()])
+        } else {
+            Err(AcceptorError::Rejoining)
+        }),
         _ => Wire::Error(WireErrorOwned(
             "no local actor serves Store right now".into(),
         )),

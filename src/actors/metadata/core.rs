@@ -172,6 +172,8 @@ pub trait AcceptorStore {
     /// Writes `key`'s state: visible to `get` at once, durable after the next
     /// sync of [`Lane::State`].
     fn put(&mut self, key: &str, state: &AcceptorState) -> Result<(), StorageError>;
+    /// Every key with state, in order (a rejoining peer asks for them).
+    fn keys(&self) -> Result<Vec<String>, StorageError>;
 }
 
 /// What an acceptor is told. `T` is the host's token for a request, handed
@@ -262,6 +264,18 @@ impl<S: AcceptorStore> AcceptorCore<S> {
         } else {
             AcceptorEffect::Respond { token, resp }
         }]
+    }
+
+    /// The keys this acceptor holds state for, for a rejoining peer. Refused
+    /// while this acceptor does not vote: it may have forgotten keys, and a
+    /// rejoin must learn every key from acceptors that did not.
+    pub fn list_keys(&self) -> Result<Vec<String>, AcceptorError> {
+        if !self.voting {
+            return Err(AcceptorError::Rejoining);
+        }
+        self.store
+            .keys()
+            .map_err(|e| AcceptorError::Storage(e.to_string()))
     }
 
     /// An acceptor never needs a timer.
@@ -373,6 +387,9 @@ mod tests {
             }
             self.map.insert(key.to_string(), state.clone());
             Ok(())
+        }
+        fn keys(&self) -> Result<Vec<String>, StorageError> {
+            Ok(self.map.keys().cloned().collect())
         }
     }
 

@@ -47,10 +47,14 @@ pub struct MetadataStore {
 }
 
 impl MetadataStore {
-    pub fn new(node: NodeId, storage: Storage) -> Self {
+    /// An acceptor that votes only if `voting` (false while this node
+    /// rejoins after a lost disk, until its rejoin says it is safe).
+    pub fn new(node: NodeId, storage: Storage, voting: bool) -> Self {
+        let mut core = AcceptorCore::new(storage.meta.clone());
+        core.set_voting(voting);
         MetadataStore {
             node,
-            core: AcceptorCore::new(storage.meta.clone()),
+            core,
             storage,
         }
     }
@@ -124,6 +128,28 @@ impl Handler<Accept> for MetadataStore {
             AcceptorResponse::Accept(r) => Some(r),
             AcceptorResponse::Prepare(_) => None,
         })
+    }
+}
+
+impl Handler<ListKeys> for MetadataStore {
+    type Result = Result<Vec<String>, AcceptorError>;
+    fn handle(&mut self, _: ListKeys, _: &mut Self::Context) -> Self::Result {
+        self.core.list_keys()
+    }
+}
+
+/// The rejoin of this node's register is complete: vote from now on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StartVoting;
+
+impl Handler<StartVoting> for MetadataStore {
+    type Result = ();
+    fn handle(&mut self, _: StartVoting, _: &mut Self::Context) {
+        if !self.core.voting() {
+            info!(node = %self.node, "acceptor votes again (rejoin of the register complete)");
+        }
+        self.core.set_voting(true);
     }
 }
 

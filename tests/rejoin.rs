@@ -1,0 +1,147 @@
+//! A node that lost its disk rejoins under its old identity: it fences what
+//! it may have held, learns the register before it votes, copies its log
+//! records back, and then losing either other node loses nothing
+//! acknowledged.
+
+mod common;
+
+use common::*;
+use keel::actors::metadata::messages::{AcceptorError, ListKeys};
+use keel::log::Chain;
+use keel::rig::Rig;
+use keel::storage::identity;
+use keel::types::{Lsn, NodeId};
+use std::time::Duration;
+
+/// The rejoin step node `id` shows in its status (`None`: no rejoin).
+fn rejoin_step(rig: &Rig, id: u32) -> Option<String> {
+    let status = rig.block_on((rig.node(id).status)());
+    status.rejoin.map(|r| r.step)
+}
+
+/// Which nodes hold the record at `lsn` of `chain` locally.
+fn holders(rig: &Rig, chain: &Chain, lsn: Lsn) -> Vec<u32> {
+    let segment = chain.segment_for(lsn);
+    let offset = segment.offset_of(lsn).expect("lsn in its segment");
+    (1..=3)
+        .filter(|&n| rig.is_running(n))
+        .filter(|&n| {
+            let held = rig.node(n).storage.log.read_records(
+                segment.loglet,
+                offset,
+                offset + 1,
+                usize::MAX,
+            );
+            held.unwrap().iter().any(|(o, _)| *o == offset)
+        })
+        .collect()
+}
+
+#[test]
+fn a_wiped_node_rejoins_and_then_losing_either_other_node_loses_nothing() {
+    trace();
+    let mut rig = Rig::builder(3).logs_only().start().unwrap();
+    let mut appended = Appended::default();
+    for i in 0..40 {
+        append_one(
+            &rig,
+            1,
+            LOG,
+            format!("before-{i}").into_bytes(),
+            Duration::from_secs(5),
+            &mut appended,
+        );
+    }
+    assert!(appended.acked.len() >= 30, "{appended:?}");
+
+    rig.wipe(3).unwrap();
+    assert!(!rig.config(3).data_dir.exists(), "the disk really is gone");
+    // Without --rejoin a blank directory is refused.
+    let err = rig.restart(3).unwrap_err().to_string();
+    assert!(err.contains("--rejoin"), "{err}");
+    rig.restart_rejoining(3).unwrap();
+    rig.wait_for("N3's rejoin completes", Duration::from_secs(60), |r| {
+        rejoin_step(r, 3).as_deref() == Some("done")
+    })
+    .unwrap();
+    assert!(!identity::rejoining(&rig.config(3).data_dir));
+
+    // Every acknowledged record is back on N3 and on two nodes at least.
+    let chain = chain(&rig, 1, LOG);
+    for lsn in appended.acked.keys() {
+        let held = holders(&rig, &chain, *lsn);
+        assert!(
+            held.contains(&3) && held.len() >= 2,
+            "{lsn} held by {held:?}"
+        );
+    }
+    // The rejoined acceptor votes: the register answers it.
+    let keys = rig.block_on(
+        rig.node(1)
+            .net
+            .call(NodeId(3), ListKeys {}, Duration::from_secs(2)),
+    );
+    assert!(matches!(keys, Ok(Ok(ref k)) if !k.is_empty()), "{keys:?}");
+
+    for gone in [1, 2] {
+        let upto = *appended.acked.keys().last().unwrap();
+        rig.kill(gone);
+        let other = 3 - gone;
+        for reader in [other, 3] {
+            let read = read_upto(&rig, reader, LOG, upto, Duration::from_secs(30));
+            assert_log_matches(&read, &appended, |_| true);
+        }
+        // The survivors still take writes together.
+        append_until_acked(
+            &rig,
+            3,
+            LOG,
+            &format!("without-n{gone}"),
+            Duration::from_secs(30),
+            &mut appended,
+        );
+        rig.restart(gone).unwrap();
+    }
+}
+
+#[test]
+fn a_rejoin_waits_for_its_peers_and_its_acceptor_does_not_vote_meanwhile() {
+    trace();
+    let mut rig = Rig::builder(3).logs_only().start().unwrap();
+    let mut appended = Appended::default();
+    append_until_acked(&rig, 1, LOG, "a", Duration::from_secs(10), &mut appended);
+    rig.wipe(2).unwrap();
+    rig.restart_rejoining(2).unwrap();
+    // The fence is up (the node started); cut N2 from N1: the rejoin needs
+    // both other nodes (every key from a majority of the others, every
+    // record from every other member), so it cannot finish.
+    rig.cut(1, 2);
+    let step = rig
+        .wait_until("N2 shows a rejoin step", Duration::from_secs(10), |r| {
+            rejoin_step(r, 2).filter(|s| s == "register" || s == "log")
+        })
+        .unwrap();
+    if step == "register" {
+        let answer = rig.block_on(rig.node(3).net.call(
+            NodeId(2),
+            ListKeys {},
+            Duration::from_secs(2),
+        ));
+        assert!(
+            matches!(answer, Ok(Err(AcceptorError::Rejoining))),
+            "a rejoining acceptor refuses: {answer:?}"
+        );
+    }
+    assert!(identity::rejoining(&rig.config(2).data_dir));
+    rig.heal();
+    rig.wait_for(
+        "N2's rejoin completes after the heal",
+        Duration::from_secs(60),
+        |r| rejoin_step(r, 2).as_deref() == Some("done"),
+    )
+    .unwrap();
+    assert!(!identity::rejoining(&rig.config(2).data_dir));
+    // A plain restart after the rejoin shows no rejoin at all.
+    rig.restart(2).unwrap();
+    assert_eq!(rejoin_step(&rig, 2), None);
+}
