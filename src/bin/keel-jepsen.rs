@@ -27,7 +27,7 @@ struct Args {
     #[arg(long, default_value = "set")]
     workload: WorkloadKind,
     /// none, partition-random-node, partition-leader, partition-halves,
-    /// bridge, kill, pause, flap, stall or power-loss (implies --powerfs:
+    /// bridge, kill, pause, flap, stall, wipe or power-loss (implies --powerfs:
     /// kill -9 and cut the power of one node, then of all three, in turn).
     #[arg(long, default_value = "partition-random-node")]
     nemesis: NemesisKind,

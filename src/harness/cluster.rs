@@ -50,6 +50,8 @@ struct NodeProc {
     /// Program and arguments that (re)start the node.
     command: Vec<String>,
     log: PathBuf,
+    /// The node's data directory as it resolves it (emptied by a wipe).
+    data_dir: PathBuf,
     child: Option<Child>,
     paused: bool,
 }
@@ -111,7 +113,8 @@ fn place_in_namespaces(path: &Path, plan: &NetnsPlan) -> Result<Config> {
     Ok(config)
 }
 
-fn spawn(node: &mut NodeProc) -> Result<()> {
+/// Starts `node`'s command, with `extra` arguments appended.
+fn spawn(node: &mut NodeProc, extra: &[&str]) -> Result<()> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -120,6 +123,7 @@ fn spawn(node: &mut NodeProc) -> Result<()> {
     let (prog, args) = node.command.split_first().context("empty command")?;
     let child = Command::new(prog)
         .args(args)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -176,9 +180,9 @@ impl Cluster {
                 .address(id)
                 .map(|a| format!("http://{}", a.http))
                 .context("node missing from its own config")?;
+            // The data directory as the node resolves it.
+            let data_dir = Config::load(path)?.data_dir;
             if let Some(exe) = opts.powerfs {
-                // The data directory as the node resolves it.
-                let data_dir = Config::load(path)?.data_dir;
                 cluster
                     .mounts
                     .push(PowerMount::start(exe, id, &data_dir, dir, MOUNT_DEADLINE)?);
@@ -198,12 +202,13 @@ impl Cluster {
                 http,
                 command,
                 log: dir.join(format!("n{}.log", id.0)),
+                data_dir,
                 child: None,
                 paused: false,
             });
         }
         for node in &mut cluster.nodes {
-            spawn(node)?;
+            spawn(node, &[])?;
         }
         Ok(cluster)
     }
@@ -230,6 +235,7 @@ impl Cluster {
                 http: url,
                 command: Vec::new(),
                 log: PathBuf::new(),
+                data_dir: PathBuf::new(),
                 child: None,
                 paused: false,
             });
@@ -463,7 +469,40 @@ impl Cluster {
         if node.child.is_some() {
             return Ok(());
         }
-        spawn(node)
+        spawn(node, &[])
+    }
+
+    /// A lost disk: `kill -9`, then everything in the node's data directory
+    /// is deleted (the directory itself stays: on powerfs it is the mount).
+    /// Returns how many entries went.
+    pub fn wipe(&mut self, id: NodeId) -> Result<usize> {
+        self.kill(id)?;
+        let node = self.owned(id, "wipe")?;
+        let dir = node.data_dir.clone();
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+            let path = entry?.path();
+            let gone = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            gone.with_context(|| format!("deleting {}", path.display()))?;
+            removed += 1;
+        }
+        if removed == 0 {
+            bail!("{id}'s data directory {} was already empty", dir.display());
+        }
+        Ok(removed)
+    }
+
+    /// Starts a wiped node with `--rejoin`.
+    pub fn restart_rejoining(&mut self, id: NodeId) -> Result<()> {
+        let node = self.owned(id, "restart --rejoin")?;
+        if node.child.is_some() {
+            return Ok(());
+        }
+        spawn(node, &["--rejoin"])
     }
 
     pub fn pause(&mut self, id: NodeId) -> Result<()> {
@@ -593,6 +632,7 @@ mod tests {
                 http: "http://127.0.0.1:1".into(),
                 command: Vec::new(),
                 log: PathBuf::new(),
+                data_dir: PathBuf::new(),
                 child: None,
                 paused: false,
             }],

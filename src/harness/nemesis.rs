@@ -59,6 +59,11 @@ pub enum Fault {
     Restart {
         node: NodeId,
     },
+    /// A lost disk: `kill -9`, then everything in the node's data directory
+    /// deleted; down until its `restart` (with `--rejoin`) or `heal`.
+    Wipe {
+        node: NodeId,
+    },
     /// `kill -9` of each node in `nodes`, then a power loss of its powerfs
     /// mount (unsynced writes dropped): down until its `restart` or `heal`.
     #[serde(rename = "power-loss")]
@@ -103,6 +108,7 @@ impl Fault {
             Fault::Bridge { .. } => "bridge",
             Fault::Kill { .. } => "kill",
             Fault::Restart { .. } => "restart",
+            Fault::Wipe { .. } => "wipe",
             Fault::PowerLoss { .. } => "power-loss",
             Fault::Pause { .. } => "pause",
             Fault::Resume { .. } => "resume",
@@ -422,7 +428,7 @@ fn apply(
             state.cut = all;
         }
         Fault::Bridge { cut } => state.cut = cut_pairs(cut, index, name, nodes)?,
-        Fault::Kill { node } => {
+        Fault::Kill { node } | Fault::Wipe { node } => {
             check_node(*node, index, name, nodes)?;
             kill(state, *node);
         }

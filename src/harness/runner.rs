@@ -430,6 +430,7 @@ impl NemesisDriver<'_> {
                 self.cluster.partition(&block_lists(&inj.cut()))
             }
             Injection::Kill(n) => self.cluster.kill(*n),
+            Injection::Wipe(n) => self.cluster.wipe(*n).map(drop),
             Injection::Pause(n) => self.cluster.pause(*n),
             Injection::PowerLoss { .. } => unreachable!("handled above"),
             Injection::Stall {
@@ -447,7 +448,7 @@ impl NemesisDriver<'_> {
             Err(e) => {
                 self.note_error(&inj.describe(), e);
                 // A half-applied partition is worse than none.
-                if inj.fault().name() != "kill" {
+                if !matches!(inj.fault().name(), "kill" | "wipe") {
                     let _ = self.cluster.heal_network();
                 }
             }
@@ -562,6 +563,12 @@ impl NemesisDriver<'_> {
                     self.rec.event(Fault::Restart { node: n }, self.kind.name());
                 }
                 Err(e) => self.note_error(&format!("restart {n}"), e),
+            },
+            Some(Injection::Wipe(n)) => match self.cluster.restart_rejoining(n) {
+                Ok(()) => {
+                    self.rec.event(Fault::Restart { node: n }, self.kind.name());
+                }
+                Err(e) => self.note_error(&format!("restart {n} --rejoin"), e),
             },
             Some(Injection::PowerLoss { nodes, .. }) => {
                 for n in nodes {

@@ -42,9 +42,12 @@ pub enum NemesisKind {
     /// writes are lost): one random node on odd cycles, all of them at
     /// once on even cycles; restart them on what survived at the heal.
     PowerLoss,
+    /// A lost disk: `kill -9` one node and delete everything in its data
+    /// directory; restart it with `--rejoin` at the heal.
+    Wipe,
 }
 
-pub const ALL_NEMESES: [NemesisKind; 10] = [
+pub const ALL_NEMESES: [NemesisKind; 11] = [
     NemesisKind::None,
     NemesisKind::PartitionRandomNode,
     NemesisKind::PartitionLeader,
@@ -55,6 +58,7 @@ pub const ALL_NEMESES: [NemesisKind; 10] = [
     NemesisKind::Flap,
     NemesisKind::Stall,
     NemesisKind::PowerLoss,
+    NemesisKind::Wipe,
 ];
 
 impl NemesisKind {
@@ -70,6 +74,7 @@ impl NemesisKind {
             NemesisKind::Flap => "flap",
             NemesisKind::Stall => "stall",
             NemesisKind::PowerLoss => "power-loss",
+            NemesisKind::Wipe => "wipe",
         }
     }
 
@@ -77,7 +82,7 @@ impl NemesisKind {
     pub fn needs_processes(self) -> bool {
         matches!(
             self,
-            NemesisKind::Kill | NemesisKind::Pause | NemesisKind::PowerLoss
+            NemesisKind::Kill | NemesisKind::Pause | NemesisKind::PowerLoss | NemesisKind::Wipe
         )
     }
 
@@ -177,6 +182,8 @@ pub enum Injection {
         cut: Vec<[NodeId; 2]>,
     },
     Kill(NodeId),
+    /// `kill -9` and delete the node's data (restarted with `--rejoin`).
+    Wipe(NodeId),
     Pause(NodeId),
     /// `kill -9` these nodes, then cut their powerfs' power.
     PowerLoss {
@@ -205,6 +212,7 @@ impl Injection {
             },
             Injection::Bridge { cut } => Fault::Bridge { cut: cut.clone() },
             Injection::Kill(node) => Fault::Kill { node: *node },
+            Injection::Wipe(node) => Fault::Wipe { node: *node },
             Injection::Pause(node) => Fault::Pause { node: *node },
             Injection::PowerLoss { nodes, tear } => Fault::PowerLoss {
                 nodes: nodes.clone(),
@@ -259,6 +267,7 @@ impl Injection {
                 format!("bridge {}", cs.join(" "))
             }
             Injection::Kill(n) => format!("kill -9 {n}"),
+            Injection::Wipe(n) => format!("wipe {n} (kill -9, delete its data)"),
             Injection::Pause(n) => format!("SIGSTOP {n}"),
             Injection::PowerLoss { nodes, tear } => format!(
                 "power loss {}{}",
@@ -367,6 +376,7 @@ impl Chooser {
                 Injection::Bridge { cut }
             }
             NemesisKind::Kill => Injection::Kill(victim),
+            NemesisKind::Wipe => Injection::Wipe(victim),
             NemesisKind::Pause => Injection::Pause(victim),
             NemesisKind::PowerLoss => {
                 // Odd cycles one node, even cycles the whole cluster.
