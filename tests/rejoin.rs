@@ -37,6 +37,19 @@ fn holders(rig: &Rig, chain: &Chain, lsn: Lsn) -> Vec<u32> {
         .collect()
 }
 
+/// Runs `keelctl --url <N1> args`: whether it succeeded, and its output.
+fn keelctl(rig: &Rig, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keelctl"))
+        .arg("--url")
+        .arg(rig.http(1))
+        .args(args)
+        .output()
+        .expect("keelctl runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
 #[test]
 fn a_wiped_node_rejoins_and_then_losing_either_other_node_loses_nothing() {
     trace();
@@ -65,6 +78,13 @@ fn a_wiped_node_rejoins_and_then_losing_either_other_node_loses_nothing() {
     })
     .unwrap();
     assert!(!identity::rejoining(&rig.config(3).data_dir));
+    let (ok, out) = keelctl(&rig, &["rejoin", "N3", "--wait", "30"]);
+    assert!(ok && out.contains("N3: done"), "ok={ok}: {out:?}");
+    let (ok, out) = keelctl(&rig, &["rejoin", "N1"]);
+    assert!(
+        ok && out.contains("no rejoin since it started"),
+        "ok={ok}: {out:?}"
+    );
 
     // Every acknowledged record is back on N3 and on two nodes at least.
     let chain = chain(&rig, 1, LOG);
@@ -144,4 +164,7 @@ fn a_rejoin_waits_for_its_peers_and_its_acceptor_does_not_vote_meanwhile() {
     // A plain restart after the rejoin shows no rejoin at all.
     rig.restart(2).unwrap();
     assert_eq!(rejoin_step(&rig, 2), None);
+    rig.kill(2);
+    let (ok, out) = keelctl(&rig, &["rejoin", "2"]);
+    assert!(!ok && out.contains("N2 is down or unreachable"), "{out}");
 }

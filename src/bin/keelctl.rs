@@ -29,6 +29,39 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Where a node's rejoin after a lost disk stands (start the node with
+    /// `keel node --rejoin`); with --wait, follows it until it is done.
+    Rejoin {
+        /// The rejoining node (N2 or 2).
+        node: keel::types::NodeId,
+        /// Follow the rejoin for at most this many seconds; fail if it is
+        /// not done by then.
+        #[arg(long)]
+        wait: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `node`'s rejoin as its status shows it (`Ok(None)`: it never rejoined
+/// since it started); an error if it does not answer.
+fn rejoin_of(
+    url: &str,
+    node: keel::types::NodeId,
+) -> Result<Option<keel::actors::rejoin::RejoinView>> {
+    let status = fetch_status(url)?;
+    let report = status
+        .nodes
+        .into_iter()
+        .find(|r| r.node == node)
+        .with_context(|| format!("{node} is not a member of the cluster"))?;
+    match report.status {
+        Some(s) => Ok(s.rejoin),
+        None => anyhow::bail!(
+            "{node} is down or unreachable: {}",
+            report.error.unwrap_or_else(|| "no status".into())
+        ),
+    }
 }
 
 fn run(args: Args) -> Result<()> {
@@ -53,6 +86,42 @@ fn run(args: Args) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&chains)?);
             } else {
                 print!("{}", table::chains(&chains));
+            }
+        }
+        Command::Rejoin { node, wait, json } => {
+            let until = wait.map(|s| std::time::Instant::now() + Duration::from_secs(s));
+            let mut last = None;
+            let mut first = true;
+            loop {
+                // A node that is restarting does not answer for a moment.
+                let view = match rejoin_of(url, node) {
+                    Ok(v) => v,
+                    Err(e) if until.is_some_and(|u| std::time::Instant::now() < u) => {
+                        eprintln!("keelctl: {e:#} (retrying)");
+                        std::thread::sleep(Duration::from_millis(500));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                if json {
+                    println!("{}", serde_json::to_string(&view)?);
+                } else if first || view != last {
+                    match &view {
+                        Some(v) => println!("{node}: {} — {}", v.step, v.detail),
+                        None => println!("{node}: no rejoin since it started"),
+                    }
+                }
+                let done = view.as_ref().is_none_or(|v| v.step == "done");
+                last = view;
+                first = false;
+                match until {
+                    _ if done => break,
+                    None => break,
+                    Some(u) if std::time::Instant::now() >= u => {
+                        anyhow::bail!("{node}'s rejoin is not done after {}s", wait.unwrap_or(0))
+                    }
+                    Some(_) => std::thread::sleep(Duration::from_millis(500)),
+                }
             }
         }
     }

@@ -89,6 +89,8 @@ pub fn cluster_status(status: &ClusterStatus) -> String {
             s.http.to_string(),
             if s.supervision.gave_up.is_some() {
                 "FAILED".into()
+            } else if let Some(r) = s.rejoin.as_ref().filter(|r| r.step != "done") {
+                format!("REJOINING ({})", r.step)
             } else {
                 "ALIVE".into()
             },

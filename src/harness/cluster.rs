@@ -480,7 +480,9 @@ impl Cluster {
         let node = self.owned(id, "wipe")?;
         let dir = node.data_dir.clone();
         let mut removed = 0;
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?
+        {
             let path = entry?.path();
             let gone = if path.is_dir() {
                 std::fs::remove_dir_all(&path)
