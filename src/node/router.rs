@@ -94,6 +94,7 @@ impl Inbound<Wire> for Router {
             Wire::PreVote(r) => self.serve(r, reply),
             Wire::Invoke(r) => self.serve(r, reply),
             Wire::GetPersisted(r) => self.serve(r, reply),
+            Wire::GetSnapshot(r) => self.serve(r, reply),
             Wire::GetNodeStatus => match self
                 .status
                 .lock()

@@ -166,11 +166,15 @@ impl<'a> Cursor<'a> {
     }
     fn u32(&mut self) -> Result<u32, SnapshotError> {
         let b = self.take(4)?;
-        Ok(u32::from_be_bytes(b.try_into().map_err(|_| damaged("u32"))?))
+        Ok(u32::from_be_bytes(
+            b.try_into().map_err(|_| damaged("u32"))?,
+        ))
     }
     fn u64(&mut self) -> Result<u64, SnapshotError> {
         let b = self.take(8)?;
-        Ok(u64::from_be_bytes(b.try_into().map_err(|_| damaged("u64"))?))
+        Ok(u64::from_be_bytes(
+            b.try_into().map_err(|_| damaged("u64"))?,
+        ))
     }
 }
 
@@ -214,8 +218,7 @@ impl SnapshotDir {
             .and_then(|()| f.sync_all())
             .map_err(|e| io(format!("write {}", temp.display()), e))?;
         drop(f);
-        std::fs::rename(&temp, &path)
-            .map_err(|e| io(format!("rename {}", path.display()), e))?;
+        std::fs::rename(&temp, &path).map_err(|e| io(format!("rename {}", path.display()), e))?;
         sync_dir(&dir).map_err(|e| SnapshotError::Io(e.to_string()))?;
         Ok(path)
     }
@@ -279,6 +282,41 @@ impl SnapshotDir {
         }
     }
 
+    /// Up to `max` bytes of a snapshot's file from `offset` on, unverified,
+    /// and the file's length (what a peer is sent, chunk by chunk). An
+    /// offset past the end is an error.
+    pub fn read_range(
+        &self,
+        partition: PartitionId,
+        lsn: Lsn,
+        offset: u64,
+        max: usize,
+    ) -> Result<(u64, Vec<u8>), SnapshotError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let path = self.path(partition, lsn);
+        let mut f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(SnapshotError::Missing { partition, lsn })
+            }
+            Err(e) => return Err(io(format!("open {}", path.display()), e)),
+        };
+        let what = || format!("read {}", path.display());
+        let total = f.metadata().map_err(|e| io(what(), e))?.len();
+        if offset > total {
+            return Err(SnapshotError::Io(format!(
+                "offset {offset} is past the end of {} ({total} bytes)",
+                path.display()
+            )));
+        }
+        let len = (total - offset).min(max as u64) as usize;
+        let mut bytes = vec![0; len];
+        f.seek(SeekFrom::Start(offset))
+            .and_then(|_| f.read_exact(&mut bytes))
+            .map_err(|e| io(what(), e))?;
+        Ok((total, bytes))
+    }
+
     /// Reads and verifies a snapshot, including that it is the one its name
     /// says it is.
     pub fn read(&self, partition: PartitionId, lsn: Lsn) -> Result<Snapshot, SnapshotError> {
@@ -302,8 +340,7 @@ impl SnapshotDir {
         let mut changed = false;
         for lsn in &old {
             let path = self.path(partition, *lsn);
-            std::fs::remove_file(&path)
-                .map_err(|e| io(format!("remove {}", path.display()), e))?;
+            std::fs::remove_file(&path).map_err(|e| io(format!("remove {}", path.display()), e))?;
             changed = true;
         }
         if let Ok(entries) = std::fs::read_dir(&dir) {
@@ -347,8 +384,29 @@ mod tests {
         let snaps = SnapshotDir::new(dir.path().join("snapshots"));
         assert_eq!(snaps.list(P).unwrap(), vec![], "no directory: none");
         let path = snaps.write(&sample(42)).unwrap();
-        assert_eq!(path, dir.path().join("snapshots/p3/00000000000000000042.snap"));
+        assert_eq!(
+            path,
+            dir.path().join("snapshots/p3/00000000000000000042.snap")
+        );
         assert_eq!(snaps.read(P, Lsn(42)).unwrap(), sample(42));
+        // Chunk by chunk, the same bytes.
+        let whole = snaps.read_bytes(P, Lsn(42)).unwrap();
+        let mut joined = Vec::new();
+        while joined.len() < whole.len() {
+            let (total, chunk) = snaps
+                .read_range(P, Lsn(42), joined.len() as u64, 7)
+                .unwrap();
+            assert_eq!(total, whole.len() as u64);
+            assert!(!chunk.is_empty() && chunk.len() <= 7);
+            joined.extend(chunk);
+        }
+        assert_eq!(joined, whole);
+        let end = whole.len() as u64;
+        assert_eq!(
+            snaps.read_range(P, Lsn(42), end, 7).unwrap().1,
+            Vec::<u8>::new()
+        );
+        assert!(snaps.read_range(P, Lsn(42), end + 1, 7).is_err());
         assert_eq!(snaps.latest(P).unwrap(), Some(Lsn(42)));
         assert_eq!(
             snaps.read(P, Lsn(7)),
