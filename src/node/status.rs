@@ -52,6 +52,9 @@ pub struct PartitionView {
     /// at which LSN.
     #[serde(default)]
     pub restoring: Option<crate::actors::partition_processor::RestoreView>,
+    /// Why the last snapshot fetch failed or was refused (cleared by a restore).
+    #[serde(default)]
+    pub snapshot_fetch_error: Option<String>,
     /// Snapshots the processor took since it (re)started.
     #[serde(default)]
     pub snapshots_taken: u64,

@@ -215,6 +215,7 @@ fn node_status(g: &mut Gen) -> NodeStatus {
             pending_requests: 0,
             snapshot_lsn: Some(Lsn(8)),
             restoring: None,
+            snapshot_fetch_error: None,
             snapshots_taken: 1,
             snapshots_restored: 0,
         }],

@@ -444,6 +444,8 @@ pub struct ProcessorCore<S: PartitionState> {
     restore: Option<Restore>,
     /// When the log is read again after a failed fetch.
     fetch_retry: Option<Instant>,
+    /// Why the last fetch failed or its snapshot was refused (for status).
+    fetch_error: Option<String>,
     /// Snapshots written since start (for status and metrics).
     snapshots_taken: u64,
     /// Snapshots restored since start.
@@ -484,6 +486,7 @@ impl<S: PartitionState> ProcessorCore<S> {
             snapshot_after: None,
             restore: None,
             fetch_retry: None,
+            fetch_error: None,
             snapshots_taken: 0,
             snapshots_restored: 0,
             config,
@@ -722,6 +725,7 @@ impl<S: PartitionState> ProcessorCore<S> {
             Ok(s) => s,
             Err(e) => {
                 warn!(partition = %self.config.partition, "fetching a snapshot failed: {e}");
+                self.fetch_error = Some(e.to_string());
                 self.fetch_retry = Some(env.now + FETCH_RETRY);
                 return;
             }
@@ -743,6 +747,7 @@ impl<S: PartitionState> ProcessorCore<S> {
         };
         if let Some(why) = refused {
             warn!(partition = %self.config.partition, "snapshot refused: {why}");
+            self.fetch_error = Some(format!("snapshot refused: {why}"));
             self.fetch_retry = Some(env.now + FETCH_RETRY);
             return;
         }
@@ -750,6 +755,7 @@ impl<S: PartitionState> ProcessorCore<S> {
             Ok(w) => w,
             Err(RestoreError::Refused(why)) => {
                 warn!(partition = %self.config.partition, "snapshot refused: {why}");
+                self.fetch_error = Some(format!("snapshot refused: {why}"));
                 self.fetch_retry = Some(env.now + FETCH_RETRY);
                 return;
             }
@@ -763,6 +769,7 @@ impl<S: PartitionState> ProcessorCore<S> {
         info!(partition = %self.config.partition, lsn = %state.applied, from = ?restore.source.map(|s| s.0), "snapshot restored");
         self.state = state;
         self.behind_trim = None;
+        self.fetch_error = None;
         self.snapshots_restored += 1;
         self.last_applied_at = Some(env.now);
         if self.mode != Mode::Follower && self.state.announced > self.epoch {
@@ -872,6 +879,7 @@ impl<S: PartitionState> ProcessorCore<S> {
             last_update_ms: u64::try_from(since.as_millis()).unwrap_or(u64::MAX),
             pending_requests: self.waiters.values().map(Vec::len).sum(),
             snapshot_lsn: self.latest_snapshot,
+            snapshot_fetch_error: self.fetch_error.clone(),
             restoring: self.restore.as_ref().map(|r| RestoreView {
                 at_least: r.at_least,
                 from: r.source.map(|s| s.0),
@@ -1731,7 +1739,12 @@ mod tests {
         // None came: the log is read again a while later.
         let none = Err(FetchError::NoneHeld { at_least: Lsn(39) });
         r.feed(191, ProcessorInput::SnapshotFetched { result: none });
-        assert_eq!(r.core.status(&r.env(192, &[])).status, "BehindTrim");
+        let status = r.core.status(&r.env(192, &[]));
+        assert_eq!(status.status, "BehindTrim");
+        assert_eq!(
+            status.snapshot_fetch_error.as_deref(),
+            Some("no reachable peer holds a snapshot at LSN 39 or later")
+        );
         assert!(!r.feed(1190, ProcessorInput::Tick).contains(&read(3)));
         assert_eq!(r.feed(1191, ProcessorInput::Tick), vec![read(3)]);
         log.command(invocation(1, "g:b", 11, "add", "1"));

@@ -130,6 +130,10 @@ pub struct ProcessorStatus {
     /// The restore under way (status `RestoringSnapshot`), if any.
     #[serde(default)]
     pub restoring: Option<RestoreView>,
+    /// Why the last snapshot fetch failed or its snapshot was refused
+    /// (cleared by a restore).
+    #[serde(default)]
+    pub snapshot_fetch_error: Option<String>,
     /// Snapshots this processor took since it started.
     #[serde(default)]
     pub snapshots_taken: u64,
