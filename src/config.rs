@@ -12,6 +12,12 @@
 //! partitions = 4
 //! replication = 2
 //! chaos = false
+//! # Partition snapshots (see storage::snapshot): where they are kept
+//! # (default "<data_dir>/snapshots"), how many applied records between two
+//! # scheduled ones (0: only on demand, `keelctl snapshot`), how many to keep.
+//! snapshot_dir = "snapshots"
+//! snapshot_every_records = 50000
+//! snapshot_retain = 2
 //!
 //! [tls]
 //! dir = "."                 # ca.pem, n<id>.pem, n<id>.key
@@ -97,10 +103,32 @@ pub struct Config {
     pub timing: Timing,
     /// Every member of the (static) cluster, this node included.
     pub nodes: Vec<NodeAddress>,
+    /// Where partition snapshots are kept; `None`: `<data_dir>/snapshots`
+    /// (see [`Config::snapshot_dir`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_dir: Option<PathBuf>,
+    /// A partition is snapshotted once it applied this many records since
+    /// its last snapshot; 0 turns the schedule off (on demand only).
+    #[serde(default = "default_snapshot_every_records")]
+    pub snapshot_every_records: u64,
+    /// How many snapshots of each partition are kept (at least 1): the
+    /// newest may be the one a peer is fetching when another is taken.
+    #[serde(default = "default_snapshot_retain")]
+    pub snapshot_retain: u32,
 }
 
 fn default_partitions() -> u32 {
     4
+}
+/// Applied records between two scheduled snapshots.
+pub const DEFAULT_SNAPSHOT_EVERY_RECORDS: u64 = 50_000;
+/// Snapshots kept per partition.
+pub const DEFAULT_SNAPSHOT_RETAIN: u32 = 2;
+fn default_snapshot_every_records() -> u64 {
+    DEFAULT_SNAPSHOT_EVERY_RECORDS
+}
+fn default_snapshot_retain() -> u32 {
+    DEFAULT_SNAPSHOT_RETAIN
 }
 fn default_replication() -> u8 {
     2
@@ -116,6 +144,7 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new(""));
         config.data_dir = resolve(base, &config.data_dir);
         config.tls.dir = resolve(base, &config.tls.dir);
+        config.snapshot_dir = config.snapshot_dir.map(|d| resolve(base, &d));
         Ok(config)
     }
 
@@ -149,6 +178,13 @@ impl Config {
 
     pub fn address(&self, id: NodeId) -> Option<&NodeAddress> {
         self.nodes.iter().find(|n| n.id == id.0)
+    }
+
+    /// Where partition snapshots are kept.
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.snapshot_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("snapshots"))
     }
 
     pub fn request_timeout(&self) -> Duration {
@@ -199,6 +235,18 @@ impl Config {
         if self.timing.idle_timeout_ms <= self.timing.keep_alive_ms {
             return bad("timing.idle_timeout_ms must exceed timing.keep_alive_ms".into());
         }
+        if self.snapshot_retain == 0 {
+            return bad("snapshot_retain must be at least 1".into());
+        }
+        if self
+            .snapshot_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            return bad(
+                "snapshot_dir must not be empty (leave it out for <data_dir>/snapshots)".into(),
+            );
+        }
         Ok(())
     }
 
@@ -215,6 +263,9 @@ impl Config {
                 dir: root.join("certs"),
             },
             timing: Timing::default(),
+            snapshot_dir: None,
+            snapshot_every_records: DEFAULT_SNAPSHOT_EVERY_RECORDS,
+            snapshot_retain: DEFAULT_SNAPSHOT_RETAIN,
             nodes: (1..=n)
                 .map(|i| NodeAddress {
                     id: i,
@@ -275,6 +326,15 @@ mod tests {
         assert_eq!(loaded.data_dir, dir.join("data"));
         assert_eq!(loaded.tls.dir, dir.join("."));
         assert_eq!(Config::load_as_written(&path).unwrap(), c);
+        assert_eq!(loaded.snapshot_dir(), dir.join("data/snapshots"));
+        assert_eq!(loaded.snapshot_every_records, 50_000, "the default");
+        assert_eq!(loaded.snapshot_retain, 2, "the default");
+        c.snapshot_dir = Some(PathBuf::from("snaps"));
+        std::fs::write(&path, c.to_toml()).unwrap();
+        assert_eq!(
+            Config::load(&path).unwrap().snapshot_dir(),
+            dir.join("snaps")
+        );
 
         // Absolute paths stay as they are.
         c.data_dir = PathBuf::from("/srv/keel/data");
@@ -303,6 +363,15 @@ mod tests {
         c.replication = 2;
         c.nodes[1].quic = c.nodes[0].quic;
         assert!(c.validate().unwrap_err().to_string().contains("used twice"));
+        c.nodes = Config::local_cluster(3, 1, Path::new("/tmp/k"), 7100).nodes;
+        c.snapshot_retain = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("snapshot_retain"));
+        c.snapshot_retain = 1;
+        c.validate().unwrap();
         let err = toml::from_str::<Config>("node = 1\nbogus = 3").unwrap_err();
         assert!(err.message().contains("unknown field"), "{}", err.message());
     }

@@ -1,4 +1,5 @@
-//! `keelctl`: read a running cluster's status for a person.
+//! `keelctl`: read a running cluster's status for a person, and ask a node
+//! for a partition snapshot.
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -38,6 +39,16 @@ enum Command {
         /// not done by then.
         #[arg(long)]
         wait: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Snapshot a partition's state now on the node at --url; prints the LSN
+    /// the snapshot covers and its file.
+    Snapshot {
+        /// The partition.
+        #[arg(long)]
+        partition: u32,
+        /// Print the raw JSON answer.
         #[arg(long)]
         json: bool,
     },
@@ -122,6 +133,30 @@ fn run(args: Args) -> Result<()> {
                     }
                     Some(_) => std::thread::sleep(Duration::from_millis(500)),
                 }
+            }
+        }
+        Command::Snapshot { partition, json } => {
+            let endpoint = format!("{url}/partitions/{partition}/snapshot");
+            let taken: keel::actors::partition_processor::SnapshotTaken =
+                match ureq::post(&endpoint)
+                    .timeout(Duration::from_secs(70))
+                    .call()
+                {
+                    Ok(r) => r.into_json().context("decoding the snapshot answer")?,
+                    Err(ureq::Error::Status(code, r)) => {
+                        let body: serde_json::Value = r.into_json().unwrap_or_default();
+                        let why = body["error"].as_str().unwrap_or("no reason given");
+                        anyhow::bail!("POST {endpoint}: {code}: {why}");
+                    }
+                    Err(e) => return Err(e).with_context(|| format!("POST {endpoint}")),
+                };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&taken)?);
+            } else {
+                println!(
+                    "partition {} snapshot at LSN {}: {}",
+                    taken.partition, taken.lsn, taken.path
+                );
             }
         }
     }

@@ -92,6 +92,9 @@ pub fn resolve(args: &NodeArgs) -> Result<Config> {
                 },
                 timing: Timing::default(),
                 nodes: Vec::new(),
+                snapshot_dir: None,
+                snapshot_every_records: crate::config::DEFAULT_SNAPSHOT_EVERY_RECORDS,
+                snapshot_retain: crate::config::DEFAULT_SNAPSHOT_RETAIN,
             }
         }
     };

@@ -107,7 +107,15 @@ pub fn cluster_status(status: &ClusterStatus) -> String {
                 p.partition.to_string(),
                 s.node.to_string(),
                 p.mode.clone(),
-                p.status.clone(),
+                match &p.restoring {
+                    Some(r) => format!(
+                        "{} (from {} at {})",
+                        p.status,
+                        r.from.map_or("-".into(), |n| n.to_string()),
+                        r.lsn.map_or("-".into(), |l| l.to_string())
+                    ),
+                    None => p.status.clone(),
+                },
                 p.leader
                     .map(|l| l.to_string())
                     .unwrap_or_else(|| "-".into()),
@@ -117,6 +125,9 @@ pub fn cluster_status(status: &ClusterStatus) -> String {
                     .unwrap_or_else(|| "-".into()),
                 p.applied_lsn.to_string(),
                 p.persisted_lsn.to_string(),
+                p.snapshot_lsn
+                    .map(|l| l.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 ago(p.last_update_ms),
             ]);
         }
@@ -174,6 +185,7 @@ pub fn cluster_status(status: &ClusterStatus) -> String {
             "SEQUENCER",
             "APPLIED-LSN",
             "PERSISTED-LSN",
+            "SNAPSHOT-LSN",
             "LAST-UPDATE",
         ],
         &parts,

@@ -68,7 +68,11 @@
 //! server answered, the bound is recorded and the segments that now lie
 //! wholly below it leave the chain (one CAS on the known version; a
 //! conflict leaves that to the next trim). A read from below the chain's
-//! first LSN is `Trimmed`: the reader cannot catch up from the log.
+//! first LSN is `Trimmed`: the reader cannot catch up from the log. So is a
+//! read whose records no server holds when some server it asked says it
+//! trimmed them (its trim point lies past the offset): a segment trimmed
+//! in part stays in the chain, and its trimmed records never come back.
+//! `first` is then the LSN at that server's trim point.
 //!
 //! **Seal** (`Input::Seal` → `Done(Sealed)`): a seal-and-extend of a given
 //! segment, driven for a caller, bounded by its deadline.
@@ -445,6 +449,9 @@ struct ReadOp {
     chain_moved: bool,
     /// The loglet whose tail this read follows.
     watching: Option<LogletId>,
+    /// The highest trim point a peer of this round reported past the
+    /// offset read (none of them held it): the records are gone.
+    peer_trimmed: Option<Offset>,
     /// Where the read stands.
     state: ReadState,
 }
@@ -1300,6 +1307,7 @@ impl LogCore {
             stalled_since: None,
             chain_moved: false,
             watching: None,
+            peer_trimmed: None,
             state: ReadState::Idle,
         };
         let running = match self.chains.get(&log) {
@@ -1462,6 +1470,9 @@ impl LogCore {
         next: usize,
         out: &mut Vec<Effect>,
     ) -> bool {
+        if next == 0 {
+            r.peer_trimmed = None;
+        }
         for (i, &peer) in segment.nodeset.iter().enumerate().skip(next) {
             if peer == env.me || env.is_suspected(peer) {
                 continue;
@@ -1482,6 +1493,19 @@ impl LogCore {
                 call,
             };
             return true;
+        }
+        if let Some(first) = r
+            .peer_trimmed
+            .take()
+            .filter(|t| *t > offset)
+            .and_then(|t| segment.lsn_of(t))
+        {
+            let e = ReadError::Trimmed {
+                log: r.log,
+                from: r.from,
+                first,
+            };
+            return self.read_done(id, r, Err(e), out);
         }
         self.read_wait(env, id, r, segment, out)
     }
@@ -1710,10 +1734,14 @@ impl LogCore {
             ) if c == call => {
                 match result {
                     Ok(Response::Records(Ok(reply))) => {
+                        let trimmed = reply.trimmed_below;
                         let run = contiguous(offset, reply.records, r.max);
                         if !run.is_empty() {
                             self.repair_locally(env, &segment, &run, out);
                             return self.read_run(env, id, r, segment, run, out);
+                        }
+                        if trimmed > offset {
+                            r.peer_trimmed = r.peer_trimmed.max(Some(trimmed));
                         }
                     }
                     Ok(Response::Records(Err(e))) => debug!("remote read failed: {e}"),
@@ -2092,6 +2120,7 @@ mod tests {
             records: offsets.iter().map(|&o| (o, rec(o))).collect(),
             tail: TailInfo::default(),
             damaged: Vec::new(),
+            trimmed_below: 0,
         })))
     }
 
@@ -2649,6 +2678,54 @@ mod tests {
         let out = tail_changed(&mut c, &env(t0), loglet0(), tail(9));
         let out = local(&mut c, &env(t0), &out, &[0, 2]);
         assert_eq!(done(&out), &OpResult::Read(Ok(vec![(Lsn(1), rec(0))])));
+    }
+
+    #[test]
+    fn r2_records_that_no_server_holds_and_a_peer_trimmed_are_trimmed() {
+        let t0 = Instant::now();
+        let mut c = core();
+        let out = reading(&mut c, t0, t0 + Duration::from_secs(1), 9);
+        let out = local(&mut c, &env(t0), &out, &[]);
+        assert!(out.is_empty(), "the local grace: {out:?}");
+        let wake = t0 + LOCAL_GRACE;
+        let again = c.handle(&env(wake), Input::Tick);
+        let out = local(&mut c, &env(wake), &again, &[]);
+        let trimmed = |below: Offset, offsets: &[Offset]| {
+            Ok(Response::Records(Ok(RecordsReply {
+                records: offsets.iter().map(|&o| (o, rec(o))).collect(),
+                tail: TailInfo::default(),
+                damaged: Vec::new(),
+                trimmed_below: below,
+            })))
+        };
+        // N2 trimmed below offset 5 (it holds 5..), N3 below 3: nobody
+        // holds offset 0 any more, and the log (base LSN 1) resumes at 6.
+        let out = reply(&mut c, &env(wake), &out, trimmed(5, &[5, 6]));
+        assert_eq!(call_of(&out).0, n(3));
+        let out = reply(&mut c, &env(wake), &out, trimmed(3, &[]));
+        assert_eq!(
+            done(&out),
+            &OpResult::Read(Err(ReadError::Trimmed {
+                log: LOG,
+                from: Lsn(1),
+                first: Lsn(6)
+            }))
+        );
+        // A peer that still holds the records serves them, trimmed or not.
+        let _ = c.handle(&env(wake), read(2, 1, 10, wake + Duration::from_secs(1)));
+        let out = tail_changed(&mut c, &env(wake), loglet0(), tail(9));
+        assert!(local(&mut c, &env(wake), &out, &[]).is_empty(), "the grace");
+        let wake2 = wake + LOCAL_GRACE;
+        let again = c.handle(&env(wake2), Input::Tick);
+        let out = local(&mut c, &env(wake2), &again, &[]);
+        let out = reply(&mut c, &env(wake2), &out, trimmed(5, &[]));
+        let out = reply(&mut c, &env(wake2), &out, trimmed(0, &[0, 1]));
+        assert!(
+            out.iter().any(
+                |e| matches!(e, Effect::Done { result: OpResult::Read(Ok(r)), .. } if r.len() == 2)
+            ),
+            "{out:?}"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! | `GET /cluster/status` | [`ClusterStatus`]: every node's status as this node can fetch it |
 //! | `GET /cluster/logs` | every log's chain of segments |
 //! | `GET /metrics` | Prometheus text |
+//! | `POST /partitions/{p}/snapshot` | take a snapshot of partition `p` on this node now: `{"partition":0,"lsn":120,"path":"…"}` |
 //! | `GET /chaos` | current fault rules (chaos mode only) |
 //! | `POST /chaos/partition` | `{"block":[2,3]}`: drop packets to and from those nodes |
 //! | `POST /chaos/delay` | `{"nodes":[2],"ms":100}`: delay packets to and from those nodes |
@@ -19,6 +20,7 @@ use super::net::Net;
 use super::status::{ClusterStatus, NodeReport, StatusSource};
 use super::wire::Wire;
 use crate::actors::metadata::MetadataClient;
+use crate::actors::partition_processor::TakeSnapshot;
 use crate::actors::supervisor::{Chaos, RootHandle};
 use crate::config::Config;
 use crate::ingress::http::error_response;
@@ -76,6 +78,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/cluster/status", web::get().to(cluster_status))
         .route("/cluster/logs", web::get().to(cluster_logs))
         .route("/metrics", web::get().to(metrics))
+        .route("/partitions/{p}/snapshot", web::post().to(take_snapshot))
         .route("/chaos", web::get().to(chaos_rules))
         .route("/chaos/partition", web::post().to(chaos_partition))
         .route("/chaos/delay", web::post().to(chaos_delay))
@@ -167,8 +170,42 @@ async fn cluster_logs(admin: web::Data<Admin>) -> HttpResponse {
     HttpResponse::Ok().json(chains(&admin).await)
 }
 
+/// How long an operator's snapshot may take before the answer is a 504.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn take_snapshot(admin: web::Data<Admin>, path: web::Path<String>) -> HttpResponse {
+    let Ok(p) = path.parse::<u32>() else {
+        return error_response(400, format!("{path:?} is not a partition number"));
+    };
+    let Some(slot) = admin.net.local().processors.get(p as usize) else {
+        return error_response(
+            404,
+            format!(
+                "no partition {p} (this cluster has {})",
+                admin.config.partitions
+            ),
+        );
+    };
+    let Some(addr) = slot.addr() else {
+        return error_response(503, format!("partition {p}'s processor is restarting"));
+    };
+    match tokio::time::timeout(SNAPSHOT_TIMEOUT, addr.send(TakeSnapshot)).await {
+        Ok(Ok(Ok(taken))) => HttpResponse::Ok().json(taken),
+        Ok(Ok(Err(why))) => error_response(503, why),
+        Ok(Err(_)) => error_response(503, format!("partition {p}'s processor stopped")),
+        Err(_) => error_response(504, "the snapshot took too long"),
+    }
+}
+
 async fn metrics(admin: web::Data<Admin>) -> HttpResponse {
     let lm = admin.logs.metrics();
+    let node = (admin.status)().await;
+    let per_partition = |f: fn(&super::status::PartitionView) -> u64| {
+        node.partitions
+            .iter()
+            .map(|p| (format!("partition=\"{}\"", p.partition.0), f(p) as f64))
+            .collect::<Vec<_>>()
+    };
     let status = admin.root.status();
     let restarts: u64 = status.children.iter().map(|c| c.restarts_total).sum();
     let peers = admin.net.nodes().len() as f64;
@@ -271,6 +308,18 @@ async fn metrics(admin: web::Data<Admin>) -> HttpResponse {
             "Damaged log records not yet stored again from a peer's copy.",
             "gauge",
             vec![(String::new(), storage.records.unrepaired as f64)],
+        ),
+        (
+            "keel_snapshots_taken_total",
+            "Partition snapshots written by this node's processors since they started.",
+            "counter",
+            per_partition(|p| p.snapshots_taken),
+        ),
+        (
+            "keel_snapshots_restored_total",
+            "Partition snapshots restored from a peer since the processors started.",
+            "counter",
+            per_partition(|p| p.snapshots_restored),
         ),
         (
             "keel_peers_connected",

@@ -95,6 +95,7 @@ impl Inbound<Wire> for Router {
             Wire::Invoke(r) => self.serve(r, reply),
             Wire::GetPersisted(r) => self.serve(r, reply),
             Wire::ListKeys(r) => self.serve(r, reply),
+            Wire::GetSnapshot(r) => self.serve(r, reply),
             Wire::GetNodeStatus => match self
                 .status
                 .lock()

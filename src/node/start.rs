@@ -12,7 +12,9 @@ use super::wire::Wire;
 use crate::actors::leader_elector::{ElectorConfig, LeaderElector};
 use crate::actors::log_server::{LogServer, TailWatch};
 use crate::actors::metadata::{MetaCache, MetadataClient, MetadataStore};
-use crate::actors::partition_processor::{GetProcessorStatus, PartitionProcessor};
+use crate::actors::partition_processor::{
+    GetProcessorStatus, PartitionProcessor, SnapshotSettings,
+};
 use crate::actors::rejoin::{self, RejoinState, Rejoiner};
 use crate::actors::sealer::Sealer;
 use crate::actors::sequencer::{SequencerDirectory, SequencerManager, SequencerTuning};
@@ -301,13 +303,16 @@ impl Node {
         } else {
             0
         };
+        let snapshots = SnapshotSettings::from_config(&config);
         for p in 0..enabled {
             let partition = PartitionId(p);
-            let (st, lc) = (storage.clone(), logs.clone());
+            let (st, lc, snaps) = (storage.clone(), logs.clone(), snapshots.clone());
             partitions_spec = partitions_spec.child(ChildSpec::actor(
                 format!("processor-{p}"),
                 local.processors[p as usize].clone(),
-                move |cx| PartitionProcessor::new(partition, st.clone(), lc.clone(), cx),
+                move |cx| {
+                    PartitionProcessor::new(partition, st.clone(), lc.clone(), cx, snaps.clone())
+                },
             ));
             let (n, m, slot, metrics) = (
                 net.clone(),
@@ -548,6 +553,11 @@ async fn node_status(
                 persisted_lsn: s.persisted_lsn,
                 last_update_ms: s.last_update_ms,
                 pending_requests: s.pending_requests,
+                snapshot_lsn: s.snapshot_lsn,
+                restoring: s.restoring,
+                snapshot_fetch_error: s.snapshot_fetch_error,
+                snapshots_taken: s.snapshots_taken,
+                snapshots_restored: s.snapshots_restored,
             },
             None => PartitionView {
                 partition,
@@ -560,6 +570,11 @@ async fn node_status(
                 persisted_lsn: Default::default(),
                 last_update_ms: 0,
                 pending_requests: 0,
+                snapshot_lsn: None,
+                restoring: None,
+                snapshot_fetch_error: None,
+                snapshots_taken: 0,
+                snapshots_restored: 0,
             },
         });
     }

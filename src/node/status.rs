@@ -49,6 +49,22 @@ pub struct PartitionView {
     pub persisted_lsn: Lsn,
     pub last_update_ms: u64,
     pub pending_requests: usize,
+    /// The newest snapshot of the partition this node retains.
+    #[serde(default)]
+    pub snapshot_lsn: Option<Lsn>,
+    /// The snapshot being restored (status `RestoringSnapshot`): from whom,
+    /// at which LSN.
+    #[serde(default)]
+    pub restoring: Option<crate::actors::partition_processor::RestoreView>,
+    /// Why the last snapshot fetch failed or was refused (cleared by a restore).
+    #[serde(default)]
+    pub snapshot_fetch_error: Option<String>,
+    /// Snapshots the processor took since it (re)started.
+    #[serde(default)]
+    pub snapshots_taken: u64,
+    /// Snapshots the processor restored since it (re)started.
+    #[serde(default)]
+    pub snapshots_restored: u64,
 }
 
 /// Another node's status as seen from here, or why it could not be fetched.

@@ -9,9 +9,11 @@ use crate::actors::log_server::{
 };
 use crate::actors::metadata::core::{AcceptReply, PrepareReply};
 use crate::actors::metadata::messages::{Accept, AcceptorError, ListKeys, MetaUpdate, Prepare};
-use crate::actors::partition_processor::{GetPersisted, Invoke, InvokeReply};
+use crate::actors::partition_processor::{
+    GetPersisted, GetSnapshot, Invoke, InvokeReply, PersistedReply, SnapshotChunk,
+    SnapshotServeError,
+};
 use crate::actors::sequencer::{Append, AppendOutcome, SequencerError};
-use crate::types::Lsn;
 use serde::{Deserialize, Serialize};
 
 /// Why a remote node could not produce a reply at all.
@@ -85,7 +87,8 @@ wire! {
         Append => AppendResult(Result<AppendOutcome, SequencerError>),
         PreVote => PreVoteResult(PreVoteReply),
         Invoke => InvokeResult(InvokeReply),
-        GetPersisted => PersistedResult(Lsn),
+        GetPersisted => PersistedResult(PersistedReply),
+        GetSnapshot => SnapshotResult(Result<SnapshotChunk, SnapshotServeError>),
         ListKeys => ListKeysResult(Result<Vec<String>, AcceptorError>),
     }
     oneway { MetaUpdate, Release }

@@ -58,9 +58,16 @@ pub struct RigBuilder {
     replication: u8,
     partitions_enabled: bool,
     chaos: bool,
+    /// Applied records between two scheduled snapshots of a partition.
+    snapshot_every: u64,
 }
 
 impl RigBuilder {
+    /// Snapshots every `records` applied records (0: on demand only).
+    pub fn snapshot_every(mut self, records: u64) -> Self {
+        self.snapshot_every = records;
+        self
+    }
     pub fn partitions(mut self, p: u32) -> Self {
         self.partitions = p;
         self
@@ -89,6 +96,7 @@ impl RigBuilder {
             c.partitions = self.partitions;
             c.replication = self.replication;
             c.chaos = self.chaos;
+            c.snapshot_every_records = self.snapshot_every;
             c.validate()?;
             // As `keel init` does: a node never starts on a blank directory.
             crate::cli::init::stamp_data_dir(&c.data_dir, &ca.cert(), NodeId(i))?;
@@ -145,6 +153,7 @@ impl Rig {
             replication: 2.min(nodes as u8),
             partitions_enabled: true,
             chaos: false,
+            snapshot_every: crate::config::DEFAULT_SNAPSHOT_EVERY_RECORDS,
         }
     }
 

@@ -64,6 +64,10 @@ pub struct SimConfig {
     pub full_trace: bool,
     /// How often replicas are compared while the run goes.
     pub check_every: Duration,
+    /// Applied records between two snapshots of a partition (small, so
+    /// runs take snapshots and trim past crashed or cut-off nodes, which
+    /// then restore them).
+    pub snapshot_every: u64,
 }
 
 impl Default for SimConfig {
@@ -78,6 +82,7 @@ impl Default for SimConfig {
             quiet: Duration::from_secs(13),
             full_trace: false,
             check_every: Duration::from_secs(1),
+            snapshot_every: 40,
         }
     }
 }
@@ -135,6 +140,7 @@ pub fn world(seed: u64, config: &SimConfig) -> World {
         log: LogConfig::new(ids.clone(), 2),
         bugs: config.bugs,
         elector: ElectorConfig::default(),
+        snapshot_every: config.snapshot_every,
     };
     let schedule = Schedule::draw(&config.faults, &ids, &mut rng);
     let deafen_once = rng

@@ -20,6 +20,7 @@ use crate::actors::sequencer::core::SequencerCore;
 use crate::log::calls::MetaOp;
 use crate::log::core::{LogCore, LogCoreConfig, SealId};
 use crate::log::LogConfig;
+use crate::storage::Snapshot;
 use crate::types::{LogletId, NodeId, PartitionId};
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -119,6 +120,9 @@ pub struct Node {
     pub wall_ms: u64,
     /// The cores while up.
     pub cores: Option<Cores>,
+    /// The newest snapshot of each partition (by index) this node holds;
+    /// kept across crashes, as a synced file is.
+    pub snapshots: BTreeMap<usize, Snapshot>,
 }
 
 /// What every node is configured with.
@@ -134,6 +138,8 @@ pub struct NodeSetup {
     pub bugs: BugSet,
     /// The elector's timing.
     pub elector: ElectorConfig,
+    /// Applied records between two snapshots of a partition.
+    pub snapshot_every: u64,
 }
 
 impl Node {
@@ -145,6 +151,7 @@ impl Node {
             disk: Rc::new(RefCell::new(SimDisk::default())),
             wall_ms,
             cores: None,
+            snapshots: BTreeMap::new(),
         }
     }
 
@@ -165,6 +172,8 @@ impl Node {
                 unix_ms: self.wall_ms,
             },
             bugs: setup.bugs,
+            snapshot_every: setup.snapshot_every,
+            snapshot_held: self.snapshots.get(&p).map(|s| s.lsn),
         };
         ProcessorCore::new(config, store).ok()
     }

@@ -163,6 +163,13 @@ impl PartitionState for SimPartitionStore {
             .collect())
     }
 
+    fn entries(&self) -> Result<Entries, StorageError> {
+        self.read_fault()?;
+        let mut entries = self.dump();
+        entries.retain(|(k, _)| k != JOURNAL);
+        Ok(entries)
+    }
+
     fn apply(&mut self, write: PartitionWrite) -> Result<(), StorageError> {
         if write.is_empty() {
             return Ok(());

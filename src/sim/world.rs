@@ -11,7 +11,11 @@
 //!   that depends on it sent (a crash in between loses it);
 //! - timers are wake-up events at the cores' `next_wake`;
 //! - local services (the proposer, the sealer, the log client, the
-//!   log-server's store) are called directly on the same node.
+//!   log-server's store) are called directly on the same node;
+//! - a processor's snapshot is the store's entries it hands over, kept per
+//!   node and partition once the state lane's sync completed (it survives a
+//!   crash, as an fsynced file does); a fetch asks the other nodes in turn
+//!   over the simulated network for theirs.
 
 use super::client::{ClientAction, Clients};
 use super::faults::{Fault, Schedule};
@@ -38,7 +42,8 @@ use crate::actors::metadata::{
     AcceptorRequest, AcceptorResponse, CasOutcome, MetaError, MetaUpdate,
 };
 use crate::actors::partition_processor::{
-    GetPersisted, Invoke, InvokeReply, Mode, ProcessorEffect, ProcessorInput,
+    FetchError, GetPersisted, Invoke, InvokeReply, Mode, PersistedReply, ProcessorEffect,
+    ProcessorInput,
 };
 use crate::actors::sealer::core::{SealerEffect, SealerInput};
 use crate::actors::sealer::SealError;
@@ -52,6 +57,7 @@ use crate::log::core::{Effect as LogEffect, Input as LogInput, OpId as LogOpId, 
 use crate::log::{chain_key, Chain};
 use crate::node::CallError;
 use crate::sim::disk::Lane;
+use crate::storage::Snapshot;
 use crate::types::{LogId, LogletId, Lsn, NodeId, PartitionId};
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -69,6 +75,9 @@ pub enum Req {
     PreVote(PreVote),
     /// To a partition's processor.
     Persisted(GetPersisted),
+    /// A partition's newest snapshot at `at_least` or later, to the node
+    /// holding it.
+    Snapshot { p: usize, at_least: Lsn },
     /// A client's request, to a partition's processor.
     Invoke(Invoke),
 }
@@ -83,7 +92,9 @@ pub enum Resp {
     /// From an elector.
     PreVote(PreVoteReply),
     /// From a processor.
-    Persisted(Lsn),
+    Persisted(PersistedReply),
+    /// A node's snapshot, or why it has none to give.
+    Snapshot(Result<Snapshot, String>),
     /// From a processor, to a client.
     Invoke(InvokeReply),
 }
@@ -110,6 +121,8 @@ pub enum AfterSync {
     Mark(LogletId),
     /// Tell partition `p`'s processor its state is synced up to `upto`.
     Persisted { p: usize, upto: Lsn },
+    /// Keep partition `p`'s snapshot and tell its processor.
+    Snapshot { p: usize, snapshot: Snapshot },
 }
 
 /// Everything that can happen.
@@ -173,6 +186,13 @@ pub enum Origin {
     Log(crate::log::calls::CallId),
     Elector(usize, crate::actors::leader_elector::core::CallId),
     Processor(usize, crate::actors::partition_processor::lifecycle::CallId),
+    /// Partition `p`'s snapshot fetch (at least this LSN), asking the
+    /// `next`-th of the other nodes.
+    Snapshot {
+        p: usize,
+        at_least: Lsn,
+        next: usize,
+    },
 }
 
 /// A call waiting for its one answer.
@@ -492,6 +512,22 @@ impl World {
                             result: Ok(()),
                         },
                     ),
+                    AfterSync::Snapshot { p, snapshot } => {
+                        let lsn = snapshot.lsn;
+                        let held = &mut self.nodes[node].snapshots;
+                        if held.get(&p).is_none_or(|s| s.lsn < lsn) {
+                            held.insert(p, snapshot);
+                        }
+                        self.trace(node, "snapshot", lsn.0);
+                        self.feed_processor(
+                            node,
+                            p,
+                            ProcessorInput::SnapshotWritten {
+                                lsn,
+                                result: Ok(()),
+                            },
+                        );
+                    }
                 }
             }
             Event::CallTimeout { id } => {
@@ -670,7 +706,7 @@ impl World {
                         self.feed_elector(node, p, ElectorInput::Reply { call, from, result });
                     }
                     Origin::Processor(p, call) => {
-                        let lsn = match result {
+                        let reply = match result {
                             Ok(Resp::Persisted(l)) => Ok(l),
                             Ok(_) => Err(CallError::Remote(from, "a wrong reply".into())),
                             Err(e) => Err(e),
@@ -681,10 +717,29 @@ impl World {
                             ProcessorInput::PersistedOf {
                                 call,
                                 node: from,
-                                lsn,
+                                reply,
                             },
                         );
                     }
+                    Origin::Snapshot { p, at_least, next } => match result {
+                        Ok(Resp::Snapshot(Ok(snapshot))) => {
+                            let lsn = snapshot.lsn;
+                            self.trace(node, "snapshot-fetched", lsn.0);
+                            self.feed_processor(
+                                node,
+                                p,
+                                ProcessorInput::SnapshotSource { from, lsn },
+                            );
+                            self.feed_processor(
+                                node,
+                                p,
+                                ProcessorInput::SnapshotFetched {
+                                    result: Ok(snapshot),
+                                },
+                            );
+                        }
+                        _ => self.fetch_snapshot(node, inc, p, at_least, next + 1),
+                    },
                 }
             }
         }
@@ -764,6 +819,16 @@ impl World {
             Req::Persisted(g) => {
                 let p = g.partition.0 as usize;
                 self.feed_processor(n, p, ProcessorInput::GetPersisted { token });
+            }
+            Req::Snapshot { p, at_least } => {
+                let held = self.nodes[n]
+                    .snapshots
+                    .get(&p)
+                    .filter(|s| s.lsn >= at_least)
+                    .cloned()
+                    .ok_or_else(|| format!("no snapshot at {at_least} or later"));
+                self.trace(n, "serve-snapshot", p as u64);
+                self.answer(n, token, Resp::Snapshot(held));
             }
             Req::Invoke(inv) => {
                 let p = inv.partition.0 as usize;
@@ -1579,8 +1644,17 @@ impl World {
                 ProcessorEffect::Reply { token, reply } => {
                     self.answer(n, token, Resp::Invoke(reply))
                 }
-                ProcessorEffect::RespondPersisted { token, lsn } => {
-                    self.answer(n, token, Resp::Persisted(lsn))
+                ProcessorEffect::RespondPersisted { token, reply } => {
+                    self.answer(n, token, Resp::Persisted(reply))
+                }
+                ProcessorEffect::WriteSnapshot { snapshot } => {
+                    self.sync_then(n, Lane::State, AfterSync::Snapshot { p, snapshot })
+                }
+                // No operator asks in the simulator.
+                ProcessorEffect::SnapshotDone { .. } => {}
+                ProcessorEffect::FetchSnapshot { at_least } => {
+                    self.trace(n, "fetch-snapshot", at_least.0);
+                    self.fetch_snapshot(n, inc, p, at_least, 0);
                 }
                 ProcessorEffect::Append {
                     op,
@@ -1661,6 +1735,33 @@ impl World {
             }
         }
         self.arm(n);
+    }
+
+    /// Partition `p`'s processor on node `n` asks the `next`-th other node
+    /// for a snapshot; past the last one, none came.
+    fn fetch_snapshot(&mut self, n: usize, inc: u64, p: usize, at_least: Lsn, next: usize) {
+        let me = self.nodes[n].id;
+        let peer = self
+            .setup
+            .nodes
+            .iter()
+            .filter(|id| **id != me)
+            .nth(next)
+            .copied();
+        match peer {
+            Some(to) => {
+                let origin = Origin::Snapshot { p, at_least, next };
+                let req = Req::Snapshot { p, at_least };
+                self.node_call(n, inc, origin, to, req, Duration::from_secs(2));
+            }
+            None => self.feed_processor(
+                n,
+                p,
+                ProcessorInput::SnapshotFetched {
+                    result: Err(FetchError::NoneHeld { at_least }),
+                },
+            ),
+        }
     }
 
     // -----------------------------------------------------------------

@@ -6,6 +6,8 @@
 //! IDENTITY     the cluster and node this directory belongs to (see `identity`)
 //! records/     the record log: log records of every loglet this node stores
 //! state/       sled: loglet state, acceptor state, sequencer marks, partition state
+//! snapshots/   partition snapshots, p<partition>/<lsn>.snap (see `snapshot`;
+//!              the directory is configurable)
 //! ```
 //!
 //! **Durable means synced.** A write is acknowledged to anyone only after
@@ -28,12 +30,14 @@ mod log_store;
 mod meta_store;
 mod partition_store;
 pub mod record_log;
+pub mod snapshot;
 
 pub use group_commit::{LaneStats, SyncLane};
 pub use log_store::{LogStore, LogletState};
 pub use meta_store::{MetaStore, RejoinProgress};
 pub use partition_store::{PartitionStore, PartitionWrite};
 pub use record_log::{RecordLog, RecordLogStats};
+pub use snapshot::{Snapshot, SnapshotDir, SnapshotError};
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;

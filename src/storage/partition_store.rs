@@ -92,6 +92,33 @@ impl PartitionWrite {
         self.ops.is_empty()
     }
 
+    /// Puts `value` under a store key (as [`ops`](Self::ops) names them):
+    /// how a snapshot's entries are restored. Anything but a key of the
+    /// partition's state (an object, a result, a meta value, the applied
+    /// LSN) is refused.
+    pub fn put_raw(&mut self, store_key: &[u8], value: &[u8]) -> Result<()> {
+        Self::check_store_key(store_key)?;
+        self.ops.push((store_key.to_vec(), Some(value.to_vec())));
+        Ok(())
+    }
+
+    /// Removes a store key (see [`put_raw`](Self::put_raw)).
+    pub fn remove_raw(&mut self, store_key: &[u8]) -> Result<()> {
+        Self::check_store_key(store_key)?;
+        self.ops.push((store_key.to_vec(), None));
+        Ok(())
+    }
+
+    fn check_store_key(key: &[u8]) -> Result<()> {
+        match key.first() {
+            Some(&OBJECT | &DEDUP | &META) => Ok(()),
+            _ if key == APPLIED => Ok(()),
+            _ => Err(StorageError::Invalid(format!(
+                "{key:?} is not a key of partition state"
+            ))),
+        }
+    }
+
     /// The writes in order, each a store key (see [`object_key`](Self::object_key)
     /// and its siblings) and its new value (`None`: removed). Other stores of
     /// partition state (the simulator's) lay their keys out the same way.
@@ -330,6 +357,24 @@ impl PartitionStore {
         Ok(out)
     }
 
+    /// Every key and value of the partition's state, in key order, without
+    /// the journal, checksums checked and stripped (a snapshot's entries).
+    /// Read inside the partition's single writer, together with the applied
+    /// LSN, this is a consistent cut: no write is half applied between two
+    /// of the writer's steps.
+    pub fn entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.read_fault()?;
+        let mut out = Vec::new();
+        for item in self.tree.iter() {
+            let (k, v) = item?;
+            if k.starts_with(JOURNAL) {
+                continue;
+            }
+            out.push((k.to_vec(), open_value(TREE, &v)?.to_vec()));
+        }
+        Ok(out)
+    }
+
     /// Applies `write` atomically (durable after the next `Storage::sync`).
     /// After an error the write may be partly applied: stop writing and
     /// reopen the store, which completes it.
@@ -484,6 +529,37 @@ mod tests {
         let store = storage.partition(PartitionId(4)).unwrap();
         assert_eq!(store.applied_lsn().unwrap(), Lsn(7));
         assert_eq!(store.object(b"never").unwrap(), None);
+    }
+
+    #[test]
+    fn entries_restore_into_an_other_store_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let from = storage.partition(PartitionId(6)).unwrap();
+        from.apply(sample()).unwrap();
+        let entries = from.entries().unwrap();
+        assert!(entries.iter().all(|(k, _)| !k.starts_with(JOURNAL)));
+        assert!(entries.contains(&(APPLIED.to_vec(), 42u64.to_be_bytes().to_vec())));
+        // Another replica with state of its own: every old key goes.
+        let to = storage.partition(PartitionId(7)).unwrap();
+        let mut old = PartitionWrite::default();
+        old.put_object(b"stale", b"x");
+        old.set_applied(Lsn(3));
+        to.apply(old).unwrap();
+        let mut restore = PartitionWrite::default();
+        for (k, _) in to.entries().unwrap() {
+            restore.remove_raw(&k).unwrap();
+        }
+        for (k, v) in &entries {
+            restore.put_raw(k, v).unwrap();
+        }
+        to.apply(restore).unwrap();
+        assert_eq!(to.entries().unwrap(), entries);
+        assert_eq!(to.dump().unwrap(), from.dump().unwrap());
+        assert!(PartitionWrite::default()
+            .put_raw(b"\x00journal", b"")
+            .is_err());
+        assert!(PartitionWrite::default().remove_raw(b"").is_err());
     }
 
     #[test]

@@ -11,7 +11,10 @@ use keel::actors::log_server::{
 use keel::actors::metadata::core::{AcceptReply, Ballot, PrepareReply, Versioned};
 use keel::actors::metadata::{Accept, AcceptorError, ListKeys, MetaUpdate, Prepare};
 use keel::actors::partition_processor::core::Response;
-use keel::actors::partition_processor::{GetPersisted, Invoke, InvokeReply};
+use keel::actors::partition_processor::{
+    GetPersisted, GetSnapshot, Invoke, InvokeReply, PersistedReply, SnapshotChunk,
+    SnapshotServeError,
+};
 use keel::actors::sequencer::{Append, AppendOutcome, SequencerError};
 use keel::actors::supervisor::{
     ChildKind, ChildState, ChildStatus, RestartRecord, SupervisionStatus, WaitInfo,
@@ -51,6 +54,8 @@ pub fn kind(w: &Wire) -> &'static str {
         Wire::InvokeResult(_) => "InvokeResult",
         Wire::GetPersisted(_) => "GetPersisted",
         Wire::PersistedResult(_) => "PersistedResult",
+        Wire::GetSnapshot(_) => "GetSnapshot",
+        Wire::SnapshotResult(_) => "SnapshotResult",
         Wire::MetaUpdate(_) => "MetaUpdate",
         Wire::Release(_) => "Release",
         Wire::GetNodeStatus => "GetNodeStatus",
@@ -64,7 +69,7 @@ pub fn kind(w: &Wire) -> &'static str {
 }
 
 /// How many kinds [`wire`] builds (one per `Wire` variant).
-pub const KINDS: u64 = 31;
+pub const KINDS: u64 = 33;
 
 fn nodes(g: &mut Gen) -> Vec<NodeId> {
     let n = g.range(1, 5) as u32;
@@ -210,6 +215,11 @@ fn node_status(g: &mut Gen) -> NodeStatus {
             persisted_lsn: Lsn(9),
             last_update_ms: 5,
             pending_requests: 0,
+            snapshot_lsn: Some(Lsn(8)),
+            restoring: None,
+            snapshot_fetch_error: None,
+            snapshots_taken: 1,
+            snapshots_restored: 0,
         }],
         supervision: SupervisionStatus {
             node: Some(NodeId(1)),
@@ -328,6 +338,7 @@ pub fn wire(g: &mut Gen, k: u64) -> Wire {
                 } else {
                     Vec::new()
                 },
+                trimmed_below: g.range(0, 100),
             })
         } else {
             Err(ls_error(g))
@@ -364,7 +375,10 @@ pub fn wire(g: &mut Gen, k: u64) -> Wire {
         20 => Wire::GetPersisted(GetPersisted {
             partition: PartitionId(g.range(0, 3) as u32),
         }),
-        21 => Wire::PersistedResult(Lsn(g.range(0, 1000))),
+        21 => Wire::PersistedResult(PersistedReply {
+            persisted: Lsn(g.range(0, 1000)),
+            snapshot: g.bool().then(|| Lsn(g.range(0, 1000))),
+        }),
         22 => Wire::MetaUpdate(MetaUpdate {
             key: "chain/1".into(),
             value: versioned(g),
@@ -382,6 +396,29 @@ pub fn wire(g: &mut Gen, k: u64) -> Wire {
             Ok(vec!["chain/0".into(), "leader/1".into()])
         } else {
             Err(AcceptorError::Rejoining)
+        }),
+        30 => Wire::GetSnapshot(GetSnapshot {
+            partition: PartitionId(g.range(0, 3) as u32),
+            at_least: Lsn(g.range(0, 1000)),
+            lsn: g.bool().then(|| Lsn(g.range(0, 1000))),
+            offset: g.range(0, 1 << 20),
+            max_bytes: g.range(0, 1 << 23) as u32,
+        }),
+        31 => Wire::SnapshotResult(if g.bool() {
+            Ok(SnapshotChunk {
+                lsn: Lsn(g.range(0, 1000)),
+                total_len: g.range(0, 1 << 20),
+                bytes: {
+                    let len = g.usize(0, 24);
+                    g.bytes(len)
+                },
+            })
+        } else {
+            Err(SnapshotServeError::NoneHeld {
+                partition: PartitionId(g.range(0, 3) as u32),
+                at_least: Lsn(g.range(0, 1000)),
+                newest: None,
+            })
         }),
         _ => Wire::Error(WireErrorOwned(
             "no local actor serves Store right now".into(),

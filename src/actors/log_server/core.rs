@@ -392,8 +392,8 @@ impl<S: LogServerStore> LogServerCore<S> {
         msg: GetRecords,
         effects: &mut Vec<Effect>,
     ) -> (Option<Lane>, Response) {
-        let tail = match self.loglet(msg.loglet, effects) {
-            Ok(l) => l.tail_info(),
+        let (tail, trimmed_below) = match self.loglet(msg.loglet, effects) {
+            Ok(l) => (l.tail_info(), l.state.trim_point),
             Err(e) => return (None, Response::GetRecords(Err(e))),
         };
         let to = if msg.include_uncommitted {
@@ -416,6 +416,7 @@ impl<S: LogServerStore> LogServerCore<S> {
                 records,
                 tail,
                 damaged,
+                trimmed_below,
             })),
         )
     }

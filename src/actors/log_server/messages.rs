@@ -118,6 +118,11 @@ pub struct RecordsReply {
     /// from `records` is not evidence that they were never written.
     #[serde(default)]
     pub damaged: Vec<Offset>,
+    /// This server's trim point: offsets below it were trimmed here and
+    /// are gone for good (a reader that finds them nowhere is behind the
+    /// trim point and must catch up from a snapshot).
+    #[serde(default)]
+    pub trimmed_below: Offset,
 }
 
 /// Drop records below `below`.

@@ -182,6 +182,10 @@ pub trait PartitionState {
     /// Applies `write` atomically. After an error the write may be partly
     /// applied: stop writing; reopening the store completes it.
     fn apply(&mut self, write: PartitionWrite) -> Result<(), StorageError>;
+    /// Every store key (see [`PartitionWrite::ops`]) and value, in key
+    /// order, without the journal: a snapshot's entries. Values are as
+    /// written (a stored checksum is checked and left out).
+    fn entries(&self) -> Result<Entries, StorageError>;
 }
 
 impl PartitionState for PartitionStore {
@@ -205,6 +209,9 @@ impl PartitionState for PartitionStore {
     }
     fn apply(&mut self, write: PartitionWrite) -> Result<(), StorageError> {
         PartitionStore::apply(self, write)
+    }
+    fn entries(&self) -> Result<Entries, StorageError> {
+        PartitionStore::entries(self)
     }
 }
 

@@ -35,27 +35,50 @@
 //!   in apply is the log's clock (`core.rs`).
 //! - **Durability**: applied state is synced every [`PERSIST_EVERY`]; the
 //!   persisted LSN (what peers are told) is what a completed sync covered.
+//! - **Snapshots**: once [`ProcessorConfig::snapshot_every`] records were
+//!   applied since the last snapshot (checked at each tick), or when an
+//!   operator asks, the core reads every entry of its store at the applied
+//!   LSN (a consistent cut: the core is its store's only writer and applies
+//!   whole batches) and asks its host to write the file; one at a time. The
+//!   host syncs the state lane first, so a snapshot is reported only once
+//!   its file is fsynced and the state it holds is durable here too; only
+//!   then does it count (status, trimming, serving peers).
 //! - **Trim**: every [`TRIM_EVERY`] a leader asks every replica for its
-//!   persisted LSN and trims the log below the lowest (any replica that does
-//!   not answer blocks the trim: it may need the log to catch up).
+//!   persisted LSN and newest snapshot, and trims the log below the larger
+//!   of the lowest persisted LSN (only if every replica answered) and the
+//!   highest LSN a majority's snapshots cover (counting its own), never
+//!   above its own persisted LSN (see [`trim_bound`]). A replica that is
+//!   silent (dead, cut off, wiped) blocks trimming only while a majority
+//!   holds no newer snapshot: past that, it catches up from a snapshot.
 //! - **Behind the trim point**: a read answered `Trimmed` (the log starts
-//!   past the next LSN this replica needs) is not retried at once: status
-//!   says `BehindTrim` and the next tick reads again.
+//!   past the next LSN this replica needs) is not retried: status says
+//!   `BehindTrim`, and the core asks its host to fetch a snapshot at or past
+//!   the LSN before the log's first (`RestoringSnapshot` while it comes,
+//!   naming the peer and LSN). A snapshot of another partition, older than
+//!   needed, or not newer than what is applied here is refused; a failed or
+//!   refused fetch reads the log again after [`FETCH_RETRY`] (and fetches
+//!   again if still behind). A snapshot that fits replaces the whole state
+//!   in one atomic write (every old key removed, every entry put), the core
+//!   re-derives its state from the store as a start does, syncs, follows
+//!   the log from the snapshot's LSN + 1, and keeps the snapshot as its own.
 //! - **Storage errors**: a failed read or write while applying stops the
 //!   processor (nothing of the batch is written; requests waiting are told
 //!   the outcome is unknown); its host restarts it from its durable LSN.
 
 use super::core::{
-    recover, Applied, Applier, Command, Invocation, Outcome, PartitionState, Recovered, Response,
+    recover, Applied, Applier, Command, Entries, Invocation, Outcome, PartitionState, Recovered,
+    Response,
 };
-use super::messages::{GetPersisted, Invoke, InvokeReply, Mode, ProcessorStatus};
+use super::messages::{
+    FetchError, GetPersisted, Invoke, InvokeReply, Mode, PersistedReply, ProcessorStatus,
+    RestoreView,
+};
 use crate::actors::bugs::BugSet;
 use crate::actors::env::Env;
-use crate::actors::quorum::{Tally, Verdict};
 use crate::ingress::objects::HandlerError;
 use crate::log::{AppendError, ReadError, Record};
 use crate::node::CallError;
-use crate::storage::StorageError;
+use crate::storage::{PartitionWrite, Snapshot, StorageError};
 use crate::types::{Epoch, Lsn, NodeId, PartitionId};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -91,6 +114,27 @@ pub const MIN_APPEND_TIMEOUT: Duration = Duration::from_millis(100);
 pub const MAX_REQUEST_WAIT_MS: u64 = 60_000;
 /// A processor that applied nothing for this long is `Idle` in status.
 pub const IDLE_AFTER: Duration = Duration::from_secs(5);
+/// How long after a failed or refused snapshot fetch the log is read again.
+pub const FETCH_RETRY: Duration = Duration::from_secs(1);
+/// How long after a failed snapshot write the schedule tries again.
+pub const SNAPSHOT_RETRY: Duration = Duration::from_secs(5);
+
+/// The highest LSN a leader may trim the log up to (inclusive), if any:
+/// - `lowest`: the lowest persisted LSN of every replica, if all answered
+///   (each can then catch up from the log);
+/// - `snapshots`: the newest retained snapshot of each replica that has one
+///   (the leader's own included): the highest LSN such that a majority of
+///   `nodes` hold a snapshot at or past it (a replica behind it, live, dead
+///   or wiped, can always fetch one from a live node);
+/// - never above `cap`, the leader's own persisted LSN.
+pub fn trim_bound(lowest: Option<Lsn>, snapshots: &[Lsn], nodes: usize, cap: Lsn) -> Option<Lsn> {
+    let mut held = snapshots.to_vec();
+    held.sort_by(|a, b| b.cmp(a));
+    let majority = nodes / 2 + 1;
+    let covered = held.get(majority - 1).copied();
+    let bound = lowest.max(covered)?.min(cap);
+    (bound.0 > 0).then_some(bound)
+}
 
 /// How many of `pending` go into one append: at most [`APPEND_BATCH`], and
 /// no more bytes than one append takes (at least one request). Without the
@@ -137,6 +181,11 @@ pub struct ProcessorConfig {
     pub wall_clock: WallClock,
     /// Deliberately wrong rules (empty but in the simulator's tests).
     pub bugs: BugSet,
+    /// Applied records between two scheduled snapshots (0: on demand only).
+    pub snapshot_every: u64,
+    /// The newest snapshot this node held when the core started (its host
+    /// lists its snapshot directory).
+    pub snapshot_held: Option<Lsn>,
 }
 
 /// A host's handle on a request it waits to answer.
@@ -182,11 +231,27 @@ pub enum ProcessorInput {
     PersistedOf {
         call: CallId,
         node: NodeId,
-        lsn: Result<Lsn, CallError>,
+        reply: Result<PersistedReply, CallError>,
     },
     /// Every input queued when [`ProcessorEffect::Drain`] was asked for has
     /// been handled.
     Drained,
+    /// An operator asks for a snapshot now; answered with exactly one
+    /// [`ProcessorEffect::SnapshotDone`] for `token`.
+    TakeSnapshot { token: Token },
+    /// The write asked for with [`ProcessorEffect::WriteSnapshot`] completed
+    /// (the file is fsynced), or why not.
+    SnapshotWritten {
+        lsn: Lsn,
+        result: Result<(), String>,
+    },
+    /// The fetch asked for with [`ProcessorEffect::FetchSnapshot`] found
+    /// `from`'s snapshot at `lsn` and fetches it (for status).
+    SnapshotSource { from: NodeId, lsn: Lsn },
+    /// The fetch completed: a verified snapshot, or why none came.
+    SnapshotFetched {
+        result: Result<Snapshot, FetchError>,
+    },
 }
 
 /// Everything a processor asks its host to do.
@@ -195,7 +260,7 @@ pub enum ProcessorEffect {
     /// Answer the request of `token`.
     Reply { token: Token, reply: InvokeReply },
     /// Answer a replica's [`ProcessorInput::GetPersisted`].
-    RespondPersisted { token: Token, lsn: Lsn },
+    RespondPersisted { token: Token, reply: PersistedReply },
     /// Append `records` to the partition's log within `timeout`; answer with
     /// [`ProcessorInput::Appended`].
     Append {
@@ -236,6 +301,18 @@ pub enum ProcessorEffect {
     Unwatch,
     /// Storage failed: stop; the host restarts the processor from its state.
     Stop { reason: String },
+    /// Sync the state lane, then write `snapshot` durably (and apply the
+    /// retention); answer with [`ProcessorInput::SnapshotWritten`].
+    WriteSnapshot { snapshot: Snapshot },
+    /// Answer the operator's [`ProcessorInput::TakeSnapshot`]: the LSN of
+    /// the snapshot now held, or why there is none.
+    SnapshotDone {
+        token: Token,
+        result: Result<Lsn, String>,
+    },
+    /// Fetch a snapshot of this partition at `at_least` or later from the
+    /// peers (verified); answer with [`ProcessorInput::SnapshotFetched`].
+    FetchSnapshot { at_least: Lsn },
 }
 
 /// A request waiting for its outcome.
@@ -264,12 +341,34 @@ enum AppendOp {
 /// A leader's round of "how far did you persist?".
 #[derive(Clone, Debug)]
 struct TrimRound {
-    /// The calls of this round and whom each went to.
+    /// The calls of this round still unanswered, and whom each went to.
     calls: BTreeMap<CallId, NodeId>,
-    /// Every replica must answer.
-    tally: Tally,
+    /// Some replica did not answer: the lowest persisted LSN is unknown.
+    silent: bool,
     /// The lowest persisted LSN so far (this node's included).
     lowest: Lsn,
+    /// The newest snapshot of each replica that answered with one (this
+    /// node's included).
+    snapshots: Vec<Lsn>,
+    /// How many replicas there are (this node included).
+    nodes: usize,
+}
+
+/// A snapshot being fetched to restore from.
+#[derive(Clone, Debug)]
+struct Restore {
+    /// The oldest snapshot LSN of use.
+    at_least: Lsn,
+    /// The peer and LSN the host fetches from, once it found one.
+    source: Option<(NodeId, Lsn)>,
+}
+
+/// Why a snapshot cannot be restored.
+enum RestoreError {
+    /// The snapshot is unfit (it is refused; another fetch follows).
+    Refused(String),
+    /// This node's store failed (the processor stops).
+    Storage(StorageError),
 }
 
 /// What applying one batch produced.
@@ -333,6 +432,24 @@ pub struct ProcessorCore<S: PartitionState> {
     next_trim: Option<Instant>,
     /// The trim round in flight.
     trim_round: Option<TrimRound>,
+    /// The newest snapshot held (its file fsynced).
+    latest_snapshot: Option<Lsn>,
+    /// The LSN of the snapshot being written, if one is.
+    snapshot_writing: Option<Lsn>,
+    /// Operators waiting for the snapshot being written.
+    snapshot_waiters: Vec<Token>,
+    /// No scheduled snapshot before this (a write failed).
+    snapshot_after: Option<Instant>,
+    /// The snapshot fetch under way, if any.
+    restore: Option<Restore>,
+    /// When the log is read again after a failed fetch.
+    fetch_retry: Option<Instant>,
+    /// Why the last fetch failed or its snapshot was refused (for status).
+    fetch_error: Option<String>,
+    /// Snapshots written since start (for status and metrics).
+    snapshots_taken: u64,
+    /// Snapshots restored since start.
+    snapshots_restored: u64,
 }
 
 impl<S: PartitionState> ProcessorCore<S> {
@@ -340,7 +457,6 @@ impl<S: PartitionState> ProcessorCore<S> {
     pub fn new(config: ProcessorConfig, store: S) -> Result<Self, StorageError> {
         let state = recover(&store)?;
         Ok(ProcessorCore {
-            config,
             store,
             persisted: state.applied,
             state,
@@ -364,6 +480,16 @@ impl<S: PartitionState> ProcessorCore<S> {
             next_persist: None,
             next_trim: None,
             trim_round: None,
+            latest_snapshot: config.snapshot_held,
+            snapshot_writing: None,
+            snapshot_waiters: Vec::new(),
+            snapshot_after: None,
+            restore: None,
+            fetch_retry: None,
+            fetch_error: None,
+            snapshots_taken: 0,
+            snapshots_restored: 0,
+            config,
         })
     }
 
@@ -386,7 +512,7 @@ impl<S: PartitionState> ProcessorCore<S> {
             ProcessorInput::Invoke { token, req } => self.invoke(env, token, req, &mut out),
             ProcessorInput::GetPersisted { token } => out.push(ProcessorEffect::RespondPersisted {
                 token,
-                lsn: self.persisted,
+                reply: self.persisted_reply(),
             }),
             ProcessorInput::BecomeLeader { epoch } => {
                 self.desired = Some(epoch);
@@ -410,11 +536,11 @@ impl<S: PartitionState> ProcessorCore<S> {
                     Err(ReadError::Trimmed { first, .. }) => {
                         if self.behind_trim != Some(first) {
                             warn!(partition = %self.config.partition, applied = %self.state.applied, log_starts_at = %first,
-                                "behind the trim point: the log no longer holds what this replica needs");
+                                "behind the trim point: the log no longer holds what this replica needs; fetching a snapshot");
                         }
                         self.behind_trim = Some(first);
-                        // The next tick reads again.
                         self.reading = false;
+                        self.fetch(first, &mut out);
                         return out;
                     }
                     Err(e) => {
@@ -435,8 +561,8 @@ impl<S: PartitionState> ProcessorCore<S> {
                     }
                 }
             }
-            ProcessorInput::PersistedOf { call, node, lsn } => {
-                self.persisted_of(call, node, lsn, &mut out)
+            ProcessorInput::PersistedOf { call, node, reply } => {
+                self.persisted_of(call, node, reply, &mut out)
             }
             ProcessorInput::Drained => {
                 self.drain_asked = false;
@@ -446,8 +572,268 @@ impl<S: PartitionState> ProcessorCore<S> {
                     self.append(env, batch, &mut out);
                 }
             }
+            ProcessorInput::TakeSnapshot { token } => self.take_snapshot_now(token, &mut out),
+            ProcessorInput::SnapshotWritten { lsn, result } => {
+                self.snapshot_written(env, lsn, result, &mut out)
+            }
+            ProcessorInput::SnapshotSource { from, lsn } => {
+                if let Some(r) = &mut self.restore {
+                    info!(partition = %self.config.partition, %from, %lsn, "restoring a snapshot");
+                    r.source = Some((from, lsn));
+                }
+            }
+            ProcessorInput::SnapshotFetched { result } => {
+                self.snapshot_fetched(env, result, &mut out)
+            }
         }
         out
+    }
+
+    /// What a replica asking how far this one persisted is told.
+    pub fn persisted_reply(&self) -> PersistedReply {
+        PersistedReply {
+            persisted: self.persisted,
+            snapshot: self.latest_snapshot,
+        }
+    }
+
+    /// The newest snapshot held (its file fsynced).
+    pub fn latest_snapshot(&self) -> Option<Lsn> {
+        self.latest_snapshot
+    }
+
+    /// Asks for a snapshot at `first - 1` or later (the log starts at
+    /// `first`), unless a fetch is under way or waits for its retry.
+    fn fetch(&mut self, first: Lsn, out: &mut Vec<ProcessorEffect>) {
+        if self.restore.is_some() || self.fetch_retry.is_some() {
+            return;
+        }
+        let at_least = Lsn(first.0.saturating_sub(1)).max(self.state.applied.next());
+        self.restore = Some(Restore {
+            at_least,
+            source: None,
+        });
+        out.push(ProcessorEffect::FetchSnapshot { at_least });
+    }
+
+    /// Starts writing a snapshot of the store at the applied LSN.
+    fn start_snapshot(&mut self, entries: Option<Entries>) -> Result<ProcessorEffect, String> {
+        let lsn = self.state.applied;
+        let entries = match entries {
+            Some(e) => e,
+            None => self.store.entries().map_err(|e| e.to_string())?,
+        };
+        self.snapshot_writing = Some(lsn);
+        Ok(ProcessorEffect::WriteSnapshot {
+            snapshot: Snapshot {
+                partition: self.config.partition,
+                lsn,
+                entries,
+            },
+        })
+    }
+
+    /// The schedule: a snapshot once enough was applied since the last one.
+    fn maybe_snapshot(&mut self, now: Instant, out: &mut Vec<ProcessorEffect>) {
+        let every = self.config.snapshot_every;
+        let since = self
+            .state
+            .applied
+            .0
+            .saturating_sub(self.latest_snapshot.unwrap_or_default().0);
+        if every == 0
+            || since < every
+            || self.snapshot_writing.is_some()
+            || self.restore.is_some()
+            || self.snapshot_after.is_some_and(|t| now < t)
+        {
+            return;
+        }
+        match self.start_snapshot(None) {
+            Ok(effect) => out.push(effect),
+            Err(e) => {
+                warn!(partition = %self.config.partition, "reading state for a snapshot failed: {e}");
+                self.snapshot_after = Some(now + SNAPSHOT_RETRY);
+            }
+        }
+    }
+
+    fn take_snapshot_now(&mut self, token: Token, out: &mut Vec<ProcessorEffect>) {
+        let done = |result| ProcessorEffect::SnapshotDone { token, result };
+        if self.restore.is_some() {
+            return out.push(done(Err("restoring a snapshot; try again later".into())));
+        }
+        if self.snapshot_writing.is_some() {
+            return self.snapshot_waiters.push(token);
+        }
+        if self.state.applied.0 == 0 {
+            return out.push(done(Err("nothing applied yet".into())));
+        }
+        if self.latest_snapshot == Some(self.state.applied) {
+            return out.push(done(Ok(self.state.applied)));
+        }
+        match self.start_snapshot(None) {
+            Ok(effect) => {
+                self.snapshot_waiters.push(token);
+                out.push(effect);
+            }
+            Err(e) => out.push(done(Err(format!("reading state failed: {e}")))),
+        }
+    }
+
+    fn snapshot_written(
+        &mut self,
+        env: &Env,
+        lsn: Lsn,
+        result: Result<(), String>,
+        out: &mut Vec<ProcessorEffect>,
+    ) {
+        if self.snapshot_writing != Some(lsn) {
+            return;
+        }
+        self.snapshot_writing = None;
+        match &result {
+            Ok(()) => {
+                info!(partition = %self.config.partition, %lsn, "snapshot taken");
+                self.latest_snapshot = self.latest_snapshot.max(Some(lsn));
+                self.snapshots_taken += 1;
+                self.snapshot_after = None;
+            }
+            Err(e) => {
+                warn!(partition = %self.config.partition, %lsn, "writing a snapshot failed: {e}");
+                self.snapshot_after = Some(env.now + SNAPSHOT_RETRY);
+            }
+        }
+        for token in std::mem::take(&mut self.snapshot_waiters) {
+            out.push(ProcessorEffect::SnapshotDone {
+                token,
+                result: result.clone().map(|()| lsn),
+            });
+        }
+    }
+
+    fn snapshot_fetched(
+        &mut self,
+        env: &Env,
+        result: Result<Snapshot, FetchError>,
+        out: &mut Vec<ProcessorEffect>,
+    ) {
+        let Some(restore) = self.restore.take() else {
+            return;
+        };
+        let snapshot = match result {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(partition = %self.config.partition, "fetching a snapshot failed: {e}");
+                self.fetch_error = Some(e.to_string());
+                self.fetch_retry = Some(env.now + FETCH_RETRY);
+                return;
+            }
+        };
+        let refused = if snapshot.partition != self.config.partition {
+            Some(format!("it is of partition {}", snapshot.partition))
+        } else if snapshot.lsn < restore.at_least {
+            Some(format!(
+                "it covers LSN {}, older than the {} needed",
+                snapshot.lsn, restore.at_least
+            ))
+        } else if snapshot.lsn <= self.state.applied {
+            Some(format!(
+                "it covers LSN {}, not past the {} applied here",
+                snapshot.lsn, self.state.applied
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            warn!(partition = %self.config.partition, "snapshot refused: {why}");
+            self.fetch_error = Some(format!("snapshot refused: {why}"));
+            self.fetch_retry = Some(env.now + FETCH_RETRY);
+            return;
+        }
+        let write = match self.restore_write(&snapshot) {
+            Ok(w) => w,
+            Err(RestoreError::Refused(why)) => {
+                warn!(partition = %self.config.partition, "snapshot refused: {why}");
+                self.fetch_error = Some(format!("snapshot refused: {why}"));
+                self.fetch_retry = Some(env.now + FETCH_RETRY);
+                return;
+            }
+            Err(RestoreError::Storage(e)) => return self.fail(e, out),
+        };
+        let restored = self.store.apply(write).and_then(|()| recover(&self.store));
+        let state = match restored {
+            Ok(state) => state,
+            Err(e) => return self.fail(e, out),
+        };
+        info!(partition = %self.config.partition, lsn = %state.applied, from = ?restore.source.map(|s| s.0), "snapshot restored");
+        self.state = state;
+        self.behind_trim = None;
+        self.fetch_error = None;
+        self.snapshots_restored += 1;
+        self.last_applied_at = Some(env.now);
+        if self.mode != Mode::Follower && self.state.announced > self.epoch {
+            self.step_down(self.state.leader, out);
+        }
+        self.persist(out);
+        self.reading = true;
+        out.push(self.read());
+        // Kept as this node's own snapshot: it can serve it, and it counts
+        // for trimming once written.
+        if self.snapshot_writing.is_none() && self.latest_snapshot < Some(snapshot.lsn) {
+            if let Ok(effect) = self.start_snapshot(Some(snapshot.entries)) {
+                out.push(effect);
+            }
+        }
+    }
+
+    /// The one write that makes the store hold exactly `snapshot`: every
+    /// key not in it removed, every entry put (the journal makes it atomic).
+    fn restore_write(&self, snapshot: &Snapshot) -> Result<PartitionWrite, RestoreError> {
+        let applied = snapshot
+            .entries
+            .iter()
+            .find(|(k, _)| k == PartitionWrite::APPLIED_KEY)
+            .map(|(_, v)| v.as_slice());
+        if applied != Some(&snapshot.lsn.0.to_be_bytes()[..]) {
+            return Err(RestoreError::Refused(format!(
+                "its state does not say it covers LSN {}",
+                snapshot.lsn
+            )));
+        }
+        let mut write = PartitionWrite::default();
+        let keep: std::collections::BTreeSet<&[u8]> =
+            snapshot.entries.iter().map(|(k, _)| k.as_slice()).collect();
+        for (key, _) in self.store.entries().map_err(RestoreError::Storage)? {
+            if !keep.contains(key.as_slice()) {
+                write
+                    .remove_raw(&key)
+                    .map_err(|e| RestoreError::Refused(e.to_string()))?;
+            }
+        }
+        for (key, value) in &snapshot.entries {
+            write
+                .put_raw(key, value)
+                .map_err(|e| RestoreError::Refused(e.to_string()))?;
+        }
+        Ok(write)
+    }
+
+    /// A storage error: stop (nothing more is written; waiters are told the
+    /// outcome is unknown); the host restarts the processor from its state.
+    fn fail(&mut self, e: StorageError, out: &mut Vec<ProcessorEffect>) {
+        warn!(partition = %self.config.partition, "storage failed: {e}; restarting");
+        let reason = e.to_string();
+        self.failed = Some(reason.clone());
+        for (_, waiters) in std::mem::take(&mut self.waiters) {
+            for w in waiters {
+                out.push(ProcessorEffect::Reply {
+                    token: w.token,
+                    reply: InvokeReply::Timeout,
+                });
+            }
+        }
+        out.push(ProcessorEffect::Stop { reason });
     }
 
     /// When the core wants its next [`ProcessorInput::Tick`] (`None` before
@@ -461,6 +847,7 @@ impl<S: PartitionState> ProcessorCore<S> {
             self.next_persist,
             self.next_trim,
             self.announce_retry.map(|(at, _)| at),
+            self.fetch_retry,
         ]
         .into_iter()
         .flatten()
@@ -476,6 +863,7 @@ impl<S: PartitionState> ProcessorCore<S> {
             _ if self.failed.is_some() => "StorageFailed",
             Mode::Candidate => "Announcing",
             Mode::Leader if !env.has_majority() => "NoMajority",
+            _ if self.restore.as_ref().is_some_and(|r| r.source.is_some()) => "RestoringSnapshot",
             _ if self.behind_trim.is_some() => "BehindTrim",
             _ if since > IDLE_AFTER => "Idle",
             _ => "Active",
@@ -490,6 +878,15 @@ impl<S: PartitionState> ProcessorCore<S> {
             persisted_lsn: self.persisted,
             last_update_ms: u64::try_from(since.as_millis()).unwrap_or(u64::MAX),
             pending_requests: self.waiters.values().map(Vec::len).sum(),
+            snapshot_lsn: self.latest_snapshot,
+            snapshot_fetch_error: self.fetch_error.clone(),
+            restoring: self.restore.as_ref().map(|r| RestoreView {
+                at_least: r.at_least,
+                from: r.source.map(|s| s.0),
+                lsn: r.source.map(|s| s.1),
+            }),
+            snapshots_taken: self.snapshots_taken,
+            snapshots_restored: self.snapshots_restored,
         }
     }
 
@@ -534,7 +931,10 @@ impl<S: PartitionState> ProcessorCore<S> {
 
     fn tick(&mut self, env: &Env, out: &mut Vec<ProcessorEffect>) {
         let now = env.now;
-        if !self.reading {
+        if self.fetch_retry.is_some_and(|at| now >= at) {
+            self.fetch_retry = None;
+        }
+        if !self.reading && self.restore.is_none() && self.fetch_retry.is_none() {
             self.reading = true;
             out.push(self.read());
         }
@@ -550,6 +950,7 @@ impl<S: PartitionState> ProcessorCore<S> {
                 self.next_persist = Some(now + PERSIST_EVERY);
                 self.expire_waiters(now, out);
                 self.persist(out);
+                self.maybe_snapshot(now, out);
             }
             Some(_) => {}
         }
@@ -819,19 +1220,7 @@ impl<S: PartitionState> ProcessorCore<S> {
                 // half a batch: stop; the host restarts this processor,
                 // which replays from its last durable LSN. (A store write cut
                 // short is completed when the store is reopened.)
-                warn!(partition = %self.config.partition, "storage failed while applying: {e}; restarting");
-                let reason = e.to_string();
-                self.failed = Some(reason.clone());
-                for (_, waiters) in std::mem::take(&mut self.waiters) {
-                    for w in waiters {
-                        out.push(ProcessorEffect::Reply {
-                            token: w.token,
-                            reply: InvokeReply::Timeout,
-                        });
-                    }
-                }
-                out.push(ProcessorEffect::Stop { reason });
-                return;
+                return self.fail(e, out);
             }
         };
         self.state = batch.state;
@@ -965,8 +1354,10 @@ impl<S: PartitionState> ProcessorCore<S> {
         let peers: Vec<NodeId> = env.peers().collect();
         let mut round = TrimRound {
             calls: BTreeMap::new(),
-            tally: Tally::new(peers.iter().copied(), peers.len()),
+            silent: false,
             lowest: self.persisted,
+            snapshots: self.latest_snapshot.into_iter().collect(),
+            nodes: peers.len() + 1,
         };
         for to in peers {
             let call = CallId(self.next_call);
@@ -989,7 +1380,7 @@ impl<S: PartitionState> ProcessorCore<S> {
         &mut self,
         call: CallId,
         node: NodeId,
-        lsn: Result<Lsn, CallError>,
+        reply: Result<PersistedReply, CallError>,
         out: &mut Vec<ProcessorEffect>,
     ) {
         let Some(round) = &mut self.trim_round else {
@@ -998,34 +1389,31 @@ impl<S: PartitionState> ProcessorCore<S> {
         if round.calls.remove(&call).is_none_or(|to| to != node) {
             return;
         }
-        match lsn {
-            Ok(lsn) => {
-                round.lowest = round.lowest.min(lsn);
-                round.tally.yes(node);
+        match reply {
+            Ok(reply) => {
+                round.lowest = round.lowest.min(reply.persisted);
+                round.snapshots.extend(reply.snapshot);
             }
-            Err(_) => {
-                round.tally.no(node);
-            }
+            Err(_) => round.silent = true,
         }
         self.trim_round_progress(out);
     }
 
+    /// Once every replica answered or failed to: trims below [`trim_bound`].
     fn trim_round_progress(&mut self, out: &mut Vec<ProcessorEffect>) {
         let Some(round) = &self.trim_round else {
             return;
         };
-        match round.tally.verdict() {
-            Verdict::Possible => {}
-            Verdict::Impossible => self.trim_round = None,
-            Verdict::Reached => {
-                let lowest = round.lowest;
-                self.trim_round = None;
-                if lowest.0 > 0 {
-                    out.push(ProcessorEffect::Trim {
-                        below: lowest.next(),
-                    });
-                }
-            }
+        if !round.calls.is_empty() {
+            return;
+        }
+        let lowest = (!round.silent).then_some(round.lowest);
+        let bound = trim_bound(lowest, &round.snapshots, round.nodes, self.persisted);
+        self.trim_round = None;
+        if let Some(bound) = bound {
+            out.push(ProcessorEffect::Trim {
+                below: bound.next(),
+            });
         }
     }
 }
@@ -1079,6 +1467,8 @@ mod tests {
         t0: Instant,
         me: NodeId,
         bugs: BugSet,
+        /// Applied records between two scheduled snapshots.
+        every: u64,
     }
 
     impl Rig {
@@ -1087,19 +1477,35 @@ mod tests {
         }
 
         fn with_bugs(me: u32, bugs: BugSet) -> Self {
+            Rig::with(me, bugs, 0)
+        }
+
+        /// A processor that snapshots every `every` applied records.
+        fn snapshotting(me: u32, every: u64) -> Self {
+            Rig::with(me, BugSet::NONE, every)
+        }
+
+        fn with(me: u32, bugs: BugSet, every: u64) -> Self {
             let disk = SharedDisk::default();
             let t0 = Instant::now();
-            let core = Rig::open(&disk, t0, bugs);
+            let core = Rig::open(&disk, t0, bugs, every, None);
             Rig {
                 core,
                 disk,
                 t0,
                 me: n(me),
                 bugs,
+                every,
             }
         }
 
-        fn open(disk: &SharedDisk, t0: Instant, bugs: BugSet) -> ProcessorCore<SimPartitionStore> {
+        fn open(
+            disk: &SharedDisk,
+            t0: Instant,
+            bugs: BugSet,
+            every: u64,
+            held: Option<Lsn>,
+        ) -> ProcessorCore<SimPartitionStore> {
             let config = ProcessorConfig {
                 partition: P,
                 partitions: 1,
@@ -1108,14 +1514,18 @@ mod tests {
                     unix_ms: WALL0,
                 },
                 bugs,
+                snapshot_every: every,
+                snapshot_held: held,
             };
             let store = SimPartitionStore::open(disk.clone(), P).unwrap();
             ProcessorCore::new(config, store).unwrap()
         }
 
-        /// The processor restarted on the same disk (nothing lost).
+        /// The processor restarted on the same disk (nothing lost, its
+        /// snapshots still held).
         fn restart(&mut self) {
-            self.core = Rig::open(&self.disk, self.t0, self.bugs);
+            let held = self.core.latest_snapshot();
+            self.core = Rig::open(&self.disk, self.t0, self.bugs, self.every, held);
         }
 
         fn env(&self, at: u64, suspected: &[u32]) -> Env {
@@ -1314,22 +1724,29 @@ mod tests {
         assert_eq!(failed, vec![read(3)]);
         assert_eq!(r.core.state(), state);
         // The log was trimmed past what this replica needs: status says so,
-        // and the read is retried at the next tick, not at once.
-        let trimmed = ReadError::Trimmed {
-            log: crate::types::LogId(0),
-            from: Lsn(3),
-            first: Lsn(40),
-        };
-        let behind = r.feed(
-            185,
-            ProcessorInput::Records {
-                records: Err(trimmed),
-            },
+        // and a snapshot is fetched instead of reading again.
+        let behind = r.feed(185, trimmed(3, 40));
+        assert_eq!(
+            behind,
+            vec![ProcessorEffect::FetchSnapshot { at_least: Lsn(39) }]
         );
-        assert_eq!(behind, vec![]);
         assert_eq!(r.core.status(&r.env(186, &[])).status, "BehindTrim");
-        assert_eq!(r.feed(190, ProcessorInput::Tick), vec![read(3)]);
-        assert_eq!(r.core.status(&r.env(191, &[])).status, "BehindTrim");
+        assert_eq!(
+            r.feed(190, ProcessorInput::Tick),
+            vec![],
+            "no read meanwhile"
+        );
+        // None came: the log is read again a while later.
+        let none = Err(FetchError::NoneHeld { at_least: Lsn(39) });
+        r.feed(191, ProcessorInput::SnapshotFetched { result: none });
+        let status = r.core.status(&r.env(192, &[]));
+        assert_eq!(status.status, "BehindTrim");
+        assert_eq!(
+            status.snapshot_fetch_error.as_deref(),
+            Some("no reachable peer holds a snapshot at LSN 39 or later")
+        );
+        assert!(!r.feed(1190, ProcessorInput::Tick).contains(&read(3)));
+        assert_eq!(r.feed(1191, ProcessorInput::Tick), vec![read(3)]);
         log.command(invocation(1, "g:b", 11, "add", "1"));
         assert_eq!(r.deliver(195, log.range(3, 3)), vec![read(4)]);
         assert_ne!(r.core.status(&r.env(196, &[])).status, "BehindTrim");
@@ -1337,7 +1754,281 @@ mod tests {
         // A restart resumes from what the store holds.
         r.restart();
         assert_eq!(r.core.state(), state);
-        assert_eq!(r.feed(200, ProcessorInput::Tick), vec![read(4)]);
+        assert_eq!(r.feed(1200, ProcessorInput::Tick), vec![read(4)]);
+    }
+
+    /// A read answered: the log starts at `first`, `from` was trimmed.
+    fn trimmed(from: u64, first: u64) -> ProcessorInput {
+        ProcessorInput::Records {
+            records: Err(ReadError::Trimmed {
+                log: crate::types::LogId(0),
+                from: Lsn(from),
+                first: Lsn(first),
+            }),
+        }
+    }
+
+    /// A log of an announcement and `n` additions to the counter.
+    fn counting_log(n: u64) -> Log {
+        let mut log = Log::default();
+        log.command(announce(1, 1));
+        for i in 0..n {
+            log.command(invocation(1, &format!("g:{i}"), 10 + i, "add", "1"));
+        }
+        log
+    }
+
+    #[test]
+    fn a_snapshot_is_taken_after_enough_records_and_on_demand() {
+        let log = counting_log(5);
+        let mut r = Rig::snapshotting(2, 3);
+        r.feed(0, ProcessorInput::Tick);
+        r.deliver(10, log.range(1, 2));
+        assert_eq!(
+            r.feed(200, ProcessorInput::Tick),
+            vec![ProcessorEffect::SyncState { upto: Lsn(2) }],
+            "two records: not yet"
+        );
+        r.deliver(210, log.range(3, 3));
+        let effects = r.feed(400, ProcessorInput::Tick);
+        let [ProcessorEffect::WriteSnapshot { snapshot }] = &effects[..] else {
+            panic!("{effects:?}");
+        };
+        assert_eq!((snapshot.partition, snapshot.lsn), (P, Lsn(3)));
+        assert_eq!(snapshot.entries, r.core.store().entries().unwrap());
+        assert_eq!(r.feed(600, ProcessorInput::Tick), vec![], "one at a time");
+        assert_eq!(
+            r.core.persisted_reply().snapshot,
+            None,
+            "not before it is durable"
+        );
+        r.feed(
+            610,
+            ProcessorInput::SnapshotWritten {
+                lsn: Lsn(3),
+                result: Ok(()),
+            },
+        );
+        assert_eq!(r.core.latest_snapshot(), Some(Lsn(3)));
+        assert_eq!(
+            r.feed(620, ProcessorInput::GetPersisted { token: 4 }),
+            vec![ProcessorEffect::RespondPersisted {
+                token: 4,
+                reply: PersistedReply {
+                    persisted: Lsn(0),
+                    snapshot: Some(Lsn(3))
+                }
+            }]
+        );
+        let status = r.core.status(&r.env(620, &[]));
+        assert_eq!(
+            (status.snapshot_lsn, status.snapshots_taken),
+            (Some(Lsn(3)), 1)
+        );
+        // On demand: what is held answers at once; a newer state is written.
+        let done = |token, lsn: u64| ProcessorEffect::SnapshotDone {
+            token,
+            result: Ok(Lsn(lsn)),
+        };
+        assert_eq!(
+            r.feed(630, ProcessorInput::TakeSnapshot { token: 1 }),
+            vec![done(1, 3)]
+        );
+        r.deliver(640, log.range(4, 5));
+        let effects = r.feed(650, ProcessorInput::TakeSnapshot { token: 2 });
+        assert!(
+            matches!(&effects[..], [ProcessorEffect::WriteSnapshot { snapshot }] if snapshot.lsn == Lsn(5)),
+            "{effects:?}"
+        );
+        assert_eq!(
+            r.feed(651, ProcessorInput::TakeSnapshot { token: 3 }),
+            vec![]
+        );
+        let failed = r.feed(
+            660,
+            ProcessorInput::SnapshotWritten {
+                lsn: Lsn(5),
+                result: Err("disk full".into()),
+            },
+        );
+        let err = |token| ProcessorEffect::SnapshotDone {
+            token,
+            result: Err("disk full".into()),
+        };
+        assert_eq!(failed, vec![err(2), err(3)]);
+        assert_eq!(r.core.latest_snapshot(), Some(Lsn(3)));
+        // The schedule waits a while after a failed write.
+        assert!(!r
+            .feed(800, ProcessorInput::Tick)
+            .iter()
+            .any(|e| matches!(e, ProcessorEffect::WriteSnapshot { .. })));
+        r.deliver(5_700, log.range(6, 6));
+        let later = r.feed(5_800, ProcessorInput::Tick);
+        assert!(
+            later
+                .iter()
+                .any(|e| matches!(e, ProcessorEffect::WriteSnapshot { snapshot } if snapshot.lsn == Lsn(6))),
+            "{later:?}"
+        );
+        // A restarted processor knows the snapshots its host holds.
+        r.restart();
+        assert_eq!(r.core.latest_snapshot(), Some(Lsn(3)));
+        // Nothing applied: nothing to snapshot.
+        let mut empty = Rig::new(3);
+        assert_eq!(
+            empty.feed(0, ProcessorInput::TakeSnapshot { token: 9 }),
+            vec![ProcessorEffect::SnapshotDone {
+                token: 9,
+                result: Err("nothing applied yet".into())
+            }]
+        );
+    }
+
+    #[test]
+    fn behind_the_trim_point_a_replica_restores_a_snapshot_and_follows_the_log() {
+        let mut log = counting_log(5);
+        // N1 applied LSNs 1..=6; its state at 6 is the snapshot.
+        let mut n1 = Rig::new(1);
+        n1.feed(0, ProcessorInput::Tick);
+        n1.deliver(10, log.range(1, 6));
+        let snapshot = Snapshot {
+            partition: P,
+            lsn: Lsn(6),
+            entries: n1.core.store().entries().unwrap(),
+        };
+        // N2 applied 1..=2, then the log was trimmed: it starts at 7.
+        let mut n2 = Rig::new(2);
+        n2.feed(0, ProcessorInput::Tick);
+        n2.deliver(10, log.range(1, 2));
+        assert_eq!(
+            n2.feed(20, trimmed(3, 7)),
+            vec![ProcessorEffect::FetchSnapshot { at_least: Lsn(6) }]
+        );
+        assert_eq!(n2.core.status(&n2.env(21, &[])).status, "BehindTrim");
+        n2.feed(
+            30,
+            ProcessorInput::SnapshotSource {
+                from: n(1),
+                lsn: Lsn(6),
+            },
+        );
+        let status = n2.core.status(&n2.env(31, &[]));
+        assert_eq!(status.status, "RestoringSnapshot");
+        assert_eq!(
+            status.restoring,
+            Some(RestoreView {
+                at_least: Lsn(6),
+                from: Some(n(1)),
+                lsn: Some(Lsn(6))
+            })
+        );
+        let effects = n2.feed(
+            40,
+            ProcessorInput::SnapshotFetched {
+                result: Ok(snapshot.clone()),
+            },
+        );
+        assert_eq!(
+            effects,
+            vec![
+                ProcessorEffect::SyncState { upto: Lsn(6) },
+                read(7),
+                ProcessorEffect::WriteSnapshot {
+                    snapshot: snapshot.clone()
+                },
+            ],
+            "synced, following the log after the snapshot, and kept"
+        );
+        assert_eq!(n2.core.state(), n1.core.state());
+        assert_eq!(n2.core.store().dump(), n1.core.store().dump());
+        let status = n2.core.status(&n2.env(41, &[]));
+        assert_eq!(
+            (status.status.as_str(), status.snapshots_restored),
+            ("Active", 1)
+        );
+        // Both apply what follows alike.
+        log.command(invocation(1, "g:next", 100, "add", "1"));
+        n1.deliver(50, log.range(7, 7));
+        n2.deliver(50, log.range(7, 7));
+        assert_eq!(n2.core.store().dump(), n1.core.store().dump());
+        // A restart keeps the restored state.
+        n2.restart();
+        assert_eq!(n2.core.state(), n1.core.state());
+    }
+
+    #[test]
+    fn an_unfit_snapshot_is_refused_and_fetched_again_later() {
+        let log = counting_log(5);
+        let mut n1 = Rig::new(1);
+        n1.feed(0, ProcessorInput::Tick);
+        n1.deliver(10, log.range(1, 6));
+        let good = Snapshot {
+            partition: P,
+            lsn: Lsn(6),
+            entries: n1.core.store().entries().unwrap(),
+        };
+        let mut other = good.clone();
+        other.partition = PartitionId(1);
+        let mut older = good.clone();
+        older.lsn = Lsn(4);
+        let mut lying = good.clone();
+        lying.lsn = Lsn(7);
+        let mut foreign = good.clone();
+        foreign.entries.insert(0, (b"\x00journal".to_vec(), vec![]));
+        let mut n2 = Rig::new(2);
+        n2.feed(0, ProcessorInput::Tick);
+        n2.deliver(10, log.range(1, 2));
+        let before = (n2.core.state(), n2.core.store().dump());
+        let mut at = 1_000;
+        for bad in [other, older, lying, foreign] {
+            assert_eq!(
+                n2.feed(at, trimmed(3, 6)),
+                vec![ProcessorEffect::FetchSnapshot { at_least: Lsn(5) }]
+            );
+            let effects = n2.feed(at + 1, ProcessorInput::SnapshotFetched { result: Ok(bad) });
+            assert_eq!(effects, vec![], "refused");
+            assert_eq!((n2.core.state(), n2.core.store().dump()), before);
+            assert_eq!(n2.core.status(&n2.env(at + 2, &[])).status, "BehindTrim");
+            assert_eq!(
+                n2.feed(at + 2, trimmed(3, 6)),
+                vec![],
+                "not before the pause"
+            );
+            at += 1_000 + FETCH_RETRY.as_millis() as u64;
+            let again = n2.feed(at, ProcessorInput::Tick);
+            assert!(again.contains(&read(3)), "{again:?}");
+        }
+        // A snapshot not newer than what is applied is never restored.
+        let mut ahead = Rig::new(3);
+        ahead.feed(0, ProcessorInput::Tick);
+        ahead.deliver(10, log.range(1, 6));
+        ahead.feed(20, trimmed(7, 9));
+        let effects = ahead.feed(21, ProcessorInput::SnapshotFetched { result: Ok(good) });
+        assert_eq!(effects, vec![]);
+        assert_eq!(ahead.core.state(), n1.core.state());
+    }
+
+    #[test]
+    fn the_trim_bound_is_every_replicas_persisted_lsn_or_a_majoritys_snapshot() {
+        let l = |v: &[u64]| v.iter().map(|x| Lsn(*x)).collect::<Vec<_>>();
+        // All answered: the lowest persisted, or the snapshot floor if higher.
+        assert_eq!(trim_bound(Some(Lsn(5)), &[], 3, Lsn(9)), Some(Lsn(5)));
+        assert_eq!(
+            trim_bound(Some(Lsn(5)), &l(&[8, 7]), 3, Lsn(9)),
+            Some(Lsn(7))
+        );
+        // Someone silent: the snapshot floor of a majority only.
+        assert_eq!(trim_bound(None, &l(&[8, 7]), 3, Lsn(9)), Some(Lsn(7)));
+        assert_eq!(
+            trim_bound(None, &l(&[8]), 3, Lsn(9)),
+            None,
+            "one is no majority"
+        );
+        assert_eq!(trim_bound(None, &[], 3, Lsn(9)), None);
+        assert_eq!(trim_bound(None, &l(&[3, 9, 6, 1]), 5, Lsn(9)), Some(Lsn(3)));
+        // Never above the leader's own persisted LSN; nothing at 0.
+        assert_eq!(trim_bound(None, &l(&[8, 7]), 3, Lsn(4)), Some(Lsn(4)));
+        assert_eq!(trim_bound(Some(Lsn(0)), &[], 3, Lsn(4)), None);
     }
 
     #[test]
@@ -1767,7 +2458,7 @@ mod tests {
             r.feed(401, ask),
             vec![ProcessorEffect::RespondPersisted {
                 token: 9,
-                lsn: Lsn(0)
+                reply: PersistedReply::default()
             }],
             "not before the sync completed"
         );
@@ -1842,33 +2533,72 @@ mod tests {
             })
             .collect();
         assert_eq!(calls.iter().map(|c| c.0).collect::<Vec<_>>(), [n(2), n(3)]);
-        let answer = |r: &mut Rig, (node, call): (NodeId, CallId), lsn| {
-            r.feed(10_010, ProcessorInput::PersistedOf { call, node, lsn })
+        let answer = |r: &mut Rig, (node, call): (NodeId, CallId), reply| {
+            r.feed(10_010, ProcessorInput::PersistedOf { call, node, reply })
         };
-        assert_eq!(answer(&mut r, calls[0], Ok(Lsn(5))), vec![]);
+        let at = |persisted: u64, snapshot: Option<u64>| {
+            Ok(PersistedReply {
+                persisted: Lsn(persisted),
+                snapshot: snapshot.map(Lsn),
+            })
+        };
+        assert_eq!(answer(&mut r, calls[0], at(5, None)), vec![]);
         assert_eq!(
-            answer(&mut r, calls[1], Ok(Lsn(7))),
+            answer(&mut r, calls[1], at(7, None)),
             vec![ProcessorEffect::Trim { below: Lsn(2) }],
             "below the lowest: this node's own 1"
         );
-        // A replica that does not answer blocks the trim.
-        let asked = r.feed(20_000, ProcessorInput::Tick);
-        let ProcessorEffect::Call { to, call, .. } = asked[0].clone() else {
-            panic!("{asked:?}");
+        // A replica that does not answer blocks the trim while no majority
+        // holds a snapshot.
+        let round = |r: &mut Rig, at_ms: u64| -> Vec<(NodeId, CallId)> {
+            r.feed(at_ms, ProcessorInput::Tick)
+                .into_iter()
+                .filter_map(|e| match e {
+                    ProcessorEffect::Call { to, call, .. } => Some((to, call)),
+                    _ => None,
+                })
+                .collect()
         };
-        let lost = Err(CallError::Timeout(to, PERSISTED_TIMEOUT));
-        assert_eq!(answer(&mut r, (to, call), lost), vec![]);
-        let ProcessorEffect::Call { to, call, .. } = asked[1].clone() else {
-            panic!("{asked:?}");
-        };
+        let asked = round(&mut r, 20_000);
+        let lost = |to| Err(CallError::Timeout(to, PERSISTED_TIMEOUT));
+        assert_eq!(answer(&mut r, asked[0], lost(asked[0].0)), vec![]);
         assert_eq!(
-            answer(&mut r, (to, call), Ok(Lsn(9))),
+            answer(&mut r, asked[1], at(9, Some(1))),
             vec![],
-            "the round is over"
+            "one snapshot is no majority"
+        );
+        // With a majority of snapshots, a silent replica no longer blocks:
+        // the trim reaches the snapshot floor (capped at what this node
+        // persisted).
+        log.command(invocation(1, "g:x", 30, "add", "1"));
+        r.deliver(20_100, log.range(2, 2));
+        r.feed(20_200, ProcessorInput::Tick);
+        r.feed(
+            20_210,
+            ProcessorInput::Persisted {
+                upto: Lsn(2),
+                result: Ok(()),
+            },
+        );
+        let asked = round(&mut r, 30_000);
+        assert_eq!(answer(&mut r, asked[0], lost(asked[0].0)), vec![]);
+        assert_eq!(
+            answer(&mut r, asked[1], at(1, Some(2))),
+            vec![],
+            "this node holds none: still no majority"
+        );
+        // (as if its own snapshot at 2 had just been written)
+        r.core.latest_snapshot = Some(Lsn(2));
+        let asked = round(&mut r, 40_000);
+        assert_eq!(answer(&mut r, asked[0], lost(asked[0].0)), vec![]);
+        assert_eq!(
+            answer(&mut r, asked[1], at(1, Some(2))),
+            vec![ProcessorEffect::Trim { below: Lsn(3) }],
+            "below the snapshot floor, past the silent replica and the lagging one"
         );
         // A follower never trims.
-        r.feed(20_100, ProcessorInput::BecomeFollower { leader: None });
-        assert_eq!(r.feed(30_000, ProcessorInput::Tick), vec![]);
+        r.feed(40_100, ProcessorInput::BecomeFollower { leader: None });
+        assert_eq!(r.feed(50_000, ProcessorInput::Tick), vec![]);
     }
 
     #[test]

@@ -110,7 +110,7 @@ pub struct ProcessorStatus {
     pub partition: PartitionId,
     /// Follower, candidate or leader.
     pub mode: Mode,
-    /// `Active`, `CatchingUp`, `Announcing`, ...
+    /// `Active`, `Idle`, `Announcing`, `BehindTrim`, `RestoringSnapshot`, ...
     pub status: String,
     /// The newest epoch announced in the log.
     pub epoch: Epoch,
@@ -124,17 +124,136 @@ pub struct ProcessorStatus {
     pub last_update_ms: u64,
     /// Requests waiting for their outcome.
     pub pending_requests: usize,
+    /// The newest snapshot of the partition this node retains.
+    #[serde(default)]
+    pub snapshot_lsn: Option<Lsn>,
+    /// The restore under way (status `RestoringSnapshot`), if any.
+    #[serde(default)]
+    pub restoring: Option<RestoreView>,
+    /// Why the last snapshot fetch failed or its snapshot was refused
+    /// (cleared by a restore).
+    #[serde(default)]
+    pub snapshot_fetch_error: Option<String>,
+    /// Snapshots this processor took since it started.
+    #[serde(default)]
+    pub snapshots_taken: u64,
+    /// Snapshots this processor restored since it started.
+    #[serde(default)]
+    pub snapshots_restored: u64,
 }
 
 #[derive(Clone, Debug, Message)]
 #[rtype(result = "ProcessorStatus")]
 pub struct GetProcessorStatus;
 
-/// How far this node's replica of `partition` is durably applied: the log
-/// may be trimmed below the smallest answer of all replicas.
+/// How far this node's replica of `partition` is durably applied, and the
+/// newest snapshot of it this node retains: the leader trims the log below
+/// what every replica persisted, or what a majority's snapshots cover.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Message)]
-#[rtype(result = "Lsn")]
+#[rtype(result = "PersistedReply")]
 pub struct GetPersisted {
     /// The partition asked about.
     pub partition: PartitionId,
+}
+
+/// The answer to [`GetPersisted`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistedReply {
+    /// What a completed sync of the replica's state covered.
+    pub persisted: Lsn,
+    /// The newest snapshot the replica retains (a replica the log can no
+    /// longer serve may fetch it), if any.
+    #[serde(default)]
+    pub snapshot: Option<Lsn>,
+}
+
+/// Largest chunk of a snapshot file one [`GetSnapshot`] returns.
+pub const MAX_SNAPSHOT_CHUNK: u32 = 4 << 20;
+
+/// A peer asks for a chunk of this node's snapshot of `partition` (served
+/// from the snapshot directory, see `storage::snapshot`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Message)]
+#[rtype(result = "Result<SnapshotChunk, SnapshotServeError>")]
+pub struct GetSnapshot {
+    /// The partition whose snapshot is wanted.
+    pub partition: PartitionId,
+    /// The oldest snapshot LSN of use to the asker.
+    pub at_least: Lsn,
+    /// The snapshot to read (`None`: the newest held); later chunks name
+    /// the one the first chunk came from.
+    pub lsn: Option<Lsn>,
+    /// Where in the snapshot's file the chunk starts.
+    pub offset: u64,
+    /// Most bytes wanted (capped at [`MAX_SNAPSHOT_CHUNK`]; 0 asks only for
+    /// the LSN and length).
+    pub max_bytes: u32,
+}
+
+/// A chunk of a snapshot file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    /// The snapshot's LSN.
+    pub lsn: Lsn,
+    /// The length of its whole file.
+    pub total_len: u64,
+    /// The file's bytes from the asked offset on.
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
+}
+
+/// Why a [`GetSnapshot`] was not served.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum SnapshotServeError {
+    #[error("no snapshot of partition {partition} at LSN {at_least} or later is held here (newest: {newest:?})")]
+    NoneHeld {
+        partition: PartitionId,
+        at_least: Lsn,
+        newest: Option<Lsn>,
+    },
+    #[error("snapshot unreadable: {0}")]
+    Unreadable(String),
+    #[error("bad snapshot request: {0}")]
+    BadRequest(String),
+}
+
+/// Why fetching a snapshot from the peers failed (the shell's answer to
+/// the core's `FetchSnapshot`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    #[error("no reachable peer holds a snapshot at LSN {at_least} or later")]
+    NoneHeld { at_least: Lsn },
+    #[error("the snapshot of {from} at LSN {lsn} could not be used: {reason}")]
+    Failed {
+        from: NodeId,
+        lsn: Lsn,
+        reason: String,
+    },
+}
+
+/// An operator asks for a snapshot of this partition now (`keelctl
+/// snapshot`): the answer names its LSN and file.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "Result<SnapshotTaken, String>")]
+pub struct TakeSnapshot;
+
+/// A snapshot taken on demand.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotTaken {
+    /// The partition.
+    pub partition: PartitionId,
+    /// The LSN its state covers.
+    pub lsn: Lsn,
+    /// Its file.
+    pub path: String,
+}
+
+/// A snapshot restore in progress, for status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreView {
+    /// The oldest snapshot LSN of use (the log starts after it).
+    pub at_least: Lsn,
+    /// The peer being fetched from, once one was found.
+    pub from: Option<NodeId>,
+    /// The LSN of the snapshot being fetched, once one was found.
+    pub lsn: Option<Lsn>,
 }

@@ -12,6 +12,14 @@
 //! State is applied in batches and synced periodically (the log is durable;
 //! a restarted processor replays from its persisted LSN).
 //!
+//! Snapshots ([`snapshots`]): the core reads its store's entries inside this
+//! actor's handler (the actor is the store's only writer, so entries and the
+//! applied LSN are a consistent cut); the shell syncs the state lane, then
+//! writes the file off the actor thread and feeds the result back. Peers'
+//! `GetSnapshot` requests are served from the snapshot directory; a core
+//! behind the trim point gets a verified snapshot fetched from the peers and
+//! restores it itself, in one atomic write, within its handler.
+//!
 //! Every rule lives in the cores: [`lifecycle`] ([`ProcessorCore`]: the
 //! reign, requests, batching, retries, persistence, trimming) and [`core`]
 //! (the state machine). This module is the actix shell: it feeds the core
@@ -22,18 +30,20 @@
 pub mod core;
 pub mod lifecycle;
 pub mod messages;
+pub mod snapshots;
 
 pub use lifecycle::{ProcessorConfig, ProcessorCore, ProcessorEffect, ProcessorInput, WallClock};
 pub use messages::*;
+pub use snapshots::SnapshotSettings;
 
 use crate::actors::bugs::BugSet;
 use crate::actors::supervisor::{ChildContext, WaitGuard};
 use crate::actors::when_mailbox_drained;
 use crate::log::LogClient;
 use crate::storage::{PartitionStore, Storage};
-use crate::types::{LogId, PartitionId};
+use crate::types::{LogId, Lsn, NodeId, PartitionId};
 use actix::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 use tracing::{info, info_span, warn};
@@ -60,6 +70,10 @@ pub struct PartitionProcessor {
     timer: Option<(Instant, SpawnHandle)>,
     /// This processor's log span.
     span: tracing::Span,
+    /// Where snapshots are kept, how often taken, how many retained.
+    snapshots: SnapshotSettings,
+    /// Operators waiting for a snapshot, by token.
+    snapshot_waiting: BTreeMap<lifecycle::Token, oneshot::Sender<Result<SnapshotTaken, String>>>,
 }
 
 impl PartitionProcessor {
@@ -70,10 +84,16 @@ impl PartitionProcessor {
         storage: Storage,
         logs: LogClient,
         cx: ChildContext,
+        snapshots: SnapshotSettings,
     ) -> Self {
         let store = storage
             .partition(partition)
             .unwrap_or_else(|e| panic!("opening partition {partition} state: {e}"));
+        // What this node holds now, as a restarted node finds it on disk.
+        let held = snapshots.dir.latest(partition).unwrap_or_else(|e| {
+            warn!(%partition, "listing snapshots failed: {e}");
+            None
+        });
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -86,6 +106,8 @@ impl PartitionProcessor {
                 unix_ms,
             },
             bugs: BugSet::NONE,
+            snapshot_every: snapshots.every,
+            snapshot_held: held,
         };
         let core = ProcessorCore::new(config, store)
             .unwrap_or_else(|e| panic!("recovering partition {partition}: {e}"));
@@ -101,7 +123,57 @@ impl PartitionProcessor {
             watch: None,
             timer: None,
             span: info_span!("processor", node = %me, partition = %partition),
+            snapshots,
+            snapshot_waiting: BTreeMap::new(),
         }
+    }
+
+    fn partition(&self) -> PartitionId {
+        PartitionId(self.log.0)
+    }
+
+    /// Fetches a snapshot at `at_least` or later: the peers that hold one,
+    /// the newest first, each tried in turn.
+    fn fetch_snapshot(&mut self, at_least: Lsn, ctx: &mut Context<Self>) {
+        let (net, partition) = (self.logs.net().clone(), self.partition());
+        ctx.spawn(
+            async move { snapshots::probe(&net, partition, at_least).await }
+                .into_actor(self)
+                .map(move |found, act, ctx| {
+                    act.fetch_from(found.into(), at_least, None, ctx);
+                }),
+        );
+    }
+
+    fn fetch_from(
+        &mut self,
+        mut candidates: VecDeque<(NodeId, Lsn)>,
+        at_least: Lsn,
+        failed: Option<FetchError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some((from, lsn)) = candidates.pop_front() else {
+            let error = failed.unwrap_or(FetchError::NoneHeld { at_least });
+            return self.run(ProcessorInput::SnapshotFetched { result: Err(error) }, ctx);
+        };
+        self.run(ProcessorInput::SnapshotSource { from, lsn }, ctx);
+        let (net, partition) = (self.logs.net().clone(), self.partition());
+        ctx.spawn(
+            async move { snapshots::download(&net, from, partition, lsn).await }
+                .into_actor(self)
+                .map(move |result, act, ctx| match result {
+                    Ok(snapshot) => act.run(
+                        ProcessorInput::SnapshotFetched {
+                            result: Ok(snapshot),
+                        },
+                        ctx,
+                    ),
+                    Err(e) => {
+                        warn!(parent: &act.span, "snapshot fetch failed: {e}");
+                        act.fetch_from(candidates, at_least, Some(e), ctx);
+                    }
+                }),
+        );
     }
 
     /// Feeds `input` to the core and carries out its effects.
@@ -184,12 +256,12 @@ impl PartitionProcessor {
                 ctx.spawn(
                     async move { net.call(to, req, timeout).await }
                         .into_actor(self)
-                        .map(move |lsn, act, ctx| {
+                        .map(move |reply, act, ctx| {
                             act.run(
                                 ProcessorInput::PersistedOf {
                                     call,
                                     node: to,
-                                    lsn,
+                                    reply,
                                 },
                                 ctx,
                             )
@@ -211,6 +283,29 @@ impl PartitionProcessor {
             }
             ProcessorEffect::Unwatch => self.watch = None,
             ProcessorEffect::Stop { .. } => ctx.stop(),
+            ProcessorEffect::WriteSnapshot { snapshot } => {
+                let (storage, settings) = (self.storage.clone(), self.snapshots.clone());
+                let lsn = snapshot.lsn;
+                ctx.spawn(
+                    snapshots::write(storage, settings, snapshot)
+                        .into_actor(self)
+                        .map(move |result, act, ctx| {
+                            act.run(ProcessorInput::SnapshotWritten { lsn, result }, ctx)
+                        }),
+                );
+            }
+            ProcessorEffect::SnapshotDone { token, result } => {
+                if let Some(tx) = self.snapshot_waiting.remove(&token) {
+                    let partition = self.partition();
+                    let path = |lsn| self.snapshots.dir.path(partition, lsn);
+                    let _ = tx.send(result.map(|lsn| SnapshotTaken {
+                        partition,
+                        lsn,
+                        path: path(lsn).display().to_string(),
+                    }));
+                }
+            }
+            ProcessorEffect::FetchSnapshot { at_least } => self.fetch_snapshot(at_least, ctx),
         }
     }
 
@@ -282,18 +377,48 @@ impl Handler<GetPersisted> for PartitionProcessor {
 
     fn handle(&mut self, _: GetPersisted, ctx: &mut Self::Context) -> Self::Result {
         let env = self.logs.net().env();
-        let mut answer = self.core.persisted();
+        let mut answer = self.core.persisted_reply();
         for effect in self
             .core
             .handle(&env, ProcessorInput::GetPersisted { token: 0 })
         {
             match effect {
-                ProcessorEffect::RespondPersisted { lsn, .. } => answer = lsn,
+                ProcessorEffect::RespondPersisted { reply, .. } => answer = reply,
                 other => self.carry_out(other, ctx),
             }
         }
         self.arm(ctx);
         MessageResult(answer)
+    }
+}
+
+impl Handler<GetSnapshot> for PartitionProcessor {
+    type Result = ResponseFuture<Result<SnapshotChunk, SnapshotServeError>>;
+
+    fn handle(&mut self, req: GetSnapshot, _: &mut Self::Context) -> Self::Result {
+        let (dir, partition) = (self.snapshots.dir.clone(), self.partition());
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || snapshots::serve(&dir, partition, &req))
+                .await
+                .unwrap_or_else(|e| Err(SnapshotServeError::Unreadable(e.to_string())))
+        })
+    }
+}
+
+impl Handler<TakeSnapshot> for PartitionProcessor {
+    type Result = ResponseFuture<Result<SnapshotTaken, String>>;
+
+    fn handle(&mut self, _: TakeSnapshot, ctx: &mut Self::Context) -> Self::Result {
+        let token = self.next_token;
+        self.next_token += 1;
+        let (tx, rx) = oneshot::channel();
+        self.snapshot_waiting.insert(token, tx);
+        self.run(ProcessorInput::TakeSnapshot { token }, ctx);
+        Box::pin(async move {
+            rx.await.unwrap_or_else(|_| {
+                Err("the processor stopped before the snapshot was written".into())
+            })
+        })
     }
 }
 

@@ -575,6 +575,7 @@ mod tests {
                 records,
                 tail: TailInfo::default(),
                 damaged: Vec::new(),
+                trimmed_below: 0,
             })
         }
     }

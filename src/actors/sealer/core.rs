@@ -1420,6 +1420,7 @@ mod tests {
             records: offsets.iter().map(|&o| (o, rec(o))).collect(),
             tail: TailInfo::default(),
             damaged: Vec::new(),
+            trimmed_below: 0,
         })))
     }
 
@@ -1803,6 +1804,7 @@ mod tests {
             records: vec![(0, rec(0))],
             tail: TailInfo::default(),
             damaged: vec![1],
+            trimmed_below: 0,
         })));
         let out = reply(&mut j, t0, &out, n(1), damaged);
         // Back to the chain, then a seal round without N1.
