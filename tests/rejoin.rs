@@ -10,7 +10,7 @@ use keel::actors::metadata::messages::{AcceptorError, ListKeys};
 use keel::log::Chain;
 use keel::rig::Rig;
 use keel::storage::identity;
-use keel::types::{Lsn, NodeId};
+use keel::types::{Lsn, NodeId, PartitionId};
 use std::time::Duration;
 
 /// The rejoin step node `id` shows in its status (`None`: no rejoin).
@@ -167,4 +167,62 @@ fn a_rejoin_waits_for_its_peers_and_its_acceptor_does_not_vote_meanwhile() {
     rig.kill(2);
     let (ok, out) = keelctl(&rig, &["rejoin", "2"]);
     assert!(!ok && out.contains("N2 is down or unreachable"), "{out}");
+}
+
+#[test]
+fn a_node_wiped_while_the_log_was_trimmed_past_it_gets_its_state_from_a_snapshot() {
+    trace();
+    let mut rig = Rig::builder(3)
+        .partitions(1)
+        .snapshot_every(20)
+        .start()
+        .unwrap();
+    wait_for_leaders(&rig, Duration::from_secs(20));
+    let leader = (1..=3)
+        .find(|n| processor_status(&rig, *n).is_some_and(|s| format!("{:?}", s.mode) == "Leader"))
+        .expect("a leader");
+    let victim = (1..=3).find(|n| *n != leader).unwrap();
+    let live: Vec<u32> = (1..=3).filter(|n| *n != victim).collect();
+    add_counters(&rig, leader, 0, 30);
+    rig.wipe(victim).unwrap();
+    // The others take load and trim past the wiped node (their snapshots
+    // cover what it would need).
+    add_counters(&rig, leader, 30, 120);
+    rig.wait_for(
+        "the live nodes trim the log",
+        Duration::from_secs(30),
+        |r| live.iter().all(|n| trimmed_below(r, *n).0 > 1),
+    )
+    .unwrap();
+    rig.restart_rejoining(victim).unwrap();
+    rig.wait_for("the rejoin completes", Duration::from_secs(60), |r| {
+        rejoin_step(r, victim).as_deref() == Some("done")
+    })
+    .unwrap();
+    let restored = rig
+        .wait_until(
+            "the wiped node restores a snapshot",
+            Duration::from_secs(30),
+            |r| processor_status(r, victim).filter(|s| s.snapshots_restored >= 1),
+        )
+        .unwrap();
+    assert!(restored.applied_lsn.0 > 1, "{restored:?}");
+    add_counters(&rig, leader, 150, 20);
+    let target = processor_status(&rig, leader).unwrap().applied_lsn;
+    rig.wait_for(
+        "every replica applied the last load",
+        Duration::from_secs(15),
+        |r| (1..=3).all(|n| processor_status(r, n).is_some_and(|s| s.applied_lsn >= target)),
+    )
+    .unwrap();
+    let dumps: Vec<_> = (1..=3)
+        .map(|n| {
+            let store = rig.node(n).storage.partition(PartitionId(0)).unwrap();
+            store.entries().unwrap()
+        })
+        .collect();
+    assert_eq!(dumps[0], dumps[1]);
+    assert_eq!(dumps[1], dumps[2]);
+    let get = post(&rig.http(victim), "Counter/c3/get", serde_json::Value::Null);
+    assert_eq!((get.status, get.body), (200, serde_json::json!(17)));
 }

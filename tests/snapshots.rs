@@ -6,52 +6,13 @@
 
 mod common;
 
-use common::{chain, post, wait_for_leaders, LOG};
-use keel::actors::partition_processor::{GetProcessorStatus, ProcessorStatus};
+use common::{
+    add_counters as add, post, processor_status as status, trimmed_below, wait_for_leaders,
+};
 use keel::rig::Rig;
 use keel::types::{Lsn, NodeId, PartitionId};
 use std::collections::BTreeSet;
 use std::time::Duration;
-
-/// Partition 0's processor status on `node`.
-fn status(rig: &Rig, node: u32) -> Option<ProcessorStatus> {
-    let slot = rig.node(node).local.processors.first()?.clone();
-    rig.block_on(async move {
-        let addr = slot.addr()?;
-        tokio::time::timeout(Duration::from_millis(500), addr.send(GetProcessorStatus))
-            .await
-            .ok()?
-            .ok()
-    })
-}
-
-/// `n` acknowledged additions to counters `c0..c9`, through `via`.
-fn add(rig: &Rig, via: u32, from: u64, n: u64) {
-    for i in from..from + n {
-        let reply = post(
-            &rig.http(via),
-            &format!("Counter/c{}/add", i % 10),
-            1.into(),
-        );
-        assert_eq!(reply.status, 200, "add {i}: {:?}", reply.body);
-    }
-}
-
-/// The highest trim point (as an LSN) of `node`'s log-server over the log's
-/// segments.
-fn trimmed_below(rig: &Rig, node: u32) -> Lsn {
-    let chain = chain(rig, node, LOG);
-    let storage = &rig.node(node).storage;
-    chain
-        .segments
-        .iter()
-        .filter_map(|s| {
-            let t = storage.log.loglet_state(s.loglet).ok()?.trim_point;
-            (t > 0).then(|| s.lsn_of(t)).flatten()
-        })
-        .max()
-        .unwrap_or_default()
-}
 
 #[test]
 fn a_replica_behind_the_trim_point_restores_a_snapshot_skipping_a_damaged_one() {

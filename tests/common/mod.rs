@@ -1,6 +1,7 @@
 //! Helpers shared by the rig tests.
 #![allow(dead_code)]
 
+use keel::actors::partition_processor::{GetProcessorStatus, ProcessorStatus};
 use keel::log::{AppendError, Chain, ReadError, Record};
 use keel::rig::Rig;
 use keel::types::{LogId, Lsn, NodeId};
@@ -351,4 +352,44 @@ pub fn completion(reply: &Reply) -> keel::harness::history::OpType {
         400 | 404 | 405 | 413 => panic!("the workload sent a bad request: {reply:?}"),
         _ => OpType::Info,
     }
+}
+
+/// Partition 0's processor status on `node`.
+pub fn processor_status(rig: &Rig, node: u32) -> Option<ProcessorStatus> {
+    let slot = rig.node(node).local.processors.first()?.clone();
+    rig.block_on(async move {
+        let addr = slot.addr()?;
+        tokio::time::timeout(Duration::from_millis(500), addr.send(GetProcessorStatus))
+            .await
+            .ok()?
+            .ok()
+    })
+}
+
+/// `n` acknowledged additions to counters `c0..c9`, through `via`.
+pub fn add_counters(rig: &Rig, via: u32, from: u64, n: u64) {
+    for i in from..from + n {
+        let reply = post(
+            &rig.http(via),
+            &format!("Counter/c{}/add", i % 10),
+            1.into(),
+        );
+        assert_eq!(reply.status, 200, "add {i}: {:?}", reply.body);
+    }
+}
+
+/// The highest trim point (as an LSN) of `node`'s log-server over the log's
+/// segments.
+pub fn trimmed_below(rig: &Rig, node: u32) -> Lsn {
+    let chain = chain(rig, node, LOG);
+    let storage = &rig.node(node).storage;
+    chain
+        .segments
+        .iter()
+        .filter_map(|s| {
+            let t = storage.log.loglet_state(s.loglet).ok()?.trim_point;
+            (t > 0).then(|| s.lsn_of(t)).flatten()
+        })
+        .max()
+        .unwrap_or_default()
 }
