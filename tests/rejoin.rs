@@ -10,7 +10,7 @@ use keel::actors::metadata::messages::{AcceptorError, ListKeys};
 use keel::log::Chain;
 use keel::rig::Rig;
 use keel::storage::identity;
-use keel::types::{Lsn, NodeId, PartitionId};
+use keel::types::{Lsn, NodeId};
 use std::time::Duration;
 
 /// The rejoin step node `id` shows in its status (`None`: no rejoin).
@@ -207,22 +207,7 @@ fn a_node_wiped_while_the_log_was_trimmed_past_it_gets_its_state_from_a_snapshot
         )
         .unwrap();
     assert!(restored.applied_lsn.0 > 1, "{restored:?}");
-    add_counters(&rig, leader, 150, 20);
-    let target = processor_status(&rig, leader).unwrap().applied_lsn;
-    rig.wait_for(
-        "every replica applied the last load",
-        Duration::from_secs(15),
-        |r| (1..=3).all(|n| processor_status(r, n).is_some_and(|s| s.applied_lsn >= target)),
-    )
-    .unwrap();
-    let dumps: Vec<_> = (1..=3)
-        .map(|n| {
-            let store = rig.node(n).storage.partition(PartitionId(0)).unwrap();
-            store.entries().unwrap()
-        })
-        .collect();
-    assert_eq!(dumps[0], dumps[1]);
-    assert_eq!(dumps[1], dumps[2]);
+    load_then_replicas_equal(&rig, leader, 150, 20);
     let get = post(&rig.http(victim), "Counter/c3/get", serde_json::Value::Null);
     assert_eq!((get.status, get.body), (200, serde_json::json!(17)));
 }

@@ -166,22 +166,7 @@ fn a_replica_behind_the_trim_point_restores_a_snapshot_skipping_a_damaged_one() 
 
     // It follows the log from there: new records apply everywhere, and the
     // three replicas end equal.
-    add(&rig, leader, 150, 20);
-    let target = status(&rig, leader).unwrap().applied_lsn;
-    rig.wait_for(
-        "every replica applied the last load",
-        Duration::from_secs(15),
-        |r| (1..=3).all(|n| status(r, n).is_some_and(|s| s.applied_lsn >= target)),
-    )
-    .unwrap();
-    let dumps: Vec<_> = (1..=3)
-        .map(|n| {
-            let store = rig.node(n).storage.partition(PartitionId(0)).unwrap();
-            store.entries().unwrap()
-        })
-        .collect();
-    assert_eq!(dumps[0], dumps[1]);
-    assert_eq!(dumps[1], dumps[2]);
+    common::load_then_replicas_equal(&rig, leader, 150, 20);
     let get = post(&rig.http(victim), "Counter/c3/get", serde_json::Value::Null);
     assert_eq!(
         (get.status, get.body.clone()),

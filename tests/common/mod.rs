@@ -4,7 +4,7 @@
 use keel::actors::partition_processor::{GetProcessorStatus, ProcessorStatus};
 use keel::log::{AppendError, Chain, ReadError, Record};
 use keel::rig::Rig;
-use keel::types::{LogId, Lsn, NodeId};
+use keel::types::{LogId, Lsn, NodeId, PartitionId};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -392,4 +392,25 @@ pub fn trimmed_below(rig: &Rig, node: u32) -> Lsn {
         })
         .max()
         .unwrap_or_default()
+}
+
+/// `n` more additions through `leader` (from `from` on); then every replica
+/// of partition 0 applies them and the three hold byte-equal state.
+pub fn load_then_replicas_equal(rig: &Rig, leader: u32, from: u64, n: u64) {
+    add_counters(rig, leader, from, n);
+    let target = processor_status(rig, leader).unwrap().applied_lsn;
+    rig.wait_for(
+        "every replica applied the last load",
+        Duration::from_secs(15),
+        |r| (1..=3).all(|n| processor_status(r, n).is_some_and(|s| s.applied_lsn >= target)),
+    )
+    .unwrap();
+    let dumps: Vec<_> = (1..=3)
+        .map(|n| {
+            let store = rig.node(n).storage.partition(PartitionId(0)).unwrap();
+            store.entries().unwrap()
+        })
+        .collect();
+    assert_eq!(dumps[0], dumps[1]);
+    assert_eq!(dumps[1], dumps[2]);
 }

@@ -131,6 +131,14 @@ pub async fn fence(
     Ok(marked)
 }
 
+/// A call's outcome with either failure (the call's or the server's) in
+/// words, as the cores take it.
+fn in_words<T, E: std::fmt::Display>(
+    r: Result<Result<T, E>, crate::node::CallError>,
+) -> Result<T, String> {
+    r.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+}
+
 /// The rejoin actor: runs the register and log steps, then ends the rejoin.
 pub struct Rejoiner {
     /// Calls to peers; builds the `Env`.
@@ -206,11 +214,7 @@ impl Rejoiner {
                     let net = self.net.clone();
                     let call = async move { net.call(to, ListKeys {}, CALL_TIMEOUT).await };
                     ctx.spawn(call.into_actor(self).map(move |r, act, ctx| {
-                        let result = match r {
-                            Ok(Ok(keys)) => Ok(keys),
-                            Ok(Err(e)) => Err(e.to_string()),
-                            Err(e) => Err(e.to_string()),
-                        };
+                        let result = in_words(r);
                         act.feed_register(RejoinInput::Listed { from: to, result }, ctx)
                     }));
                 }
@@ -231,13 +235,13 @@ impl Rejoiner {
                         storage.meta.set_rejoin_progress(p)?;
                         storage.sync_state().await
                     };
-                    ctx.spawn(vote.into_actor(self).map(|r, act, ctx| match r {
+                    ctx.spawn(vote.into_actor(self).map(|r, act, _| match r {
                         Ok(()) => {
                             if let Some(a) = act.acceptor.addr() {
                                 a.do_send(StartVoting);
                             }
                             act.register = None;
-                            act.update(ctx);
+                            act.update();
                         }
                         // Not durable: the core is done, so start it over.
                         Err(e) => {
@@ -248,7 +252,7 @@ impl Rejoiner {
                 }
             }
         }
-        self.update(ctx);
+        self.update();
     }
 
     fn feed_log(&mut self, input: LogRejoinInput, ctx: &mut Context<Self>) {
@@ -302,11 +306,7 @@ impl Rejoiner {
                     };
                     let call = async move { net.call(peer, req, CALL_TIMEOUT).await };
                     ctx.spawn(call.into_actor(self).map(move |r, act, ctx| {
-                        let result = match r {
-                            Ok(Ok(reply)) => Ok(reply),
-                            Ok(Err(e)) => Err(e.to_string()),
-                            Err(e) => Err(e.to_string()),
-                        };
+                        let result = in_words(r);
                         let input = LogRejoinInput::Records {
                             loglet,
                             peer,
@@ -346,7 +346,7 @@ impl Rejoiner {
                 LogRejoinEffect::Done => {}
             }
         }
-        self.update(ctx);
+        self.update();
     }
 
     fn clear(&mut self, loglet: LogletId, ctx: &mut Context<Self>) {
@@ -364,7 +364,7 @@ impl Rejoiner {
     }
 
     /// Shows where the rejoin stands; ends it once both steps are done.
-    fn update(&mut self, _ctx: &mut Context<Self>) {
+    fn update(&mut self) {
         if self.finished {
             return;
         }
