@@ -256,7 +256,7 @@ fn a_node_whose_data_was_wiped_after_it_ran_refuses_and_creates_nothing() {
         err.contains("never initialized by `keel init`, or its disk was lost"),
         "{err}"
     );
-    assert!(err.contains("not supported yet"), "{err}");
+    assert!(err.contains("keel node --rejoin"), "{err}");
     assert_eq!(snapshot(&data), Some(BTreeMap::new()), "N1 wrote into it");
 
     // The directory itself is gone.
