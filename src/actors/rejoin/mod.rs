@@ -12,9 +12,11 @@
 //!    (through the register, whose quorums then consist of the other
 //!    nodes); mark every loglet of a segment whose nodeset holds this node
 //!    `lost` and sealed on its log-server (so it never reads as empty and
-//!    open: no normal store, and no seal counts it) and mark its sequencer
-//!    started (an append to it is answered `Gone` and sealed, never given
-//!    offsets again). Loglets created after this read are new to everyone.
+//!    open: no normal store, and no seal counts it) and mark the sequencer
+//!    of every segment it is in or sequences started (an append to it is
+//!    answered `Gone` and sealed, never given offsets again); the plan is
+//!    [`fence::fence_marks`]. Loglets created after this read are new to
+//!    everyone.
 //! 2. **Register** (`metadata::rejoin`): the acceptor does not vote until
 //!    it learnt every key from a majority of the others.
 //! 3. **Log** ([`log::LogRejoinCore`]): every lost loglet is sealed if open,
@@ -27,6 +29,7 @@
 //! The [`Rejoiner`] actor (a shell over the two cores) runs steps 2 and 3
 //! and then removes the mark; status shows where it stands.
 
+pub mod fence;
 pub mod log;
 
 use self::log::{LogRejoinCore, LogRejoinEffect, LogRejoinInput};
@@ -37,7 +40,7 @@ use crate::actors::metadata::{MetadataClient, MetadataStore, StartVoting};
 use crate::actors::supervisor::Slot;
 use crate::log::{chain_key, Chain, LogClient};
 use crate::node::Net;
-use crate::storage::{identity, LogletState, RejoinProgress, Storage};
+use crate::storage::{identity, RejoinProgress, Storage};
 use crate::types::{LogId, LogletId, NodeId};
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -108,20 +111,14 @@ pub async fn fence(
         let Some((_, chain)) = chain else {
             continue; // never created: nothing to forget
         };
-        for s in chain.segments.iter().filter(|s| s.nodeset.contains(&me)) {
-            let state = storage.log.loglet_state(s.loglet)?;
-            if state == LogletState::default() {
-                storage.log.put_loglet_state(
-                    s.loglet,
-                    &LogletState {
-                        sealed: true,
-                        lost: true,
-                        ..LogletState::default()
-                    },
-                )?;
+        for mark in fence::fence_marks(me, &chain) {
+            if mark.lost && fence::needs_fencing(&storage.log.loglet_state(mark.loglet)?) {
+                storage
+                    .log
+                    .put_loglet_state(mark.loglet, &fence::fenced_state())?;
                 marked += 1;
             }
-            storage.meta.mark_sequencer_started(s.loglet)?;
+            storage.meta.mark_sequencer_started(mark.loglet)?;
         }
     }
     let mut progress = storage.meta.rejoin_progress()?;
