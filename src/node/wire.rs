@@ -89,7 +89,7 @@ wire! {
         Invoke => InvokeResult(InvokeReply),
         GetPersisted => PersistedResult(PersistedReply),
         GetSnapshot => SnapshotResult(Result<SnapshotChunk, SnapshotServeError>),
-        ListKeys => ListKeysResult(Result<Vec<String>, AcceptorError>),
+        ListKeys => ListKeysResult(Result<Vec<(String, u64)>, AcceptorError>),
     }
     oneway { MetaUpdate, Release }
     other {

@@ -266,16 +266,22 @@ impl<S: AcceptorStore> AcceptorCore<S> {
         }]
     }
 
-    /// The keys this acceptor holds state for, for a rejoining peer. Refused
-    /// while this acceptor does not vote: it may have forgotten keys, and a
-    /// rejoin must learn every key from acceptors that did not.
-    pub fn list_keys(&self) -> Result<Vec<String>, AcceptorError> {
+    /// The keys this acceptor holds state for, each with the version of the
+    /// value it accepted last (0: none), for a rejoining peer. Refused while
+    /// this acceptor does not vote: it may have forgotten keys, and a rejoin
+    /// must learn every key from acceptors that did not.
+    pub fn list_keys(&self) -> Result<Vec<(String, u64)>, AcceptorError> {
         if !self.voting {
             return Err(AcceptorError::Rejoining);
         }
-        self.store
-            .keys()
-            .map_err(|e| AcceptorError::Storage(e.to_string()))
+        let storage = |e: StorageError| AcceptorError::Storage(e.to_string());
+        let mut out = Vec::new();
+        for key in self.store.keys().map_err(storage)? {
+            let state = self.store.get(&key).map_err(storage)?;
+            let version = state.and_then(|s| s.value).map_or(0, |v| v.version);
+            out.push((key, version));
+        }
+        Ok(out)
     }
 
     /// An acceptor never needs a timer.

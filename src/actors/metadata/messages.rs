@@ -57,11 +57,11 @@ pub struct Accept {
     pub value: Versioned,
 }
 
-/// "Which register keys does your acceptor hold state for?" Asked by a
-/// rejoining node (`rejoin.rs`); an acceptor that does not vote yet refuses
+/// "Which register keys does your acceptor hold state for, and at which
+/// accepted version each?" Asked by a rejoining node (`rejoin.rs`); an acceptor that does not vote yet refuses
 /// (`Rejoining`): its list may lack keys it forgot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Message)]
-#[rtype(result = "Result<Vec<String>, AcceptorError>")]
+#[rtype(result = "Result<Vec<(String, u64)>, AcceptorError>")]
 pub struct ListKeys {}
 
 /// One-way: "`key` now holds `value`". A cache hint only; truth is a

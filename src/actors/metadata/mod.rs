@@ -132,7 +132,7 @@ impl Handler<Accept> for MetadataStore {
 }
 
 impl Handler<ListKeys> for MetadataStore {
-    type Result = Result<Vec<String>, AcceptorError>;
+    type Result = Result<Vec<(String, u64)>, AcceptorError>;
     fn handle(&mut self, _: ListKeys, _: &mut Self::Context) -> Self::Result {
         self.core.list_keys()
     }

@@ -22,6 +22,16 @@
 //!    does not need this node, and that majority promised a ballot above any
 //!    this node promised and forgot, so no proposer holding such a forgotten
 //!    promise can still gather a majority of accepts.
+//!    The read is not needed for a key whose chosen version passed the
+//!    highest version any listing reported for it (the host feeds
+//!    [`RejoinInput::Chosen`] from its metadata cache): that value was
+//!    accepted after the listing, so by a majority of others only, and
+//!    under a ballot above every promise this node forgot (each such
+//!    promise went to a prepare whose quorum includes one of those others,
+//!    which promised it before accepting the newer value). This is what
+//!    the read's write-back achieves, done by another proposer; it keeps a
+//!    rejoin from starving on a busy key, where a read that needs every
+//!    other acceptor keeps losing ballots to proposers that need one less.
 //! 3. **Vote**: the acceptor, still empty, votes again. Being empty is then
 //!    no different from having missed those rounds.
 //!
@@ -44,12 +54,14 @@ pub const READS_IN_FLIGHT: usize = 8;
 /// What the rejoin learns.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RejoinInput {
-    /// Node `from` listed the keys its acceptor holds state for, or could
-    /// not (why).
+    /// Node `from` listed the keys its acceptor holds state for, each with
+    /// the version it accepted last, or could not (why).
     Listed {
         from: NodeId,
-        result: Result<Vec<String>, String>,
+        result: Result<Vec<(String, u64)>, String>,
     },
+    /// `key` is known chosen at `version` (the host's metadata cache).
+    Chosen { key: String, version: u64 },
     /// The read of `key` through this node's proposer ended.
     Read {
         key: String,
@@ -91,8 +103,8 @@ pub struct RejoinCore {
     asking: BTreeSet<NodeId>,
     /// Other nodes to ask again, and when.
     ask_again: BTreeMap<NodeId, Instant>,
-    /// The union of the keys listed.
-    keys: BTreeSet<String>,
+    /// The union of the keys listed, each with the highest version listed.
+    keys: BTreeMap<String, u64>,
     /// Keys not read yet (listing over), with when each may next be tried.
     to_read: BTreeMap<String, Option<Instant>>,
     /// Keys being read.
@@ -117,7 +129,7 @@ impl RejoinCore {
             answered: BTreeSet::new(),
             asking: BTreeSet::new(),
             ask_again: BTreeMap::new(),
-            keys: BTreeSet::new(),
+            keys: BTreeMap::new(),
             to_read: BTreeMap::new(),
             reading: BTreeSet::new(),
             read: 0,
@@ -143,7 +155,10 @@ impl RejoinCore {
                     match result {
                         Ok(keys) => {
                             self.answered.insert(from);
-                            self.keys.extend(keys);
+                            for (key, version) in keys {
+                                let v = self.keys.entry(key).or_default();
+                                *v = (*v).max(version);
+                            }
                         }
                         Err(why) => {
                             tracing::debug!(%from, "listing register keys failed: {why}");
@@ -163,6 +178,16 @@ impl RejoinCore {
                     }
                 }
             }
+            RejoinInput::Chosen { key, version } => {
+                let passed = self.keys.get(&key).is_some_and(|listed| version > *listed);
+                if self.listed && passed {
+                    let pending = self.to_read.remove(&key).is_some();
+                    if pending || self.reading.remove(&key) {
+                        tracing::debug!(%key, version, "chosen past the listing: no read needed");
+                        self.read += 1;
+                    }
+                }
+            }
             RejoinInput::Tick => {}
         }
         self.step(env, &mut out);
@@ -175,7 +200,7 @@ impl RejoinCore {
                 self.listed = true;
                 self.asking.clear();
                 self.ask_again.clear();
-                self.to_read = self.keys.iter().map(|k| (k.clone(), None)).collect();
+                self.to_read = self.keys.keys().map(|k| (k.clone(), None)).collect();
                 tracing::info!(
                     keys = self.to_read.len(),
                     "register keys listed by a majority"
@@ -212,6 +237,16 @@ impl RejoinCore {
             );
             out.push(RejoinEffect::Vote);
         }
+    }
+
+    /// The keys still to be read (being read or due): the host reports what
+    /// its cache knows of them as [`RejoinInput::Chosen`].
+    pub fn waiting_keys(&self) -> Vec<String> {
+        self.to_read
+            .keys()
+            .chain(self.reading.iter())
+            .cloned()
+            .collect()
     }
 
     /// When the core wants a `Tick`: the earliest retry.
@@ -401,7 +436,7 @@ mod tests {
     }
 
     /// Drives a rejoin of N3 against the cluster; returns its effects' trace.
-    fn rejoin(c: &mut Cluster, keys_of: &dyn Fn(NodeId) -> Result<Vec<String>, String>) {
+    fn rejoin(c: &mut Cluster, keys_of: &dyn Fn(NodeId) -> Result<Vec<(String, u64)>, String>) {
         let t0 = Instant::now();
         let mut now = t0;
         let mut core = RejoinCore::new();
@@ -444,10 +479,10 @@ mod tests {
         panic!("the rejoin did not finish");
     }
 
-    fn listing(c: &Cluster, to: NodeId) -> Vec<String> {
+    fn listing(c: &Cluster, to: NodeId) -> Vec<(String, u64)> {
         c.acceptors
             .get(&to)
-            .map(|_| vec!["k".to_string()])
+            .map(|a| vec![("k".to_string(), a.value.as_ref().map_or(0, |v| v.version))])
             .unwrap_or_default()
     }
 
@@ -503,7 +538,7 @@ mod tests {
             &env(3, t0),
             RejoinInput::Listed {
                 from: n(1),
-                result: Ok(vec!["k".into()]),
+                result: Ok(vec![("k".into(), 1)]),
             },
         );
         assert_eq!(out, vec![]);
@@ -519,7 +554,7 @@ mod tests {
             &env(3, t0),
             RejoinInput::Listed {
                 from: n(1),
-                result: Ok(vec!["x".into()]),
+                result: Ok(vec![("x".into(), 0)]),
             },
         );
         assert_eq!(out, vec![]);
@@ -557,5 +592,59 @@ mod tests {
             vec![RejoinEffect::Vote]
         );
         assert_eq!(core.handle(&env(3, later), RejoinInput::Tick), vec![]);
+    }
+
+    #[test]
+    fn a_key_chosen_past_the_listing_needs_no_read_and_one_at_or_below_it_does() {
+        let t0 = Instant::now();
+        let e = env(3, t0);
+        let mut core = RejoinCore::new();
+        core.handle(&e, RejoinInput::Tick);
+        // Before the listing is over nothing counts: the bound is not known.
+        let early = RejoinInput::Chosen {
+            key: "busy".into(),
+            version: 9,
+        };
+        assert_eq!(core.handle(&e, early), vec![]);
+        for (from, versions) in [(1, [5, 2]), (2, [7, 0])] {
+            let keys = vec![("busy".into(), versions[0]), ("calm".into(), versions[1])];
+            core.handle(
+                &e,
+                RejoinInput::Listed {
+                    from: n(from),
+                    result: Ok(keys),
+                },
+            );
+        }
+        assert_eq!(
+            core.waiting_keys(),
+            vec!["busy".to_string(), "calm".to_string()]
+        );
+        // Version 7 was listed: a value chosen at 7 may predate the listing.
+        let at_listed = RejoinInput::Chosen {
+            key: "busy".into(),
+            version: 7,
+        };
+        assert_eq!(core.handle(&e, at_listed), vec![]);
+        assert_eq!(core.status(&e), RejoinStatus::Reading { done: 0, total: 2 });
+        // Version 8 was accepted by a majority of others after it.
+        let past = RejoinInput::Chosen {
+            key: "busy".into(),
+            version: 8,
+        };
+        assert_eq!(core.handle(&e, past), vec![]);
+        assert_eq!(core.waiting_keys(), vec!["calm".to_string()]);
+        // The read of "busy" answering late counts nothing twice.
+        let late = RejoinInput::Read {
+            key: "busy".into(),
+            result: Ok(()),
+        };
+        assert_eq!(core.handle(&e, late), vec![]);
+        assert_eq!(core.status(&e), RejoinStatus::Reading { done: 1, total: 2 });
+        let calm = RejoinInput::Read {
+            key: "calm".into(),
+            result: Ok(()),
+        };
+        assert_eq!(core.handle(&e, calm), vec![RejoinEffect::Vote]);
     }
 }

@@ -196,6 +196,14 @@ impl Rejoiner {
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
+        // What the cache learnt of keys still to be read may spare a read.
+        let waiting = self.register.as_ref().map(|r| r.waiting_keys());
+        for key in waiting.unwrap_or_default() {
+            if let Some(v) = self.meta.cache().get(&key) {
+                let version = v.version;
+                self.feed_register(RejoinInput::Chosen { key, version }, ctx);
+            }
+        }
         self.feed_register(RejoinInput::Tick, ctx);
         self.feed_log(LogRejoinInput::Tick, ctx);
     }
