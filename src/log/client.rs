@@ -222,8 +222,8 @@ impl LogClient {
     }
 
     /// Drops `log`'s records below `below` on every log-server (best effort:
-    /// a server that misses it keeps its copies; reads never need them once
-    /// every replica persisted past them).
+    /// a server that misses it keeps its copies; a reader behind the trim
+    /// point restores a snapshot instead).
     pub async fn trim(&self, log: LogId, below: Lsn) {
         self.run(log, |op| Input::Trim { op, log, below }).await;
     }

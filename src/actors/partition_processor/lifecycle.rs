@@ -44,12 +44,14 @@
 //!   its file is fsynced and the state it holds is durable here too; only
 //!   then does it count (status, trimming, serving peers).
 //! - **Trim**: every [`TRIM_EVERY`] a leader asks every replica for its
-//!   persisted LSN and newest snapshot, and trims the log below the larger
-//!   of the lowest persisted LSN (only if every replica answered) and the
-//!   highest LSN a majority's snapshots cover (counting its own), never
-//!   above its own persisted LSN (see [`trim_bound`]). A replica that is
-//!   silent (dead, cut off, wiped) blocks trimming only while a majority
-//!   holds no newer snapshot: past that, it catches up from a snapshot.
+//!   newest snapshot, and trims the log below the highest LSN a majority's
+//!   snapshots cover (counting its own), never above its own persisted LSN
+//!   (see [`trim_bound`]). A replica behind that point (dead, cut off,
+//!   lagging, or wiped) catches up from a snapshot. Every replica having
+//!   persisted its state past an LSN is not enough to trim below it: a
+//!   replica that then loses its disk could be rebuilt from neither the log
+//!   nor a snapshot (the simulator found it: a wiped node waited for a
+//!   snapshot nobody held, its partition unserved).
 //! - **Behind the trim point**: a read answered `Trimmed` (the log starts
 //!   past the next LSN this replica needs) is not retried: status says
 //!   `BehindTrim`, and the core asks its host to fetch a snapshot at or past
@@ -93,7 +95,7 @@ pub const READ_WAIT: Duration = Duration::from_millis(500);
 pub const PERSIST_EVERY: Duration = Duration::from_millis(200);
 /// Most invocations in one append.
 pub const APPEND_BATCH: usize = 512;
-/// How often a leader trims its log below what every replica persisted.
+/// How often a leader trims its log below what a majority's snapshots cover.
 pub const TRIM_EVERY: Duration = Duration::from_secs(10);
 /// Appends a leader has in flight, at most. A lone request is appended at
 /// once; under load, requests gather while both slots are busy and go out
@@ -120,19 +122,17 @@ pub const FETCH_RETRY: Duration = Duration::from_secs(1);
 pub const SNAPSHOT_RETRY: Duration = Duration::from_secs(5);
 
 /// The highest LSN a leader may trim the log up to (inclusive), if any:
-/// - `lowest`: the lowest persisted LSN of every replica, if all answered
-///   (each can then catch up from the log);
 /// - `snapshots`: the newest retained snapshot of each replica that has one
 ///   (the leader's own included): the highest LSN such that a majority of
 ///   `nodes` hold a snapshot at or past it (a replica behind it, live, dead
-///   or wiped, can always fetch one from a live node);
+///   or wiped, can always fetch one from a live node, even after one more
+///   node lost its disk);
 /// - never above `cap`, the leader's own persisted LSN.
-pub fn trim_bound(lowest: Option<Lsn>, snapshots: &[Lsn], nodes: usize, cap: Lsn) -> Option<Lsn> {
+pub fn trim_bound(snapshots: &[Lsn], nodes: usize, cap: Lsn) -> Option<Lsn> {
     let mut held = snapshots.to_vec();
     held.sort_by(|a, b| b.cmp(a));
     let majority = nodes / 2 + 1;
-    let covered = held.get(majority - 1).copied();
-    let bound = lowest.max(covered)?.min(cap);
+    let bound = held.get(majority - 1).copied()?.min(cap);
     (bound.0 > 0).then_some(bound)
 }
 
@@ -343,10 +343,6 @@ enum AppendOp {
 struct TrimRound {
     /// The calls of this round still unanswered, and whom each went to.
     calls: BTreeMap<CallId, NodeId>,
-    /// Some replica did not answer: the lowest persisted LSN is unknown.
-    silent: bool,
-    /// The lowest persisted LSN so far (this node's included).
-    lowest: Lsn,
     /// The newest snapshot of each replica that answered with one (this
     /// node's included).
     snapshots: Vec<Lsn>,
@@ -1354,8 +1350,6 @@ impl<S: PartitionState> ProcessorCore<S> {
         let peers: Vec<NodeId> = env.peers().collect();
         let mut round = TrimRound {
             calls: BTreeMap::new(),
-            silent: false,
-            lowest: self.persisted,
             snapshots: self.latest_snapshot.into_iter().collect(),
             nodes: peers.len() + 1,
         };
@@ -1389,12 +1383,8 @@ impl<S: PartitionState> ProcessorCore<S> {
         if round.calls.remove(&call).is_none_or(|to| to != node) {
             return;
         }
-        match reply {
-            Ok(reply) => {
-                round.lowest = round.lowest.min(reply.persisted);
-                round.snapshots.extend(reply.snapshot);
-            }
-            Err(_) => round.silent = true,
+        if let Ok(reply) = reply {
+            round.snapshots.extend(reply.snapshot);
         }
         self.trim_round_progress(out);
     }
@@ -1407,8 +1397,7 @@ impl<S: PartitionState> ProcessorCore<S> {
         if !round.calls.is_empty() {
             return;
         }
-        let lowest = (!round.silent).then_some(round.lowest);
-        let bound = trim_bound(lowest, &round.snapshots, round.nodes, self.persisted);
+        let bound = trim_bound(&round.snapshots, round.nodes, self.persisted);
         self.trim_round = None;
         if let Some(bound) = bound {
             out.push(ProcessorEffect::Trim {
@@ -2009,26 +1998,15 @@ mod tests {
     }
 
     #[test]
-    fn the_trim_bound_is_every_replicas_persisted_lsn_or_a_majoritys_snapshot() {
+    fn the_trim_bound_is_the_highest_lsn_a_majoritys_snapshots_cover() {
         let l = |v: &[u64]| v.iter().map(|x| Lsn(*x)).collect::<Vec<_>>();
-        // All answered: the lowest persisted, or the snapshot floor if higher.
-        assert_eq!(trim_bound(Some(Lsn(5)), &[], 3, Lsn(9)), Some(Lsn(5)));
-        assert_eq!(
-            trim_bound(Some(Lsn(5)), &l(&[8, 7]), 3, Lsn(9)),
-            Some(Lsn(7))
-        );
-        // Someone silent: the snapshot floor of a majority only.
-        assert_eq!(trim_bound(None, &l(&[8, 7]), 3, Lsn(9)), Some(Lsn(7)));
-        assert_eq!(
-            trim_bound(None, &l(&[8]), 3, Lsn(9)),
-            None,
-            "one is no majority"
-        );
-        assert_eq!(trim_bound(None, &[], 3, Lsn(9)), None);
-        assert_eq!(trim_bound(None, &l(&[3, 9, 6, 1]), 5, Lsn(9)), Some(Lsn(3)));
+        assert_eq!(trim_bound(&l(&[8, 7]), 3, Lsn(9)), Some(Lsn(7)));
+        assert_eq!(trim_bound(&l(&[8]), 3, Lsn(9)), None, "one is no majority");
+        assert_eq!(trim_bound(&[], 3, Lsn(9)), None, "persisted is not enough");
+        assert_eq!(trim_bound(&l(&[3, 9, 6, 1]), 5, Lsn(9)), Some(Lsn(3)));
         // Never above the leader's own persisted LSN; nothing at 0.
-        assert_eq!(trim_bound(None, &l(&[8, 7]), 3, Lsn(4)), Some(Lsn(4)));
-        assert_eq!(trim_bound(Some(Lsn(0)), &[], 3, Lsn(4)), None);
+        assert_eq!(trim_bound(&l(&[8, 7]), 3, Lsn(4)), Some(Lsn(4)));
+        assert_eq!(trim_bound(&l(&[0, 0]), 3, Lsn(4)), None);
     }
 
     #[test]
@@ -2498,7 +2476,7 @@ mod tests {
     }
 
     #[test]
-    fn a_leader_trims_below_every_replicas_persisted_lsn() {
+    fn a_leader_trims_below_a_majoritys_snapshots_only() {
         let mut log = Log::default();
         let mut r = leader(1, &mut log);
         assert_eq!(
@@ -2545,8 +2523,9 @@ mod tests {
         assert_eq!(answer(&mut r, calls[0], at(5, None)), vec![]);
         assert_eq!(
             answer(&mut r, calls[1], at(7, None)),
-            vec![ProcessorEffect::Trim { below: Lsn(2) }],
-            "below the lowest: this node's own 1"
+            vec![],
+            "every replica persisted past 1, but no snapshot covers it: a \
+             replica that lost its disk could not be rebuilt"
         );
         // A replica that does not answer blocks the trim while no majority
         // holds a snapshot.

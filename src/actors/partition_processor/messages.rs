@@ -148,7 +148,7 @@ pub struct GetProcessorStatus;
 
 /// How far this node's replica of `partition` is durably applied, and the
 /// newest snapshot of it this node retains: the leader trims the log below
-/// what every replica persisted, or what a majority's snapshots cover.
+/// what a majority's snapshots cover.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Message)]
 #[rtype(result = "PersistedReply")]
 pub struct GetPersisted {
