@@ -144,3 +144,53 @@ fn catches_dedup_misses_own_batch() {
 fn catches_repair_stops_at_first_gap() {
     caught(Bug::RepairStopsAtFirstGap);
 }
+
+/// Seeds every `cargo test` runs with lost disks in the schedule.
+const WIPE_SEEDS: u64 = 300;
+
+fn with_wipes(bugs: BugSet) -> SimConfig {
+    let mut config = SimConfig {
+        bugs,
+        ..SimConfig::default()
+    };
+    config.faults.wipes = true;
+    config
+}
+
+/// Half the crashes also lose the disk; the node comes back blank with
+/// `--rejoin`. Every invariant holds (acknowledged records back at `r`
+/// copies, the register linearizable, replicas equal), every rejoin ends,
+/// and the runs really lost disks.
+#[test]
+fn the_wipe_seeds_pass_and_every_rejoin_ends() {
+    let config = with_wipes(BugSet::NONE);
+    let failures = sweep(&config, WIPE_SEEDS, false);
+    let shown: Vec<String> = failures.iter().take(3).map(describe).collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {WIPE_SEEDS} wipe seeds failed:\n{}",
+        failures.len(),
+        shown.join("\n")
+    );
+    let (mut wipes, mut rejoins) = (0, 0);
+    for seed in 0..40 {
+        let r = run(seed, &config);
+        wipes += r.wipes.0;
+        rejoins += r.wipes.1;
+    }
+    assert!(wipes >= 10, "40 seeds lost only {wipes} disks");
+    assert_eq!(rejoins, wipes, "every lost disk was rejoined");
+}
+
+/// A wiped node that starts blank (votes at once, takes its loglets for
+/// empty and open) is caught.
+#[test]
+fn catches_rejoin_blank() {
+    let config = with_wipes(BugSet::NONE.with(Bug::RejoinBlank));
+    let failures = sweep(&config, WIPE_SEEDS, true);
+    let report = failures
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("RejoinBlank not caught in {WIPE_SEEDS} wipe seeds"));
+    eprintln!("RejoinBlank: {}", describe(&report));
+}

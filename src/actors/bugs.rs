@@ -27,6 +27,10 @@ pub enum Bug {
     /// Tail repair re-replicates only up to the first offset missing on the
     /// first responder, not the union of the sealed responders.
     RepairStopsAtFirstGap,
+    /// A node whose disk was replaced starts blank instead of rejoining:
+    /// its acceptor votes with every promise forgotten, and its log-server
+    /// takes its loglets for empty and open.
+    RejoinBlank,
 }
 
 /// A set of [`Bug`]s (empty by default).

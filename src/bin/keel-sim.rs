@@ -30,12 +30,15 @@ struct Args {
     trace: bool,
     /// Switch a deliberate bug on (SealWrongQuorum, StoreAfterSeal,
     /// ApplyStaleEpoch, PurgeByBatch, ConflictAfterPartialAccept,
-    /// DedupMissesOwnBatch, RepairStopsAtFirstGap).
+    /// DedupMissesOwnBatch, RepairStopsAtFirstGap, RejoinBlank).
     #[arg(long)]
     bug: Vec<String>,
     /// Keep going after a failure.
     #[arg(long)]
     keep_going: bool,
+    /// Let half the crashes also lose the node's disk (it rejoins).
+    #[arg(long)]
+    wipes: bool,
 }
 
 fn bug(name: &str) -> Option<Bug> {
@@ -47,6 +50,7 @@ fn bug(name: &str) -> Option<Bug> {
         "ConflictAfterPartialAccept" => Bug::ConflictAfterPartialAccept,
         "DedupMissesOwnBatch" => Bug::DedupMissesOwnBatch,
         "RepairStopsAtFirstGap" => Bug::RepairStopsAtFirstGap,
+        "RejoinBlank" => Bug::RejoinBlank,
         _ => return None,
     })
 }
@@ -81,11 +85,12 @@ fn main() {
             }
         }
     }
-    let config = SimConfig {
+    let mut config = SimConfig {
         bugs,
         full_trace: args.trace,
         ..SimConfig::default()
     };
+    config.faults.wipes = args.wipes;
     if let Some(seed) = args.seed {
         let started = Instant::now();
         let r = run(seed, &config);
@@ -94,11 +99,12 @@ fn main() {
         }
         let real = started.elapsed();
         println!(
-            "seed {seed}: {} events, {:?} simulated in {real:?} ({:.0}x), ops ok/fail/info {:?}",
+            "seed {seed}: {} events, {:?} simulated in {real:?} ({:.0}x), ops ok/fail/info {:?}, disks lost/rejoined {:?}",
             r.events,
             r.simulated,
             r.simulated.as_secs_f64() / real.as_secs_f64().max(1e-9),
-            r.ops
+            r.ops,
+            r.wipes
         );
         if r.passed() {
             println!("passed");

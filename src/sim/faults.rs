@@ -1,6 +1,6 @@
 //! The fault schedule of a run, drawn from its seed: windows of one fault
 //! each (a node isolated, a one-way cut, a crash and restart, a lossy and
-//! duplicating link), each undone at its window's end, then a final heal
+//! duplicating link, and, if asked, a lost disk), each undone at its window's end, then a final heal
 //! (every link whole, every node up) and a quiet period.
 
 use crate::types::NodeId;
@@ -21,6 +21,12 @@ pub enum Fault {
     Crash(NodeId),
     /// `node` starts again from its disk.
     Restart(NodeId),
+    /// `node` loses power and its disk: it comes back (at `Rejoin`, or at
+    /// the final heal) blank, as `keel node --rejoin`.
+    Wipe(NodeId),
+    /// A wiped `node` starts again with `--rejoin` (a plain `Restart` if
+    /// it was not wiped).
+    Rejoin(NodeId),
     /// `from → to` drops and duplicates messages.
     Lossy {
         from: NodeId,
@@ -57,6 +63,9 @@ pub struct FaultConfig {
     pub heal: Duration,
     /// Longest fault window.
     pub max_window: Duration,
+    /// Whether half the crashes lose the disk too (`Wipe`, then `Rejoin`).
+    /// Off by default, so the seeds of the other runs keep their schedules.
+    pub wipes: bool,
 }
 
 impl Default for FaultConfig {
@@ -65,6 +74,7 @@ impl Default for FaultConfig {
             start: Duration::from_secs(3),
             heal: Duration::from_secs(11),
             max_window: Duration::from_secs(5),
+            wipes: false,
         }
     }
 }
@@ -94,6 +104,10 @@ impl Schedule {
                         events.push((t, Fault::CutOneWay { from: b, to: a }));
                     }
                     events.push((end, Fault::HealLinks));
+                }
+                2..=4 if config.wipes && rng.gen_bool(0.5) => {
+                    events.push((t, Fault::Wipe(a)));
+                    events.push((end, Fault::Rejoin(a)));
                 }
                 2..=4 => {
                     events.push((t, Fault::Crash(a)));

@@ -2,7 +2,10 @@
 //! ([`replicas_agree`]) and at its end ([`check_end`]):
 //! - **no acknowledged append lost**: every record the log acknowledged is,
 //!   at the end, inside its segment's sealed tail (or its open tail) and
-//!   held by some replica with the same bytes (unless trimmed);
+//!   held with the same bytes by `r` replicas (unless trimmed): a crash
+//!   keeps what was synced, and a lost disk is re-replicated by its rejoin;
+//! - **every rejoin ends**: no node is still rejoining after a lost disk at
+//!   the end;
 //! - **one value per offset**: no two replicas hold different records at
 //!   one offset of one loglet;
 //! - **one leader per epoch**: no two nodes won one epoch of a partition
@@ -117,6 +120,12 @@ pub fn check_end(world: &World) -> Vec<String> {
     out.extend(check_log(world));
     out.extend(check_history(world));
     out.extend(check_register(world));
+    for node in world.still_rejoining() {
+        out.push(format!(
+            "node {}: its rejoin after a lost disk did not finish",
+            node.0
+        ));
+    }
     out
 }
 
@@ -148,9 +157,12 @@ fn check_log(world: &World) -> Vec<String> {
         };
         // What each replica holds, per segment.
         let mut held: Vec<BTreeMap<u64, Vec<u8>>> = Vec::new();
+        // How many replicas hold each offset, per segment.
+        let mut copies: Vec<BTreeMap<u64, usize>> = Vec::new();
         let mut trimmed: Vec<u64> = Vec::new();
         for seg in &chain.segments {
             let mut union: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+            let mut count: BTreeMap<u64, usize> = BTreeMap::new();
             let mut trim = 0;
             for node in &world.nodes {
                 let store = match crate::sim::store_log::SimLogStore::open(node.disk.clone()) {
@@ -167,6 +179,7 @@ fn check_log(world: &World) -> Vec<String> {
                     continue;
                 };
                 for (offset, record) in records {
+                    *count.entry(offset).or_default() += 1;
                     match union.get(&offset) {
                         Some(other) if *other != record.0 => out.push(format!(
                             "loglet {}: offset {offset} holds two different records (node {})",
@@ -180,6 +193,7 @@ fn check_log(world: &World) -> Vec<String> {
                 }
             }
             held.push(union);
+            copies.push(count);
             trimmed.push(trim);
         }
         for (_, first, records) in world.observed.acked.iter().filter(|(l, _, _)| *l == log) {
@@ -209,6 +223,13 @@ fn check_log(world: &World) -> Vec<String> {
                 }
                 if offset < trimmed[si] {
                     continue;
+                }
+                let r = copies[si].get(&offset).copied().unwrap_or(0);
+                if r > 0 && r < seg.replication as usize {
+                    out.push(format!(
+                        "log {p}: acknowledged LSN {lsn} (loglet {} offset {offset}) has {r} of {} copies",
+                        seg.loglet.0, seg.replication
+                    ));
                 }
                 match held[si].get(&offset) {
                     Some(b) if b == bytes => {}

@@ -102,6 +102,8 @@ pub struct Report {
     pub simulated: Duration,
     /// Client operations: ok, fail, info.
     pub ops: (u64, u64, u64),
+    /// Disks lost and rejoins that ended.
+    pub wipes: (u64, u64),
     /// The trace's hash (equal for equal runs).
     pub trace_hash: u64,
     /// The trace (the last entries, or all of them in a full trace).
@@ -250,6 +252,7 @@ pub fn run(seed: u64, config: &SimConfig) -> Report {
         events,
         simulated: w.sched.elapsed(),
         ops,
+        wipes: (w.observed.wipes, w.observed.rejoins),
         trace_hash: w.trace.hash(),
         trace: w.trace,
     }

@@ -30,7 +30,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 /// Who asked the node's proposer for a register operation.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum MetaFrom {
     /// Register client `c` (see `register_client.rs`).
     Register(usize),
@@ -40,6 +40,10 @@ pub enum MetaFrom {
     Log(MetaOp),
     /// Partition `p`'s elector: a read (`cas: false`) or a claim.
     Elector { p: usize, op: u64, cas: bool },
+    /// A rejoin's fence: the chain of `log`.
+    Fence { log: crate::types::LogId },
+    /// A rejoin's re-read of a register key.
+    RejoinRead { key: String },
 }
 
 /// What a log client operation was started for.
@@ -55,6 +59,10 @@ pub enum LogFrom {
     MoveRefresh { p: usize },
     /// The seal of a "move the sequencer here".
     MoveSeal,
+    /// A rejoin's chain read of `log`.
+    RejoinChain { log: crate::types::LogId },
+    /// A rejoin's seal of `log`'s lost open tail.
+    RejoinSeal { log: crate::types::LogId },
 }
 
 /// Whom a request served by this node is answered to.
@@ -103,6 +111,9 @@ pub struct Cores {
     pub serving: BTreeMap<u64, ReplyTo>,
     /// Instants a wake-up event is already scheduled for.
     pub wakes: BTreeSet<Instant>,
+    /// While this node rejoins after a lost disk: the fence and the
+    /// rejoin's cores (see `world/rejoin.rs`).
+    pub rejoin: Option<super::world::SimRejoin>,
 }
 
 /// One node of the simulated cluster.
@@ -123,6 +134,9 @@ pub struct Node {
     /// The newest snapshot of each partition (by index) this node holds;
     /// kept across crashes, as a synced file is.
     pub snapshots: BTreeMap<usize, Snapshot>,
+    /// Its disk was replaced: the next start is the operator's
+    /// `keel node --rejoin` (which writes the rejoin mark first).
+    pub wiped: bool,
 }
 
 /// What every node is configured with.
@@ -152,6 +166,7 @@ impl Node {
             wall_ms,
             cores: None,
             snapshots: BTreeMap::new(),
+            wiped: false,
         }
     }
 
@@ -220,6 +235,7 @@ impl Node {
             tails: BTreeMap::new(),
             serving: BTreeMap::new(),
             wakes: BTreeSet::new(),
+            rejoin: None,
         });
         self.up = true;
     }
@@ -231,5 +247,16 @@ impl Node {
         self.up = false;
         self.inc += 1;
         self.disk.borrow_mut().crash(rng);
+    }
+
+    /// The disk is lost (after a crash): a blank one replaces it, and the
+    /// snapshot files go with it.
+    pub fn wipe(&mut self, rng: &mut StdRng) {
+        if self.up {
+            self.crash(rng);
+        }
+        self.disk = Rc::new(RefCell::new(SimDisk::default()));
+        self.snapshots.clear();
+        self.wiped = true;
     }
 }

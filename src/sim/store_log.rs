@@ -101,6 +101,19 @@ impl SimLogStore {
         self.disk.borrow().get(&loglet_key(MARKS, loglet)).is_some()
     }
 
+    /// The loglets whose state is marked lost (a rejoin's fence).
+    pub fn lost_loglets(&self) -> Result<Vec<LogletId>> {
+        let disk = self.disk.borrow();
+        let mut out = Vec::new();
+        for (key, value) in disk.scan_prefix(LOGLETS) {
+            let state: LogletState = decode(LOGLETS_TREE, value)?;
+            if let (true, Some(offset)) = (state.lost, offset_of(key)) {
+                out.push(LogletId(offset));
+            }
+        }
+        Ok(out)
+    }
+
     fn remove_records(&self, from: &[u8], to: &[u8]) {
         let mut disk = self.disk.borrow_mut();
         let keys: Vec<Vec<u8>> = disk.range(from, to).map(|(k, _)| k.to_vec()).collect();

@@ -17,6 +17,9 @@
 //!   crash, as an fsynced file does); a fetch asks the other nodes in turn
 //!   over the simulated network for theirs.
 
+mod rejoin;
+
+pub use self::rejoin::{RejoinCall, SimRejoin};
 use super::client::{ClientAction, Clients};
 use super::faults::{Fault, Schedule};
 use super::net::{LinkConfig, SimNet};
@@ -45,6 +48,7 @@ use crate::actors::partition_processor::{
     FetchError, GetPersisted, Invoke, InvokeReply, Mode, PersistedReply, ProcessorEffect,
     ProcessorInput,
 };
+use crate::actors::rejoin::log as rejoin_log;
 use crate::actors::sealer::core::{SealerEffect, SealerInput};
 use crate::actors::sealer::SealError;
 use crate::actors::sequencer::core::{
@@ -80,6 +84,8 @@ pub enum Req {
     Snapshot { p: usize, at_least: Lsn },
     /// A client's request, to a partition's processor.
     Invoke(Invoke),
+    /// The keys a node's acceptor holds state for (a rejoin's listing).
+    ListKeys,
 }
 
 /// The answer to a [`Req`].
@@ -97,6 +103,9 @@ pub enum Resp {
     Snapshot(Result<Snapshot, String>),
     /// From a processor, to a client.
     Invoke(InvokeReply),
+    /// An acceptor's keys with their accepted versions, or why it cannot
+    /// list them (it rejoins too).
+    Keys(Result<Vec<(String, u64)>, String>),
 }
 
 /// A message on the network.
@@ -123,6 +132,10 @@ pub enum AfterSync {
     Persisted { p: usize, upto: Lsn },
     /// Keep partition `p`'s snapshot and tell its processor.
     Snapshot { p: usize, snapshot: Snapshot },
+    /// A rejoin's fence marks are durable.
+    Fenced,
+    /// A rejoin cleared `loglet`'s lost mark durably.
+    Cleared { loglet: LogletId },
 }
 
 /// Everything that can happen.
@@ -193,6 +206,8 @@ pub enum Origin {
         at_least: Lsn,
         next: usize,
     },
+    /// A rejoin's call.
+    Rejoin(RejoinCall),
 }
 
 /// A call waiting for its one answer.
@@ -237,6 +252,10 @@ pub struct Observed {
     pub cas_ops: BTreeMap<u64, (String, u64)>,
     /// CAS ids whose proposer reported a conflict.
     pub conflicts: BTreeSet<u64>,
+    /// Disks lost (wipes carried out).
+    pub wipes: u64,
+    /// Rejoins that ended.
+    pub rejoins: u64,
 }
 
 /// The simulated cluster and everything around it.
@@ -512,6 +531,15 @@ impl World {
                             result: Ok(()),
                         },
                     ),
+                    AfterSync::Fenced => self.fenced(node),
+                    AfterSync::Cleared { loglet } => self.rejoin_feed(
+                        node,
+                        None,
+                        Some(rejoin_log::LogRejoinInput::Cleared {
+                            loglet,
+                            result: Ok(()),
+                        }),
+                    ),
                     AfterSync::Snapshot { p, snapshot } => {
                         let lsn = snapshot.lsn;
                         let held = &mut self.nodes[node].snapshots;
@@ -740,6 +768,7 @@ impl World {
                         }
                         _ => self.fetch_snapshot(node, inc, p, at_least, next + 1),
                     },
+                    Origin::Rejoin(call) => self.rejoin_reply(node, call, result),
                 }
             }
         }
@@ -748,11 +777,20 @@ impl World {
     /// Node `n` serves a request.
     fn serve(&mut self, n: usize, reply_to: ReplyTo, req: Req) {
         let token = self.id();
+        // A fencing node serves only the register (as a node whose fence
+        // runs before its other actors start); the rest is not answered.
+        if self.gated(n) && !matches!(req, Req::Phase(_) | Req::ListKeys) {
+            return;
+        }
         let Some(cores) = self.nodes[n].cores.as_mut() else {
             return;
         };
         cores.serving.insert(token, reply_to);
         match req {
+            Req::ListKeys => {
+                let keys = cores.acceptor.list_keys().map_err(|e| e.to_string());
+                self.answer(n, token, Resp::Keys(keys));
+            }
             Req::Log(LogRequest::Append(a)) => {
                 self.trace(n, "serve-append", a.segment.loglet.0);
                 self.serve_append(n, token, a)
@@ -883,6 +921,7 @@ impl World {
             return;
         };
         let due = |w: Option<Instant>| w.is_some_and(|t| t <= now);
+        let rejoin = due(c.rejoin.as_ref().and_then(|r| r.next_wake()));
         let proposer = due(c.proposer.next_wake());
         let sealer = due(c.sealer.next_wake());
         let log = due(c.log.next_wake());
@@ -892,16 +931,21 @@ impl World {
             .filter(|(_, s)| due(s.next_wake()))
             .map(|(l, _)| *l)
             .collect();
+        let gated = c.rejoin.as_ref().is_some_and(|r| r.gated());
         let electors: Vec<usize> = (0..c.electors.len())
-            .filter(|p| due(c.electors[*p].next_wake()))
+            .filter(|p| !gated && due(c.electors[*p].next_wake()))
             .collect();
         let procs: Vec<usize> = (0..c.processors.len())
             .filter(|p| {
-                c.processors[*p]
-                    .as_ref()
-                    .is_some_and(|x| due(x.next_wake()))
+                !gated
+                    && c.processors[*p]
+                        .as_ref()
+                        .is_some_and(|x| due(x.next_wake()))
             })
             .collect();
+        if rejoin {
+            self.rejoin_tick(n);
+        }
         if proposer {
             self.feed_proposer(n, ProposerInput::Tick);
         }
@@ -927,18 +971,27 @@ impl World {
     fn arm(&mut self, n: usize) {
         let inc = self.nodes[n].inc;
         let now = self.sched.now();
+        let gated = self.gated(n);
         let Some(c) = self.nodes[n].cores.as_mut() else {
             return;
         };
+        // A fencing node's electors and processors do not run yet.
+        let held_back = |w: Option<Instant>| w.filter(|_| !gated);
         let next = [
             c.proposer.next_wake(),
             c.sealer.next_wake(),
             c.log.next_wake(),
+            c.rejoin.as_ref().and_then(|r| r.next_wake()),
         ]
         .into_iter()
         .chain(c.sequencers.values().map(|s| s.next_wake()))
-        .chain(c.electors.iter().map(|e| e.next_wake()))
-        .chain(c.processors.iter().flatten().map(|p| p.next_wake()))
+        .chain(c.electors.iter().map(|e| held_back(e.next_wake())))
+        .chain(
+            c.processors
+                .iter()
+                .flatten()
+                .map(|p| held_back(p.next_wake())),
+        )
         .flatten()
         .min();
         let Some(at) = next else {
@@ -953,11 +1006,19 @@ impl World {
     }
 
     fn feed_log_server(&mut self, n: usize, input: LsInput) {
+        if self.gated(n) {
+            return;
+        }
         let env = self.env(n);
         let Some(c) = self.nodes[n].cores.as_mut() else {
             return;
         };
         let effects = c.log_server.handle(&env, input);
+        self.log_server_effects(n, effects);
+    }
+
+    /// Carries out node `n`'s log-server effects.
+    fn log_server_effects(&mut self, n: usize, effects: Vec<LsEffect>) {
         for e in effects {
             match e {
                 LsEffect::Respond { token, resp } => {
@@ -1182,12 +1243,21 @@ impl World {
             return false;
         }
         c.cache.insert(key.clone(), value.clone());
+        let electors = c.electors.len();
+        if c.rejoin.is_some() {
+            let version = value.version;
+            let input = crate::actors::metadata::rejoin::RejoinInput::Chosen {
+                key: key.clone(),
+                version,
+            };
+            self.rejoin_feed(n, Some(input), None);
+        }
         if let Some(p) = key
             .strip_prefix("leader/")
             .and_then(|p| p.parse::<usize>().ok())
         {
             if let Ok(leadership) = rmp_serde::from_slice::<Leadership>(&value.value) {
-                if p < c.electors.len() {
+                if p < electors {
                     self.feed_elector(
                         n,
                         p,
@@ -1275,6 +1345,8 @@ impl World {
                 self.sched.after(think, Event::RegisterClient { c });
             }
             MetaFrom::Sealer(op) => self.feed_sealer(n, SealerInput::MetaDone { op, result }),
+            MetaFrom::Fence { log } => self.fence_read(n, log, result),
+            MetaFrom::RejoinRead { key } => self.rejoin_read(n, key, result),
             MetaFrom::Log(op) => self.feed_log(n, LogInput::MetaDone { op, result }),
             MetaFrom::Elector { p, op, cas } => {
                 let key = crate::actors::leader_elector::leader_key(PartitionId(p as u32));
@@ -1507,6 +1579,12 @@ impl World {
             (LogFrom::Read { p }, OpResult::Read(records)) => {
                 self.feed_processor(n, p, ProcessorInput::Records { records })
             }
+            (LogFrom::RejoinChain { log }, OpResult::Chain(result)) => {
+                self.rejoin_chain(n, log, result.map_err(|e| e.to_string()))
+            }
+            (LogFrom::RejoinSeal { log }, OpResult::Sealed(result)) => {
+                self.rejoin_chain(n, log, result.map_err(|e| e.to_string()))
+            }
             (LogFrom::MoveRefresh { p }, OpResult::Chain(Ok(chain))) => {
                 let tail = chain.tail().clone();
                 if tail.sequencer != self.nodes[n].id && tail.sealed_tail.is_none() {
@@ -1540,6 +1618,9 @@ impl World {
     }
 
     fn feed_elector(&mut self, n: usize, p: usize, input: ElectorInput) {
+        if self.gated(n) {
+            return;
+        }
         let env = self.env(n);
         let inc = self.nodes[n].inc;
         let Some(c) = self.nodes[n].cores.as_mut() else {
@@ -1612,6 +1693,9 @@ impl World {
     }
 
     fn feed_processor(&mut self, n: usize, p: usize, input: ProcessorInput) {
+        if self.gated(n) {
+            return;
+        }
         let env = self.env(n);
         let inc = self.nodes[n].inc;
         let Some(c) = self.nodes[n].cores.as_mut() else {
@@ -1858,6 +1942,21 @@ impl World {
                 }
             }
             Fault::Restart(node) => self.restart(self.idx(node)),
+            Fault::Wipe(node) => {
+                let n = self.idx(node);
+                if self.another_at_risk(n) {
+                    // A second lost copy is beyond the model: a crash.
+                    if self.nodes[n].up {
+                        self.nodes[n].crash(&mut self.rng);
+                        self.down.insert(n);
+                    }
+                } else {
+                    self.nodes[n].wipe(&mut self.rng);
+                    self.down.insert(n);
+                    self.observed.wipes += 1;
+                }
+            }
+            Fault::Rejoin(node) => self.restart(self.idx(node)),
             Fault::Lossy {
                 from,
                 to,
@@ -1910,6 +2009,7 @@ impl World {
         }
         self.links_changed();
         self.trace(n, "start", self.nodes[n].inc);
+        self.start_rejoin(n);
         // A host ticks the electors and processors once when it starts them.
         for p in 0..self.setup.partitions as usize {
             self.feed_elector(n, p, ElectorInput::Tick);
