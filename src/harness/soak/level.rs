@@ -136,7 +136,9 @@ pub fn bytes_per_request(series: &[&Sample]) -> Option<f64> {
 }
 
 /// The sample times (ms) the curve shows: the first sample, the first at or
-/// after each multiple of `every_ms`, and the last.
+/// after each multiple of `every_ms`, and the last (instead of a row less
+/// than a second before it: the final sample follows the last periodic one
+/// closely when the load stops right after it).
 pub fn curve_times(times: &[u64], every_ms: u64) -> Vec<u64> {
     let mut out: Vec<u64> = Vec::new();
     let every = every_ms.max(1);
@@ -148,8 +150,11 @@ pub fn curve_times(times: &[u64], every_ms: u64) -> Vec<u64> {
         }
     }
     if let Some(&last) = times.last() {
-        if out.last() != Some(&last) {
-            out.push(last);
+        let rows = out.len();
+        match out.last_mut() {
+            Some(shown) if *shown == last => {}
+            Some(shown) if last - *shown < 1000 && rows > 1 => *shown = last,
+            _ => out.push(last),
         }
     }
     out
@@ -360,6 +365,11 @@ mod tests {
         assert_eq!(
             curve_times(&[0, 30_000, 60_000, 90_000, 120_000, 130_000], 60_000),
             [0, 60_000, 120_000, 130_000]
+        );
+        assert_eq!(
+            curve_times(&[0, 60_000, 120_000, 120_400], 60_000),
+            [0, 60_000, 120_400],
+            "a final sample right after the last row replaces it"
         );
         let curve = render_curve(&samples, 60_000);
         assert!(curve.contains("RSS n1/n2/n3"), "{curve}");
