@@ -18,6 +18,9 @@
 //! snapshot_dir = "snapshots"
 //! snapshot_every_records = 50000
 //! snapshot_retain = 2
+//! # How long a request's result is kept for retries with the same
+//! # Idempotency-Key (seconds of the log's clock; default 24 h).
+//! idempotency_retention_secs = 86400
 //!
 //! [tls]
 //! dir = "."                 # ca.pem, n<id>.pem, n<id>.key
@@ -115,6 +118,14 @@ pub struct Config {
     /// newest may be the one a peer is fetching when another is taken.
     #[serde(default = "default_snapshot_retain")]
     pub snapshot_retain: u32,
+    /// How long the result of a request with an `idempotency-key` is kept
+    /// for its retries (seconds, at least 1), so that the dedup table stays
+    /// bounded. Only the partition leader's value counts: it writes it into
+    /// each record it appends and every replica expires by the record, so
+    /// nodes that disagree stay consistent; a client must retry within the
+    /// smallest value any node that may lead has.
+    #[serde(default = "default_idempotency_retention_secs")]
+    pub idempotency_retention_secs: u64,
 }
 
 fn default_partitions() -> u32 {
@@ -129,6 +140,12 @@ fn default_snapshot_every_records() -> u64 {
 }
 fn default_snapshot_retain() -> u32 {
     DEFAULT_SNAPSHOT_RETAIN
+}
+/// How long idempotency-key results are kept (seconds): 24 h.
+pub const DEFAULT_IDEMPOTENCY_RETENTION_SECS: u64 =
+    crate::actors::partition_processor::core::USER_KEY_RETENTION_MS / 1000;
+fn default_idempotency_retention_secs() -> u64 {
+    DEFAULT_IDEMPOTENCY_RETENTION_SECS
 }
 fn default_replication() -> u8 {
     2
@@ -187,6 +204,11 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("snapshots"))
     }
 
+    /// How long idempotency-key results are kept, in ms of log clock.
+    pub fn idempotency_retention_ms(&self) -> u64 {
+        self.idempotency_retention_secs.saturating_mul(1000)
+    }
+
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.timing.request_timeout_ms)
     }
@@ -235,6 +257,9 @@ impl Config {
         if self.timing.idle_timeout_ms <= self.timing.keep_alive_ms {
             return bad("timing.idle_timeout_ms must exceed timing.keep_alive_ms".into());
         }
+        if self.idempotency_retention_secs == 0 {
+            return bad("idempotency_retention_secs must be at least 1".into());
+        }
         if self.snapshot_retain == 0 {
             return bad("snapshot_retain must be at least 1".into());
         }
@@ -266,6 +291,7 @@ impl Config {
             snapshot_dir: None,
             snapshot_every_records: DEFAULT_SNAPSHOT_EVERY_RECORDS,
             snapshot_retain: DEFAULT_SNAPSHOT_RETAIN,
+            idempotency_retention_secs: DEFAULT_IDEMPOTENCY_RETENTION_SECS,
             nodes: (1..=n)
                 .map(|i| NodeAddress {
                     id: i,
@@ -329,6 +355,7 @@ mod tests {
         assert_eq!(loaded.snapshot_dir(), dir.join("data/snapshots"));
         assert_eq!(loaded.snapshot_every_records, 50_000, "the default");
         assert_eq!(loaded.snapshot_retain, 2, "the default");
+        assert_eq!(loaded.idempotency_retention_secs, 86_400, "the default");
         c.snapshot_dir = Some(PathBuf::from("snaps"));
         std::fs::write(&path, c.to_toml()).unwrap();
         assert_eq!(
@@ -371,6 +398,14 @@ mod tests {
             .to_string()
             .contains("snapshot_retain"));
         c.snapshot_retain = 1;
+        c.validate().unwrap();
+        c.idempotency_retention_secs = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("idempotency_retention_secs"));
+        c.idempotency_retention_secs = 300;
         c.validate().unwrap();
         let err = toml::from_str::<Config>("node = 1\nbogus = 3").unwrap_err();
         assert!(err.message().contains("unknown field"), "{}", err.message());

@@ -46,6 +46,10 @@ pub struct NodeArgs {
     /// holds this node's data (it starts as usual).
     #[arg(long)]
     pub rejoin: bool,
+    /// Seconds a result is kept for retries with the same idempotency-key
+    /// (default 86400); only a partition leader's value counts.
+    #[arg(long)]
+    pub idempotency_retention_secs: Option<u64>,
 }
 
 fn parse_member(s: &str) -> Result<NodeAddress, String> {
@@ -95,6 +99,7 @@ pub fn resolve(args: &NodeArgs) -> Result<Config> {
                 snapshot_dir: None,
                 snapshot_every_records: crate::config::DEFAULT_SNAPSHOT_EVERY_RECORDS,
                 snapshot_retain: crate::config::DEFAULT_SNAPSHOT_RETAIN,
+                idempotency_retention_secs: crate::config::DEFAULT_IDEMPOTENCY_RETENTION_SECS,
             }
         }
     };
@@ -112,6 +117,9 @@ pub fn resolve(args: &NodeArgs) -> Result<Config> {
     }
     if let Some(p) = args.partitions {
         config.partitions = p;
+    }
+    if let Some(secs) = args.idempotency_retention_secs {
+        config.idempotency_retention_secs = secs;
     }
     config.replication = config.replication.min(config.nodes.len().max(1) as u8);
     config.chaos |= args.chaos;

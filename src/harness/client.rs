@@ -119,12 +119,27 @@ impl NodeClient {
     /// Performs `op` and classifies the answer. Never panics, never hangs
     /// past the client timeout.
     pub fn call(&self, op: &OpSpec) -> Completion {
-        let (path, body) = op.request(self.object);
-        let req = self
+        self.call_with(self.object, op, None)
+    }
+
+    /// [`NodeClient::call`] on an `object` of any type, with an
+    /// `idempotency-key` header if one is given (a retry with the same key
+    /// applies at most once while the result is retained).
+    pub fn call_with(
+        &self,
+        object: ObjectType,
+        op: &OpSpec,
+        idempotency_key: Option<&str>,
+    ) -> Completion {
+        let (path, body) = op.request(object);
+        let mut req = self
             .agent
             .post(&format!("{}{path}", self.base))
             .set("keel-timeout-ms", &self.server_timeout_ms.to_string())
             .set("content-type", "application/json");
+        if let Some(key) = idempotency_key {
+            req = req.set("idempotency-key", key);
+        }
         let answer = if body.is_empty() {
             req.call()
         } else {

@@ -68,6 +68,9 @@ pub struct StartOptions<'a> {
     /// Put each node's data directory on its own powerfs mount, with this
     /// `keel-powerfs` executable.
     pub powerfs: Option<&'a Path>,
+    /// Appended to every `keel node` command (flags the runs tune, such
+    /// as a soak's short idempotency retention).
+    pub node_args: Vec<String>,
 }
 
 /// How long a `keel-powerfs mount` may take to report "mounted".
@@ -197,6 +200,7 @@ impl Cluster {
                 "--config".into(),
                 path.display().to_string(),
             ]);
+            command.extend(opts.node_args.iter().cloned());
             cluster.nodes.push(NodeProc {
                 id,
                 http,
@@ -268,6 +272,18 @@ impl Cluster {
     /// Ingress base URL of every node, by id.
     pub fn urls(&self) -> BTreeMap<NodeId, String> {
         self.nodes.iter().map(|n| (n.id, n.http.clone())).collect()
+    }
+
+    /// The process id of `id`, while the harness runs it.
+    pub fn pid(&self, id: NodeId) -> Option<u32> {
+        let node = self.nodes.iter().find(|n| n.id == id)?;
+        node.child.as_ref().map(|c| c.id())
+    }
+
+    /// `id`'s data directory as the node resolves it (`None` when attached).
+    pub fn data_dir(&self, id: NodeId) -> Option<&Path> {
+        let node = self.nodes.iter().find(|n| n.id == id)?;
+        Some(node.data_dir.as_path()).filter(|d| !d.as_os_str().is_empty())
     }
 
     fn node(&mut self, id: NodeId) -> Result<&mut NodeProc> {

@@ -14,7 +14,8 @@
 //! with their data directories on powerfs mounts, [`power`]),
 //! runs a [`workload`] through HTTP clients ([`client`]) while a nemesis
 //! follows a seeded [`schedule`], records both logs ([`recorder`]) and
-//! writes the [`report`].
+//! writes the [`report`]. A [`soak`] runs a healthy cluster under a long
+//! mixed load and samples its memory and disk.
 
 pub mod checker;
 pub mod client;
@@ -28,6 +29,7 @@ pub mod recorder;
 pub mod report;
 pub mod runner;
 pub mod schedule;
+pub mod soak;
 pub mod stats;
 pub mod workload;
 

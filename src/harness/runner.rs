@@ -675,6 +675,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
             netns,
             seed: opts.seed,
             powerfs: powerfs.as_deref(),
+            node_args: Vec::new(),
         })?
     };
     let started = Instant::now();

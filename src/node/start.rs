@@ -304,6 +304,7 @@ impl Node {
             0
         };
         let snapshots = SnapshotSettings::from_config(&config);
+        let retention_ms = config.idempotency_retention_ms();
         for p in 0..enabled {
             let partition = PartitionId(p);
             let (st, lc, snaps) = (storage.clone(), logs.clone(), snapshots.clone());
@@ -311,7 +312,14 @@ impl Node {
                 format!("processor-{p}"),
                 local.processors[p as usize].clone(),
                 move |cx| {
-                    PartitionProcessor::new(partition, st.clone(), lc.clone(), cx, snaps.clone())
+                    PartitionProcessor::new(
+                        partition,
+                        st.clone(),
+                        lc.clone(),
+                        cx,
+                        snaps.clone(),
+                        retention_ms,
+                    )
                 },
             ));
             let (n, m, slot, metrics) = (

@@ -189,6 +189,8 @@ impl Node {
             bugs: setup.bugs,
             snapshot_every: setup.snapshot_every,
             snapshot_held: self.snapshots.get(&p).map(|s| s.lsn),
+            idempotency_retention_ms:
+                crate::actors::partition_processor::core::USER_KEY_RETENTION_MS,
         };
         ProcessorCore::new(config, store).ok()
     }

@@ -74,6 +74,11 @@ pub type Result<T> = std::result::Result<T, StorageError>;
 /// inline in sled's log (blob files are still synced if one appears).
 const SLED_SEGMENT_BYTES: usize = 8 * 1024 * 1024;
 
+/// How often sled's background thread flushes, fsyncs and then rewrites
+/// pages out of mostly-dead segments (for up to half this time), so that
+/// freed segments are reused and the file stays near the live data.
+const SLED_FLUSH_EVERY_MS: u64 = 500;
+
 /// A node's stores. Cheap to clone.
 #[derive(Clone)]
 pub struct Storage {
@@ -139,10 +144,12 @@ impl Storage {
         let config = sled::Config::new()
             .path(&state_dir)
             .segment_size(SLED_SEGMENT_BYTES)
-            // Durability is ours (the state lane). sled's periodic flusher
-            // would only add background writes and fsyncs (and hide a
-            // missing sync from the power-loss tests).
-            .flush_every_ms(None)
+            // Durability is ours (the state lane), but sled's periodic
+            // flusher is also the only thing that runs its segment cleaner
+            // in bulk: without it the file grows with every write, however
+            // small the live state (see README, "Resource use over time").
+            // Its extra writes and fsyncs only make data durable sooner.
+            .flush_every_ms(Some(SLED_FLUSH_EVERY_MS))
             .cache_capacity(256 * 1024 * 1024);
         // A previous incarnation in this process (a restarted node in the test
         // rig) may still be releasing the file lock: wait for it, bounded.

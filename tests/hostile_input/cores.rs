@@ -710,6 +710,11 @@ fn command(g: &mut Gen, announced: u64) -> Command {
             1 => g.edgy_u64(),
             _ => 1_000_000 + g.range(0, 10_000_000),
         },
+        retention_ms: match g.below(3) {
+            0 => None,
+            1 => Some(g.edgy_u64()),
+            _ => Some(g.range(0, 100_000)),
+        },
         object,
         key: if g.one_in(6) {
             g.edgy_string(2048)

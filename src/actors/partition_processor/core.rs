@@ -31,7 +31,9 @@ use crate::types::{Epoch, Lsn, NodeId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// How long results of requests with a client idempotency key are kept.
+/// How long results of requests with a client idempotency key are kept by
+/// default (a node's `idempotency_retention_secs`), and for records that
+/// carry no retention of their own (written before records carried one).
 pub const USER_KEY_RETENTION_MS: u64 = 24 * 3600 * 1000;
 /// How long results of requests without one are kept (internal retries only).
 pub const INTERNAL_RETENTION_MS: u64 = 60 * 1000;
@@ -68,6 +70,13 @@ pub struct Invocation {
     pub request_id: String,
     /// The leader's wall clock when it appended the record (ms since epoch).
     pub timestamp_ms: u64,
+    /// How long the result of a request with a client idempotency key is
+    /// kept, by the log's clock (ms): the appending leader's configured
+    /// retention. It travels in the record so that every replica decides
+    /// expiry alike whatever its own configuration says; `None` (records
+    /// from before the field, and generated ids): the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<u64>,
     /// The object's type.
     pub object: ObjectType,
     /// The object's key (one writer per key: the partition's leader).
@@ -538,17 +547,25 @@ impl<'a, S: PartitionState + ?Sized> Applier<'a, S> {
                 // A read changes nothing, so a repeat may simply run again:
                 // only results of handlers that write are kept for dedup.
                 if !read_only {
-                    self.remember(lsn, &inv.request_id, response.clone());
+                    self.remember(lsn, &inv.request_id, inv.retention_ms, response.clone());
                 }
                 Ok(Applied::Request(inv.request_id, Outcome::Done(response)))
             }
         }
     }
 
-    /// Keeps `response` for repeats of `request_id` until it expires.
-    fn remember(&mut self, lsn: Lsn, request_id: &str, response: Response) {
+    /// Keeps `response` for repeats of `request_id` until it expires: a
+    /// client key's for the record's `retention_ms` (the default without
+    /// one), a generated id's for [`INTERNAL_RETENTION_MS`].
+    fn remember(
+        &mut self,
+        lsn: Lsn,
+        request_id: &str,
+        retention_ms: Option<u64>,
+        response: Response,
+    ) {
         let retention = if request_id.starts_with("u:") {
-            USER_KEY_RETENTION_MS
+            retention_ms.unwrap_or(USER_KEY_RETENTION_MS)
         } else {
             INTERNAL_RETENTION_MS
         };
@@ -659,6 +676,7 @@ mod tests {
             epoch: Epoch(epoch),
             request_id: id.into(),
             timestamp_ms: ts,
+            retention_ms: None,
             object,
             key: "k".into(),
             handler: handler.into(),
@@ -924,6 +942,68 @@ mod tests {
             next += n;
         }
         (bodies, store.dump().unwrap())
+    }
+
+    /// `invoke` for a client key, with the retention its leader wrote.
+    fn invoke_keyed(id: &str, ts: u64, retention_ms: Option<u64>, n: i64) -> Vec<u8> {
+        Command::Invoke(Invocation {
+            epoch: Epoch(1),
+            request_id: id.into(),
+            timestamp_ms: ts,
+            retention_ms,
+            object: ObjectType::Counter,
+            key: "k".into(),
+            handler: "add".into(),
+            arg: serde_json::to_vec(&json!(n)).unwrap(),
+        })
+        .encode()
+    }
+
+    #[test]
+    fn an_idempotency_result_expires_after_the_retention_in_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let store = storage.partition(PartitionId(3)).unwrap();
+        let retention = 5_000;
+        let t0 = 1_000_000;
+        let records = [
+            announce(1, 1),
+            invoke_keyed("u:a", t0, Some(retention), 1),
+            // One ms before the end of the retention: answered, not applied.
+            invoke_keyed("u:a", t0 + retention - 1, Some(retention), 1),
+            // A record without a retention keeps the 24 h default.
+            invoke_keyed("u:b", t0 + retention - 1, None, 10),
+            // At the end of the retention the result is gone: applies again.
+            invoke_keyed("u:a", t0 + retention, Some(retention), 1),
+            invoke_keyed("u:b", t0 + retention + 1, Some(retention), 10),
+        ];
+        let mut bodies = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            // One batch per record, so expiry also purges between them.
+            let mut a = Applier::new(&store, recover(&store).unwrap());
+            if let Applied::Request(_, o) = ap(&mut a, Lsn(i as u64 + 1), r) {
+                bodies.push(body(&o));
+            }
+            let (w, _) = a.finish().unwrap();
+            store.apply(w).unwrap();
+        }
+        assert_eq!(
+            bodies,
+            [json!(1), json!(1), json!(11), json!(12), json!(11)]
+        );
+        // u:a's first entry was purged once expired; its second is held.
+        let a = Applier::new(&store, recover(&store).unwrap());
+        assert_eq!(
+            a.dedup("u:a", t0 + 2 * retention - 1)
+                .unwrap()
+                .map(|r| r.body),
+            Some(b"12".to_vec())
+        );
+        assert_eq!(a.dedup("u:a", t0 + 2 * retention).unwrap(), None);
+        assert!(a
+            .dedup("u:b", t0 + USER_KEY_RETENTION_MS - 2)
+            .unwrap()
+            .is_some());
     }
 
     #[test]

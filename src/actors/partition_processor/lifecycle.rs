@@ -186,6 +186,10 @@ pub struct ProcessorConfig {
     /// The newest snapshot this node held when the core started (its host
     /// lists its snapshot directory).
     pub snapshot_held: Option<Lsn>,
+    /// How long results of requests with a client idempotency key are kept
+    /// (ms of log clock). Written into each such record while this core
+    /// leads, so replicas configured otherwise still expire alike.
+    pub idempotency_retention_ms: u64,
 }
 
 /// A host's handle on a request it waits to answer.
@@ -1011,10 +1015,17 @@ impl<S: PartitionState> ProcessorCore<S> {
                 appended,
             });
         if !known {
+            // Only a client key's result outlives the internal retention,
+            // and only the leader's setting counts: it is in the record.
+            let retention_ms = req
+                .request_id
+                .starts_with("u:")
+                .then_some(self.config.idempotency_retention_ms);
             self.pending.push(Invocation {
                 epoch: self.epoch,
                 request_id: req.request_id,
                 timestamp_ms: now_ms,
+                retention_ms,
                 object: req.object,
                 key: req.key,
                 handler: req.handler,
@@ -1505,6 +1516,8 @@ mod tests {
                 bugs,
                 snapshot_every: every,
                 snapshot_held: held,
+                idempotency_retention_ms:
+                    crate::actors::partition_processor::core::USER_KEY_RETENTION_MS,
             };
             let store = SimPartitionStore::open(disk.clone(), P).unwrap();
             ProcessorCore::new(config, store).unwrap()
@@ -1590,6 +1603,7 @@ mod tests {
             epoch: Epoch(epoch),
             request_id: id.into(),
             timestamp_ms: ts,
+            retention_ms: None,
             object: ObjectType::Counter,
             key: "k".into(),
             handler: handler.into(),
@@ -2210,6 +2224,7 @@ mod tests {
             epoch: Epoch(1),
             request_id: "g:1".into(),
             timestamp_ms: 0,
+            retention_ms: None,
             object: ObjectType::Register,
             key: "k".into(),
             handler: "write".into(),
@@ -2264,6 +2279,19 @@ mod tests {
             panic!("a request");
         };
         assert_eq!((inv.timestamp_ms, inv.epoch), (WALL0 + 1234, Epoch(1)));
+        assert_eq!(
+            inv.retention_ms, None,
+            "a generated id keeps the internal retention"
+        );
+        // A client key carries the leader's configured retention.
+        let (_, records) = appended_alone(&mut r, 1300, 2, add("u:k", 1));
+        let Command::Invoke(inv) = Command::decode(&records[0].0).unwrap() else {
+            panic!("a request");
+        };
+        assert_eq!(
+            inv.retention_ms,
+            Some(crate::actors::partition_processor::core::USER_KEY_RETENTION_MS)
+        );
     }
 
     #[test]

@@ -77,6 +77,10 @@ pub struct PartitionProcessor {
 }
 
 impl PartitionProcessor {
+    /// `idempotency_retention_ms`: how long client-keyed results are kept
+    /// (the node's configured value, written into the records it appends
+    /// as leader).
+    ///
     /// Panics if the partition's state cannot be opened: the supervisor counts
     /// that as a failed start (bounded restarts, then escalation).
     pub fn new(
@@ -85,6 +89,7 @@ impl PartitionProcessor {
         logs: LogClient,
         cx: ChildContext,
         snapshots: SnapshotSettings,
+        idempotency_retention_ms: u64,
     ) -> Self {
         let store = storage
             .partition(partition)
@@ -108,6 +113,7 @@ impl PartitionProcessor {
             bugs: BugSet::NONE,
             snapshot_every: snapshots.every,
             snapshot_held: held,
+            idempotency_retention_ms,
         };
         let core = ProcessorCore::new(config, store)
             .unwrap_or_else(|e| panic!("recovering partition {partition}: {e}"));
