@@ -393,7 +393,10 @@ pub fn wire(g: &mut Gen, k: u64) -> Wire {
         27 => Wire::RelayResult(invoke_reply(g)),
         28 => Wire::ListKeys(ListKeys {}),
         29 => Wire::ListKeysResult(if g.bool() {
-            Ok(vec![("chain/0".into(), g.range(0, 9)), ("leader/1".into(), 0)])
+            Ok(vec![
+                ("chain/0".into(), g.range(0, 9)),
+                ("leader/1".into(), 0),
+            ])
         } else {
             Err(AcceptorError::Rejoining)
         }),
