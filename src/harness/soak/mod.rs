@@ -237,19 +237,22 @@ fn client(shared: &Shared<'_>, index: usize, deadline: Instant) {
 }
 
 /// Samples every node each `every` until `stop` says so (or is dropped),
-/// once more at the end; writes each sample to `csv` as it is taken.
+/// at most `most` times, and once more at the end; writes each sample to
+/// `csv` as it is taken.
+#[allow(clippy::too_many_arguments)]
 fn sampler(
     nodes: &[(NodeId, u32, PathBuf)],
     counts: &Counts,
     started: Instant,
     every: Duration,
+    most: u64,
     stop: mpsc::Receiver<()>,
     csv: &mut std::fs::File,
     progress: bool,
 ) -> Vec<Sample> {
     let mut samples = Vec::new();
     let mut next = started;
-    loop {
+    for _ in 0..most {
         let t_ms = started.elapsed().as_millis() as u64;
         let acked = counts.acked.load(Ordering::Relaxed);
         let mut line = format!("soak: {:>5} s, {acked} acknowledged;", t_ms / 1000);
@@ -399,6 +402,10 @@ pub fn run(opts: &SoakOptions) -> Result<SoakOutcome> {
     let started = Instant::now();
     let deadline = started + opts.time;
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    // The sampler is bounded in count too: the load's time plus the calls
+    // still in flight at its end, in samples.
+    let sampled_for = opts.time + 2 * opts.request_timeout + Duration::from_secs(10);
+    let most_samples = (sampled_for.as_millis() / opts.sample.as_millis().max(1)) as u64 + 1;
     let samples = std::thread::scope(|s| {
         let sampling = s.spawn(|| {
             sampler(
@@ -406,6 +413,7 @@ pub fn run(opts: &SoakOptions) -> Result<SoakOutcome> {
                 &shared.counts,
                 started,
                 opts.sample,
+                most_samples,
                 stop_rx,
                 &mut csv,
                 opts.progress,
