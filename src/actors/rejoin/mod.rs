@@ -50,9 +50,9 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 /// How long one register or peer call of a rejoin may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a seal of a lost open tail may take.
-const SEAL_TIMEOUT: Duration = Duration::from_secs(10);
+pub const SEAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most bytes asked of a peer in one read of its records.
 const COPY_PAGE_BYTES: u32 = 4 * 1024 * 1024;
 /// How often the cores are ticked even when they asked for no wake (status

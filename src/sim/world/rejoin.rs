@@ -29,6 +29,7 @@ use crate::actors::metadata::rejoin::{RejoinCore, RejoinEffect, RejoinInput};
 use crate::actors::metadata::MetaError;
 use crate::actors::rejoin::fence::{fence_marks, fenced_state, needs_fencing};
 use crate::actors::rejoin::log::{LogRejoinCore, LogRejoinEffect, LogRejoinInput};
+use crate::actors::rejoin::{CALL_TIMEOUT, SEAL_TIMEOUT};
 use crate::log::calls::{Request as LogRequest, Response as LogResponse};
 use crate::log::core::Input as LogInput;
 use crate::log::{chain_key, Chain};
@@ -44,10 +45,6 @@ use std::time::{Duration, Instant};
 /// The rejoin mark and its progress on a simulated disk (state lane), as
 /// `REJOINING` and `RejoinProgress` are in a node's data directory.
 const REJOIN_KEY: &[u8] = b"rejoin/progress";
-/// How long one register or peer call of a rejoin may take (the shell's).
-const CALL_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long a seal of a lost open tail may take (the shell's).
-const SEAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most bytes asked of a peer in one read of its records.
 const COPY_PAGE_BYTES: u32 = 64 * 1024;
 /// How long after a failed chain read the fence tries again.
