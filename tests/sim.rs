@@ -71,12 +71,18 @@ fn one_seed_gives_one_run_event_for_event() {
 #[test]
 fn the_ci_seeds_pass_with_no_bug() {
     let started = std::time::Instant::now();
-    let failures = sweep(&SimConfig::default(), CI_SEEDS, false);
+    all_pass(&SimConfig::default(), CI_SEEDS);
     eprintln!("{CI_SEEDS} seeds in {:?}", started.elapsed());
+}
+
+/// Asserts that seeds `0..count` of `config` all pass (showing the first
+/// three that do not).
+fn all_pass(config: &SimConfig, count: u64) {
+    let failures = sweep(config, count, false);
     let shown: Vec<String> = failures.iter().take(3).map(describe).collect();
     assert!(
         failures.is_empty(),
-        "{} of {CI_SEEDS} seeds failed:\n{}",
+        "{} of {count} seeds failed:\n{}",
         failures.len(),
         shown.join("\n")
     );
@@ -88,9 +94,14 @@ fn caught(bug: Bug) -> Report {
         bugs: BugSet::NONE.with(bug),
         ..SimConfig::default()
     };
-    let failures = sweep(&config, CI_SEEDS, true);
+    first_catch(&config, CI_SEEDS, bug)
+}
+
+/// The first of seeds `0..count` of `config` that fails (it switches `bug` on).
+fn first_catch(config: &SimConfig, count: u64, bug: Bug) -> Report {
+    let failures = sweep(config, count, true);
     let first = failures.into_iter().next();
-    let report = first.unwrap_or_else(|| panic!("{bug:?} not caught in {CI_SEEDS} seeds"));
+    let report = first.unwrap_or_else(|| panic!("{bug:?} not caught in {count} seeds"));
     eprintln!("{bug:?}: {}", describe(&report));
     report
 }
@@ -164,14 +175,7 @@ fn with_wipes(bugs: BugSet) -> SimConfig {
 #[test]
 fn the_wipe_seeds_pass_and_every_rejoin_ends() {
     let config = with_wipes(BugSet::NONE);
-    let failures = sweep(&config, WIPE_SEEDS, false);
-    let shown: Vec<String> = failures.iter().take(3).map(describe).collect();
-    assert!(
-        failures.is_empty(),
-        "{} of {WIPE_SEEDS} wipe seeds failed:\n{}",
-        failures.len(),
-        shown.join("\n")
-    );
+    all_pass(&config, WIPE_SEEDS);
     let (mut wipes, mut rejoins) = (0, 0);
     for seed in 0..40 {
         let r = run(seed, &config);
@@ -187,10 +191,5 @@ fn the_wipe_seeds_pass_and_every_rejoin_ends() {
 #[test]
 fn catches_rejoin_blank() {
     let config = with_wipes(BugSet::NONE.with(Bug::RejoinBlank));
-    let failures = sweep(&config, WIPE_SEEDS, true);
-    let report = failures
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| panic!("RejoinBlank not caught in {WIPE_SEEDS} wipe seeds"));
-    eprintln!("RejoinBlank: {}", describe(&report));
+    first_catch(&config, WIPE_SEEDS, Bug::RejoinBlank);
 }
