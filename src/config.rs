@@ -21,6 +21,9 @@
 //! # How long a request's result is kept for retries with the same
 //! # Idempotency-Key (seconds of the log's clock; default 24 h).
 //! idempotency_retention_secs = 86400
+//! # sled's page cache for the partition state (MiB, at least 1): most of a
+//! # loaded node's memory; it fills up to this size and stays there.
+//! state_cache_mib = 256
 //!
 //! [tls]
 //! dir = "."                 # ca.pem, n<id>.pem, n<id>.key
@@ -126,6 +129,10 @@ pub struct Config {
     /// smallest value any node that may lead has.
     #[serde(default = "default_idempotency_retention_secs")]
     pub idempotency_retention_secs: u64,
+    /// sled's page cache for `state/` (MiB): bounds most of a loaded
+    /// node's resident memory, so operators size it to the host.
+    #[serde(default = "default_state_cache_mib")]
+    pub state_cache_mib: u64,
 }
 
 fn default_partitions() -> u32 {
@@ -146,6 +153,11 @@ pub const DEFAULT_IDEMPOTENCY_RETENTION_SECS: u64 =
     crate::actors::partition_processor::core::USER_KEY_RETENTION_MS / 1000;
 fn default_idempotency_retention_secs() -> u64 {
     DEFAULT_IDEMPOTENCY_RETENTION_SECS
+}
+/// sled's page cache unless configured (MiB).
+pub const DEFAULT_STATE_CACHE_MIB: u64 = crate::storage::DEFAULT_STATE_CACHE_BYTES / (1024 * 1024);
+fn default_state_cache_mib() -> u64 {
+    DEFAULT_STATE_CACHE_MIB
 }
 fn default_replication() -> u8 {
     2
@@ -209,6 +221,11 @@ impl Config {
         self.idempotency_retention_secs.saturating_mul(1000)
     }
 
+    /// sled's page cache for `state/`, in bytes.
+    pub fn state_cache_bytes(&self) -> u64 {
+        self.state_cache_mib.saturating_mul(1024 * 1024)
+    }
+
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.timing.request_timeout_ms)
     }
@@ -260,6 +277,9 @@ impl Config {
         if self.idempotency_retention_secs == 0 {
             return bad("idempotency_retention_secs must be at least 1".into());
         }
+        if self.state_cache_mib == 0 {
+            return bad("state_cache_mib must be at least 1".into());
+        }
         if self.snapshot_retain == 0 {
             return bad("snapshot_retain must be at least 1".into());
         }
@@ -292,6 +312,7 @@ impl Config {
             snapshot_every_records: DEFAULT_SNAPSHOT_EVERY_RECORDS,
             snapshot_retain: DEFAULT_SNAPSHOT_RETAIN,
             idempotency_retention_secs: DEFAULT_IDEMPOTENCY_RETENTION_SECS,
+            state_cache_mib: DEFAULT_STATE_CACHE_MIB,
             nodes: (1..=n)
                 .map(|i| NodeAddress {
                     id: i,

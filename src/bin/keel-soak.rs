@@ -38,6 +38,9 @@ struct Args {
     /// dedup table fills and levels off within the run).
     #[arg(long, default_value_t = 300)]
     idempotency_retention: u64,
+    /// The nodes' sled page cache in MiB (default: theirs, 256).
+    #[arg(long)]
+    state_cache_mib: Option<u64>,
     /// Server-side deadline per request (`keel-timeout-ms`).
     #[arg(long, default_value_t = 3000)]
     request_timeout_ms: u64,
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
     opts.concurrency = args.concurrency.max(1);
     opts.sample = Duration::from_secs(args.sample.max(1));
     opts.idempotency_retention = Duration::from_secs(args.idempotency_retention.max(1));
+    opts.state_cache_mib = args.state_cache_mib;
     opts.request_timeout = Duration::from_millis(args.request_timeout_ms.max(1));
     opts.seed = args.seed;
     opts.base_port = args.base_port;

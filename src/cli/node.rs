@@ -50,6 +50,10 @@ pub struct NodeArgs {
     /// (default 86400); only a partition leader's value counts.
     #[arg(long)]
     pub idempotency_retention_secs: Option<u64>,
+    /// MiB of sled page cache for the partition state (default 256): most
+    /// of a loaded node's memory.
+    #[arg(long)]
+    pub state_cache_mib: Option<u64>,
 }
 
 fn parse_member(s: &str) -> Result<NodeAddress, String> {
@@ -100,6 +104,7 @@ pub fn resolve(args: &NodeArgs) -> Result<Config> {
                 snapshot_every_records: crate::config::DEFAULT_SNAPSHOT_EVERY_RECORDS,
                 snapshot_retain: crate::config::DEFAULT_SNAPSHOT_RETAIN,
                 idempotency_retention_secs: crate::config::DEFAULT_IDEMPOTENCY_RETENTION_SECS,
+                state_cache_mib: crate::config::DEFAULT_STATE_CACHE_MIB,
             }
         }
     };
@@ -120,6 +125,9 @@ pub fn resolve(args: &NodeArgs) -> Result<Config> {
     }
     if let Some(secs) = args.idempotency_retention_secs {
         config.idempotency_retention_secs = secs;
+    }
+    if let Some(mib) = args.state_cache_mib {
+        config.state_cache_mib = mib;
     }
     config.replication = config.replication.min(config.nodes.len().max(1) as u8);
     config.chaos |= args.chaos;

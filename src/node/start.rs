@@ -186,7 +186,7 @@ impl Node {
                 addr: my_addr.http,
                 reason: e.to_string(),
             })?;
-        let storage = Storage::open(&config.data_dir)?;
+        let storage = Storage::open_with(&config.data_dir, config.state_cache_bytes())?;
         let local = LocalActors {
             log_server: Slot::new(),
             metadata: Slot::new(),

@@ -78,6 +78,8 @@ const SLED_SEGMENT_BYTES: usize = 8 * 1024 * 1024;
 /// pages out of mostly-dead segments (for up to half this time), so that
 /// freed segments are reused and the file stays near the live data.
 const SLED_FLUSH_EVERY_MS: u64 = 500;
+/// sled's page cache for `state/` unless configured (`state_cache_mib`).
+pub const DEFAULT_STATE_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// A node's stores. Cheap to clone.
 #[derive(Clone)]
@@ -103,6 +105,14 @@ impl Storage {
     /// Opens (or creates) the stores under `dir`. Whether `dir` belongs to
     /// this node is the caller's to check first (see `identity`).
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_with(dir, DEFAULT_STATE_CACHE_BYTES)
+    }
+
+    /// [`Storage::open`] with the size of sled's page cache for `state/`
+    /// (bytes). The cache is most of a loaded node's memory: it fills up
+    /// to this size and then stays there (see README, "Resource use over
+    /// time").
+    pub fn open_with(dir: &Path, state_cache_bytes: u64) -> Result<Self> {
         let open_err = |reason: String| StorageError::Open {
             path: dir.to_path_buf(),
             reason,
@@ -150,7 +160,7 @@ impl Storage {
             // small the live state (see README, "Resource use over time").
             // Its extra writes and fsyncs only make data durable sooner.
             .flush_every_ms(Some(SLED_FLUSH_EVERY_MS))
-            .cache_capacity(256 * 1024 * 1024);
+            .cache_capacity(state_cache_bytes);
         // A previous incarnation in this process (a restarted node in the test
         // rig) may still be releasing the file lock: wait for it, bounded.
         let deadline = Instant::now() + Duration::from_secs(5);

@@ -54,6 +54,10 @@ pub struct SoakOptions {
     pub sample: Duration,
     /// The nodes' idempotency retention (`--idempotency-retention-secs`).
     pub idempotency_retention: Duration,
+    /// The nodes' sled page cache (`--state-cache-mib`; `None`: their
+    /// default): it bounds most of a node's memory, so a small one shows
+    /// within a short run whether anything else grows.
+    pub state_cache_mib: Option<u64>,
     /// Server-side deadline per request; the client waits a second longer.
     pub request_timeout: Duration,
     /// Seed of the clients' choices.
@@ -78,6 +82,7 @@ impl SoakOptions {
             concurrency: 8,
             sample: Duration::from_secs(15),
             idempotency_retention: Duration::from_secs(300),
+            state_cache_mib: None,
             request_timeout: Duration::from_secs(3),
             seed: 1,
             base_port: None,
@@ -353,6 +358,13 @@ pub fn run(opts: &SoakOptions) -> Result<SoakOutcome> {
     let dir = &opts.dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let retention_secs = opts.idempotency_retention.as_secs().max(1);
+    let mut node_args = vec![
+        "--idempotency-retention-secs".to_string(),
+        retention_secs.to_string(),
+    ];
+    if let Some(mib) = opts.state_cache_mib {
+        node_args.extend(["--state-cache-mib".to_string(), mib.to_string()]);
+    }
     let mut cluster = Cluster::start(StartOptions {
         dir,
         keel: &opts.keel,
@@ -361,10 +373,7 @@ pub fn run(opts: &SoakOptions) -> Result<SoakOutcome> {
         netns: None,
         seed: opts.seed,
         powerfs: None,
-        node_args: vec![
-            "--idempotency-retention-secs".into(),
-            retention_secs.to_string(),
-        ],
+        node_args,
     })?;
     cluster.wait_ready(Duration::from_secs(60))?;
     let mut nodes = Vec::new();
