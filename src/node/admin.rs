@@ -8,15 +8,19 @@
 //! | `GET /metrics` | Prometheus text |
 //! | `POST /partitions/{p}/snapshot` | take a snapshot of partition `p` on this node now: `{"partition":0,"lsn":120,"path":"…"}` |
 //! | `GET /chaos` | current fault rules (chaos mode only) |
-//! | `POST /chaos/partition` | `{"block":[2,3]}`: drop packets to and from those nodes |
+//! | `POST /chaos/partition` | `{"block":[2,3]}`: drop packets to and from those nodes; `"direction":"outbound"` or `"inbound"` cuts one way only |
 //! | `POST /chaos/delay` | `{"nodes":[2],"ms":100}`: delay packets to and from those nodes |
-//! | `POST /chaos/heal` | remove every fault rule |
+//! | `POST /chaos/loss` | `{"nodes":[2,3],"percent":30}`: drop that share of packets to and from those nodes, at random |
+//! | `POST /chaos/slow-disk` | `{"ms":500}`: every sync of this node takes that much longer (0: normal) |
+//! | `POST /chaos/slow-node` | `{"stall_ms":200,"every_ms":1000}`: block this node's runtime thread that long, that often |
+//! | `POST /chaos/heal` | remove every fault rule, the slow disk and the slow node |
 //! | `POST /chaos/stall` | `{"actor":"root/log/sealer","wait_ms":2000}`: wedge an actor |
 //!
 //! The chaos routes answer 404 unless the node was started with `--chaos`.
 
 use super::metrics::Metrics;
 use super::net::Net;
+use super::stall::{RuntimeStaller, StallPattern};
 use super::status::{ClusterStatus, NodeReport, StatusSource};
 use super::wire::Wire;
 use crate::actors::metadata::MetadataClient;
@@ -50,6 +54,8 @@ pub struct Admin {
     pub logs: LogClient,
     pub seals: Arc<AtomicU64>,
     pub storage: Storage,
+    /// Stalls this node's runtime (`/chaos/slow-node`).
+    pub staller: RuntimeStaller,
 }
 
 pub fn payload_config() -> web::PayloadConfig {
@@ -82,6 +88,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/chaos", web::get().to(chaos_rules))
         .route("/chaos/partition", web::post().to(chaos_partition))
         .route("/chaos/delay", web::post().to(chaos_delay))
+        .route("/chaos/loss", web::post().to(chaos_loss))
+        .route("/chaos/slow-disk", web::post().to(chaos_slow_disk))
+        .route("/chaos/slow-node", web::post().to(chaos_slow_node))
         .route("/chaos/heal", web::post().to(chaos_heal))
         .route("/chaos/stall", web::post().to(chaos_stall));
 }
@@ -369,14 +378,39 @@ async fn chaos_rules(admin: web::Data<Admin>) -> HttpResponse {
     if let Some(r) = chaos_guard(&admin) {
         return r;
     }
-    HttpResponse::Ok()
-        .json(json!({ "rules": admin.fault.rules(), "counters": admin.fault.counters() }))
+    HttpResponse::Ok().json(chaos_state(&admin))
+}
+
+/// Every fault in force on this node.
+fn chaos_state(admin: &Admin) -> serde_json::Value {
+    json!({
+        "rules": admin.fault.rules(),
+        "counters": admin.fault.counters(),
+        "slow_disk_ms": admin.storage.slow_sync().as_millis() as u64,
+        "slow_node": admin.staller.current(),
+    })
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PartitionBody {
     block: Vec<u32>,
+    /// Which way packets are dropped (default both).
+    #[serde(default)]
+    direction: Direction,
+}
+
+/// The direction of a cut, as seen from this node.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Direction {
+    /// To and from the nodes.
+    #[default]
+    Both,
+    /// Only packets this node sends to them.
+    Outbound,
+    /// Only packets this node receives from them.
+    Inbound,
 }
 
 async fn chaos_partition(admin: web::Data<Admin>, body: web::Json<PartitionBody>) -> HttpResponse {
@@ -385,8 +419,16 @@ async fn chaos_partition(admin: web::Data<Admin>, body: web::Json<PartitionBody>
     }
     match addrs_of(&admin, &body.block) {
         Ok(addrs) => {
-            admin.fault.isolate(&addrs);
-            tracing::warn!(node = %admin.config.me(), blocked = ?body.block, "chaos: partition");
+            for addr in addrs {
+                admin
+                    .fault
+                    .modify(addr, |r: &mut FaultRule| match body.direction {
+                        Direction::Both => (r.drop_outbound, r.drop_inbound) = (true, true),
+                        Direction::Outbound => r.drop_outbound = true,
+                        Direction::Inbound => r.drop_inbound = true,
+                    });
+            }
+            tracing::warn!(node = %admin.config.me(), blocked = ?body.block, direction = ?body.direction, "chaos: partition");
             HttpResponse::Ok().json(json!({ "rules": admin.fault.rules() }))
         }
         Err(reason) => error_response(400, reason),
@@ -422,13 +464,85 @@ async fn chaos_delay(admin: web::Data<Admin>, body: web::Json<DelayBody>) -> Htt
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LossBody {
+    nodes: Vec<u32>,
+    percent: u8,
+}
+
+async fn chaos_loss(admin: web::Data<Admin>, body: web::Json<LossBody>) -> HttpResponse {
+    if let Some(r) = chaos_guard(&admin) {
+        return r;
+    }
+    if body.percent > 100 {
+        return error_response(400, "percent must be at most 100");
+    }
+    match addrs_of(&admin, &body.nodes) {
+        Ok(addrs) => {
+            for addr in addrs {
+                admin.fault.modify(addr, |r: &mut FaultRule| {
+                    r.loss_outbound_pct = body.percent;
+                    r.loss_inbound_pct = body.percent;
+                });
+            }
+            tracing::warn!(node = %admin.config.me(), nodes = ?body.nodes, percent = body.percent, "chaos: packet loss");
+            HttpResponse::Ok().json(json!({ "rules": admin.fault.rules() }))
+        }
+        Err(reason) => error_response(400, reason),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SlowDiskBody {
+    ms: u64,
+}
+
+async fn chaos_slow_disk(admin: web::Data<Admin>, body: web::Json<SlowDiskBody>) -> HttpResponse {
+    if let Some(r) = chaos_guard(&admin) {
+        return r;
+    }
+    if body.ms > 10_000 {
+        return error_response(400, "a sync delay must be at most 10000 ms");
+    }
+    admin.storage.set_slow_sync(Duration::from_millis(body.ms));
+    tracing::warn!(node = %admin.config.me(), ms = body.ms, "chaos: slow disk");
+    HttpResponse::Ok().json(chaos_state(&admin))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SlowNodeBody {
+    stall_ms: u64,
+    every_ms: u64,
+}
+
+async fn chaos_slow_node(admin: web::Data<Admin>, body: web::Json<SlowNodeBody>) -> HttpResponse {
+    if let Some(r) = chaos_guard(&admin) {
+        return r;
+    }
+    let pattern = match StallPattern::new(
+        Duration::from_millis(body.stall_ms),
+        Duration::from_millis(body.every_ms),
+    ) {
+        Ok(p) => p,
+        Err(reason) => return error_response(400, reason),
+    };
+    admin.staller.start(pattern);
+    tracing::warn!(node = %admin.config.me(), stall_ms = body.stall_ms, every_ms = body.every_ms, "chaos: slow node");
+    HttpResponse::Ok().json(chaos_state(&admin))
+}
+
 async fn chaos_heal(admin: web::Data<Admin>) -> HttpResponse {
     if let Some(r) = chaos_guard(&admin) {
         return r;
     }
     admin.fault.heal();
+    admin.storage.set_slow_sync(Duration::ZERO);
+    admin.staller.stop();
     tracing::warn!(node = %admin.config.me(), "chaos: heal");
-    HttpResponse::Ok().json(json!({ "rules": admin.fault.rules() }))
+    HttpResponse::Ok().json(chaos_state(&admin))
 }
 
 #[derive(Deserialize)]

@@ -6,6 +6,7 @@ pub mod local;
 pub mod metrics;
 pub mod net;
 pub mod router;
+pub mod stall;
 mod start;
 pub mod status;
 pub mod wire;

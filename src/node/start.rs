@@ -109,6 +109,8 @@ pub struct Node {
     pub fault: FaultFilter,
     pub status: StatusSource,
     pub seals: Arc<AtomicU64>,
+    /// Chaos: stalls this node's runtime thread (`/chaos/slow-node`).
+    pub staller: super::stall::RuntimeStaller,
     http: actix_web::dev::ServerHandle,
     router: Arc<Router>,
 }
@@ -417,6 +419,7 @@ impl Node {
             let ingress = ingress.clone();
             Arc::new(move |invoke| crate::ingress::http::relay(ingress.clone(), invoke).boxed())
         });
+        let staller = super::stall::RuntimeStaller::for_current_runtime();
         let admin_state = Admin {
             config: config.clone(),
             net: net.clone(),
@@ -428,6 +431,7 @@ impl Node {
             logs: logs.clone(),
             seals: seals.clone(),
             storage: storage.clone(),
+            staller: staller.clone(),
         };
         let server = actix_web::HttpServer::new(move || {
             actix_web::App::new()
@@ -477,6 +481,7 @@ impl Node {
             fault: opts.fault,
             status,
             seals,
+            staller,
             http,
             router,
         })

@@ -87,6 +87,9 @@ struct Shared {
     max_sync_micros: AtomicU64,
     /// Set by the first failed sync; every later sync fails with it.
     poisoned: Mutex<Option<String>>,
+    /// Chaos only: every sync first waits this long (ms; 0: none), a slow
+    /// disk as its callers see it (see [`SyncLane::set_slow_sync`]).
+    slow_sync_ms: AtomicU64,
 }
 
 /// Counters of one lane.
@@ -110,6 +113,7 @@ impl SyncLane {
             sync_micros: AtomicU64::new(0),
             max_sync_micros: AtomicU64::new(0),
             poisoned: Mutex::new(None),
+            slow_sync_ms: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel::<Waiter>();
         let lane = shared.clone();
@@ -178,6 +182,19 @@ impl SyncLane {
         }
     }
 
+    /// Chaos: makes every later sync take at least `delay` longer (zero
+    /// undoes it). The wait runs on the lane's own thread, as a slow
+    /// `fsync` would, and counts in the lane's sync times.
+    pub fn set_slow_sync(&self, delay: std::time::Duration) {
+        let ms = delay.as_millis().min(u64::MAX as u128) as u64;
+        self.shared.slow_sync_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The delay [`set_slow_sync`](Self::set_slow_sync) set.
+    pub fn slow_sync(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.shared.slow_sync_ms.load(Ordering::Relaxed))
+    }
+
     /// Why the lane failed, if it did.
     pub fn failure(&self) -> Option<String> {
         self.shared
@@ -213,6 +230,10 @@ impl Shared {
             return Ok(());
         }
         let started = Instant::now();
+        let slow = self.slow_sync_ms.load(Ordering::Relaxed);
+        if slow > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(slow));
+        }
         let result = action();
         let micros = started.elapsed().as_micros() as u64;
         self.syncs.fetch_add(1, Ordering::Relaxed);
@@ -274,6 +295,23 @@ mod tests {
         assert!((1..64).contains(&n), "{n} syncs for 64 writers");
         assert!(!lane.is_dirty());
         assert_eq!(lane.stats().syncs, n as u64);
+    }
+
+    #[tokio::test]
+    async fn a_slow_lane_holds_its_waiters_and_shows_it_in_its_times() {
+        let lane = SyncLane::start("test", Box::new(|| Ok(())));
+        let slow = std::time::Duration::from_millis(60);
+        lane.set_slow_sync(slow);
+        assert_eq!(lane.slow_sync(), slow);
+        lane.mark_written();
+        let started = Instant::now();
+        lane.sync().await.unwrap();
+        assert!(started.elapsed() >= slow, "{:?}", started.elapsed());
+        assert!(lane.stats().max_sync_micros >= 60_000, "{:?}", lane.stats());
+        lane.set_slow_sync(std::time::Duration::ZERO);
+        lane.mark_written();
+        lane.sync().await.unwrap();
+        assert_eq!(lane.stats().syncs, 2);
     }
 
     #[tokio::test]

@@ -241,6 +241,18 @@ impl Storage {
         PartitionStore::open(&self.db, partition, self.state_lane.clone())
     }
 
+    /// Chaos: every sync of either lane takes at least `delay` longer
+    /// (zero undoes it): a slow disk, without touching the file system.
+    pub fn set_slow_sync(&self, delay: Duration) {
+        self.records_lane.set_slow_sync(delay);
+        self.state_lane.set_slow_sync(delay);
+    }
+
+    /// The delay [`set_slow_sync`](Self::set_slow_sync) set.
+    pub fn slow_sync(&self) -> Duration {
+        self.records_lane.slow_sync()
+    }
+
     /// How many syncs the lanes have run (for metrics and tests).
     pub fn flush_count(&self) -> u64 {
         self.records_lane.stats().syncs + self.state_lane.stats().syncs
