@@ -7,7 +7,7 @@ use clap::Parser;
 use keel::harness::checker::Validity;
 use keel::harness::netns::parse_subnet;
 use keel::harness::runner::{install_interrupt_handler, run, RunOptions, INTERRUPTED};
-use keel::harness::schedule::NemesisKind;
+use keel::harness::schedule::{GrayParams, NemesisKind};
 use keel::harness::workload::WorkloadKind;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -90,6 +90,18 @@ struct Args {
     /// before striking (0: strike at once).
     #[arg(long, default_value_t = 1000)]
     power_loss_aim_ms: u64,
+    /// loss: percent of the victim's packets lost, both directions.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u8).range(1..=100))]
+    loss_percent: u8,
+    /// slow-disk: milliseconds added to every sync of the victim.
+    #[arg(long, default_value_t = 300)]
+    slow_disk_ms: u64,
+    /// slow-node: milliseconds each stall of the victim's runtime lasts.
+    #[arg(long, default_value_t = 200)]
+    stall_ms: u64,
+    /// slow-node: one stall starts every this many milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    stall_every_ms: u64,
     /// The /24 used inside the namespaces.
     #[arg(long, default_value = "10.77.0", value_parser = parse_subnet)]
     netns_subnet: [u8; 3],
@@ -138,6 +150,12 @@ fn main() -> ExitCode {
         opts.powerfs = args.powerfs;
         opts.powerfs_exe = args.powerfs_bin.clone();
         opts.power_loss_aim = Duration::from_millis(args.power_loss_aim_ms);
+        opts.gray = GrayParams {
+            loss_percent: args.loss_percent,
+            slow_disk: Duration::from_millis(args.slow_disk_ms),
+            stall: Duration::from_millis(args.stall_ms),
+            stall_every: Duration::from_millis(args.stall_every_ms),
+        };
         opts.keys = args.keys;
         opts.keep_data = args.keep_data;
         opts.ready_timeout = Duration::from_secs(args.ready_timeout_secs);

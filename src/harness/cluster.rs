@@ -8,7 +8,8 @@
 //! leaders. Dropping a [`Cluster`] resumes, stops and reaps every process it
 //! started, then unmounts the nodes' powerfs mounts.
 
-use super::netns::{NetnsGuard, NetnsPlan};
+use super::nemesis::OneWayDirection;
+use super::netns::{DropSpec, NetnsGuard, NetnsPlan};
 use super::power::PowerMount;
 use crate::cli::local::{all_partitions_led, fetch_status};
 use crate::config::Config;
@@ -403,6 +404,88 @@ impl Cluster {
             }
         }
         first.map_or(Ok(()), Err)
+    }
+
+    /// Gray: `id` loses `percent`% of its packets to and from every peer
+    /// (nftables in `--netns` mode, its socket filter otherwise).
+    pub fn loss(&self, id: NodeId, percent: u8) -> Result<()> {
+        let spec = DropSpec {
+            percent,
+            ..DropSpec::ALL
+        };
+        self.drop_with_peers(
+            id,
+            spec,
+            json!({ "nodes": self.peers_of(id), "percent": percent }),
+            "/chaos/loss",
+        )
+    }
+
+    /// Gray: every packet `id` sends (or receives) is lost, the other
+    /// direction intact.
+    pub fn one_way(&self, id: NodeId, direction: OneWayDirection) -> Result<()> {
+        let spec = DropSpec {
+            inbound: direction == OneWayDirection::Inbound,
+            outbound: direction == OneWayDirection::Outbound,
+            percent: 100,
+        };
+        let body = json!({ "block": self.peers_of(id), "direction": direction.name() });
+        self.drop_with_peers(id, spec, body, "/chaos/partition")
+    }
+
+    /// Gray: every sync of `id` takes `ms` longer (its chaos hook).
+    pub fn slow_disk(&self, id: NodeId, ms: u64) -> Result<()> {
+        self.chaos(id, "/chaos/slow-disk", json!({ "ms": ms }))
+            .map(drop)
+    }
+
+    /// Gray: `id`'s runtime stops for `stall_ms` of every `every_ms`.
+    pub fn slow_node(&self, id: NodeId, stall_ms: u64, every_ms: u64) -> Result<()> {
+        self.chaos(
+            id,
+            "/chaos/slow-node",
+            json!({ "stall_ms": stall_ms, "every_ms": every_ms }),
+        )
+        .map(drop)
+    }
+
+    /// Ends every fault a node's chaos endpoints made (socket rules, slow
+    /// disk, slow node) on every node, in either mode; tries all nodes and
+    /// reports the first error.
+    pub fn heal_chaos(&self) -> Result<()> {
+        let mut first = None;
+        for node in &self.nodes {
+            if let Err(e) = self.chaos(node.id, "/chaos/heal", json!({})) {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Every node but `id`, as numbers.
+    fn peers_of(&self, id: NodeId) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter(|n| n.id != id)
+            .map(|n| n.id.0)
+            .collect()
+    }
+
+    /// Drops `spec` of `id`'s traffic with all its peers: in its namespace,
+    /// or through `path` with `body` on its chaos endpoint.
+    fn drop_with_peers(&self, id: NodeId, spec: DropSpec, body: Value, path: &str) -> Result<()> {
+        match &self.netns {
+            Some(g) => {
+                let peers = self
+                    .nodes
+                    .iter()
+                    .map(|n| n.id)
+                    .filter(|&n| n != id)
+                    .collect();
+                g.drop(id, &peers, spec).map_err(anyhow::Error::from)
+            }
+            None => self.chaos(id, path, body).map(drop),
+        }
     }
 
     /// Datagrams dropped by `node`'s socket filter (chaos mode), as

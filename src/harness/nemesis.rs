@@ -96,8 +96,54 @@ pub enum Fault {
         node: NodeId,
         actor: String,
     },
-    /// Network whole, every node up, resumed and unstalled.
+    /// Gray: `percent`% of the packets between `node` and its peers are
+    /// lost at random, both directions.
+    Loss {
+        node: NodeId,
+        percent: u8,
+    },
+    /// Gray: every packet `node` sends to its peers (`outbound`), or
+    /// receives from them (`inbound`), is lost; the other direction works.
+    #[serde(rename = "one-way")]
+    OneWay {
+        node: NodeId,
+        direction: OneWayDirection,
+    },
+    /// Gray: every sync of `node` takes `ms` longer.
+    #[serde(rename = "slow-disk")]
+    SlowDisk {
+        node: NodeId,
+        ms: u64,
+    },
+    /// Gray: `node`'s runtime thread stops for `stall_ms` of every
+    /// `every_ms`.
+    #[serde(rename = "slow-node")]
+    SlowNode {
+        node: NodeId,
+        stall_ms: u64,
+        every_ms: u64,
+    },
+    /// Network whole, every node up, resumed, unstalled and well.
     Heal,
+}
+
+/// Which of a node's directions a one-way cut breaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OneWayDirection {
+    /// What the node sends is lost.
+    Outbound,
+    /// What the node receives is lost.
+    Inbound,
+}
+
+impl OneWayDirection {
+    pub fn name(self) -> &'static str {
+        match self {
+            OneWayDirection::Outbound => "outbound",
+            OneWayDirection::Inbound => "inbound",
+        }
+    }
 }
 
 impl Fault {
@@ -114,6 +160,10 @@ impl Fault {
             Fault::Resume { .. } => "resume",
             Fault::Stall { .. } => "stall",
             Fault::Unstall { .. } => "unstall",
+            Fault::Loss { .. } => "loss",
+            Fault::OneWay { .. } => "one-way",
+            Fault::SlowDisk { .. } => "slow-disk",
+            Fault::SlowNode { .. } => "slow-node",
             Fault::Heal => "heal",
         }
     }
@@ -162,6 +212,10 @@ pub struct ClusterState {
     pub paused: BTreeSet<NodeId>,
     /// `(node, actor)`.
     pub stalled: BTreeSet<(NodeId, String)>,
+    /// Alive but sick (a gray fault: lossy links, a one-way cut, a slow
+    /// disk, a stalling runtime). Such a node still counts as up; only a
+    /// one-way cut also cuts its pairs (no connection survives one).
+    pub degraded: BTreeSet<NodeId>,
 }
 
 impl ClusterState {
@@ -170,6 +224,7 @@ impl ClusterState {
             && self.killed.is_empty()
             && self.paused.is_empty()
             && self.stalled.is_empty()
+            && self.degraded.is_empty()
     }
 
     /// Killed and paused nodes neither send nor answer.
@@ -449,6 +504,7 @@ fn apply(
             state.killed.remove(node);
             state.paused.remove(node);
             state.stalled.retain(|(n, _)| n != node);
+            state.degraded.remove(node);
         }
         Fault::Pause { node } => {
             check_node(*node, index, name, nodes)?;
@@ -468,6 +524,19 @@ fn apply(
             check_node(*node, index, name, nodes)?;
             state.stalled.remove(&(*node, actor.clone()));
         }
+        Fault::Loss { node, .. } | Fault::SlowDisk { node, .. } | Fault::SlowNode { node, .. } => {
+            check_node(*node, index, name, nodes)?;
+            state.degraded.insert(*node);
+        }
+        Fault::OneWay { node, .. } => {
+            check_node(*node, index, name, nodes)?;
+            state.degraded.insert(*node);
+            for other in all_nodes(nodes) {
+                if other != *node {
+                    state.cut.insert(ordered(*node, other));
+                }
+            }
+        }
         Fault::Heal => *state = ClusterState::default(),
     }
     Ok(())
@@ -478,6 +547,7 @@ fn kill(state: &mut ClusterState, node: NodeId) {
     state.killed.insert(node);
     state.paused.remove(&node);
     state.stalled.retain(|(n, _)| *n != node);
+    state.degraded.remove(&node);
 }
 
 /// Opens, extends or closes the current window after `event` was applied.
@@ -648,6 +718,38 @@ mod tests {
         assert_eq!(t.windows().len(), 1);
         assert_eq!(t.windows()[0].end_ns, Some(40));
         assert_eq!(t.final_heal(), Some(40));
+    }
+
+    #[test]
+    fn gray_faults_keep_the_sick_node_up_but_a_one_way_cut_takes_it_off_the_majority() {
+        let text = r#"{"event":"loss","node":2,"percent":30,"time_ns":10}
+{"event":"heal","time_ns":20}
+{"event":"one-way","node":3,"direction":"outbound","time_ns":30}
+{"event":"heal","time_ns":40}
+{"event":"slow-disk","node":1,"ms":300,"time_ns":50}
+{"event":"heal","time_ns":60}
+{"event":"slow-node","node":1,"stall_ms":200,"every_ms":1000,"time_ns":70}
+{"event":"heal","time_ns":80}
+"#;
+        let events: Vec<NemesisEvent> = read_jsonl(text.as_bytes()).unwrap();
+        assert_eq!(
+            events[2].fault,
+            Fault::OneWay {
+                node: NodeId(3),
+                direction: OneWayDirection::Outbound
+            }
+        );
+        let t = FaultTimeline::new(&events, 3).unwrap();
+        // Lossy, slow or stalling: still up, still on the majority side.
+        for at in [15, 55, 75] {
+            assert_eq!(t.majority_side(at), &n(&[1, 2, 3]), "at {at}");
+            assert!(!t.state_at(at).is_healthy(), "at {at}");
+        }
+        // No connection survives a one-way cut.
+        assert_eq!(t.majority_side(35), &n(&[1, 2]));
+        let names: Vec<_> = t.windows().iter().map(|w| w.faults[0].clone()).collect();
+        assert_eq!(names, ["loss", "one-way", "slow-disk", "slow-node"]);
+        assert_eq!(t.final_heal(), Some(80));
     }
 
     #[test]

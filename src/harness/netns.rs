@@ -13,6 +13,26 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 
+/// Which of a node's traffic with some peers a rule drops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropSpec {
+    /// Packets the node receives from them.
+    pub inbound: bool,
+    /// Packets the node sends to them.
+    pub outbound: bool,
+    /// The share dropped, at random, in percent (100: all).
+    pub percent: u8,
+}
+
+impl DropSpec {
+    /// Everything, both ways: a cut.
+    pub const ALL: DropSpec = DropSpec {
+        inbound: true,
+        outbound: true,
+        percent: 100,
+    };
+}
+
 /// The nftables table the harness owns inside each namespace.
 const TABLE: &str = "keel_jepsen";
 
@@ -161,32 +181,61 @@ impl NetnsPlan {
     /// Rules inside `node`'s namespace dropping all traffic to and from
     /// `peers`. Rules only add up: heal first to replace a partition.
     pub fn block_commands(&self, node: NodeId, peers: &BTreeSet<NodeId>) -> Vec<Cmd> {
+        self.drop_commands(node, peers, DropSpec::ALL)
+    }
+
+    /// Rules inside `node`'s namespace dropping what `spec` says of the
+    /// traffic with `peers`: a direction, all of it or a random share.
+    pub fn drop_commands(
+        &self,
+        node: NodeId,
+        peers: &BTreeSet<NodeId>,
+        spec: DropSpec,
+    ) -> Vec<Cmd> {
         let mut out = Vec::new();
+        let pct = spec.percent.min(100);
+        let chance = format!("{pct}");
+        let probability = format!("{:.2}", f64::from(pct) / 100.0);
         for &p in peers {
             let ip = self.node_ip(p).to_string();
-            match self.firewall {
-                Firewall::Nft => {
-                    out.push(self.in_ns(
-                        node,
-                        &[
-                            "nft", "add", "rule", "inet", TABLE, "in", "ip", "saddr", &ip, "drop",
-                        ],
-                    ));
-                    out.push(self.in_ns(
-                        node,
-                        &[
-                            "nft", "add", "rule", "inet", TABLE, "out", "ip", "daddr", &ip, "drop",
-                        ],
-                    ));
+            let ways = [
+                (spec.inbound, "in", "saddr", "INPUT", "-s"),
+                (spec.outbound, "out", "daddr", "OUTPUT", "-d"),
+            ];
+            for (on, chain, field, ipt_chain, ipt_flag) in ways {
+                if !on {
+                    continue;
                 }
-                Firewall::Iptables => {
-                    out.push(
-                        self.in_ns(node, &["iptables", "-A", "INPUT", "-s", &ip, "-j", "DROP"]),
-                    );
-                    out.push(
-                        self.in_ns(node, &["iptables", "-A", "OUTPUT", "-d", &ip, "-j", "DROP"]),
-                    );
-                }
+                let args: Vec<&str> = match (self.firewall, pct < 100) {
+                    (Firewall::Nft, false) => {
+                        vec![
+                            "nft", "add", "rule", "inet", TABLE, chain, "ip", field, &ip, "drop",
+                        ]
+                    }
+                    (Firewall::Nft, true) => vec![
+                        "nft", "add", "rule", "inet", TABLE, chain, "ip", field, &ip, "numgen",
+                        "random", "mod", "100", "<", &chance, "drop",
+                    ],
+                    (Firewall::Iptables, false) => {
+                        vec!["iptables", "-A", ipt_chain, ipt_flag, &ip, "-j", "DROP"]
+                    }
+                    (Firewall::Iptables, true) => vec![
+                        "iptables",
+                        "-A",
+                        ipt_chain,
+                        ipt_flag,
+                        &ip,
+                        "-m",
+                        "statistic",
+                        "--mode",
+                        "random",
+                        "--probability",
+                        &probability,
+                        "-j",
+                        "DROP",
+                    ],
+                };
+                out.push(self.in_ns(node, &args));
             }
         }
         out
@@ -310,6 +359,19 @@ impl NetnsGuard {
             .try_for_each(run)
     }
 
+    /// Drops what `spec` says of `node`'s traffic with `peers`.
+    pub fn drop(
+        &self,
+        node: NodeId,
+        peers: &BTreeSet<NodeId>,
+        spec: DropSpec,
+    ) -> Result<(), NetnsError> {
+        self.plan
+            .drop_commands(node, peers, spec)
+            .iter()
+            .try_for_each(run)
+    }
+
     pub fn heal(&self, node: NodeId) -> Result<(), NetnsError> {
         self.plan.heal_commands(node).iter().try_for_each(run)
     }
@@ -370,6 +432,41 @@ mod tests {
         // iptables needs no setup inside the namespace.
         let ipt = plan(Firewall::Iptables).setup_commands();
         assert!(ipt.iter().all(|c| !c.contains(&"nft".to_string())));
+    }
+
+    #[test]
+    fn loss_and_one_way_rules_drop_a_share_or_one_direction() {
+        let peers = BTreeSet::from([NodeId(1)]);
+        let lossy = DropSpec {
+            percent: 30,
+            ..DropSpec::ALL
+        };
+        let show = |f, spec| -> Vec<String> {
+            plan(f)
+                .drop_commands(NodeId(2), &peers, spec)
+                .iter()
+                .map(|c| c.join(" "))
+                .collect()
+        };
+        assert_eq!(
+            show(Firewall::Nft, lossy),
+            [
+                "ip netns exec kj12345n2 nft add rule inet keel_jepsen in ip saddr 10.77.0.11 numgen random mod 100 < 30 drop",
+                "ip netns exec kj12345n2 nft add rule inet keel_jepsen out ip daddr 10.77.0.11 numgen random mod 100 < 30 drop",
+            ]
+        );
+        assert_eq!(
+            show(Firewall::Iptables, lossy)[1],
+            "ip netns exec kj12345n2 iptables -A OUTPUT -d 10.77.0.11 -m statistic --mode random --probability 0.30 -j DROP"
+        );
+        let outbound_only = DropSpec {
+            inbound: false,
+            ..DropSpec::ALL
+        };
+        assert_eq!(
+            show(Firewall::Nft, outbound_only),
+            ["ip netns exec kj12345n2 nft add rule inet keel_jepsen out ip daddr 10.77.0.11 drop"]
+        );
     }
 
     #[test]

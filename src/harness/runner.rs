@@ -17,7 +17,8 @@ use super::power::check_available;
 use super::recorder::Recorder;
 use super::report::{timestamp, RunSummary};
 use super::schedule::{
-    block_lists, fault_windows, flap_toggles, tear_seed, Chooser, Injection, NemesisKind,
+    block_lists, fault_windows, flap_toggles, tear_seed, Chooser, GrayParams, Injection,
+    NemesisKind,
 };
 use super::stats::Stats;
 use super::workload::{OpSpec, Workload, WorkloadKind};
@@ -70,6 +71,8 @@ pub struct RunOptions {
     /// node that syncs promptly holds unsynced data only briefly, and a
     /// power loss that finds none tests no more than `kill`.
     pub power_loss_aim: Duration,
+    /// How hard the gray nemeses (`loss`, `slow-disk`, `slow-node`) hit.
+    pub gray: GrayParams,
     pub base_port: Option<u16>,
     pub nodes: u32,
     /// Server-side deadline sent as `keel-timeout-ms`.
@@ -104,6 +107,7 @@ impl RunOptions {
             powerfs: false,
             powerfs_exe: None,
             power_loss_aim: Duration::from_secs(1),
+            gray: GrayParams::default(),
             base_port: None,
             nodes: 3,
             request_timeout: Duration::from_millis(3000),
@@ -122,6 +126,13 @@ impl RunOptions {
         }
         if self.concurrency == 0 || self.concurrency > 256 {
             bail!("--concurrency must be in 1..=256");
+        }
+        if self.nemesis == NemesisKind::SlowNode {
+            crate::node::stall::StallPattern::new(self.gray.stall, self.gray.stall_every)
+                .map_err(|e| anyhow::anyhow!("--stall-ms/--stall-every-ms: {e}"))?;
+        }
+        if self.nemesis == NemesisKind::SlowDisk && self.gray.slow_disk > Duration::from_secs(10) {
+            bail!("--slow-disk-ms must be at most 10000");
         }
         if let Some(r) = self.rate {
             if !(r > 0.0 && r.is_finite()) {
@@ -438,6 +449,14 @@ impl NemesisDriver<'_> {
                 actor,
                 wait_ms,
             } => self.cluster.stall(*node, actor, *wait_ms),
+            Injection::Loss { node, percent } => self.cluster.loss(*node, *percent),
+            Injection::OneWay { node, direction } => self.cluster.one_way(*node, *direction),
+            Injection::SlowDisk { node, ms } => self.cluster.slow_disk(*node, *ms),
+            Injection::SlowNode {
+                node,
+                stall_ms,
+                every_ms,
+            } => self.cluster.slow_node(*node, *stall_ms, *every_ms),
         };
         match r {
             Ok(()) => {
@@ -594,6 +613,12 @@ impl NemesisDriver<'_> {
                 return;
             }
         }
+        if matches!(self.kind, NemesisKind::SlowDisk | NemesisKind::SlowNode) {
+            if let Err(e) = self.cluster.heal_chaos() {
+                self.note_error("heal", e);
+                return;
+            }
+        }
         self.rec.event(Fault::Heal, self.kind.name());
         self.now = "healthy".into();
     }
@@ -729,7 +754,8 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
 
     let mut rng = StdRng::seed_from_u64(opts.seed);
     let steps = plan_steps(opts, &mut rng);
-    let chooser = Chooser::new(opts.nemesis, StdRng::seed_from_u64(rng.gen()), partitions);
+    let chooser = Chooser::new(opts.nemesis, StdRng::seed_from_u64(rng.gen()), partitions)
+        .with_gray(opts.gray);
     let mut node_exits = Vec::new();
     let nemesis_errors;
     {

@@ -8,7 +8,7 @@
 //! the `flap` nemesis. Keeping all of it pure makes a failing seed
 //! reproducible and the choices unit-testable.
 
-use crate::harness::nemesis::Fault;
+use crate::harness::nemesis::{Fault, OneWayDirection};
 use crate::types::NodeId;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -45,9 +45,46 @@ pub enum NemesisKind {
     /// A lost disk: `kill -9` one node and delete everything in its data
     /// directory; restart it with `--rejoin` at the heal.
     Wipe,
+    /// Gray: one random node's links to its peers lose a share of their
+    /// packets ([`GrayParams::loss_percent`]), both directions.
+    Loss,
+    /// Gray: one random node's outbound packets (odd cycles) or inbound
+    /// ones (even cycles) are all lost; the other direction works.
+    OneWay,
+    /// Gray: one random node's syncs take [`GrayParams::slow_disk`] longer.
+    SlowDisk,
+    /// Gray: one random node's runtime stops for
+    /// [`GrayParams::stall`] of every [`GrayParams::stall_every`].
+    SlowNode,
 }
 
-pub const ALL_NEMESES: [NemesisKind; 11] = [
+/// The strength of the gray nemeses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrayParams {
+    /// `loss`: percent of packets lost.
+    pub loss_percent: u8,
+    /// `slow-disk`: extra time every sync takes.
+    pub slow_disk: Duration,
+    /// `slow-node`: each stall of the runtime.
+    pub stall: Duration,
+    /// `slow-node`: one stall starts every this long.
+    pub stall_every: Duration,
+}
+
+impl Default for GrayParams {
+    /// The strengths of the targets: 30% loss, 300 ms syncs,
+    /// 200 ms of every second stalled.
+    fn default() -> Self {
+        GrayParams {
+            loss_percent: 30,
+            slow_disk: Duration::from_millis(300),
+            stall: Duration::from_millis(200),
+            stall_every: Duration::from_secs(1),
+        }
+    }
+}
+
+pub const ALL_NEMESES: [NemesisKind; 15] = [
     NemesisKind::None,
     NemesisKind::PartitionRandomNode,
     NemesisKind::PartitionLeader,
@@ -59,6 +96,10 @@ pub const ALL_NEMESES: [NemesisKind; 11] = [
     NemesisKind::Stall,
     NemesisKind::PowerLoss,
     NemesisKind::Wipe,
+    NemesisKind::Loss,
+    NemesisKind::OneWay,
+    NemesisKind::SlowDisk,
+    NemesisKind::SlowNode,
 ];
 
 impl NemesisKind {
@@ -75,7 +116,19 @@ impl NemesisKind {
             NemesisKind::Stall => "stall",
             NemesisKind::PowerLoss => "power-loss",
             NemesisKind::Wipe => "wipe",
+            NemesisKind::Loss => "loss",
+            NemesisKind::OneWay => "one-way",
+            NemesisKind::SlowDisk => "slow-disk",
+            NemesisKind::SlowNode => "slow-node",
         }
+    }
+
+    /// A gray failure: the victim is alive and reachable, only sick.
+    pub fn is_gray(self) -> bool {
+        matches!(
+            self,
+            NemesisKind::Loss | NemesisKind::OneWay | NemesisKind::SlowDisk | NemesisKind::SlowNode
+        )
     }
 
     /// Needs node processes the harness started (signals, restarts).
@@ -100,6 +153,8 @@ impl NemesisKind {
                 | NemesisKind::PartitionHalves
                 | NemesisKind::Bridge
                 | NemesisKind::Flap
+                | NemesisKind::Loss
+                | NemesisKind::OneWay
         )
     }
 }
@@ -200,6 +255,27 @@ pub enum Injection {
         /// leaves the stuck actor to the supervisor's ping.
         wait_ms: Option<u64>,
     },
+    /// `node` loses `percent`% of its packets to and from every peer.
+    Loss {
+        node: NodeId,
+        percent: u8,
+    },
+    /// `node`'s packets in one direction are all lost.
+    OneWay {
+        node: NodeId,
+        direction: OneWayDirection,
+    },
+    /// Every sync of `node` takes `ms` longer.
+    SlowDisk {
+        node: NodeId,
+        ms: u64,
+    },
+    /// `node`'s runtime stops for `stall_ms` of every `every_ms`.
+    SlowNode {
+        node: NodeId,
+        stall_ms: u64,
+        every_ms: u64,
+    },
 }
 
 impl Injection {
@@ -223,6 +299,27 @@ impl Injection {
             Injection::Stall { node, actor, .. } => Fault::Stall {
                 node: *node,
                 actor: actor.clone(),
+            },
+            Injection::Loss { node, percent } => Fault::Loss {
+                node: *node,
+                percent: *percent,
+            },
+            Injection::OneWay { node, direction } => Fault::OneWay {
+                node: *node,
+                direction: *direction,
+            },
+            Injection::SlowDisk { node, ms } => Fault::SlowDisk {
+                node: *node,
+                ms: *ms,
+            },
+            Injection::SlowNode {
+                node,
+                stall_ms,
+                every_ms,
+            } => Fault::SlowNode {
+                node: *node,
+                stall_ms: *stall_ms,
+                every_ms: *every_ms,
             },
         }
     }
@@ -275,6 +372,16 @@ impl Injection {
                 if tear.is_some() { " (torn write)" } else { "" }
             ),
             Injection::Stall { node, actor, .. } => format!("stall {actor} on {node}"),
+            Injection::Loss { node, percent } => format!("{percent}% loss on {node}'s links"),
+            Injection::OneWay { node, direction } => {
+                format!("one-way cut: {node}'s {} packets lost", direction.name())
+            }
+            Injection::SlowDisk { node, ms } => format!("slow disk on {node}: syncs +{ms} ms"),
+            Injection::SlowNode {
+                node,
+                stall_ms,
+                every_ms,
+            } => format!("slow node {node}: stalled {stall_ms} ms of every {every_ms} ms"),
         }
     }
 }
@@ -314,6 +421,8 @@ pub const STALL_ACTORS: [&str; 6] = [
 /// Picks each window's victim; seeded, so a run can be repeated.
 pub struct Chooser {
     kind: NemesisKind,
+    /// How hard the gray nemeses hit.
+    gray: GrayParams,
     rng: StdRng,
     partitions: u32,
     cycle: u64,
@@ -324,11 +433,18 @@ impl Chooser {
     pub fn new(kind: NemesisKind, rng: StdRng, partitions: u32) -> Self {
         Chooser {
             kind,
+            gray: GrayParams::default(),
             rng,
             partitions: partitions.max(1),
             cycle: 0,
             last_minority: None,
         }
+    }
+
+    /// The same, with gray nemeses of strength `gray`.
+    pub fn with_gray(mut self, gray: GrayParams) -> Self {
+        self.gray = gray;
+        self
     }
 
     pub fn rng(&mut self) -> &mut StdRng {
@@ -377,6 +493,27 @@ impl Chooser {
             }
             NemesisKind::Kill => Injection::Kill(victim),
             NemesisKind::Wipe => Injection::Wipe(victim),
+            NemesisKind::Loss => Injection::Loss {
+                node: victim,
+                percent: self.gray.loss_percent.min(100),
+            },
+            NemesisKind::OneWay => Injection::OneWay {
+                node: victim,
+                direction: if self.cycle % 2 == 1 {
+                    OneWayDirection::Outbound
+                } else {
+                    OneWayDirection::Inbound
+                },
+            },
+            NemesisKind::SlowDisk => Injection::SlowDisk {
+                node: victim,
+                ms: self.gray.slow_disk.as_millis() as u64,
+            },
+            NemesisKind::SlowNode => Injection::SlowNode {
+                node: victim,
+                stall_ms: self.gray.stall.as_millis() as u64,
+                every_ms: self.gray.stall_every.as_millis() as u64,
+            },
             NemesisKind::Pause => Injection::Pause(victim),
             NemesisKind::PowerLoss => {
                 // Odd cycles one node, even cycles the whole cluster.
@@ -637,5 +774,55 @@ mod tests {
         assert!(matches!(inj, Injection::Kill(n) if nodes().contains(&n)));
         assert!(inj.cut().is_empty());
         assert_eq!(inj.fault().name(), "kill");
+    }
+
+    #[test]
+    fn gray_nemeses_hit_one_node_with_their_strength_and_one_way_alternates() {
+        let gray = GrayParams {
+            loss_percent: 40,
+            slow_disk: Duration::from_millis(250),
+            stall: Duration::from_millis(100),
+            stall_every: Duration::from_millis(500),
+        };
+        let pick = |kind| {
+            let mut c = Chooser::new(kind, StdRng::seed_from_u64(7), 4).with_gray(gray);
+            (
+                c.next(&nodes(), None).unwrap(),
+                c.next(&nodes(), None).unwrap(),
+            )
+        };
+        let (loss, _) = pick(NemesisKind::Loss);
+        assert!(matches!(loss, Injection::Loss { percent: 40, node } if nodes().contains(&node)));
+        let (disk, _) = pick(NemesisKind::SlowDisk);
+        assert!(matches!(disk, Injection::SlowDisk { ms: 250, .. }));
+        let (stall, _) = pick(NemesisKind::SlowNode);
+        assert!(matches!(
+            stall,
+            Injection::SlowNode {
+                stall_ms: 100,
+                every_ms: 500,
+                ..
+            }
+        ));
+        let (first, second) = pick(NemesisKind::OneWay);
+        let direction = |i: &Injection| match i {
+            Injection::OneWay { direction, .. } => *direction,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(direction(&first), OneWayDirection::Outbound);
+        assert_eq!(direction(&second), OneWayDirection::Inbound);
+        for kind in [
+            NemesisKind::Loss,
+            NemesisKind::OneWay,
+            NemesisKind::SlowDisk,
+            NemesisKind::SlowNode,
+        ] {
+            assert!(kind.is_gray() && !kind.needs_processes(), "{kind}");
+            assert_eq!(kind.name().parse::<NemesisKind>(), Ok(kind));
+            let (inj, _) = pick(kind);
+            // The logged event names the nemesis; none of them cuts a pair.
+            assert_eq!(inj.fault().name(), kind.name());
+            assert!(inj.cut().is_empty());
+        }
     }
 }
