@@ -7,39 +7,7 @@ mod common;
 use common::*;
 use keel::rig::Rig;
 use keel::types::{Epoch, NodeId};
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-
-/// `p` → (leader, epoch) as the majority of running nodes' electors see it.
-fn leaders(rig: &Rig) -> BTreeMap<u32, (NodeId, Epoch)> {
-    let mut out = BTreeMap::new();
-    for p in 0..rig.config(1).partitions {
-        for n in rig.ids() {
-            if let Some(l) = leadership(rig, n.0, p) {
-                let e = out.entry(p).or_insert((l.node, l.epoch));
-                if l.epoch > e.1 {
-                    *e = (l.node, l.epoch);
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Watches every partition's epoch on every node for `window`; returns the
-/// highest epoch seen per partition.
-fn observe_epochs(rig: &Rig, window: Duration) -> BTreeMap<u32, Epoch> {
-    let end = Instant::now() + window;
-    let mut max = BTreeMap::new();
-    while Instant::now() < end {
-        for (p, (_, e)) in leaders(rig) {
-            let m = max.entry(p).or_insert(e);
-            *m = (*m).max(e);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    max
-}
 
 #[test]
 fn leaders_spread_across_nodes_when_all_are_healthy() {

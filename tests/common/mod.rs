@@ -4,7 +4,7 @@
 use keel::actors::partition_processor::{GetProcessorStatus, ProcessorStatus};
 use keel::log::{AppendError, Chain, ReadError, Record};
 use keel::rig::Rig;
-use keel::types::{LogId, Lsn, NodeId, PartitionId};
+use keel::types::{Epoch, LogId, Lsn, NodeId, PartitionId};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -413,4 +413,35 @@ pub fn load_then_replicas_equal(rig: &Rig, leader: u32, from: u64, n: u64) {
         .collect();
     assert_eq!(dumps[0], dumps[1]);
     assert_eq!(dumps[1], dumps[2]);
+}
+
+/// `p` → (leader, epoch) as the majority of running nodes' electors see it.
+pub fn leaders(rig: &Rig) -> BTreeMap<u32, (NodeId, Epoch)> {
+    let mut out = BTreeMap::new();
+    for p in 0..rig.config(1).partitions {
+        for n in rig.ids() {
+            if let Some(l) = leadership(rig, n.0, p) {
+                let e = out.entry(p).or_insert((l.node, l.epoch));
+                if l.epoch > e.1 {
+                    *e = (l.node, l.epoch);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Watches every partition's epoch on every node for `window`; returns the
+/// highest epoch seen per partition.
+pub fn observe_epochs(rig: &Rig, window: Duration) -> BTreeMap<u32, Epoch> {
+    let end = Instant::now() + window;
+    let mut max = BTreeMap::new();
+    while Instant::now() < end {
+        for (p, (_, e)) in leaders(rig) {
+            let m = max.entry(p).or_insert(e);
+            *m = (*m).max(e);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    max
 }
