@@ -138,6 +138,9 @@ fn a_seal_does_not_count_a_server_that_lost_records() {
     // to N3 are held back 150 ms): a sealer counting the damaged N1 with N2
     // would cut the records off.
     let (damaged, intact) = (1u32, 3u32);
+    // N2 calls both servers directly below: a call on a peer with no live
+    // connection yet fails at once, so the mesh must be up first.
+    rig.wait_connected(Duration::from_secs(5)).unwrap();
     let records: Vec<Record> = (0..5).map(|i| Record(payload("unreleased", i))).collect();
     for n in [damaged, intact] {
         let store = Store {

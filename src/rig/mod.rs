@@ -361,6 +361,24 @@ impl Rig {
         }
     }
 
+    /// Waits until every running node has a live connection to every other
+    /// running node: what a test needs before it calls a peer directly,
+    /// since a call on a peer with no connection fails at once.
+    pub fn wait_connected(&self, deadline: Duration) -> Result<Duration> {
+        self.wait_for(
+            "every running node connected to every other",
+            deadline,
+            |r| {
+                let running: Vec<u32> = (1..=r.size()).filter(|&i| r.is_running(i)).collect();
+                running.iter().all(|&a| {
+                    running
+                        .iter()
+                        .all(|&b| !r.node(a).net.is_suspected(NodeId(b)))
+                })
+            },
+        )
+    }
+
     /// Like [`wait_until`](Self::wait_until) for a boolean condition.
     pub fn wait_for(
         &self,
