@@ -413,26 +413,30 @@ enum Direction {
     Inbound,
 }
 
-async fn chaos_partition(admin: web::Data<Admin>, body: web::Json<PartitionBody>) -> HttpResponse {
-    if let Some(r) = chaos_guard(&admin) {
-        return r;
-    }
-    match addrs_of(&admin, &body.block) {
+/// Applies `change` to the fault rule of every listed node and answers with
+/// the rules now in force, or 400 (changing nothing) if a node is unknown.
+fn modify_peers(admin: &Admin, nodes: &[u32], change: impl Fn(&mut FaultRule)) -> HttpResponse {
+    match addrs_of(admin, nodes) {
         Ok(addrs) => {
             for addr in addrs {
-                admin
-                    .fault
-                    .modify(addr, |r: &mut FaultRule| match body.direction {
-                        Direction::Both => (r.drop_outbound, r.drop_inbound) = (true, true),
-                        Direction::Outbound => r.drop_outbound = true,
-                        Direction::Inbound => r.drop_inbound = true,
-                    });
+                admin.fault.modify(addr, &change);
             }
-            tracing::warn!(node = %admin.config.me(), blocked = ?body.block, direction = ?body.direction, "chaos: partition");
             HttpResponse::Ok().json(json!({ "rules": admin.fault.rules() }))
         }
         Err(reason) => error_response(400, reason),
     }
+}
+
+async fn chaos_partition(admin: web::Data<Admin>, body: web::Json<PartitionBody>) -> HttpResponse {
+    if let Some(r) = chaos_guard(&admin) {
+        return r;
+    }
+    tracing::warn!(node = %admin.config.me(), blocked = ?body.block, direction = ?body.direction, "chaos: partition");
+    modify_peers(&admin, &body.block, |r| match body.direction {
+        Direction::Both => (r.drop_outbound, r.drop_inbound) = (true, true),
+        Direction::Outbound => r.drop_outbound = true,
+        Direction::Inbound => r.drop_inbound = true,
+    })
 }
 
 #[derive(Deserialize)]
@@ -449,19 +453,12 @@ async fn chaos_delay(admin: web::Data<Admin>, body: web::Json<DelayBody>) -> Htt
     if body.ms > 10_000 {
         return error_response(400, "delay must be at most 10000 ms");
     }
-    match addrs_of(&admin, &body.nodes) {
-        Ok(addrs) => {
-            let delay = Duration::from_millis(body.ms);
-            for addr in addrs {
-                admin.fault.modify(addr, |r: &mut FaultRule| {
-                    r.delay_outbound = Some(delay);
-                    r.delay_inbound = Some(delay);
-                });
-            }
-            HttpResponse::Ok().json(json!({ "rules": admin.fault.rules() }))
-        }
-        Err(reason) => error_response(400, reason),
-    }
+    let delay = Duration::from_millis(body.ms);
+    tracing::warn!(node = %admin.config.me(), nodes = ?body.nodes, ms = body.ms, "chaos: delay");
+    modify_peers(&admin, &body.nodes, |r| {
+        r.delay_outbound = Some(delay);
+        r.delay_inbound = Some(delay);
+    })
 }
 
 #[derive(Deserialize)]
@@ -478,19 +475,11 @@ async fn chaos_loss(admin: web::Data<Admin>, body: web::Json<LossBody>) -> HttpR
     if body.percent > 100 {
         return error_response(400, "percent must be at most 100");
     }
-    match addrs_of(&admin, &body.nodes) {
-        Ok(addrs) => {
-            for addr in addrs {
-                admin.fault.modify(addr, |r: &mut FaultRule| {
-                    r.loss_outbound_pct = body.percent;
-                    r.loss_inbound_pct = body.percent;
-                });
-            }
-            tracing::warn!(node = %admin.config.me(), nodes = ?body.nodes, percent = body.percent, "chaos: packet loss");
-            HttpResponse::Ok().json(json!({ "rules": admin.fault.rules() }))
-        }
-        Err(reason) => error_response(400, reason),
-    }
+    tracing::warn!(node = %admin.config.me(), nodes = ?body.nodes, percent = body.percent, "chaos: packet loss");
+    modify_peers(&admin, &body.nodes, |r| {
+        r.loss_outbound_pct = body.percent;
+        r.loss_inbound_pct = body.percent;
+    })
 }
 
 #[derive(Deserialize)]
