@@ -240,10 +240,11 @@ fn keys_by_leader(url: &str) -> Result<(Vec<u64>, Vec<u64>)> {
     }))
 }
 
-/// QUIC `base+i` and HTTP `base+100+i` all free.
+/// QUIC `base+i` and HTTP `base+100+i` all free, below 32768 where the
+/// ephemeral range begins.
 fn free_port_base() -> Result<u16> {
     let slot = (std::process::id() % 50) as u16;
-    let candidates = (0..200u16).map(|n| 30_000 + slot * 200 + (n % 40) * 5);
+    let candidates = (0..200u16).map(|n| 20_000 + slot * 200 + (n % 40) * 5);
     keel::config::free_base_port(3, candidates).context("no free port range")
 }
 

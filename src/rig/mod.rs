@@ -134,16 +134,26 @@ pub struct Rig {
 
 /// Ports for one rig: QUIC `base+i`, HTTP `base+100+i`; chosen so that
 /// concurrently running test binaries do not collide, and checked free.
+///
+/// Every port stays below 32768, where Linux's ephemeral range begins
+/// (`net.ipv4.ip_local_port_range`, 32768–60999 by default): a port up there
+/// can be checked free and then taken by any outgoing connection's local
+/// port before the node binds it ("Address already in use" at start).
 fn free_port_base(nodes: u32) -> Result<u16> {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let pid_slot = (std::process::id() % 97) as u16;
+    let pid_slot = (std::process::id() % 53) as u16;
     let candidates = (0..200).map(|_| {
         let n = NEXT.fetch_add(1, Ordering::Relaxed) % 40;
-        20_000 + pid_slot * 400 + n * 10
+        RIG_PORTS_START + pid_slot * 400 + n * 10
     });
     crate::config::free_base_port(nodes, candidates)
         .ok_or_else(|| anyhow::anyhow!("no free port range found for the rig"))
 }
+
+/// Where rig port ranges begin: above the well-known services, and with
+/// 53 slots of 400 ports each, below the ephemeral range.
+const RIG_PORTS_START: u16 = 10_000;
+const _: () = assert!(RIG_PORTS_START as u32 + 52 * 400 + 39 * 10 + 100 + 99 < 32_768);
 
 impl Rig {
     pub fn builder(nodes: u32) -> RigBuilder {
