@@ -111,6 +111,8 @@ pub struct Node {
     pub seals: Arc<AtomicU64>,
     /// Chaos: stalls this node's runtime thread (`/chaos/slow-node`).
     pub staller: super::stall::RuntimeStaller,
+    /// The log-server's thread, stopped and joined at shutdown.
+    log_home: Arc<std::sync::Mutex<Option<actix::Arbiter>>>,
     http: actix_web::dev::ServerHandle,
     router: Arc<Router>,
 }
@@ -269,15 +271,21 @@ impl Node {
             }
         }
 
+        // The log-server's own thread: its handlers write and read sled
+        // and trim, which must not delay this thread (QUIC, timers, the
+        // failure detector's pings, the supervisor's probes).
+        let log_home = actix::Arbiter::new();
+        let log_home_handle = log_home.handle();
         // The supervision tree: root → metadata, log, partitions.
         let log_spec = {
             let (st, tw) = (storage.clone(), tails.clone());
             let (n2, st2, dir) = (net.clone(), storage.clone(), local.sequencers.clone());
             let (n3, m3, lc, s3) = (net.clone(), meta.clone(), log_config.clone(), seals.clone());
             SupervisorSpec::new("log")
-                .child(ChildSpec::actor(
+                .child(ChildSpec::actor_on(
                     "log-server",
                     local.log_server.clone(),
+                    log_home_handle.clone(),
                     move |_cx| LogServer::new(me, st.clone(), tw.clone()),
                 ))
                 .child(ChildSpec::actor(
@@ -376,8 +384,13 @@ impl Node {
                 )
             }));
         }
-        let root = start_root(root_spec, Watchdog::for_node(me), on_give_up)
-            .map_err(|e| NodeError::Supervision(e.to_string()))?;
+        let root = match start_root(root_spec, Watchdog::for_node(me), on_give_up) {
+            Ok(root) => root,
+            Err(e) => {
+                log_home.stop();
+                return Err(NodeError::Supervision(e.to_string()));
+            }
+        };
 
         let status: StatusSource = {
             let (cfg, transport, root, local, storage, meta, rejoin) = (
@@ -458,6 +471,7 @@ impl Node {
             Err(e) => {
                 let _ = root.shutdown().await;
                 transport.shutdown().await;
+                log_home.stop();
                 return Err(NodeError::Http {
                     addr: my_addr.http,
                     reason: e.to_string(),
@@ -482,6 +496,7 @@ impl Node {
             status,
             seals,
             staller,
+            log_home: Arc::new(std::sync::Mutex::new(Some(log_home))),
             http,
             router,
         })
@@ -510,6 +525,7 @@ impl Node {
         let _ = self.root.shutdown().await;
         self.router.detach();
         self.transport.shutdown().await;
+        self.stop_log_home().await;
         info!(node = %self.id(), "node crashed (simulated)");
     }
 
@@ -521,8 +537,29 @@ impl Node {
         self.local.sequencers.clear();
         self.router.detach();
         self.transport.shutdown().await;
+        self.stop_log_home().await;
         let _ = self.storage.sync().await;
         info!(node = %self.id(), "node stopped");
+    }
+
+    /// Stops the log-server's thread (its actor is stopped by then) and
+    /// waits for it, so nothing of this node touches its storage after.
+    async fn stop_log_home(&self) {
+        let home = self
+            .log_home
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(home) = home {
+            home.stop();
+            let joined = tokio::task::spawn_blocking(move || home.join());
+            if tokio::time::timeout(Duration::from_secs(5), joined)
+                .await
+                .is_err()
+            {
+                tracing::warn!(node = %self.id(), "the log-server's thread did not end within 5 s");
+            }
+        }
     }
 }
 

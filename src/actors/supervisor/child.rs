@@ -4,7 +4,7 @@
 //! factory, so nobody may keep an `Addr` of a child for long: callers go
 //! through the child's [`Slot`], which always holds the live incarnation.
 
-use super::launch::{launch, Running};
+use super::launch::{launch, launch_on, Running};
 use super::watchdog::{WaitGuard, Watchdog};
 use super::{ChildKind, SupervisorSpec};
 use actix::dev::ToEnvelope;
@@ -360,6 +360,31 @@ impl ChildSpec {
         )
     }
 
+    /// Like [`actor`](Self::actor), but every incarnation runs on `home`, an
+    /// arbiter of its own (a thread): for an actor whose handlers touch the
+    /// disk, so a slow disk cannot delay the supervisor's thread. `make`
+    /// still runs on the supervisor's arbiter; the actor is moved to `home`.
+    pub fn actor_on<A, F>(
+        name: impl Into<String>,
+        slot: Slot<A>,
+        home: actix::ArbiterHandle,
+        make: F,
+    ) -> Self
+    where
+        A: Actor<Context = Context<A>> + Handler<Ping> + Send,
+        F: Fn(ChildContext) -> A + Send + Sync + 'static,
+    {
+        ChildSpec::new(
+            name.into(),
+            ChildKind::Actor,
+            Arc::new(HomedActorStarter {
+                slot,
+                home,
+                make: Box::new(make),
+            }),
+        )
+    }
+
     /// A nested supervisor (a subsystem). When it gives up, its parent
     /// restarts it as a whole, with all its children.
     pub fn supervisor(spec: SupervisorSpec) -> Self {
@@ -414,6 +439,38 @@ where
         let actor = catch_unwind(AssertUnwindSafe(|| (self.make)(cx)))
             .map_err(|p| format!("factory panicked: {}", super::launch::panic_message(&*p)))?;
         Ok(launch(
+            actor,
+            args.cx,
+            args.kill,
+            args.sink,
+            Some(self.slot.clone()),
+        ))
+    }
+
+    fn stop_budget(&self, parent_shutdown_timeout: Duration) -> Duration {
+        parent_shutdown_timeout
+    }
+}
+
+/// Starts each incarnation on an arbiter of its own (see
+/// [`ChildSpec::actor_on`]).
+struct HomedActorStarter<A: Actor> {
+    slot: Slot<A>,
+    /// The arbiter every incarnation runs on.
+    home: actix::ArbiterHandle,
+    make: Factory<A>,
+}
+
+impl<A> Starter for HomedActorStarter<A>
+where
+    A: Actor<Context = Context<A>> + Handler<Ping> + Send,
+{
+    fn start(&self, args: StartArgs) -> Result<Running, String> {
+        let cx = args.cx.clone();
+        let actor = catch_unwind(AssertUnwindSafe(|| (self.make)(cx)))
+            .map_err(|p| format!("factory panicked: {}", super::launch::panic_message(&*p)))?;
+        Ok(launch_on(
+            &self.home,
             actor,
             args.cx,
             args.kill,

@@ -13,15 +13,15 @@
 use super::child::{ChildContext, KillTrigger, Ping, Slot};
 use actix::fut::{wrap_future, ActorFutureExt};
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, MailboxError};
-use futures::future::LocalBoxFuture;
+use futures::future::{BoxFuture, LocalBoxFuture};
 use futures::FutureExt;
 use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
-use tokio::sync::mpsc;
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
 
 /// How an incarnation ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,11 +109,32 @@ where
 pub(crate) struct Running {
     pub cx: ChildContext,
     pub ping_in_flight: bool,
+    /// When the supervisor first saw the mailbox closed, waiting for the
+    /// exit report that says why.
+    pub closed_at: Option<tokio::time::Instant>,
     kill: KillTrigger,
     control: ControlSender,
-    abort: AbortHandle,
-    task: Option<JoinHandle<()>>,
+    /// Ends the incarnation's task without its cooperation.
+    abort: Abort,
+    /// Completes when the incarnation's task has ended (taken by `stop`).
+    done: Option<BoxFuture<'static, ()>>,
     probe: Box<dyn Probe + Send>,
+}
+
+/// How to abort an incarnation's task: a tokio task on the supervisor's own
+/// arbiter, or an abortable future on the child's home arbiter.
+enum Abort {
+    Local(AbortHandle),
+    Remote(futures::future::AbortHandle),
+}
+
+impl Abort {
+    fn abort(&self) {
+        match self {
+            Abort::Local(h) => h.abort(),
+            Abort::Remote(h) => h.abort(),
+        }
+    }
 }
 
 impl Running {
@@ -145,7 +166,7 @@ impl Running {
     /// Returns whether it stopped in time.
     pub async fn stop(mut self, budget: Duration) -> bool {
         let _ = self.control.send(Control::Stop);
-        let Some(task) = self.task.take() else {
+        let Some(done) = self.done.take() else {
             return true;
         };
         // actix polls a context one last time while its runtime is being torn
@@ -153,7 +174,7 @@ impl Running {
         if tokio::runtime::Handle::try_current().is_err() {
             return false;
         }
-        tokio::time::timeout(budget, task).await.is_ok()
+        tokio::time::timeout(budget, done).await.is_ok()
         // Dropping `self` kills whatever is left.
     }
 }
@@ -191,10 +212,73 @@ where
     }
     Running {
         ping_in_flight: false,
+        closed_at: None,
         kill,
         control,
-        abort: task.abort_handle(),
-        task: Some(task),
+        abort: Abort::Local(task.abort_handle()),
+        done: Some(task.map(|_| ()).boxed()),
+        probe: Box::new(AddrProbe {
+            addr,
+            slot,
+            incarnation: cx.incarnation(),
+        }),
+        cx,
+    }
+}
+
+/// Like [`launch`], but the incarnation runs on `home`, another arbiter
+/// (its own thread): for an actor whose handlers do blocking work (disk
+/// reads and writes) that must not delay the supervisor's thread, which
+/// also drives QUIC, timers and the failure detector's pings.
+///
+/// The mailbox is made here, so the address is published at once; the
+/// context is built on `home`, since actix contexts never move between
+/// threads. If `home` is gone, the incarnation ends at once as cancelled.
+pub(crate) fn launch_on<A>(
+    home: &actix::ArbiterHandle,
+    actor: A,
+    cx: ChildContext,
+    kill: KillTrigger,
+    sink: ExitSink,
+    slot: Option<Slot<A>>,
+) -> Running
+where
+    A: Actor<Context = Context<A>> + Handler<Ping> + Send,
+{
+    let (control, control_rx) = mpsc::unbounded_channel();
+    let (tx, rx) = actix::dev::channel::channel::<A>(16);
+    let addr = actix::Addr::new(tx);
+    let (abort, registration) = futures::future::AbortHandle::new_pair();
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let guard = ExitGuard {
+        cx: cx.clone(),
+        sink: Some(sink),
+    };
+    let home_cx = cx.clone();
+    // If the closure never runs, dropping it drops the guard: the
+    // supervisor hears `Cancelled`, and `done` completes.
+    home.spawn_fn(move || {
+        let mut ctx = Context::<A>::with_receiver(rx);
+        arm_control(&mut ctx, control_rx, home_cx);
+        let run = futures::future::Abortable::new(
+            run_incarnation(ctx.into_future(actor), guard),
+            registration,
+        );
+        actix_rt::spawn(async move {
+            let _ = run.await;
+            drop(done_tx);
+        });
+    });
+    if let Some(slot) = &slot {
+        slot.publish(cx.path(), cx.incarnation(), addr.clone());
+    }
+    Running {
+        ping_in_flight: false,
+        closed_at: None,
+        kill,
+        control,
+        abort: Abort::Remote(abort),
+        done: Some(done_rx.map(|_| ()).boxed()),
         probe: Box::new(AddrProbe {
             addr,
             slot,

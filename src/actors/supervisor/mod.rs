@@ -259,7 +259,14 @@ impl Supervisor {
             };
             let incarnation = running.incarnation();
             if !running.connected() {
-                self.fail(index, incarnation, "exited (mailbox closed)".into(), ctx);
+                // Its exit report is on its way (an incarnation on another
+                // arbiter closes its mailbox before the report arrives, and
+                // the report says why); fail on the closed mailbox alone
+                // only if no report came within a ping timeout.
+                let closed = *running.closed_at.get_or_insert_with(Instant::now);
+                if closed.elapsed() >= self.spec.ping_timeout {
+                    self.fail(index, incarnation, "exited (mailbox closed)".into(), ctx);
+                }
                 continue;
             }
             let late = overdue
@@ -302,9 +309,9 @@ impl Supervisor {
                 let reason = format!("ping unanswered within {timeout:?}");
                 self.fail(index, incarnation, reason, ctx);
             }
-            Err(MailboxError::Closed) => {
-                self.fail(index, incarnation, "exited (mailbox closed)".into(), ctx)
-            }
+            // The exit report, or the closed-mailbox check in `tick`,
+            // ends the incarnation.
+            Err(MailboxError::Closed) => {}
         }
     }
 

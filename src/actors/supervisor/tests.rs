@@ -88,6 +88,25 @@ impl Probe {
     }
 }
 
+impl Probe {
+    /// Like `spec`, but every incarnation runs on `home`.
+    fn spec_on(
+        name: &'static str,
+        slot: &Slot<Probe>,
+        events: &Events,
+        home: actix::ArbiterHandle,
+    ) -> ChildSpec {
+        let events = events.clone();
+        ChildSpec::actor_on(name, slot.clone(), home, move |cx| Probe {
+            name,
+            cx,
+            events: events.clone(),
+            held_wait: None,
+            crash_on_stop: None,
+        })
+    }
+}
+
 impl Actor for Probe {
     type Context = Context<Self>;
     fn started(&mut self, _: &mut Self::Context) {
@@ -116,6 +135,18 @@ impl Handler<Hello> for Probe {
     type Result = u64;
     fn handle(&mut self, _: Hello, _: &mut Self::Context) -> u64 {
         self.cx.incarnation()
+    }
+}
+
+/// Which thread the handler runs on.
+#[derive(Message)]
+#[rtype(result = "std::thread::ThreadId")]
+struct WhichThread;
+
+impl Handler<WhichThread> for Probe {
+    type Result = MessageResult<WhichThread>;
+    fn handle(&mut self, _: WhichThread, _: &mut Self::Context) -> Self::Result {
+        MessageResult(std::thread::current().id())
     }
 }
 
@@ -213,6 +244,56 @@ async fn a_panic_in_a_handler_is_restarted_and_the_slot_serves_the_new_incarnati
     );
     assert_eq!(slot.path().as_deref(), Some("root/a"));
     finish(root).await;
+}
+
+#[actix_rt::test]
+async fn a_child_on_its_own_arbiter_runs_there_and_is_restarted_killed_and_stopped_like_any() {
+    let home = actix::Arbiter::new();
+    let events = Events::default();
+    let slot = Slot::new();
+    // A longer ping timeout than `fast`: the panic below prints its
+    // backtrace on the home thread, which answers no ping meanwhile (on
+    // one thread the supervisor could not have pinged in between).
+    let spec = fast("root").probe(ms(20), ms(1000)).child(Probe::spec_on(
+        "disk",
+        &slot,
+        &events,
+        home.handle(),
+    ));
+    let root = start_root(spec, Watchdog::new(), no_give_up()).unwrap();
+    answering(&slot, 1).await;
+    let there = slot.send(WhichThread).await.unwrap();
+    assert_ne!(there, std::thread::current().id(), "it runs on its home");
+
+    // A panic there is seen here and restarted there.
+    assert!(slot.send(Crash).await.is_err());
+    answering(&slot, 2).await;
+    let reason = last_reason(&root, "root/disk");
+    assert!(
+        reason.starts_with("panicked: boom in disk handler"),
+        "{reason}"
+    );
+    assert_eq!(slot.send(WhichThread).await.unwrap(), there);
+
+    // A wedged mailbox there is caught by the ping and the incarnation is
+    // aborted on its own thread: its stop hook runs, its mailbox closes.
+    let old = slot.addr().unwrap();
+    slot.send(Wedge).await.unwrap();
+    answering(&slot, 3).await;
+    let reason = last_reason(&root, "root/disk");
+    assert!(reason.starts_with("ping unanswered within"), "{reason}");
+    eventually("the wedged incarnation's stop hook", async || {
+        events.contains("disk stopped 2").then_some(())
+    })
+    .await;
+    assert!(!old.connected());
+    assert_eq!(restarts(&root, "root/disk"), 2);
+
+    // An orderly stop reaches it too.
+    finish(root).await;
+    assert!(events.contains("disk stopped 3"));
+    home.stop();
+    home.join().unwrap();
 }
 
 #[actix_rt::test]
