@@ -97,3 +97,74 @@ fn a_node_whose_syncs_take_500_ms_is_not_suspected_and_healthy_leaders_stay() {
         }
     }
 }
+
+#[test]
+fn in_a_bridge_the_follower_cut_off_from_the_sequencer_keeps_applying_without_a_seal() {
+    let rig = Rig::builder(3).partitions(1).start().unwrap();
+    wait_for_leaders(&rig, Duration::from_secs(10));
+    rig.wait_connected(Duration::from_secs(10)).unwrap();
+    let leader = (1..=3)
+        .find(|&n| leader_mode(&rig, n, 0).as_deref() == Some("Leader"))
+        .unwrap();
+    let sequencer = sequencer_of(&rig, leader, LOG).0;
+    let follower = (1..=3).find(|&n| n != sequencer).unwrap();
+    let segments = chain(&rig, leader, LOG).segments.len();
+    // Some committed records first, so every replica is applying.
+    add_counters(&rig, leader, 0, 20);
+
+    // A bridge: the follower cannot reach the sequencer; both reach the third.
+    rig.cut(sequencer, follower);
+    rig.wait_for("the cut is noticed", Duration::from_secs(5), |r| {
+        r.node(follower).net.is_suspected(NodeId(sequencer))
+    })
+    .unwrap();
+    // For the whole fault, every replica's applied LSN grows within every
+    // window (the sequencer's node and the third node by the stores they
+    // get, the cut-off follower only through the third node).
+    let fault = Duration::from_secs(6);
+    let window = Duration::from_millis(1_500);
+    let start = Instant::now();
+    let writer = load(rig.http(leader), start + fault, 20_000);
+    let applied = |r: &Rig| -> Vec<u64> {
+        (1..=3)
+            .map(|n| processor_status(r, n).map_or(0, |s| s.applied_lsn.0))
+            .collect()
+    };
+    let mut before = applied(&rig);
+    let mut steps = 0;
+    while start.elapsed() < fault {
+        let grew = rig.wait_until("every replica applies more", window, |r| {
+            let now = applied(r);
+            now.iter().zip(&before).all(|(a, b)| a > b).then_some(now)
+        });
+        before = grew.unwrap_or_else(|e| {
+            panic!(
+                "{:?} into the fault: applied {:?}, a window ago {before:?} \
+                 (follower N{follower} cut from sequencer N{sequencer}): {e}",
+                start.elapsed(),
+                applied(&rig),
+            )
+        });
+        steps += 1;
+        assert!(
+            rig.node(follower).net.is_suspected(NodeId(sequencer)),
+            "the bridge still holds"
+        );
+    }
+    assert!(steps >= 2, "{steps} steps of progress in {fault:?}");
+    let (ok, sent) = writer.join().unwrap();
+    assert!(ok > 0, "{ok} of {sent} adds acknowledged");
+    assert_eq!(
+        chain(&rig, leader, LOG).segments.len(),
+        segments,
+        "no seal was needed: the follower learned the commit through the third node"
+    );
+    let probes = rig
+        .node(follower)
+        .logs
+        .metrics()
+        .tail_probes_ahead
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(probes > 0, "the follower learned the tail from a peer");
+    rig.heal();
+}

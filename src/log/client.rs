@@ -45,6 +45,9 @@ pub struct LogMetrics {
     pub append_errors: AtomicU64,
     /// Seal-and-extend requests this node's log client sent its sealer.
     pub seals_driven: AtomicU64,
+    /// Commits this node's readers learned from a peer log-server rather
+    /// than from the sequencer (a bridge or a lossy link to it).
+    pub tail_probes_ahead: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -380,6 +383,8 @@ impl Shared {
             .store(stats.appended_records, Ordering::Relaxed);
         m.append_errors
             .store(stats.append_errors, Ordering::Relaxed);
+        m.tail_probes_ahead
+            .store(stats.tail_probes_ahead, Ordering::Relaxed);
         let next = core.next_wake();
         self.wake.send_if_modified(|cur| {
             let earlier = match (*cur, next) {

@@ -59,6 +59,15 @@
 //!   the loglet sealed; otherwise the known chain is used.
 //! - R6. A read stalled at an open tail for more than twice `seal_grace`
 //!   while the tail's sequencer is suspected seals it in the background.
+//! - R7. A read stalled at an open tail for [`TAIL_PROBE_AFTER`] asks one
+//!   other server of the nodeset (not suspected, in nodeset order; the next
+//!   one only if it does not answer) for committed records from its offset
+//!   on, at most once per [`TAIL_PROBE_AFTER`]. The server answers only
+//!   below the global tail it knows, so what comes back is committed; its
+//!   known global tail raises this node's view for every reader. A node cut
+//!   off from the sequencer but not from the other log-servers (a bridge)
+//!   thus keeps applying: the sequencer's commit reaches it through any
+//!   server that stored it.
 //!
 //! **Trim** (`Input::Trim` → `Done(Trimmed)`): below what this node already
 //! trimmed, nothing; otherwise every segment of the known chain that starts
@@ -110,6 +119,11 @@ pub const CHAIN_RECHECK: Duration = Duration::from_secs(1);
 
 /// Longest wait of a reader between two looks at the tail.
 pub const READ_PAUSE: Duration = Duration::from_millis(250);
+
+/// How long a read at the open tail waits without its local tail moving
+/// before it asks a peer what is committed (R7), and the least time between
+/// two such probes of one read.
+pub const TAIL_PROBE_AFTER: Duration = Duration::from_millis(500);
 
 /// One peer read's timeout.
 pub const PEER_READ_TIMEOUT: Duration = Duration::from_millis(500);
@@ -334,6 +348,9 @@ pub struct LogStats {
     pub appended_records: u64,
     /// Appends that failed.
     pub append_errors: u64,
+    /// Tail probes (R7) that found a commit this node had not heard of:
+    /// how often it learned the tail from a peer instead of the sequencer.
+    pub tail_probes_ahead: u64,
 }
 
 /// A chain refresh in flight (for an operation).
@@ -427,6 +444,15 @@ enum ReadState {
         since: Instant,
         until: Instant,
     },
+    /// R7: a tail probe in flight to the nodeset's `next - 1`th server,
+    /// after a wait that began at `since`.
+    Probe {
+        segment: Segment,
+        offset: Offset,
+        since: Instant,
+        next: usize,
+        call: CallId,
+    },
     /// The chain re-check after a wait.
     Recheck { refresh: Refresh },
 }
@@ -443,8 +469,10 @@ struct ReadOp {
     deadline: Instant,
     /// The chain this read follows.
     chain: Option<Chain>,
-    /// Since when the read waits at an open tail (R6).
+    /// Since when the read waits at an open tail (R6, R7).
     stalled_since: Option<Instant>,
+    /// When this read last asked a peer for the committed tail (R7).
+    probed_at: Option<Instant>,
     /// The chain changed while the read was not waiting (R4).
     chain_moved: bool,
     /// The loglet whose tail this read follows.
@@ -1305,6 +1333,7 @@ impl LogCore {
             deadline,
             chain: None,
             stalled_since: None,
+            probed_at: None,
             chain_moved: false,
             watching: None,
             peer_trimmed: None,
@@ -1514,15 +1543,19 @@ impl LogCore {
     /// nodeset) but had to read from a peer, because it never got them or
     /// found its copy damaged, are stored here again, so every segment
     /// drifts back to full replication without a separate scrub. The local
-    /// log-server writes only the offsets it lacks.
+    /// log-server writes only the offsets it lacks, and learns that every
+    /// offset below `committed` is committed (at least the run's end: a run
+    /// is only ever read below a known committed tail), so the next reader
+    /// here starts from there.
     fn repair_locally(
         &mut self,
         env: &Env,
         segment: &Segment,
         run: &[(Offset, Record)],
+        committed: Offset,
         out: &mut Vec<Effect>,
     ) {
-        let Some(&(first, _)) = run.first() else {
+        let (Some(&(first, _)), Some(&(last, _))) = (run.first(), run.last()) else {
             return;
         };
         if !segment.nodeset.contains(&env.me) {
@@ -1532,7 +1565,7 @@ impl LogCore {
             loglet: segment.loglet,
             first,
             records: Arc::new(run.iter().map(|(_, r)| r.clone()).collect()),
-            known_global_tail: 0,
+            known_global_tail: committed.max(last.saturating_add(1)),
             repair: true,
         });
         self.call(None, env.me, req, REPAIR_TIMEOUT, out);
@@ -1585,7 +1618,7 @@ impl LogCore {
         true
     }
 
-    /// R5, R6: after a wait that began at `since`.
+    /// R5, R6, R7: after a wait that began at `since`.
     fn after_wait(
         &mut self,
         env: &Env,
@@ -1606,7 +1639,133 @@ impl LogCore {
                 r.stalled_since = Some(env.now);
                 self.seal_in_background(env, segment.clone(), out);
             }
+            let probe_due = r
+                .probed_at
+                .is_none_or(|t| env.now.saturating_duration_since(t) >= TAIL_PROBE_AFTER);
+            // A loglet sealed here is a chain question (R5), not a tail one.
+            if probe_due
+                && !locally_sealed
+                && env.now.saturating_duration_since(stalled) >= TAIL_PROBE_AFTER
+            {
+                r.probed_at = Some(env.now);
+                if let Some(offset) = segment.offset_of(r.from.max(segment.base_lsn)) {
+                    return self.probe_tail(env, id, r, segment, offset, since, 0, out);
+                }
+            }
         }
+        self.recheck_chain(env, id, r, segment, out)
+    }
+
+    /// R7: asks the nodeset's next server from index `next` on (not this
+    /// node, not suspected) for committed records from `offset`; with none
+    /// left, goes on to the chain re-check.
+    #[allow(clippy::too_many_arguments)]
+    fn probe_tail(
+        &mut self,
+        env: &Env,
+        id: OpId,
+        r: &mut ReadOp,
+        segment: Segment,
+        offset: Offset,
+        since: Instant,
+        next: usize,
+        out: &mut Vec<Effect>,
+    ) -> bool {
+        for (i, &peer) in segment.nodeset.iter().enumerate().skip(next) {
+            if peer == env.me || env.is_suspected(peer) {
+                continue;
+            }
+            let req = Request::GetRecords(GetRecords {
+                loglet: segment.loglet,
+                from: offset,
+                to: Offset::MAX,
+                max_bytes: READ_MAX_BYTES as u32,
+                include_uncommitted: false,
+            });
+            let call = self.call(Some(id), peer, req, PEER_READ_TIMEOUT, out);
+            r.state = ReadState::Probe {
+                segment,
+                offset,
+                since,
+                next: i + 1,
+                call,
+            };
+            return true;
+        }
+        self.recheck_chain(env, id, r, segment, out)
+    }
+
+    /// R7: a probe's answer.
+    #[allow(clippy::too_many_arguments)]
+    fn probe_answered(
+        &mut self,
+        env: &Env,
+        id: OpId,
+        r: &mut ReadOp,
+        segment: Segment,
+        offset: Offset,
+        since: Instant,
+        next: usize,
+        result: Result<Response, CallError>,
+        out: &mut Vec<Effect>,
+    ) -> bool {
+        let reply = match result {
+            Ok(Response::Records(Ok(reply))) => reply,
+            Ok(Response::Records(Err(e))) => {
+                debug!(loglet = %segment.loglet, "tail probe failed: {e}");
+                return self.probe_tail(env, id, r, segment, offset, since, next, out);
+            }
+            Ok(other) => {
+                debug!(loglet = %segment.loglet, "tail probe answered {other:?}");
+                return self.probe_tail(env, id, r, segment, offset, since, next, out);
+            }
+            Err(e) => {
+                debug!(loglet = %segment.loglet, "tail probe failed: {e}");
+                return self.probe_tail(env, id, r, segment, offset, since, next, out);
+            }
+        };
+        // The peer's known global tail is committed: every reader of the
+        // loglet on this node may read up to it (other readers are told;
+        // this one is not in `ops` while it runs).
+        let known = self.tails.get(&segment.loglet).map(|t| t.known_global_tail);
+        if known.is_some_and(|k| reply.tail.known_global_tail > k) {
+            let raised = TailInfo {
+                known_global_tail: reply.tail.known_global_tail,
+                ..TailInfo::default()
+            };
+            self.tail_changed(env, segment.loglet, raised, out);
+            self.stats.tail_probes_ahead += 1;
+        }
+        let run = contiguous(offset, reply.records, r.max);
+        if !run.is_empty() {
+            r.stalled_since = None;
+            let committed = reply.tail.known_global_tail;
+            self.repair_locally(env, &segment, &run, committed, out);
+            return self.read_run(env, id, r, segment, run, out);
+        }
+        if self
+            .tails
+            .get(&segment.loglet)
+            .is_some_and(|t| t.known_global_tail > offset)
+        {
+            // Committed past the offset, yet the probed server sent nothing
+            // (trimmed or damaged there): the ordinary read path decides.
+            return self.read_attempt(env, id, r, out);
+        }
+        self.recheck_chain(env, id, r, segment, out)
+    }
+
+    /// R5: the chain as known if it is fresh, else a register read; then
+    /// the next attempt.
+    fn recheck_chain(
+        &mut self,
+        env: &Env,
+        id: OpId,
+        r: &mut ReadOp,
+        segment: Segment,
+        out: &mut Vec<Effect>,
+    ) -> bool {
+        let locally_sealed = self.tails.get(&segment.loglet).is_some_and(|t| t.sealed);
         let fresh = self
             .checked
             .get(&r.log)
@@ -1737,7 +1896,7 @@ impl LogCore {
                         let trimmed = reply.trimmed_below;
                         let run = contiguous(offset, reply.records, r.max);
                         if !run.is_empty() {
-                            self.repair_locally(env, &segment, &run, out);
+                            self.repair_locally(env, &segment, &run, end, out);
                             return self.read_run(env, id, r, segment, run, out);
                         }
                         if trimmed > offset {
@@ -1749,6 +1908,18 @@ impl LogCore {
                     Err(e) => debug!("remote read failed: {e}"),
                 }
                 self.read_peer(env, id, r, segment, offset, end, next, out)
+            }
+            (
+                ReadState::Probe {
+                    segment,
+                    offset,
+                    since,
+                    next,
+                    call,
+                },
+                Event::Reply(c, result),
+            ) if c == call => {
+                self.probe_answered(env, id, r, segment, offset, since, next, result, out)
             }
             (ReadState::Wait { segment, since, .. }, Event::Tail(loglet))
                 if loglet == segment.loglet =>
@@ -2236,7 +2407,8 @@ mod tests {
             LogStats {
                 appends: 1,
                 appended_records: 1,
-                append_errors: 0
+                append_errors: 0,
+                tail_probes_ahead: 0,
             }
         );
         assert_eq!(c.ops(), 0);
@@ -2765,7 +2937,8 @@ mod tests {
                 loglet: loglet0(),
                 first: 0,
                 records: Arc::new(vec![rec(0), rec(1)]),
-                known_global_tail: 0,
+                // Read below the known committed tail: committed here too.
+                known_global_tail: 2,
                 repair: true,
             })
         );
@@ -2901,6 +3074,9 @@ mod tests {
         assert!(reading(&mut c, t0, t0 + Duration::from_secs(5), 0).is_empty());
         let t1 = t0 + CHAIN_RECHECK;
         let out = c.handle(&env(t1), Input::Tick);
+        // Stalled past TAIL_PROBE_AFTER: a peer is asked first (R7); it
+        // knows no more.
+        let out = reply(&mut c, &env(t1), &out, records(&[]));
         assert!(
             matches!(&out[..], [Effect::Meta { change: Change::Read, timeout, .. }] if *timeout == Duration::from_secs(4))
         );
@@ -2970,6 +3146,118 @@ mod tests {
         assert!(!out
             .iter()
             .any(|e| matches!(e, Effect::SealAndExtend { .. })));
+    }
+
+    /// A reply to a tail probe: `offsets` and a known global tail.
+    fn probed(offsets: &[u64], known_global_tail: Offset) -> Result<Response, CallError> {
+        Ok(Response::Records(Ok(RecordsReply {
+            records: offsets.iter().map(|&o| (o, rec(o))).collect(),
+            tail: TailInfo {
+                known_global_tail,
+                local_tail: known_global_tail,
+                ..TailInfo::default()
+            },
+            damaged: Vec::new(),
+            trimmed_below: 0,
+        })))
+    }
+
+    #[test]
+    fn r7_a_read_cut_off_from_the_sequencer_learns_the_commit_from_another_log_server() {
+        let t0 = Instant::now();
+        let mut c = core();
+        // N1 cannot reach N2, the sequencer; its own log-server got nothing.
+        let e = |now| suspecting(now, n(2));
+        assert!(reading(&mut c, t0, t0 + Duration::from_secs(10), 0).is_empty());
+        let t1 = t0 + READ_PAUSE;
+        assert!(
+            c.handle(&e(t1), Input::Tick).is_empty(),
+            "no probe before TAIL_PROBE_AFTER"
+        );
+        let t2 = t0 + TAIL_PROBE_AFTER;
+        let out = c.handle(&e(t2), Input::Tick);
+        let (to, _, req) = call_of(&out);
+        assert_eq!(to, n(3), "the suspected sequencer's server is skipped");
+        assert!(
+            matches!(&req, Request::GetRecords(g) if g.from == 0 && g.to == Offset::MAX && !g.include_uncommitted),
+            "only committed records are asked for: {req:?}"
+        );
+        // N3 holds two committed records and knows a third is committed.
+        let out = reply(&mut c, &e(t2), &out, probed(&[0, 1], 3));
+        let repair = out.iter().find_map(|x| match x {
+            Effect::Call {
+                to,
+                req: Request::Store(s),
+                ..
+            } => Some((*to, s.clone())),
+            _ => None,
+        });
+        let (to, store) = repair.expect("the run is stored here again");
+        assert_eq!((to, store.first, store.repair), (n(1), 0, true));
+        assert_eq!(
+            store.known_global_tail, 3,
+            "the local log-server learns the commit too"
+        );
+        assert_eq!(
+            done(&out),
+            &OpResult::Read(Ok(vec![(Lsn(1), rec(0)), (Lsn(2), rec(1))]))
+        );
+        assert_eq!(c.stats().tail_probes_ahead, 1);
+    }
+
+    #[test]
+    fn r7_an_unanswered_probe_moves_to_the_next_server_and_an_idle_tail_is_probed_at_most_every_interval(
+    ) {
+        let t0 = Instant::now();
+        let mut c = core();
+        assert!(reading(&mut c, t0, t0 + Duration::from_secs(10), 0).is_empty());
+        let t1 = t0 + TAIL_PROBE_AFTER;
+        let out = c.handle(&env(t1), Input::Tick);
+        assert_eq!(call_of(&out).0, n(2));
+        let out = reply(&mut c, &env(t1), &out, down(n(2)));
+        assert_eq!(call_of(&out).0, n(3), "no answer: the next server");
+        // N3 knows nothing past the offset: an idle log, back to waiting.
+        let out = reply(&mut c, &env(t1), &out, probed(&[], 0));
+        assert!(
+            !out.iter().any(|x| matches!(x, Effect::Call { .. })),
+            "{out:?}"
+        );
+        assert_eq!(c.stats().tail_probes_ahead, 0);
+        // The next probe waits a whole interval.
+        let mut probes = 0;
+        let mut now = t1;
+        while now < t1 + TAIL_PROBE_AFTER * 4 {
+            now = c.next_wake().expect("the read waits");
+            let mut out = c.handle(&env(now), Input::Tick);
+            while let Some(Effect::Call { call, to, req, .. }) = out.first().cloned() {
+                if let Request::GetRecords(_) = req {
+                    probes += 1;
+                }
+                out = c.handle(
+                    &env(now),
+                    Input::Reply {
+                        call,
+                        from: to,
+                        result: probed(&[], 0),
+                    },
+                );
+            }
+            out.retain(|x| matches!(x, Effect::Meta { .. }));
+            if let Some(Effect::Meta { op, .. }) = out.first().cloned() {
+                c.handle(
+                    &env(now),
+                    Input::MetaDone {
+                        op,
+                        result: Ok(Outcome::Value(Some(versioned(3, &chain())))),
+                    },
+                );
+            }
+        }
+        assert!(
+            (3..=4).contains(&probes),
+            "{probes} probes in {:?}",
+            TAIL_PROBE_AFTER * 4
+        );
     }
 
     #[test]

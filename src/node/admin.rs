@@ -241,6 +241,12 @@ async fn metrics(admin: web::Data<Admin>) -> HttpResponse {
             counter(lm.append_errors.load(Ordering::Relaxed)),
         ),
         (
+            "keel_tail_probes_ahead_total",
+            "Commits this node's readers learned from a peer log-server, not the sequencer.",
+            "counter",
+            counter(lm.tail_probes_ahead.load(Ordering::Relaxed)),
+        ),
+        (
             "keel_committed_records_total",
             "Records committed by this node's sequencers.",
             "counter",
