@@ -193,3 +193,24 @@ fn catches_rejoin_blank() {
     let config = with_wipes(BugSet::NONE.with(Bug::RejoinBlank));
     first_catch(&config, WIPE_SEEDS, Bug::RejoinBlank);
 }
+
+/// Seeds every `cargo test` runs with the gray faults in the schedule.
+const GRAY_SEEDS: u64 = 150;
+
+/// A slow disk (syncs 50–500 ms late) and a node that stalls for tens to
+/// hundreds of milliseconds again and again, among the other faults: every
+/// invariant holds, and the runs really slowed syncs and stalled nodes.
+#[test]
+fn the_gray_seeds_pass() {
+    let mut config = SimConfig::default();
+    config.faults.gray = true;
+    all_pass(&config, GRAY_SEEDS);
+    let (mut slow, mut stalled) = (0, 0);
+    for seed in 0..40 {
+        let r = run(seed, &config);
+        slow += r.gray.0;
+        stalled += r.gray.1;
+    }
+    assert!(slow > 100, "40 seeds delayed only {slow} syncs");
+    assert!(stalled > 100, "40 seeds held back only {stalled} events");
+}

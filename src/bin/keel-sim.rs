@@ -39,6 +39,10 @@ struct Args {
     /// Let half the crashes also lose the node's disk (it rejoins).
     #[arg(long)]
     wipes: bool,
+    /// Add the gray faults: a slow disk (syncs 50-500 ms late) and a node
+    /// that stalls for 20-300 ms again and again.
+    #[arg(long)]
+    gray: bool,
 }
 
 fn bug(name: &str) -> Option<Bug> {
@@ -55,22 +59,29 @@ fn bug(name: &str) -> Option<Bug> {
     })
 }
 
-fn replay(seed: u64, bugs: &[String]) -> String {
+/// The command that replays `seed` under the same schedule and bugs.
+fn replay(seed: u64, args: &Args) -> String {
     let mut cmd = format!("cargo run --release --bin keel-sim -- --seed {seed} --trace");
-    for b in bugs {
+    for b in &args.bug {
         cmd.push_str(&format!(" --bug {b}"));
+    }
+    if args.wipes {
+        cmd.push_str(" --wipes");
+    }
+    if args.gray {
+        cmd.push_str(" --gray");
     }
     cmd
 }
 
-fn print_failure(r: &Report, bugs: &[String]) {
+fn print_failure(r: &Report, args: &Args) {
     println!("seed {} FAILED at {:?} simulated", r.seed, r.failed_at);
     for v in &r.violations {
         println!("  violation: {v}");
     }
     println!("events leading to it (last {}):", r.trace.entries().count());
     print!("{}", r.trace.render());
-    println!("replay: {}", replay(r.seed, bugs));
+    println!("replay: {}", replay(r.seed, args));
 }
 
 fn main() {
@@ -91,6 +102,7 @@ fn main() {
         ..SimConfig::default()
     };
     config.faults.wipes = args.wipes;
+    config.faults.gray = args.gray;
     if let Some(seed) = args.seed {
         let started = Instant::now();
         let r = run(seed, &config);
@@ -99,17 +111,18 @@ fn main() {
         }
         let real = started.elapsed();
         println!(
-            "seed {seed}: {} events, {:?} simulated in {real:?} ({:.0}x), ops ok/fail/info {:?}, disks lost/rejoined {:?}",
+            "seed {seed}: {} events, {:?} simulated in {real:?} ({:.0}x), ops ok/fail/info {:?}, disks lost/rejoined {:?}, syncs slowed/events stalled {:?}",
             r.events,
             r.simulated,
             r.simulated.as_secs_f64() / real.as_secs_f64().max(1e-9),
             r.ops,
-            r.wipes
+            r.wipes,
+            r.gray
         );
         if r.passed() {
             println!("passed");
         } else {
-            print_failure(&r, &args.bug);
+            print_failure(&r, &args);
             std::process::exit(1);
         }
         return;
@@ -165,7 +178,7 @@ fn main() {
     failures.sort_by_key(|r| r.seed);
     if let Some(first) = failures.first() {
         println!("{} failing seeds", failures.len());
-        print_failure(first, &args.bug);
+        print_failure(first, &args);
         std::process::exit(1);
     }
     println!("all passed");

@@ -1,7 +1,9 @@
 //! The fault schedule of a run, drawn from its seed: windows of one fault
 //! each (a node isolated, a one-way cut, a crash and restart, a lossy and
-//! duplicating link, and, if asked, a lost disk), each undone at its window's end, then a final heal
-//! (every link whole, every node up) and a quiet period.
+//! duplicating link, and, if asked, a lost disk or the gray faults of a
+//! slow disk and a stalling node), each undone at its window's end, then a
+//! final heal (every link whole, every node up, every disk fast) and a
+//! quiet period.
 
 use crate::types::NodeId;
 use rand::rngs::StdRng;
@@ -39,9 +41,16 @@ pub enum Fault {
     /// Nothing `node` sends arrives (every link out of it cut), but it
     /// hears everyone.
     Strand(NodeId),
+    /// Every sync of `node` takes `delay` longer (zero: a healthy disk
+    /// again). Links and the node's other work are unaffected.
+    SlowDisk { node: NodeId, delay: Duration },
+    /// `node` handles nothing for `length` (a stalled runtime: messages,
+    /// timers and sync completions wait and are handled late, in order).
+    Stall { node: NodeId, length: Duration },
     /// Every link whole again (nodes stay as they are).
     HealLinks,
-    /// Every link whole and every node up: the last fault is over.
+    /// Every link whole, every node up, every disk fast: the last fault
+    /// is over.
     HealAll,
 }
 
@@ -66,6 +75,9 @@ pub struct FaultConfig {
     /// Whether half the crashes lose the disk too (`Wipe`, then `Rejoin`).
     /// Off by default, so the seeds of the other runs keep their schedules.
     pub wipes: bool,
+    /// Whether the gray faults are drawn too: a slow disk, a node that
+    /// stalls again and again. Off by default, as `wipes`.
+    pub gray: bool,
 }
 
 impl Default for FaultConfig {
@@ -75,6 +87,7 @@ impl Default for FaultConfig {
             heal: Duration::from_secs(11),
             max_window: Duration::from_secs(5),
             wipes: false,
+            gray: false,
         }
     }
 }
@@ -93,7 +106,8 @@ impl Schedule {
             if b == a {
                 b = nodes[(nodes.iter().position(|n| *n == a).unwrap_or(0) + 1) % nodes.len()];
             }
-            match rng.gen_range(0..8) {
+            let kinds = if config.gray { 10 } else { 8 };
+            match rng.gen_range(0..kinds) {
                 0 => {
                     events.push((t, Fault::Isolate(a)));
                     events.push((end, Fault::HealLinks));
@@ -134,6 +148,28 @@ impl Schedule {
                     ));
                     events.push((end, Fault::HealLinks));
                 }
+                8 => {
+                    let delay = Duration::from_millis(rng.gen_range(50..=500));
+                    events.push((t, Fault::SlowDisk { node: a, delay }));
+                    events.push((
+                        end,
+                        Fault::SlowDisk {
+                            node: a,
+                            delay: Duration::ZERO,
+                        },
+                    ));
+                }
+                9 => {
+                    // Stalls of tens to hundreds of milliseconds, one per
+                    // period, for the window.
+                    let period = Duration::from_millis(rng.gen_range(400..=1000));
+                    let mut at = t;
+                    while at < end {
+                        let length = Duration::from_millis(rng.gen_range(20..=300));
+                        events.push((at, Fault::Stall { node: a, length }));
+                        at += period;
+                    }
+                }
                 _ => {
                     events.push((t, Fault::Split { minority: vec![a] }));
                     events.push((end, Fault::HealLinks));
@@ -168,5 +204,38 @@ mod tests {
         assert_eq!(s.events.last(), Some(&(s.healed_at, Fault::HealAll)));
         assert!(s.events.windows(2).all(|w| w[0].0 <= w[1].0));
         assert_eq!(s.events, draw(5).events);
+    }
+
+    #[test]
+    fn gray_faults_are_drawn_only_when_asked_and_each_slow_disk_ends() {
+        let nodes = [NodeId(1), NodeId(2), NodeId(3)];
+        let draw = |seed, gray| {
+            let config = FaultConfig {
+                gray,
+                ..FaultConfig::default()
+            };
+            Schedule::draw(&config, &nodes, &mut StdRng::seed_from_u64(seed)).events
+        };
+        let gray = |f: &Fault| matches!(f, Fault::SlowDisk { .. } | Fault::Stall { .. });
+        let plain: Vec<_> = (0..50).flat_map(|s| draw(s, false)).collect();
+        assert!(!plain.iter().any(|(_, f)| gray(f)));
+        let with: Vec<_> = (0..50).flat_map(|s| draw(s, true)).collect();
+        let stalls = with
+            .iter()
+            .filter(|(_, f)| matches!(f, Fault::Stall { .. }))
+            .count();
+        let slowed = with
+            .iter()
+            .filter(|(_, f)| matches!(f, Fault::SlowDisk { delay, .. } if !delay.is_zero()))
+            .count();
+        let restored = with
+            .iter()
+            .filter(|(_, f)| matches!(f, Fault::SlowDisk { delay, .. } if delay.is_zero()))
+            .count();
+        assert!(
+            stalls > 10 && slowed > 3,
+            "{stalls} stalls, {slowed} slow disks"
+        );
+        assert_eq!(slowed, restored, "every slow disk is made fast again");
     }
 }

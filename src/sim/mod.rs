@@ -104,6 +104,8 @@ pub struct Report {
     pub ops: (u64, u64, u64),
     /// Disks lost and rejoins that ended.
     pub wipes: (u64, u64),
+    /// Syncs a slow disk delayed, and events a stalled node handled late.
+    pub gray: (u64, u64),
     /// The trace's hash (equal for equal runs).
     pub trace_hash: u64,
     /// The trace (the last entries, or all of them in a full trace).
@@ -182,6 +184,8 @@ pub fn world(seed: u64, config: &SimConfig) -> World {
         deafen_once,
         strand_once,
         strand_until: None,
+        slow_disk: vec![Duration::ZERO; ids.len()],
+        stalled_until: vec![None; ids.len()],
         faults_from: config.faults.start,
     };
     for i in 0..n {
@@ -253,6 +257,7 @@ pub fn run(seed: u64, config: &SimConfig) -> Report {
         simulated: w.sched.elapsed(),
         ops,
         wipes: (w.observed.wipes, w.observed.rejoins),
+        gray: (w.observed.slow_syncs, w.observed.stalled_events),
         trace_hash: w.trace.hash(),
         trace: w.trace,
     }

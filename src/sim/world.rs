@@ -254,6 +254,10 @@ pub struct Observed {
     pub conflicts: BTreeSet<u64>,
     /// Disks lost (wipes carried out).
     pub wipes: u64,
+    /// Syncs that a slow disk delayed.
+    pub slow_syncs: u64,
+    /// Events a stalled node handled late.
+    pub stalled_events: u64,
     /// Rejoins that ended.
     pub rejoins: u64,
 }
@@ -309,6 +313,10 @@ pub struct World {
     pub strand_once: Option<Duration>,
     /// While a strand lasts: when it ends (the schedule's faults wait).
     pub strand_until: Option<Instant>,
+    /// How much longer each node's syncs take (by index; a slow disk).
+    pub slow_disk: Vec<Duration>,
+    /// Until when each node handles nothing (by index; a stall).
+    pub stalled_until: Vec<Option<Instant>>,
     /// No fault before this.
     pub faults_from: Duration,
     /// Accepts being served (host token) and the write each carries.
@@ -478,7 +486,11 @@ impl World {
     /// Syncs `lane` of node `n` after the disk's latency, then `then`.
     fn sync_then(&mut self, n: usize, lane: Lane, then: AfterSync) {
         let inc = self.nodes[n].inc;
-        let d = Duration::from_micros(self.rng.gen_range(SYNC_LATENCY_US));
+        let mut d = Duration::from_micros(self.rng.gen_range(SYNC_LATENCY_US));
+        if let Some(slow) = self.slow_disk.get(n).filter(|s| !s.is_zero()) {
+            d += *slow;
+            self.observed.slow_syncs += 1;
+        }
         self.sched.after(
             d,
             Event::Synced {
@@ -493,8 +505,38 @@ impl World {
     // -----------------------------------------------------------------
     // Handling events
 
+    /// The node whose thread handles `event` (none: a client's or the
+    /// world's own).
+    fn handled_by(&self, event: &Event) -> Option<usize> {
+        match event {
+            Event::Deliver {
+                to: Dest::Node(n), ..
+            }
+            | Event::Wake { node: n, .. }
+            | Event::Synced { node: n, .. }
+            | Event::Flush { node: n, .. }
+            | Event::Drained { node: n, .. }
+            | Event::RestartProcessor { node: n, .. }
+            | Event::SealTimeout { node: n, .. }
+            | Event::Detect { at: n, .. } => Some(*n),
+            Event::CallTimeout { id } => match self.calls.get(id).map(|c| &c.owner) {
+                Some(Owner::Node { node, .. }) => Some(*node),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// Handles one event.
     pub fn handle(&mut self, event: Event) {
+        // A stalled node handles its events when the stall ends, in order.
+        if let Some(n) = self.handled_by(&event) {
+            if let Some(until) = self.stalled_until[n].filter(|u| *u > self.sched.now()) {
+                self.observed.stalled_events += 1;
+                self.sched.at(until, event);
+                return;
+            }
+        }
         match event {
             Event::Deliver { to, msg } => self.deliver(to, msg),
             Event::Wake { node, inc } => {
@@ -1980,9 +2022,19 @@ impl World {
                     self.net.cut_one_way(node, *other);
                 }
             }
+            Fault::SlowDisk { node, delay } => {
+                let n = self.idx(node);
+                self.slow_disk[n] = delay;
+            }
+            Fault::Stall { node, length } => {
+                let n = self.idx(node);
+                let until = self.sched.now() + length;
+                self.stalled_until[n] = Some(self.stalled_until[n].map_or(until, |u| u.max(until)));
+            }
             Fault::HealLinks => self.net.heal(),
             Fault::HealAll => {
                 self.net.heal();
+                self.slow_disk.iter_mut().for_each(|d| *d = Duration::ZERO);
                 for n in 0..self.nodes.len() {
                     if !self.nodes[n].up {
                         self.restart(n);
