@@ -7,6 +7,8 @@ mod common;
 use common::*;
 use keel::rig::Rig;
 use keel::types::NodeId;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Every ordered pair of distinct nodes that suspects the other right now.
@@ -26,9 +28,19 @@ fn suspicions(rig: &Rig) -> Vec<(u32, u32)> {
 /// Sequential counter adds through `via` until `until`, at most `max`;
 /// returns (acknowledged, sent).
 fn load(base: String, until: Instant, max: u64) -> std::thread::JoinHandle<(u64, u64)> {
+    load_while(base, Arc::new(AtomicBool::new(false)), until, max)
+}
+
+/// As [`load`], also ending once `stop` is set.
+fn load_while(
+    base: String,
+    stop: Arc<AtomicBool>,
+    until: Instant,
+    max: u64,
+) -> std::thread::JoinHandle<(u64, u64)> {
     std::thread::spawn(move || {
         let (mut ok, mut sent) = (0, 0);
-        while Instant::now() < until && sent < max {
+        while Instant::now() < until && sent < max && !stop.load(Ordering::Relaxed) {
             let reply = post(&base, &format!("Counter/g{}/add", sent % 30), 1.into());
             sent += 1;
             ok += u64::from(reply.status == 200);
@@ -167,4 +179,73 @@ fn in_a_bridge_the_follower_cut_off_from_the_sequencer_keeps_applying_without_a_
         .load(std::sync::atomic::Ordering::Relaxed);
     assert!(probes > 0, "the follower learned the tail from a peer");
     rig.heal();
+}
+
+#[test]
+fn a_node_whose_links_lose_30_percent_is_scored_degraded_by_both_peers_and_healthy_after_the_heal()
+{
+    let rig = Rig::builder(3).partitions(3).start().unwrap();
+    wait_for_leaders(&rig, Duration::from_secs(10));
+    rig.wait_connected(Duration::from_secs(10)).unwrap();
+    let healthy = |r: &Rig, at: u32, peer: u32| r.node(at).transport.is_healthy(NodeId(peer));
+    assert!(
+        (1..=3).all(|a| (1..=3).all(|b| healthy(&rig, a, b))),
+        "every link starts healthy"
+    );
+    // 30% of the packets to and from N3 are lost, on N3's socket.
+    for peer in [1, 2] {
+        let addr = rig.config(peer).address(NodeId(peer)).unwrap().quic;
+        rig.fault(3).modify(addr, |r| {
+            r.loss_outbound_pct = 30;
+            r.loss_inbound_pct = 30;
+        });
+    }
+    // Traffic over every link (N3 leads a partition, so stores go both
+    // ways), through the heal too: a link is judged by what it carries.
+    let until = Instant::now() + Duration::from_secs(30);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = [1, 2]
+        .into_iter()
+        .map(|n| load_while(rig.http(n), stop.clone(), until, 5_000))
+        .collect();
+    let took = rig
+        .wait_for(
+            "both peers score N3 degraded",
+            Duration::from_secs(10),
+            |r| !healthy(r, 1, 3) && !healthy(r, 2, 3),
+        )
+        .unwrap();
+    eprintln!("N3 scored degraded by both peers {took:?} into the loss");
+    assert!(
+        healthy(&rig, 1, 2) && healthy(&rig, 2, 1),
+        "the healthy pair stays healthy"
+    );
+    // Status says why, and the peers are still connected: liveness alone
+    // would not tell.
+    let n3 = rig
+        .node(1)
+        .transport
+        .peers()
+        .into_iter()
+        .find(|p| p.node == NodeId(3))
+        .unwrap();
+    let health = n3.health.clone().expect("health in status");
+    assert!(n3.connected, "still connected: {n3:?}");
+    assert!(!health.healthy && health.loss > 0.1, "{health:?}");
+    assert!(
+        health.why.as_deref().is_some_and(|w| w.contains("packets")),
+        "{health:?}"
+    );
+    rig.heal();
+    rig.wait_for(
+        "every link healthy again after the heal",
+        Duration::from_secs(15),
+        |r| (1..=3).all(|a| (1..=3).all(|b| healthy(r, a, b))),
+    )
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        let (ok, sent) = w.join().unwrap();
+        assert!(ok > 0, "{ok} of {sent}");
+    }
 }

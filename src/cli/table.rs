@@ -63,6 +63,7 @@ pub fn cluster_status(status: &ClusterStatus) -> String {
     let mut parts = Vec::new();
     let mut restarts = Vec::new();
     let mut waits = Vec::new();
+    let mut degraded = Vec::new();
     for report in &status.nodes {
         let Some(s) = &report.status else {
             nodes.push(vec![
@@ -77,6 +78,19 @@ pub fn cluster_status(status: &ClusterStatus) -> String {
             continue;
         };
         let connected = s.peers.iter().filter(|p| p.connected).count();
+        let sick: Vec<_> = s
+            .peers
+            .iter()
+            .filter_map(|p| Some((p, p.health.as_ref().filter(|h| !h.healthy)?)))
+            .collect();
+        for (p, h) in &sick {
+            degraded.push(vec![
+                s.node.to_string(),
+                p.node.to_string(),
+                duration(h.for_ms),
+                h.why.clone().unwrap_or_default(),
+            ]);
+        }
         let restart_total: u64 = s
             .supervision
             .children
@@ -95,7 +109,11 @@ pub fn cluster_status(status: &ClusterStatus) -> String {
                 "ALIVE".into()
             },
             disk(&s.storage),
-            format!("{connected}/{}", s.peers.len()),
+            if sick.is_empty() {
+                format!("{connected}/{}", s.peers.len())
+            } else {
+                format!("{connected}/{} ({} degraded)", s.peers.len(), sick.len())
+            },
             duration(s.uptime_ms),
             restart_total.to_string(),
             oldest
@@ -190,6 +208,10 @@ pub fn cluster_status(status: &ClusterStatus) -> String {
         ],
         &parts,
     ));
+    if !degraded.is_empty() {
+        out.push('\n');
+        out.push_str(&render(&["NODE", "DEGRADED-PEER", "FOR", "WHY"], &degraded));
+    }
     if !restarts.is_empty() {
         out.push('\n');
         out.push_str(&render(

@@ -215,6 +215,12 @@ async fn metrics(admin: web::Data<Admin>) -> HttpResponse {
             .map(|p| (format!("partition=\"{}\"", p.partition.0), f(p) as f64))
             .collect::<Vec<_>>()
     };
+    let per_peer = |f: fn(&crate::transport::health::PeerHealth) -> f64| {
+        node.peers
+            .iter()
+            .filter_map(|p| Some((format!("peer=\"{}\"", p.node.0), f(p.health.as_ref()?))))
+            .collect::<Vec<_>>()
+    };
     let status = admin.root.status();
     let restarts: u64 = status.children.iter().map(|c| c.restarts_total).sum();
     let peers = admin.net.nodes().len() as f64;
@@ -347,6 +353,18 @@ async fn metrics(admin: web::Data<Admin>) -> HttpResponse {
             "Peers configured.",
             "gauge",
             vec![(String::new(), peers - 1.0)],
+        ),
+        (
+            "keel_peer_degraded",
+            "1 while the link to the peer is scored degraded (loss, timeouts, RTT).",
+            "gauge",
+            per_peer(|h| f64::from(u8::from(!h.healthy))),
+        ),
+        (
+            "keel_peer_loss_ratio",
+            "The share of packets to the peer lost over the last judged sample.",
+            "gauge",
+            per_peer(|h| h.loss),
         ),
     ]);
     HttpResponse::Ok()

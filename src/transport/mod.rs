@@ -25,6 +25,7 @@ mod endpoint;
 mod error;
 mod fault;
 pub mod frame;
+pub mod health;
 mod link;
 mod peer;
 mod rpc;
@@ -106,6 +107,8 @@ pub(crate) struct Shared<M> {
     closing: watch::Sender<bool>,
     next_request: AtomicU64,
     stats: Stats,
+    /// Every peer's link health, scored every `health::SAMPLE_EVERY`.
+    health: Mutex<health::HealthCore>,
     /// The accept loop and the dialers.
     tasks: Mutex<Vec<JoinHandle<()>>>,
     socket: Weak<dyn quinn::AsyncUdpSocket>,
@@ -206,14 +209,18 @@ impl<M: WireMessage> Transport<M> {
             closing: watch::channel(false).0,
             next_request: AtomicU64::new(1),
             stats: Stats::default(),
+            health: Mutex::new(health::HealthCore::new(health::HealthConfig::default())),
             tasks: Mutex::new(Vec::new()),
             socket: bound.socket,
         });
 
         let span = tracing::info_span!("transport", %node);
-        let mut tasks = vec![tokio::spawn(
-            link::accept_loop(shared.clone(), bound.endpoint.clone()).instrument(span.clone()),
-        )];
+        let mut tasks = vec![
+            tokio::spawn(
+                link::accept_loop(shared.clone(), bound.endpoint.clone()).instrument(span.clone()),
+            ),
+            tokio::spawn(score_health(shared.clone()).instrument(span.clone())),
+        ];
         for peer in shared.peers.values().filter(|p| p.id > node) {
             let link_span = tracing::info_span!(parent: &span, "link", peer = %peer.id);
             tasks.push(tokio::spawn(
@@ -271,10 +278,23 @@ impl<M: WireMessage> Transport<M> {
         }
         let pending = live.pending.clone();
         drop(live);
+        let peer = self.shared.peers.get(&to);
         match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(result)) => result,
+            Ok(Ok(result)) => {
+                // A lost connection is the failure detector's news, not
+                // the link's quality.
+                if let Some(p) =
+                    peer.filter(|_| !matches!(result, Err(TransportError::ConnectionLost(_))))
+                {
+                    p.call_ended(true);
+                }
+                result
+            }
             Ok(Err(_)) => Err(TransportError::ConnectionLost(to)),
             Err(_) => {
+                if let Some(p) = peer {
+                    p.call_ended(false);
+                }
                 pending.remove(id);
                 Err(TransportError::Timeout {
                     peer: to,
@@ -313,11 +333,28 @@ impl<M: WireMessage> Transport<M> {
 
     /// Every configured peer, for status output.
     pub fn peers(&self) -> Vec<PeerStatus> {
+        let now = Instant::now();
+        let health = self.shared.health.lock().unwrap_or_else(|p| p.into_inner());
         self.shared
             .peers
             .values()
-            .map(|p| p.status(self.shared.cfg.queue_capacity))
+            .map(|p| PeerStatus {
+                health: Some(health.health(p.id, now)),
+                ..p.status(self.shared.cfg.queue_capacity)
+            })
             .collect()
+    }
+
+    /// Whether the link to `node` works well (see [`health`]); this node's
+    /// own always does.
+    pub fn is_healthy(&self, node: NodeId) -> bool {
+        node == self.shared.node
+            || self
+                .shared
+                .health
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_healthy(node)
     }
 
     /// Failure-detector changes: the receiver sees every peer's latest state.
@@ -384,6 +421,34 @@ fn queue_error<T>(to: NodeId, e: mpsc::error::TrySendError<T>) -> TransportError
     match e {
         mpsc::error::TrySendError::Full(_) => TransportError::QueueFull(to),
         mpsc::error::TrySendError::Closed(_) => TransportError::PeerUnavailable(to),
+    }
+}
+
+/// Samples every peer's link each [`health::SAMPLE_EVERY`] and scores it;
+/// a change of health is logged with the reading that decided it.
+async fn score_health<M: WireMessage>(shared: Arc<Shared<M>>) {
+    let mut closing = shared.closing.subscribe();
+    let mut every = tokio::time::interval(health::SAMPLE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = closing.wait_for(|c| *c) => return,
+        }
+        let samples: BTreeMap<NodeId, health::PeerSample> =
+            shared.peers.values().map(|p| (p.id, p.sample())).collect();
+        let changes = shared
+            .health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .observe(Instant::now(), &samples);
+        for c in changes {
+            if c.healthy {
+                info!(peer = %c.peer, why = %c.why, "peer healthy again");
+            } else {
+                warn!(peer = %c.peer, why = %c.why, "peer degraded");
+            }
+        }
     }
 }
 

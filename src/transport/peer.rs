@@ -6,10 +6,12 @@
 //! packets stop arriving loses its connection after `idle_timeout`.
 
 use super::error::TransportError;
+use super::health::{PeerHealth, PeerSample};
 use crate::types::NodeId;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -54,6 +56,10 @@ pub struct PeerStatus {
     pub in_flight: usize,
     /// Why the last connection ended, if one did.
     pub last_error: Option<String>,
+    /// How well the link works (see `transport::health`); filled in by
+    /// the transport.
+    #[serde(default)]
+    pub health: Option<PeerHealth>,
 }
 
 /// The caller waiting for a response.
@@ -140,6 +146,10 @@ pub(crate) struct Peer<M> {
     pub id: NodeId,
     pub addr: SocketAddr,
     link: Mutex<Link<M>>,
+    /// This node's requests to the peer that got an answer (health).
+    calls_answered: AtomicU64,
+    /// This node's requests to the peer that timed out (health).
+    calls_timed_out: AtomicU64,
 }
 
 struct Link<M> {
@@ -160,6 +170,44 @@ impl<M> Peer<M> {
                 generations: 0,
                 last_error: None,
             }),
+            calls_answered: AtomicU64::new(0),
+            calls_timed_out: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts a request's end for the health score: answered (whatever
+    /// the answer) or timed out.
+    pub fn call_ended(&self, answered: bool) {
+        let counter = if answered {
+            &self.calls_answered
+        } else {
+            &self.calls_timed_out
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The link as the health score reads it now.
+    pub fn sample(&self) -> PeerSample {
+        let l = self.lock();
+        let (generation, rtt, sent, lost) = match &l.live {
+            Some(live) => {
+                let path = live.conn.stats().path;
+                (
+                    Some(live.generation),
+                    path.rtt,
+                    path.sent_packets,
+                    path.lost_packets,
+                )
+            }
+            None => (None, std::time::Duration::ZERO, 0, 0),
+        };
+        PeerSample {
+            generation,
+            rtt,
+            sent_packets: sent,
+            lost_packets: lost,
+            calls_answered: self.calls_answered.load(Ordering::Relaxed),
+            calls_timed_out: self.calls_timed_out.load(Ordering::Relaxed),
         }
     }
 
@@ -243,6 +291,7 @@ impl<M> Peer<M> {
                 .unwrap_or(0),
             in_flight: l.live.as_ref().map(|c| c.pending.len()).unwrap_or(0),
             last_error: l.last_error.clone(),
+            health: None,
         }
     }
 }

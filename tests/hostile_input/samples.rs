@@ -203,6 +203,13 @@ fn node_status(g: &mut Gen) -> NodeStatus {
             queued: 0,
             in_flight: 2,
             last_error: Some("idle timeout".into()),
+            health: Some(keel::transport::health::PeerHealth {
+                healthy: g.bool(),
+                for_ms: g.range(0, 1000),
+                why: Some("lost 30 of 100 packets".into()),
+                loss: 0.3,
+                timeouts: 0.0,
+            }),
         }],
         partitions: vec![PartitionView {
             partition: PartitionId(0),
