@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use keel::rig::Rig;
-use keel::types::NodeId;
+use keel::types::{Epoch, NodeId};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -243,6 +243,74 @@ fn a_node_whose_links_lose_30_percent_is_scored_degraded_by_both_peers_and_healt
         |r| (1..=3).all(|a| (1..=3).all(|b| healthy(r, a, b))),
     )
     .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        let (ok, sent) = w.join().unwrap();
+        assert!(ok > 0, "{ok} of {sent}");
+    }
+}
+
+#[test]
+fn a_leader_whose_links_lose_30_percent_is_replaced_once_and_healthy_leaders_stay() {
+    let rig = Rig::builder(3).partitions(3).start().unwrap();
+    wait_for_leaders(&rig, Duration::from_secs(10));
+    rig.wait_connected(Duration::from_secs(10)).unwrap();
+    let before = leaders(&rig);
+    let (sick, sick_epoch) = before[&0];
+    let sick = sick.0;
+    for peer in (1..=3).filter(|&p| p != sick) {
+        let addr = rig.config(peer).address(NodeId(peer)).unwrap().quic;
+        rig.fault(sick).modify(addr, |r| {
+            r.loss_outbound_pct = 30;
+            r.loss_inbound_pct = 30;
+        });
+    }
+    let healthy: Vec<u32> = (1..=3).filter(|&n| n != sick).collect();
+    let until = Instant::now() + Duration::from_secs(40);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = healthy
+        .iter()
+        .map(|&n| load_while(rig.http(n), stop.clone(), until, 20_000))
+        .collect();
+    let took = rig
+        .wait_for(
+            "a healthy node leads partition 0",
+            Duration::from_secs(15),
+            |r| {
+                healthy
+                    .iter()
+                    .any(|&n| leader_mode(r, n, 0).as_deref() == Some("Leader"))
+            },
+        )
+        .unwrap();
+    eprintln!("partition 0 moved off the lossy N{sick} {took:?} into the loss");
+    // While the loss goes on: no ping-pong back to the sick node, and the
+    // partitions healthy nodes led keep their leaders.
+    let max = observe_epochs(&rig, Duration::from_secs(4));
+    assert_eq!(
+        max[&0],
+        Epoch(sick_epoch.0 + 1),
+        "partition 0 changed leader exactly once"
+    );
+    for (p, (leader, epoch)) in &before {
+        if leader.0 != sick {
+            assert_eq!(
+                max[p], *epoch,
+                "partition {p}, led by healthy {leader}, moved"
+            );
+        }
+    }
+    let now = leaders(&rig);
+    assert_ne!(now[&0].0 .0, sick, "{now:?}");
+    // The new reign moved the log's sequencer off the sick node too.
+    let new_leader = now[&0].0 .0;
+    rig.wait_for(
+        "partition 0's sequencer is its new leader",
+        Duration::from_secs(5),
+        |r| sequencer_of(r, new_leader, LOG) == NodeId(new_leader),
+    )
+    .unwrap();
+    rig.heal();
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         let (ok, sent) = w.join().unwrap();

@@ -48,6 +48,11 @@ pub trait Remote: Send + Sync + 'static {
     fn send(&self, to: NodeId, msg: Wire) -> Result<(), CallError>;
     /// The failure detector's verdict on `node`.
     fn is_suspected(&self, node: NodeId) -> bool;
+    /// Whether the link to `node` is scored degraded (connected but sick:
+    /// see `transport::health`). Without a score, no link is.
+    fn is_degraded(&self, _node: NodeId) -> bool {
+        false
+    }
 }
 
 #[derive(Clone)]
@@ -103,6 +108,15 @@ impl Net {
                 .filter(|n| self.is_suspected(*n))
                 .collect(),
         }
+    }
+
+    /// Peers whose links are scored degraded (never this node).
+    pub fn degraded(&self) -> std::collections::BTreeSet<NodeId> {
+        self.nodes
+            .iter()
+            .copied()
+            .filter(|n| *n != self.me && self.remote.is_degraded(*n))
+            .collect()
     }
 
     /// Number of nodes this one currently sees (itself included).

@@ -146,6 +146,10 @@ impl Remote for QuicRemote {
     fn is_suspected(&self, node: NodeId) -> bool {
         !self.0.peer_state(node).is_connected()
     }
+
+    fn is_degraded(&self, node: NodeId) -> bool {
+        !self.0.is_healthy(node)
+    }
 }
 
 fn map_transport_error(to: NodeId, timeout: Duration, e: TransportError) -> CallError {

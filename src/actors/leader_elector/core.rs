@@ -24,6 +24,14 @@
 //!   must also suspect it; a voter says yes only if it suspects that very
 //!   leader and knows no newer epoch. A node that alone lost sight of a
 //!   healthy leader (bridges, one-way partitions) therefore deposes nobody.
+//! - **Degraded leader**: a leader whose link is scored degraded
+//!   ([`ElectorInput::Health`]) counts as suspected, for the wait and the
+//!   pre-vote, by a node whose links to a majority of the cluster without
+//!   the leader (itself counted) are connected and healthy. So a sick leader
+//!   is replaced when the healthy nodes agree it is sick and can work
+//!   without it; the sick node itself (whose every link looks bad) deposes
+//!   nobody, nothing moves when every link is equally bad, and leadership
+//!   does not bounce back: the new leader is healthy to the others.
 //! - **Claim**: a compare-and-set of `leader/<p>` from the version read to
 //!   `{me, epoch + 1}`; a conflict teaches the current value. There is no
 //!   epoch after `u64::MAX` to claim (a peer may have written any epoch).
@@ -43,7 +51,7 @@ use crate::types::{Epoch, NodeId, PartitionId};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use tracing::{debug, info};
 
@@ -183,6 +191,9 @@ pub enum ElectorInput {
     },
     /// A candidate asks whether this node suspects its leader too.
     Request { token: Token, req: PreVote },
+    /// The peers whose links are scored degraded now (hosts feed it before
+    /// each tick; without it none is).
+    Health { degraded: BTreeSet<NodeId> },
 }
 
 /// Everything the elector asks its host to do.
@@ -268,6 +279,8 @@ pub struct ElectorCore {
     next_op: OpId,
     /// The next call id.
     next_call: u64,
+    /// Peers whose links are scored degraded (the last `Health`).
+    degraded: BTreeSet<NodeId>,
 }
 
 impl ElectorCore {
@@ -288,6 +301,7 @@ impl ElectorCore {
             last_tick: None,
             next_op: 1,
             next_call: 1,
+            degraded: BTreeSet::new(),
         }
     }
 
@@ -313,14 +327,39 @@ impl ElectorCore {
                 // Only a suspicion of the very leader the candidate wants to
                 // replace counts; if we know a newer epoch, it is behind.
                 let newer = self.current.is_some_and(|(_, l)| l.epoch > req.epoch);
-                let suspects = !newer && env.is_suspected(req.leader);
+                let suspects = !newer && self.deposable(env, req.leader);
                 out.push(ElectorEffect::Respond {
                     token,
                     resp: PreVoteReply { suspects },
                 });
             }
+            ElectorInput::Health { degraded } => {
+                if degraded != self.degraded {
+                    info!(partition = %self.partition, ?degraded, "peers scored degraded");
+                }
+                self.degraded = degraded;
+            }
         }
         out
+    }
+
+    /// Whether `leader` may be deposed from here: suspected, or scored
+    /// degraded while this node's healthy links reach a majority of the
+    /// cluster without it (see **Degraded leader**).
+    fn deposable(&self, env: &Env, leader: NodeId) -> bool {
+        if env.is_suspected(leader) {
+            return true;
+        }
+        if leader == env.me || !self.degraded.contains(&leader) {
+            return false;
+        }
+        let healthy = env
+            .nodes
+            .iter()
+            .filter(|n| **n != leader)
+            .filter(|n| **n == env.me || (!env.is_suspected(**n) && !self.degraded.contains(n)))
+            .count();
+        healthy >= crate::actors::quorum::majority(env.nodes.len())
     }
 
     /// When the core wants its next [`ElectorInput::Tick`] (`None` before the
@@ -422,7 +461,7 @@ impl ElectorCore {
             }
             Some((version, l)) => {
                 self.tell(Told::Follower(Some(l.node)), out);
-                if self.suspected_long_enough(env, l.node) {
+                if self.deposable_long_enough(env, l.node) {
                     self.claim(env, version, l.epoch, Some(l.node), out);
                 }
             }
@@ -432,7 +471,24 @@ impl ElectorCore {
     /// Whether `node` has been suspected longer than this episode's election
     /// timeout (drawn when the episode starts).
     fn suspected_long_enough(&mut self, env: &Env, node: NodeId) -> bool {
-        if !env.is_suspected(node) {
+        let suspected = env.is_suspected(node);
+        self.long_enough(env, suspected)
+    }
+
+    /// Whether leader `node` has been deposable longer than this episode's
+    /// election timeout.
+    fn deposable_long_enough(&mut self, env: &Env, node: NodeId) -> bool {
+        let deposable = self.deposable(env, node);
+        if deposable && !env.is_suspected(node) && self.suspect_since.is_none() {
+            info!(partition = %self.partition, leader = %node, "the leader's link is degraded and the others are healthy");
+        }
+        self.long_enough(env, deposable)
+    }
+
+    /// Whether a suspicion episode (`now`: whether it goes on) has lasted
+    /// its election timeout.
+    fn long_enough(&mut self, env: &Env, now: bool) -> bool {
+        if !now {
             self.suspect_since = None;
             return false;
         }
@@ -1051,6 +1107,80 @@ mod tests {
             "a newer epoch is known"
         );
         assert_eq!(r.feed(ms(3), &[1], ask(2)), answer(true));
+    }
+
+    fn health(r: &mut Rig, at: Duration, degraded: &[u32]) {
+        let degraded = degraded.iter().map(|i| n(*i)).collect();
+        assert!(r
+            .feed(at, &[], ElectorInput::Health { degraded })
+            .is_empty());
+    }
+
+    #[test]
+    fn a_degraded_leader_is_deposed_by_a_node_whose_other_links_are_healthy() {
+        let mut r = follower_of_n1();
+        r.core.config.election_timeout_min = ms(200);
+        r.core.config.election_timeout_max = ms(200);
+        // N1 is connected but its link is scored degraded; N3 is healthy.
+        health(&mut r, ms(50), &[1]);
+        assert!(calls(&r.tick(ms(100), &[])).is_empty(), "the wait first");
+        let c = calls(&r.tick(ms(300), &[]));
+        assert_eq!(c.len(), 2, "the pre-vote after the election timeout");
+        // A voter that also scores N1 degraded (and this node healthy) says yes.
+        let ask = ElectorInput::Request {
+            token: 9,
+            req: c[0].2.clone(),
+        };
+        let yes = r.feed(ms(310), &[], ask.clone());
+        assert_eq!(
+            yes,
+            vec![ElectorEffect::Respond {
+                token: 9,
+                resp: PreVoteReply { suspects: true }
+            }]
+        );
+        // Healthy again: no.
+        health(&mut r, ms(320), &[]);
+        let no = r.feed(ms(330), &[], ask);
+        assert_eq!(
+            no,
+            vec![ElectorEffect::Respond {
+                token: 9,
+                resp: PreVoteReply { suspects: false }
+            }]
+        );
+    }
+
+    #[test]
+    fn when_every_link_is_degraded_nothing_moves() {
+        // N2 scores both peers degraded: it is the sick one, or everyone is.
+        let mut r = follower_of_n1();
+        r.core.config.election_timeout_min = ms(200);
+        r.core.config.election_timeout_max = ms(200);
+        health(&mut r, ms(50), &[1, 3]);
+        for t in (100..3000).step_by(100) {
+            assert!(calls(&r.tick(ms(t), &[])).is_empty(), "a claim at {t} ms");
+        }
+        let ask = ElectorInput::Request {
+            token: 9,
+            req: PreVote {
+                partition: P,
+                leader: n(1),
+                epoch: Epoch(1),
+            },
+        };
+        assert_eq!(
+            r.feed(ms(3000), &[], ask),
+            vec![ElectorEffect::Respond {
+                token: 9,
+                resp: PreVoteReply { suspects: false }
+            }],
+            "no vote against a leader while this node's own links are bad"
+        );
+        // A degraded link to a node that is suspected counts as gone too.
+        health(&mut r, ms(3100), &[1]);
+        assert!(calls(&r.tick(ms(3200), &[3])).is_empty());
+        assert!(calls(&r.tick(ms(3500), &[3])).is_empty());
     }
 
     #[test]

@@ -120,9 +120,12 @@ impl LeaderElector {
         self.arm(ctx);
     }
 
-    /// A timer tick: the cache's leadership first, then the tick.
+    /// A timer tick: the links' health and the cache's leadership first,
+    /// then the tick.
     fn tick(&mut self, ctx: &mut Context<Self>) {
         self.timer = None;
+        let degraded = self.net.degraded();
+        self.run(ElectorInput::Health { degraded }, ctx);
         if let Some((version, leadership)) = self
             .meta
             .cached_typed::<Leadership>(&leader_key(self.partition))
