@@ -27,8 +27,9 @@ struct Args {
     #[arg(long, default_value = "set")]
     workload: WorkloadKind,
     /// none, partition-random-node, partition-leader, partition-halves,
-    /// bridge, kill, pause, flap, stall, wipe or power-loss (implies --powerfs:
-    /// kill -9 and cut the power of one node, then of all three, in turn).
+    /// bridge, kill, pause, flap, stall, wipe, power-loss (implies --powerfs:
+    /// kill -9 and cut the power of one node, then of all three, in turn),
+    /// or the gray ones: loss, one-way, slow-disk, slow-node.
     #[arg(long, default_value = "partition-random-node")]
     nemesis: NemesisKind,
     /// Logical clients (threads), each with one operation in flight.

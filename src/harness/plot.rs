@@ -6,6 +6,11 @@
 //! at the time the client gave up). Fault windows are shaded grey. Calls
 //! that never completed have no latency and are not drawn.
 //!
+//! [`throughput_svg`] is the other view: ok completions per second per
+//! ingress node, in half-second buckets, over the same shaded faults (what
+//! the gray-failure targets are stated in; a few kilobytes, so a run's plot
+//! can be kept in the repository).
+//!
 //! Rendered with plotters' SVG backend, which writes text as `<text>`
 //! elements and needs no system fonts.
 
@@ -146,15 +151,153 @@ pub fn latency_svg(
     Ok(svg)
 }
 
-/// Renders and writes the plot to `path` (via a temporary file, so a
-/// reader never sees half a plot).
+/// The width of one throughput bucket.
+const BUCKET_NS: u64 = 500_000_000;
+
+/// One colour per ingress node (cycled).
+const NODES: [RGBColor; 5] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+/// Ok completions per second per ingress node, in [`BUCKET_NS`] buckets
+/// since the first call: `(node, [(bucket start s, ok/s)])`.
+pub fn throughput_series(calls: &[Call]) -> Vec<(u32, Vec<(f64, f64)>)> {
+    let t0 = calls.iter().map(|c| c.invoke_ns).min().unwrap_or(0);
+    let end = calls
+        .iter()
+        .filter_map(|c| c.complete_ns)
+        .max()
+        .unwrap_or(t0);
+    let buckets = (end.saturating_sub(t0) / BUCKET_NS + 1) as usize;
+    let mut per_node: std::collections::BTreeMap<u32, Vec<u64>> = Default::default();
+    for c in calls {
+        per_node.entry(c.node.0).or_insert_with(|| vec![0; buckets]);
+        if c.outcome != Outcome::Ok {
+            continue;
+        }
+        if let Some(t) = c.complete_ns {
+            let b = (t.saturating_sub(t0) / BUCKET_NS) as usize;
+            if let Some(slot) = per_node.get_mut(&c.node.0).and_then(|v| v.get_mut(b)) {
+                *slot += 1;
+            }
+        }
+    }
+    let per_s = 1e9 / BUCKET_NS as f64;
+    per_node
+        .into_iter()
+        .map(|(node, counts)| {
+            let points = counts
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| ((i as u64 * BUCKET_NS) as f64 / 1e9, n as f64 * per_s))
+                .collect();
+            (node, points)
+        })
+        .collect()
+}
+
+/// Renders the throughput plot as an SVG document.
+pub fn throughput_svg(
+    calls: &[Call],
+    windows: &[FaultWindow],
+    title: &str,
+) -> Result<String, PlotError> {
+    let t0 = calls.iter().map(|c| c.invoke_ns).min().unwrap_or(0);
+    let secs = |t: u64| t.saturating_sub(t0) as f64 / 1e9;
+    let series = throughput_series(calls);
+    let x_end = series
+        .iter()
+        .flat_map(|(_, p)| p.last().map(|l| l.0 + BUCKET_NS as f64 / 1e9))
+        .fold(1e-3, f64::max);
+    let y_max = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|q| q.1))
+        .fold(1.0, f64::max)
+        * 1.25;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (1000, 420)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..x_end, 0f64..y_max)
+            .map_err(draw_err)?;
+        chart
+            .configure_mesh()
+            .x_desc("time since start (s)")
+            .y_desc("ok per second")
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 16))
+            .bold_line_style(RGBColor(225, 225, 225))
+            .light_line_style(TRANSPARENT)
+            .draw()
+            .map_err(draw_err)?;
+        chart
+            .draw_series(windows.iter().map(|w| {
+                let start = secs(w.start_ns).min(x_end);
+                let end = w.end_ns.map_or(x_end, |t| secs(t).min(x_end));
+                Rectangle::new([(start, 0.0), (end, y_max)], FAULT.mix(0.3).filled())
+            }))
+            .map_err(draw_err)?
+            .label("fault")
+            .legend(|(x, y)| {
+                Rectangle::new([(x - 6, y - 5), (x + 6, y + 5)], FAULT.mix(0.3).filled())
+            });
+        for (i, (node, points)) in series.iter().enumerate() {
+            let colour = NODES[i % NODES.len()];
+            chart
+                .draw_series(LineSeries::new(
+                    points.iter().copied(),
+                    colour.stroke_width(2),
+                ))
+                .map_err(draw_err)?
+                .label(format!("via N{node}"))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x - 8, y), (x + 8, y)], colour.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font(("sans-serif", 14))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.4))
+            .draw()
+            .map_err(draw_err)?;
+        root.present().map_err(draw_err)?;
+    }
+    Ok(svg)
+}
+
+/// Renders and writes the latency plot to `path` (via a temporary file,
+/// so a reader never sees half a plot).
 pub fn write_latency_svg(
     path: &Path,
     calls: &[Call],
     windows: &[FaultWindow],
     title: &str,
 ) -> Result<(), PlotError> {
-    let svg = latency_svg(calls, windows, title)?;
+    write_svg(path, latency_svg(calls, windows, title)?)
+}
+
+/// Renders and writes the throughput plot to `path`, as the latency one.
+pub fn write_throughput_svg(
+    path: &Path,
+    calls: &[Call],
+    windows: &[FaultWindow],
+    title: &str,
+) -> Result<(), PlotError> {
+    write_svg(path, throughput_svg(calls, windows, title)?)
+}
+
+fn write_svg(path: &Path, svg: String) -> Result<(), PlotError> {
     let tmp = path.with_extension("svg.tmp");
     let io = |source| PlotError::Io {
         path: path.to_path_buf(),
@@ -239,6 +382,52 @@ mod tests {
             .count();
         assert_eq!(shaded, 2);
         assert!(svg.len() < 200_000, "{} bytes", svg.len());
+    }
+
+    #[test]
+    fn throughput_counts_ok_completions_per_node_and_half_second() {
+        let mut h = Hist::new();
+        // One call per node every 100 ms for 4 s; N3's fail from 1 s to 2 s.
+        h.steady(3, 0, 4_000, 100, |node, t| match (node, t) {
+            (3, 1000..2000) => OpType::Fail,
+            _ => OpType::Ok,
+        });
+        let calls = h.calls();
+        let series = throughput_series(&calls);
+        assert_eq!(series.iter().map(|s| s.0).collect::<Vec<_>>(), [1, 2, 3]);
+        let ok_in = |node: u32, at_s: f64| {
+            let (_, points) = series.iter().find(|s| s.0 == node).unwrap();
+            points.iter().find(|p| (p.0 - at_s).abs() < 1e-9).unwrap().1
+        };
+        // Five completions per half second: 10 per second.
+        assert!((ok_in(1, 1.5) - 10.0).abs() < 1e-9, "{series:?}");
+        assert_eq!(ok_in(3, 1.5), 0.0, "failures are not throughput");
+        assert!((ok_in(3, 3.0) - 10.0).abs() < 1e-9);
+        let ok_total: f64 = series
+            .iter()
+            .flat_map(|s| s.1.iter().map(|p| p.1 / 2.0))
+            .sum();
+        let ok = calls.iter().filter(|c| c.outcome == Outcome::Ok).count();
+        assert!((ok_total - ok as f64).abs() < 1e-6, "{ok_total} vs {ok}");
+
+        let windows = [FaultWindow {
+            start_ns: 1000 * MS,
+            end_ns: Some(2000 * MS),
+            faults: vec!["loss".into()],
+            nemeses: vec![],
+        }];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("throughput.svg");
+        write_throughput_svg(&path, &calls, &windows, "throughput").unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        let texts = texts(&svg);
+        for label in ["via N1", "via N3", "fault", "ok per second"] {
+            assert!(
+                texts.iter().any(|t| t == label),
+                "no {label:?} in {texts:?}"
+            );
+        }
+        assert!(svg.len() < 50_000, "{} bytes", svg.len());
     }
 
     #[test]

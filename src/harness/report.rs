@@ -121,6 +121,74 @@ pub fn window_recoveries(calls: &[Call], faults: &FaultTimeline) -> Vec<WindowRe
     out
 }
 
+/// How much one node served during a fault window, against the healthy
+/// stretch before it: what the gray-failure targets are stated in.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NodeThroughput {
+    /// Ok completions per second in the healthy stretch before the window.
+    pub baseline_ok_s: f64,
+    /// Ok completions per second over the whole window.
+    pub during_ok_s: f64,
+    /// The same from [`SETTLE`] after the window's start to its end (none:
+    /// the window was not longer).
+    pub settled_ok_s: Option<f64>,
+}
+
+/// One fault window's throughput per node.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WindowThroughput {
+    /// Seconds since the first call.
+    pub at_s: f64,
+    pub faults: Vec<String>,
+    pub per_node: BTreeMap<String, NodeThroughput>,
+}
+
+/// How long into a fault the "settled" throughput starts.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Per fault window and node: ok completions per second before (from the
+/// previous window's end, or the first call), during, and from [`SETTLE`]
+/// into the window on. Windows without an end or a baseline are skipped.
+pub fn window_throughput(calls: &[Call], faults: &FaultTimeline) -> Vec<WindowThroughput> {
+    let t0 = calls.iter().map(|c| c.invoke_ns).min().unwrap_or(0);
+    let rate = |node: NodeId, from: u64, to: u64| {
+        let ok = calls
+            .iter()
+            .filter(|c| c.node == node && c.outcome == Outcome::Ok)
+            .filter_map(|c| c.complete_ns)
+            .filter(|&t| t >= from && t < to)
+            .count();
+        ok as f64 / ((to - from) as f64 / 1e9)
+    };
+    let mut out = Vec::new();
+    let mut healthy_from = t0;
+    for w in faults.windows() {
+        let Some(end) = w.end_ns else { continue };
+        let settled = w.start_ns + SETTLE.as_nanos() as u64;
+        if w.start_ns > healthy_from && end > w.start_ns {
+            let per_node = faults
+                .all_nodes()
+                .into_iter()
+                .map(|node| {
+                    let t = NodeThroughput {
+                        baseline_ok_s: rate(node, healthy_from, w.start_ns),
+                        during_ok_s: rate(node, w.start_ns, end),
+                        settled_ok_s: (end > settled).then(|| rate(node, settled, end)),
+                    };
+                    (node.to_string(), t)
+                })
+                .collect();
+            out.push(WindowThroughput {
+                at_s: w.start_ns.saturating_sub(t0) as f64 / 1e9,
+                faults: w.faults.clone(),
+                per_node,
+            });
+        }
+        healthy_from = end;
+    }
+    out
+}
+
 /// One power loss, from the nemesis log.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PowerLossRecord {
@@ -223,6 +291,8 @@ pub struct RunSummary {
     pub majority_calls: BTreeMap<String, NodeAvailability>,
     /// Recovery after each heal (the last is the final heal).
     pub window_recovery: Vec<WindowRecovery>,
+    /// Throughput per node during each fault against the stretch before.
+    pub window_throughput: Vec<WindowThroughput>,
     pub minority_calls: BTreeMap<String, MinorityCalls>,
     /// Datagrams each node's socket filter dropped (loopback chaos mode).
     pub dropped_datagrams: BTreeMap<String, u64>,
@@ -251,6 +321,7 @@ impl RunSummary {
             .collect();
         self.stats = super::stats::stats(calls);
         self.window_recovery = window_recoveries(calls, faults);
+        self.window_throughput = window_throughput(calls, faults);
         self.majority_calls = majority_calls_by_node(calls, faults)
             .into_iter()
             .map(|(n, a)| (n.to_string(), a))
@@ -367,6 +438,37 @@ impl RunSummary {
             line(
                 &mut s,
                 format!("slowest node after each heal (ms): {}", worst.join(", ")),
+            );
+        }
+        for w in &self.window_throughput {
+            let nodes: Vec<String> = w
+                .per_node
+                .iter()
+                .map(|(n, t)| {
+                    let pct = |v: Option<f64>| match v {
+                        Some(v) if t.baseline_ok_s > 0.0 => {
+                            format!("{:.0}%", 100.0 * v / t.baseline_ok_s)
+                        }
+                        _ => "-".into(),
+                    };
+                    format!(
+                        "{n} {:.0} -> {:.0} ({}; {} from {}s in)",
+                        t.baseline_ok_s,
+                        t.during_ok_s,
+                        pct(Some(t.during_ok_s)),
+                        pct(t.settled_ok_s),
+                        SETTLE.as_secs()
+                    )
+                })
+                .collect();
+            line(
+                &mut s,
+                format!(
+                    "ok/s before -> during the fault at {:.0}s ({}): {}",
+                    w.at_s,
+                    w.faults.join("+"),
+                    nodes.join(", ")
+                ),
             );
         }
         if let Some(a) = self.availability {
@@ -613,6 +715,7 @@ mod tests {
             recovery_ms: BTreeMap::new(),
             availability: None,
             window_recovery: vec![],
+            window_throughput: vec![],
             majority_calls: BTreeMap::new(),
             minority_calls: BTreeMap::new(),
             dropped_datagrams: BTreeMap::new(),
@@ -742,7 +845,17 @@ mod tests {
         let w = &s.window_recovery[0];
         assert!((w.healed_at_s - 5.0).abs() < 1e-9, "{w:?}");
         assert_eq!(w.recovery_ms["N3"], Some(10.0), "{w:?}");
+        // The cut-off N3 served nothing during the fault; N1 went on.
+        let t = &s.window_throughput;
+        assert_eq!(t.len(), 1, "{t:?}");
+        let (n1, n3) = (&t[0].per_node["N1"], &t[0].per_node["N3"]);
+        assert!(n1.baseline_ok_s > 0.0 && n1.during_ok_s > 0.0, "{n1:?}");
+        assert!(n3.baseline_ok_s > 0.0 && n3.during_ok_s == 0.0, "{n3:?}");
         let text = s.render();
+        assert!(
+            text.contains("ok/s before -> during the fault at"),
+            "{text}"
+        );
         assert!(
             text.contains("slowest node after each heal (ms): 5s: 10"),
             "{text}"

@@ -919,6 +919,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         recovery_ms: BTreeMap::new(),
         availability: None,
         window_recovery: Vec::new(),
+        window_throughput: Vec::new(),
         majority_calls: BTreeMap::new(),
         minority_calls: BTreeMap::new(),
         dropped_datagrams: dropped,
@@ -938,6 +939,14 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         super::plot::write_latency_svg(&dir.join("latency.svg"), &calls, timeline.windows(), &title)
     {
         eprintln!("keel-jepsen: latency plot: {e}");
+    }
+    if let Err(e) = super::plot::write_throughput_svg(
+        &dir.join("throughput.svg"),
+        &calls,
+        timeline.windows(),
+        &title,
+    ) {
+        eprintln!("keel-jepsen: throughput plot: {e}");
     }
     std::fs::write(dir.join("summary.txt"), summary.render())?;
     std::fs::write(
