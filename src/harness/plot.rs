@@ -39,6 +39,49 @@ fn draw_err<E: std::fmt::Display>(e: E) -> PlotError {
     PlotError::Draw(e.to_string())
 }
 
+/// Each fault window as `(start s, end s)` on the x axis (an open window
+/// runs to `x_end`).
+fn fault_spans(windows: &[FaultWindow], secs: &dyn Fn(u64) -> f64, x_end: f64) -> Vec<(f64, f64)> {
+    windows
+        .iter()
+        .map(|w| {
+            let start = secs(w.start_ns).min(x_end);
+            (start, w.end_ns.map_or(x_end, |t| secs(t).min(x_end)))
+        })
+        .collect()
+}
+
+/// Shades the fault spans from `y_lo` to `y_hi`, with a legend entry.
+fn shade_faults<'a, DB: DrawingBackend + 'a, Y: Ranged<ValueType = f64>>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
+    spans: &[(f64, f64)],
+    y_lo: f64,
+    y_hi: f64,
+) -> Result<(), PlotError> {
+    chart
+        .draw_series(spans.iter().map(|&(start, end)| {
+            Rectangle::new([(start, y_lo), (end, y_hi)], FAULT.mix(0.3).filled())
+        }))
+        .map_err(draw_err)?
+        .label("fault")
+        .legend(|(x, y)| Rectangle::new([(x - 6, y - 5), (x + 6, y + 5)], FAULT.mix(0.3).filled()));
+    Ok(())
+}
+
+/// The legend box, top right.
+fn draw_legend<'a, DB: DrawingBackend + 'a, X: Ranged, Y: Ranged>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+) -> Result<(), PlotError> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font(("sans-serif", 14))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .draw()
+        .map_err(draw_err)
+}
+
 /// Renders the plot as an SVG document (about 70 bytes per point).
 pub fn latency_svg(
     calls: &[Call],
@@ -110,17 +153,8 @@ pub fn latency_svg(
             .draw()
             .map_err(draw_err)?;
 
-        chart
-            .draw_series(windows.iter().map(|w| {
-                let start = secs(w.start_ns).min(x_end);
-                let end = w.end_ns.map_or(x_end, |t| secs(t).min(x_end));
-                Rectangle::new([(start, y_min), (end, y_max)], FAULT.mix(0.3).filled())
-            }))
-            .map_err(draw_err)?
-            .label("fault")
-            .legend(|(x, y)| {
-                Rectangle::new([(x - 6, y - 5), (x + 6, y + 5)], FAULT.mix(0.3).filled())
-            });
+        let spans = fault_spans(windows, &secs, x_end);
+        shade_faults(&mut chart, &spans, y_min, y_max)?;
 
         for (outcome, colour, label) in [
             (Outcome::Ok, OK, "ok"),
@@ -138,14 +172,7 @@ pub fn latency_svg(
                 .label(label)
                 .legend(move |(x, y)| Circle::new((x, y), 4, colour.filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font(("sans-serif", 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .draw()
-            .map_err(draw_err)?;
+        draw_legend(&mut chart)?;
         root.present().map_err(draw_err)?;
     }
     Ok(svg)
@@ -239,17 +266,8 @@ pub fn throughput_svg(
             .light_line_style(TRANSPARENT)
             .draw()
             .map_err(draw_err)?;
-        chart
-            .draw_series(windows.iter().map(|w| {
-                let start = secs(w.start_ns).min(x_end);
-                let end = w.end_ns.map_or(x_end, |t| secs(t).min(x_end));
-                Rectangle::new([(start, 0.0), (end, y_max)], FAULT.mix(0.3).filled())
-            }))
-            .map_err(draw_err)?
-            .label("fault")
-            .legend(|(x, y)| {
-                Rectangle::new([(x - 6, y - 5), (x + 6, y + 5)], FAULT.mix(0.3).filled())
-            });
+        let spans = fault_spans(windows, &secs, x_end);
+        shade_faults(&mut chart, &spans, 0.0, y_max)?;
         for (i, (node, points)) in series.iter().enumerate() {
             let colour = NODES[i % NODES.len()];
             chart
@@ -263,14 +281,7 @@ pub fn throughput_svg(
                     PathElement::new(vec![(x - 8, y), (x + 8, y)], colour.stroke_width(2))
                 });
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font(("sans-serif", 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .draw()
-            .map_err(draw_err)?;
+        draw_legend(&mut chart)?;
         root.present().map_err(draw_err)?;
     }
     Ok(svg)

@@ -579,6 +579,18 @@ fn remaining(deadline: Instant, env: &Env) -> Duration {
     deadline.saturating_duration_since(env.now)
 }
 
+/// The first server of `segment`'s nodeset from index `next` on that is
+/// neither this node nor suspected, with its index (R2, R7).
+fn next_peer(env: &Env, segment: &Segment, next: usize) -> Option<(usize, NodeId)> {
+    segment
+        .nodeset
+        .iter()
+        .copied()
+        .enumerate()
+        .skip(next)
+        .find(|(_, peer)| *peer != env.me && !env.is_suspected(*peer))
+}
+
 /// The contiguous run of `records` from `from` on, at most `max` long.
 fn contiguous(
     from: Offset,
@@ -1502,18 +1514,8 @@ impl LogCore {
         if next == 0 {
             r.peer_trimmed = None;
         }
-        for (i, &peer) in segment.nodeset.iter().enumerate().skip(next) {
-            if peer == env.me || env.is_suspected(peer) {
-                continue;
-            }
-            let req = Request::GetRecords(GetRecords {
-                loglet: segment.loglet,
-                from: offset,
-                to: end,
-                max_bytes: READ_MAX_BYTES as u32,
-                include_uncommitted: true,
-            });
-            let call = self.call(Some(id), peer, req, PEER_READ_TIMEOUT, out);
+        if let Some((i, peer)) = next_peer(env, &segment, next) {
+            let call = self.get_records(id, peer, &segment, offset, end, true, out);
             r.state = ReadState::Peer {
                 segment,
                 offset,
@@ -1671,18 +1673,8 @@ impl LogCore {
         next: usize,
         out: &mut Vec<Effect>,
     ) -> bool {
-        for (i, &peer) in segment.nodeset.iter().enumerate().skip(next) {
-            if peer == env.me || env.is_suspected(peer) {
-                continue;
-            }
-            let req = Request::GetRecords(GetRecords {
-                loglet: segment.loglet,
-                from: offset,
-                to: Offset::MAX,
-                max_bytes: READ_MAX_BYTES as u32,
-                include_uncommitted: false,
-            });
-            let call = self.call(Some(id), peer, req, PEER_READ_TIMEOUT, out);
+        if let Some((i, peer)) = next_peer(env, &segment, next) {
+            let call = self.get_records(id, peer, &segment, offset, Offset::MAX, false, out);
             r.state = ReadState::Probe {
                 segment,
                 offset,
@@ -1693,6 +1685,29 @@ impl LogCore {
             return true;
         }
         self.recheck_chain(env, id, r, segment, out)
+    }
+
+    /// A peer read of `[offset, end)` of `segment` for read `id`
+    /// (`uncommitted`: past the server's known global tail too).
+    #[allow(clippy::too_many_arguments)]
+    fn get_records(
+        &mut self,
+        id: OpId,
+        peer: NodeId,
+        segment: &Segment,
+        offset: Offset,
+        end: Offset,
+        uncommitted: bool,
+        out: &mut Vec<Effect>,
+    ) -> CallId {
+        let req = Request::GetRecords(GetRecords {
+            loglet: segment.loglet,
+            from: offset,
+            to: end,
+            max_bytes: READ_MAX_BYTES as u32,
+            include_uncommitted: uncommitted,
+        });
+        self.call(Some(id), peer, req, PEER_READ_TIMEOUT, out)
     }
 
     /// R7: a probe's answer.
