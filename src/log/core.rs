@@ -1724,18 +1724,17 @@ impl LogCore {
         result: Result<Response, CallError>,
         out: &mut Vec<Effect>,
     ) -> bool {
-        let reply = match result {
-            Ok(Response::Records(Ok(reply))) => reply,
-            Ok(Response::Records(Err(e))) => {
-                debug!(loglet = %segment.loglet, "tail probe failed: {e}");
-                return self.probe_tail(env, id, r, segment, offset, since, next, out);
-            }
-            Ok(other) => {
-                debug!(loglet = %segment.loglet, "tail probe answered {other:?}");
-                return self.probe_tail(env, id, r, segment, offset, since, next, out);
-            }
-            Err(e) => {
-                debug!(loglet = %segment.loglet, "tail probe failed: {e}");
+        let answer = match result {
+            Ok(Response::Records(Ok(reply))) => Ok(reply),
+            Ok(Response::Records(Err(e))) => Err(e.to_string()),
+            Ok(other) => Err(format!("answered {other:?}")),
+            Err(e) => Err(e.to_string()),
+        };
+        let reply = match answer {
+            Ok(reply) => reply,
+            Err(why) => {
+                // No answer from this server: the next one.
+                debug!(loglet = %segment.loglet, "tail probe failed: {why}");
                 return self.probe_tail(env, id, r, segment, offset, since, next, out);
             }
         };
