@@ -425,6 +425,13 @@ impl std::fmt::Debug for ChildSpec {
 
 type Factory<A> = Box<dyn Fn(ChildContext) -> A + Send + Sync>;
 
+/// Runs a child's factory; a panic in it is an error, not a crash of the
+/// supervisor.
+fn make_actor<A>(make: &Factory<A>, cx: ChildContext) -> Result<A, String> {
+    catch_unwind(AssertUnwindSafe(|| make(cx)))
+        .map_err(|p| format!("factory panicked: {}", super::launch::panic_message(&*p)))
+}
+
 struct ActorStarter<A: Actor> {
     slot: Slot<A>,
     make: Factory<A>,
@@ -435,9 +442,7 @@ where
     A: Actor<Context = Context<A>> + Handler<Ping>,
 {
     fn start(&self, args: StartArgs) -> Result<Running, String> {
-        let cx = args.cx.clone();
-        let actor = catch_unwind(AssertUnwindSafe(|| (self.make)(cx)))
-            .map_err(|p| format!("factory panicked: {}", super::launch::panic_message(&*p)))?;
+        let actor = make_actor(&self.make, args.cx.clone())?;
         Ok(launch(
             actor,
             args.cx,
@@ -466,9 +471,7 @@ where
     A: Actor<Context = Context<A>> + Handler<Ping> + Send,
 {
     fn start(&self, args: StartArgs) -> Result<Running, String> {
-        let cx = args.cx.clone();
-        let actor = catch_unwind(AssertUnwindSafe(|| (self.make)(cx)))
-            .map_err(|p| format!("factory panicked: {}", super::launch::panic_message(&*p)))?;
+        let actor = make_actor(&self.make, args.cx.clone())?;
         Ok(launch_on(
             &self.home,
             actor,

@@ -207,23 +207,16 @@ where
         sink: Some(sink),
     };
     let task = actix_rt::spawn(run_incarnation(ctx.into_future(actor), guard));
-    if let Some(slot) = &slot {
-        slot.publish(cx.path(), cx.incarnation(), addr.clone());
-    }
-    Running {
-        ping_in_flight: false,
-        closed_at: None,
+    let abort = Abort::Local(task.abort_handle());
+    running(
+        cx,
         kill,
         control,
-        abort: Abort::Local(task.abort_handle()),
-        done: Some(task.map(|_| ()).boxed()),
-        probe: Box::new(AddrProbe {
-            addr,
-            slot,
-            incarnation: cx.incarnation(),
-        }),
-        cx,
-    }
+        abort,
+        task.map(|_| ()).boxed(),
+        addr,
+        slot,
+    )
 }
 
 /// Like [`launch`], but the incarnation runs on `home`, another arbiter
@@ -269,6 +262,24 @@ where
             drop(done_tx);
         });
     });
+    let done = done_rx.map(|_| ()).boxed();
+    running(cx, kill, control, Abort::Remote(abort), done, addr, slot)
+}
+
+/// Publishes a launched incarnation's address in `slot` and returns its
+/// handle; what [`launch`] and [`launch_on`] share once the task is spawned.
+fn running<A>(
+    cx: ChildContext,
+    kill: KillTrigger,
+    control: ControlSender,
+    abort: Abort,
+    done: BoxFuture<'static, ()>,
+    addr: actix::Addr<A>,
+    slot: Option<Slot<A>>,
+) -> Running
+where
+    A: Actor<Context = Context<A>> + Handler<Ping>,
+{
     if let Some(slot) = &slot {
         slot.publish(cx.path(), cx.incarnation(), addr.clone());
     }
@@ -277,8 +288,8 @@ where
         closed_at: None,
         kill,
         control,
-        abort: Abort::Remote(abort),
-        done: Some(done_rx.map(|_| ()).boxed()),
+        abort,
+        done: Some(done),
         probe: Box::new(AddrProbe {
             addr,
             slot,
