@@ -444,12 +444,10 @@ enum ReadState {
         since: Instant,
         until: Instant,
     },
-    /// R7: a tail probe in flight to the nodeset's `next - 1`th server,
-    /// after a wait that began at `since`.
+    /// R7: a tail probe in flight to the nodeset's `next - 1`th server.
     Probe {
         segment: Segment,
         offset: Offset,
-        since: Instant,
         next: usize,
         call: CallId,
     },
@@ -1651,7 +1649,7 @@ impl LogCore {
             {
                 r.probed_at = Some(env.now);
                 if let Some(offset) = segment.offset_of(r.from.max(segment.base_lsn)) {
-                    return self.probe_tail(env, id, r, segment, offset, since, 0, out);
+                    return self.probe_tail(env, id, r, segment, offset, 0, out);
                 }
             }
         }
@@ -1669,7 +1667,6 @@ impl LogCore {
         r: &mut ReadOp,
         segment: Segment,
         offset: Offset,
-        since: Instant,
         next: usize,
         out: &mut Vec<Effect>,
     ) -> bool {
@@ -1678,7 +1675,6 @@ impl LogCore {
             r.state = ReadState::Probe {
                 segment,
                 offset,
-                since,
                 next: i + 1,
                 call,
             };
@@ -1719,7 +1715,6 @@ impl LogCore {
         r: &mut ReadOp,
         segment: Segment,
         offset: Offset,
-        since: Instant,
         next: usize,
         result: Result<Response, CallError>,
         out: &mut Vec<Effect>,
@@ -1735,7 +1730,7 @@ impl LogCore {
             Err(why) => {
                 // No answer from this server: the next one.
                 debug!(loglet = %segment.loglet, "tail probe failed: {why}");
-                return self.probe_tail(env, id, r, segment, offset, since, next, out);
+                return self.probe_tail(env, id, r, segment, offset, next, out);
             }
         };
         // The peer's known global tail is committed: every reader of the
@@ -1927,14 +1922,11 @@ impl LogCore {
                 ReadState::Probe {
                     segment,
                     offset,
-                    since,
                     next,
                     call,
                 },
                 Event::Reply(c, result),
-            ) if c == call => {
-                self.probe_answered(env, id, r, segment, offset, since, next, result, out)
-            }
+            ) if c == call => self.probe_answered(env, id, r, segment, offset, next, result, out),
             (ReadState::Wait { segment, since, .. }, Event::Tail(loglet))
                 if loglet == segment.loglet =>
             {
