@@ -231,11 +231,7 @@ fn keys_by_leader(url: &str) -> Result<(Vec<u64>, Vec<u64>)> {
     }
     let partitions = leaders.len().max(1) as u32;
     Ok((0..KEYS).partition(|k| {
-        let p = keel::ingress::http::partition_of(
-            keel::ingress::objects::ObjectType::Counter,
-            &format!("k{k}"),
-            partitions,
-        );
+        let p = keel::ingress::http::partition_of("Counter", &format!("k{k}"), partitions);
         leaders.get(&p) == Some(&keel::types::NodeId(1))
     }))
 }

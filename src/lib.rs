@@ -9,6 +9,7 @@ pub mod harness;
 pub mod ingress;
 pub mod log;
 pub mod node;
+pub mod objects;
 pub mod powerfs;
 pub mod rig;
 pub mod sim;

@@ -518,11 +518,7 @@ fn in_a_bridge_both_cut_off_nodes_still_serve_every_partition() {
     let key_of = |p: u32| {
         (0..)
             .map(|i| format!("k{i}"))
-            .find(|k| {
-                keel::ingress::http::partition_of(keel::ingress::objects::ObjectType::Counter, k, 3)
-                    .0
-                    == p
-            })
+            .find(|k| keel::ingress::http::partition_of("Counter", k, 3).0 == p)
             .unwrap()
     };
     let leader_of =

@@ -347,7 +347,14 @@ async fn hostile_frames_close_only_their_connection() {
     let n3 = layout.start(N3).await;
     wait_mesh(&[&n2, &n3]).await;
     let max = layout.config(N2).max_frame_len;
-    let hello = frame::encode(&Envelope::<Msg>::Hello { node: N1 }, max).unwrap();
+    let hello = frame::encode(
+        &Envelope::<Msg>::Hello {
+            node: N1,
+            app: String::new(),
+        },
+        max,
+    )
+    .unwrap();
 
     let mut bad_version = hello.clone();
     bad_version[4] = 99;

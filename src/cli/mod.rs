@@ -3,5 +3,6 @@
 
 pub mod init;
 pub mod local;
+pub mod main;
 pub mod node;
 pub mod table;

@@ -145,10 +145,12 @@ pub fn init_tracing() {
         .try_init();
 }
 
-pub fn run(args: NodeArgs) -> Result<()> {
+/// Runs one node serving `objects` until SIGINT or SIGTERM.
+pub fn run(args: NodeArgs, objects: crate::objects::Objects) -> Result<()> {
     init_tracing();
     let config = resolve(&args)?;
     let mut opts = NodeOptions::from_config(config)?;
+    opts.objects = objects;
     opts.http_workers = args.http_workers;
     opts.rejoin = args.rejoin;
     let gave_up: Arc<Mutex<Option<String>>> = Arc::default();

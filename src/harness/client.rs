@@ -15,7 +15,7 @@
 
 use crate::harness::history::{OpType, F};
 use crate::harness::workload::OpSpec;
-use crate::ingress::objects::ObjectType;
+use crate::objects::demo::DemoObject;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -94,14 +94,14 @@ pub fn classify(op: &OpSpec, status: u16, body: &str) -> Completion {
 pub struct NodeClient {
     agent: ureq::Agent,
     base: String,
-    object: ObjectType,
+    object: DemoObject,
     server_timeout_ms: u64,
 }
 
 impl NodeClient {
     /// `base` is `http://host:port`. The client timeout is the server's
     /// deadline plus one second, so the server normally answers 504 first.
-    pub fn new(base: &str, object: ObjectType, server_timeout: Duration) -> Self {
+    pub fn new(base: &str, object: DemoObject, server_timeout: Duration) -> Self {
         let server_timeout_ms = server_timeout.as_millis().clamp(1, 60_000) as u64;
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_millis(1000))
@@ -127,7 +127,7 @@ impl NodeClient {
     /// applies at most once while the result is retained).
     pub fn call_with(
         &self,
-        object: ObjectType,
+        object: DemoObject,
         op: &OpSpec,
         idempotency_key: Option<&str>,
     ) -> Completion {
@@ -268,7 +268,7 @@ mod tests {
             .port();
         let client = NodeClient::new(
             &format!("http://127.0.0.1:{port}"),
-            ObjectType::Set,
+            DemoObject::Set,
             Duration::from_millis(500),
         );
         let started = std::time::Instant::now();

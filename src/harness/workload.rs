@@ -8,7 +8,7 @@
 //! checker prunes unobserved unknown writes only when values are unique.
 
 use crate::harness::history::{OpType, F};
-use crate::ingress::objects::ObjectType;
+use crate::objects::demo::DemoObject;
 use rand::Rng;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -33,11 +33,11 @@ impl WorkloadKind {
         }
     }
 
-    pub fn object(self) -> ObjectType {
+    pub fn object(self) -> DemoObject {
         match self {
-            WorkloadKind::Set => ObjectType::Set,
-            WorkloadKind::Register => ObjectType::Register,
-            WorkloadKind::Counter => ObjectType::Counter,
+            WorkloadKind::Set => DemoObject::Set,
+            WorkloadKind::Register => DemoObject::Register,
+            WorkloadKind::Counter => DemoObject::Counter,
         }
     }
 
@@ -93,9 +93,9 @@ pub struct OpSpec {
 
 impl OpSpec {
     /// `POST /{Object}/{key}/{handler}` path and body for this op.
-    pub fn request(&self, object: ObjectType) -> (String, String) {
+    pub fn request(&self, object: DemoObject) -> (String, String) {
         let handler = match (object, self.f) {
-            (ObjectType::Counter, F::Read) => "get".to_string(),
+            (DemoObject::Counter, F::Read) => "get".to_string(),
             (_, f) => f.to_string(),
         };
         let body = if self.value.is_null() {
@@ -278,7 +278,7 @@ mod tests {
             key: "k".into(),
             value: json!({"expect": null, "value": 4}),
         };
-        let (path, body) = op.request(ObjectType::Register);
+        let (path, body) = op.request(DemoObject::Register);
         assert_eq!(path, "/Register/k/cas");
         assert_eq!(
             serde_json::from_str::<Value>(&body).unwrap(),
@@ -290,7 +290,7 @@ mod tests {
             value: Value::Null,
         };
         assert_eq!(
-            get.request(ObjectType::Counter),
+            get.request(DemoObject::Counter),
             ("/Counter/c/get".into(), String::new())
         );
         let read = OpSpec {
@@ -298,7 +298,7 @@ mod tests {
             key: "s".into(),
             value: Value::Null,
         };
-        assert_eq!(read.request(ObjectType::Set).0, "/Set/s/read");
+        assert_eq!(read.request(DemoObject::Set).0, "/Set/s/read");
     }
 
     #[test]

@@ -16,11 +16,11 @@
 //! changes anything; those that leave part of the request unread (413, 408)
 //! also close the connection.
 
-use super::objects::{validate, HandlerError, ObjectType};
 use crate::actors::leader_elector::{leader_key, Leadership};
 use crate::actors::metadata::MetadataClient;
 use crate::actors::partition_processor::{Invoke, InvokeReply};
 use crate::node::{CallError, Net, Wire};
+use crate::objects::{HandlerError, Objects};
 use crate::types::{NodeId, PartitionId};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -48,6 +48,9 @@ pub struct Ingress {
     pub partitions: u32,
     pub default_timeout: Duration,
     pub metrics: Arc<crate::node::metrics::Metrics>,
+    /// The object types served: routing and argument checks.
+    pub objects: Objects,
+    /// The next generated request id's counter.
     next_id: Arc<AtomicU64>,
 }
 
@@ -58,6 +61,7 @@ impl Ingress {
         partitions: u32,
         default_timeout: Duration,
         metrics: Arc<crate::node::metrics::Metrics>,
+        objects: Objects,
     ) -> Self {
         Ingress {
             net,
@@ -65,6 +69,7 @@ impl Ingress {
             partitions,
             default_timeout,
             metrics,
+            objects,
             next_id: Arc::new(AtomicU64::new(rand::thread_rng().gen())),
         }
     }
@@ -101,9 +106,9 @@ impl Ingress {
 }
 
 /// The partition that owns `object/key`: FNV-1a, stable across builds and nodes.
-pub fn partition_of(object: ObjectType, key: &str, partitions: u32) -> PartitionId {
+pub fn partition_of(object: &str, key: &str, partitions: u32) -> PartitionId {
     let mut h: u64 = 0xcbf29ce484222325;
-    for b in object.name().bytes().chain([b'/']).chain(key.bytes()) {
+    for b in object.bytes().chain([b'/']).chain(key.bytes()) {
         h ^= b as u64;
         h = h.wrapping_mul(0x100000001b3);
     }
@@ -266,8 +271,9 @@ async fn invoke(
         Ok(parts) => parts,
         Err(why) => return closing(error_response(400, why)),
     };
-    let Some(object) = ObjectType::parse(&object_name) else {
-        return error_response(404, HandlerError::UnknownObject(object_name).to_string());
+    let object = match ingress.objects.get(&object_name) {
+        Ok(t) => t.name().to_string(),
+        Err(e) => return error_response(404, e.to_string()),
     };
     if let Some(response) = refuse_declared_length(&req) {
         return response;
@@ -281,7 +287,7 @@ async fn invoke(
         Ok(b) => b,
         Err(response) => return response,
     };
-    let response = invoke_object(&req, object, key, &handler, &body, deadline, &ingress).await;
+    let response = invoke_object(&req, &object, key, &handler, &body, deadline, &ingress).await;
     let outcome = match response.status().as_u16() {
         200 => "ok",
         412 => "precondition_failed",
@@ -291,13 +297,13 @@ async fn invoke(
     };
     ingress
         .metrics
-        .observe_request(object.name(), outcome, started.elapsed());
+        .observe_request(&object, outcome, started.elapsed());
     response
 }
 
 async fn invoke_object(
     req: &HttpRequest,
-    object: ObjectType,
+    object: &str,
     key: String,
     handler: &str,
     body: &[u8],
@@ -318,23 +324,24 @@ async fn invoke_object(
             Err(e) => return error_response(400, format!("malformed JSON body: {e}")),
         }
     };
-    if object.handlers().contains(&handler)
-        && req.method() == actix_web::http::Method::GET
-        && !object.is_read_only(handler)
-    {
-        return error_response(
-            405,
-            format!("{}/{handler} changes state: use POST", object.name()),
-        );
-    }
-    if let Err(e) = validate(object, handler, &arg) {
-        return error_response(e.http_status(), e.to_string());
+    match ingress.objects.check(object, handler, &arg) {
+        Ok(h) if req.method() == actix_web::http::Method::GET && !h.is_read_only() => {
+            return error_response(405, format!("{object}/{handler} changes state: use POST"));
+        }
+        Ok(_) => {}
+        Err(HandlerError::BadArgument(_))
+            if req.method() == actix_web::http::Method::GET
+                && !ingress.objects.is_read_only(object, handler) =>
+        {
+            return error_response(405, format!("{object}/{handler} changes state: use POST"));
+        }
+        Err(e) => return error_response(e.http_status(), e.to_string()),
     }
     let request_id = match req.headers().get("idempotency-key") {
         None => ingress.request_id(),
         Some(v) => match v.to_str() {
             Ok(s) if !s.is_empty() && s.len() <= MAX_IDEMPOTENCY_KEY => {
-                format!("u:{}/{key}/{handler}/{s}", object.name())
+                format!("u:{object}/{key}/{handler}/{s}")
             }
             _ => {
                 return error_response(
@@ -350,7 +357,7 @@ async fn invoke_object(
     let invoke = Invoke {
         partition,
         request_id,
-        object,
+        object: object.to_string(),
         key,
         handler: handler.to_string(),
         arg: serde_json::to_vec(&arg).unwrap_or_default(),
@@ -506,7 +513,7 @@ mod tests {
 
     #[test]
     fn partitioning_is_stable_and_spread() {
-        let p = |k: &str| partition_of(ObjectType::Counter, k, 4).0;
+        let p = |k: &str| partition_of("Counter", k, 4).0;
         assert_eq!(p("a"), p("a"));
         let mut seen = [0; 4];
         for i in 0..400 {
@@ -515,6 +522,6 @@ mod tests {
         assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
         // Pinned values: changing the hash would move existing keys.
         // FNV-1a of "Set/x" mod 1000, computed independently.
-        assert_eq!(partition_of(ObjectType::Set, "x", 1000).0, 340);
+        assert_eq!(partition_of("Set", "x", 1000).0, 340);
     }
 }

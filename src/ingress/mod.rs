@@ -1,4 +1,4 @@
-//! The HTTP demo app: virtual objects over actix-web.
+//! The HTTP ingress: `/{Object}/{key}/{handler}` for every registered
+//! object type, over actix-web.
 
 pub mod http;
-pub mod objects;

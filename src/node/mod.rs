@@ -2,6 +2,7 @@
 //! nodes, and the HTTP endpoints it serves.
 
 pub mod admin;
+mod builder;
 pub mod local;
 pub mod metrics;
 pub mod net;
@@ -11,6 +12,7 @@ mod start;
 pub mod status;
 pub mod wire;
 
+pub use builder::Builder;
 pub use local::{LocalActors, LocalRoute};
 pub use net::{CallError, Net, Remote};
 pub use start::{Node, NodeError, NodeOptions};

@@ -24,6 +24,7 @@ use crate::actors::supervisor::{
 use crate::config::{Config, ConfigError};
 use crate::ingress::http::Ingress;
 use crate::log::{chain_key, Chain, LogClient, LogConfig};
+use crate::objects::Objects;
 use crate::storage::identity::{self, ClusterId, IdentityError};
 use crate::storage::{Storage, StorageError};
 use crate::transport::{
@@ -57,6 +58,8 @@ pub enum NodeError {
     },
     #[error("supervision tree: {0}")]
     Supervision(String),
+    #[error("object types: {0}")]
+    Objects(#[from] crate::objects::RegistryError),
 }
 
 /// Everything needed to start a node.
@@ -74,6 +77,9 @@ pub struct NodeOptions {
     /// node's, and the node rejoins (see `actors::rejoin`); a directory that
     /// holds this node's data starts as usual.
     pub rejoin: bool,
+    /// The object types this node serves (every node of the cluster must
+    /// serve the same: a peer that does not is refused).
+    pub objects: Objects,
 }
 
 impl NodeOptions {
@@ -90,6 +96,7 @@ impl NodeOptions {
             http_workers: 2,
             partitions_enabled: true,
             rejoin: false,
+            objects: crate::objects::demo::objects(),
         })
     }
 }
@@ -219,6 +226,7 @@ impl Node {
                 })
                 .collect(),
         );
+        tcfg.app = opts.objects.describe();
         tcfg.keep_alive = Duration::from_millis(config.timing.keep_alive_ms);
         tcfg.idle_timeout = Duration::from_millis(config.timing.idle_timeout_ms);
         let transport = Transport::start(
@@ -322,6 +330,7 @@ impl Node {
         for p in 0..enabled {
             let partition = PartitionId(p);
             let (st, lc, snaps) = (storage.clone(), logs.clone(), snapshots.clone());
+            let objects = opts.objects.clone();
             partitions_spec = partitions_spec.child(ChildSpec::actor(
                 format!("processor-{p}"),
                 local.processors[p as usize].clone(),
@@ -333,6 +342,7 @@ impl Node {
                         cx,
                         snaps.clone(),
                         retention_ms,
+                        objects.clone(),
                     )
                 },
             ));
@@ -431,6 +441,7 @@ impl Node {
             config.partitions,
             config.request_timeout(),
             metrics.clone(),
+            opts.objects.clone(),
         );
         router.set_relay({
             let ingress = ingress.clone();

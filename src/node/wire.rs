@@ -72,6 +72,9 @@ pub trait Rpc: actix::Message<Result = <Self as Rpc>::Reply> + Send + 'static {
     const NAME: &'static str;
     fn into_wire(self) -> Wire;
     fn reply_into_wire(reply: Self::Reply) -> Wire;
+    /// The error hands the message back unchanged (not boxed: that would
+    /// cost an allocation per reply).
+    #[allow(clippy::result_large_err)]
     fn reply_from_wire(wire: Wire) -> Result<Self::Reply, Wire>;
 }
 

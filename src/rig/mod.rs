@@ -60,9 +60,21 @@ pub struct RigBuilder {
     chaos: bool,
     /// Applied records between two scheduled snapshots of a partition.
     snapshot_every: u64,
+    /// The object types each node serves (index: node id - 1).
+    objects: Vec<crate::objects::Objects>,
 }
 
 impl RigBuilder {
+    /// Every node serves `objects` (default: the demo's).
+    pub fn objects(mut self, objects: crate::objects::Objects) -> Self {
+        self.objects = vec![objects; self.nodes as usize];
+        self
+    }
+    /// Node `id` serves `objects` (to test a node that differs).
+    pub fn objects_of(mut self, id: u32, objects: crate::objects::Objects) -> Self {
+        self.objects[id as usize - 1] = objects;
+        self
+    }
     /// Snapshots every `records` applied records (0: on demand only).
     pub fn snapshot_every(mut self, records: u64) -> Self {
         self.snapshot_every = records;
@@ -113,6 +125,7 @@ impl RigBuilder {
             faults: (0..self.nodes).map(|_| FaultFilter::new()).collect(),
             nodes: (0..self.nodes).map(|_| None).collect(),
             partitions_enabled: self.partitions_enabled,
+            objects: self.objects,
             runtime,
         };
         for i in 1..=self.nodes {
@@ -129,6 +142,8 @@ pub struct Rig {
     faults: Vec<FaultFilter>,
     nodes: Vec<Option<Running>>,
     partitions_enabled: bool,
+    /// The object types each node serves (index: node id - 1).
+    objects: Vec<crate::objects::Objects>,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -164,6 +179,7 @@ impl Rig {
             partitions_enabled: true,
             chaos: false,
             snapshot_every: crate::config::DEFAULT_SNAPSHOT_EVERY_RECORDS,
+            objects: vec![crate::objects::demo::objects(); nodes as usize],
         }
     }
 
@@ -303,6 +319,7 @@ impl Rig {
             http_workers: 1,
             partitions_enabled: self.partitions_enabled,
             rejoin,
+            objects: self.objects[id as usize - 1].clone(),
         };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<Stop>();

@@ -13,7 +13,7 @@ use crate::harness::client::classify;
 use crate::harness::history::{Op, OpType, F};
 use crate::harness::workload::OpSpec;
 use crate::ingress::http::partition_of;
-use crate::ingress::objects::ObjectType;
+use crate::objects::demo::DemoObject;
 use crate::types::{NodeId, PartitionId};
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -32,7 +32,7 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Clone, Debug)]
 pub struct Keys {
     /// `(object, key, partition)`.
-    pub keys: Vec<(ObjectType, String, PartitionId)>,
+    pub keys: Vec<(DemoObject, String, PartitionId)>,
 }
 
 impl Keys {
@@ -41,14 +41,14 @@ impl Keys {
     pub fn new(partitions: u32) -> Keys {
         let mut keys = Vec::new();
         for (object, prefix) in [
-            (ObjectType::Counter, "c"),
-            (ObjectType::Set, "s"),
-            (ObjectType::Register, "r"),
+            (DemoObject::Counter, "c"),
+            (DemoObject::Set, "s"),
+            (DemoObject::Register, "r"),
         ] {
             for p in 0..partitions {
                 let key = (0..)
                     .map(|i| format!("{prefix}{i}"))
-                    .find(|k| partition_of(object, k, partitions) == PartitionId(p))
+                    .find(|k| partition_of(object.name(), k, partitions) == PartitionId(p))
                     .expect("some key falls in every partition");
                 keys.push((object, key, PartitionId(p)));
             }
@@ -236,24 +236,27 @@ impl Clients {
         let roll = rng.gen_range(0..100);
         let read = final_reads || roll < 30;
         let (f, handler, value, arg) = match object {
-            ObjectType::Counter if read => (F::Get, "get", Value::Null, Value::Null),
-            ObjectType::Counter => {
+            DemoObject::Counter if read => (F::Get, "get", Value::Null, Value::Null),
+            DemoObject::Counter => {
                 let d: i64 = rng.gen_range(1..=3);
                 (F::Add, "add", json!(d), json!(d))
             }
-            ObjectType::Set if read => (F::Read, "read", Value::Null, Value::Null),
-            ObjectType::Set => {
+            DemoObject::Set if read => (F::Read, "read", Value::Null, Value::Null),
+            DemoObject::Set => {
                 let v = self.next_value;
                 self.next_value += 1;
                 (F::Add, "add", json!(v), json!(v))
             }
-            ObjectType::Register if read => (F::Read, "read", Value::Null, Value::Null),
-            ObjectType::Register if roll < 65 => {
+            DemoObject::Register if read => (F::Read, "read", Value::Null, Value::Null),
+            DemoObject::Register if roll < 65 => {
                 let v = self.next_value;
                 self.next_value += 1;
                 (F::Write, "write", json!(v), json!(v))
             }
-            ObjectType::Register => {
+            DemoObject::Account => {
+                unreachable!("the simulator's keys are counters, sets and registers")
+            }
+            DemoObject::Register => {
                 let v = self.next_value;
                 self.next_value += 1;
                 let expect = if rng.gen_bool(0.2) {
@@ -269,12 +272,12 @@ impl Clients {
         // Changes whose double application a checker would see carry an
         // idempotency key (kept 24 h); set adds and reads get generated ids
         // (kept 60 s by the log's clock).
-        let request_id = if matches!(f, F::Add | F::Write | F::Cas) && object != ObjectType::Set {
+        let request_id = if matches!(f, F::Add | F::Write | F::Cas) && object != DemoObject::Set {
             format!("u:{}/{key}/{handler}/k{}", object.name(), self.next_id)
         } else {
             format!("g:sim-{}", self.next_id)
         };
-        if f == F::Add && object == ObjectType::Counter {
+        if f == F::Add && object == DemoObject::Counter {
             self.adds.insert(
                 request_id.clone(),
                 AddRecord {
@@ -288,7 +291,7 @@ impl Clients {
         let invoke = Invoke {
             partition,
             request_id,
-            object,
+            object: object.name().into(),
             key: key.clone(),
             handler: handler.to_string(),
             arg: serde_json::to_vec(&arg).unwrap_or_default(),

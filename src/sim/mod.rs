@@ -145,6 +145,7 @@ pub fn world(seed: u64, config: &SimConfig) -> World {
         bugs: config.bugs,
         elector: ElectorConfig::default(),
         snapshot_every: config.snapshot_every,
+        objects: crate::objects::demo::objects(),
     };
     let schedule = Schedule::draw(&config.faults, &ids, &mut rng);
     let deafen_once = rng

@@ -154,6 +154,8 @@ pub struct NodeSetup {
     pub elector: ElectorConfig,
     /// Applied records between two snapshots of a partition.
     pub snapshot_every: u64,
+    /// The object types the processors serve (the demo's).
+    pub objects: crate::objects::Objects,
 }
 
 impl Node {
@@ -191,6 +193,7 @@ impl Node {
             snapshot_held: self.snapshots.get(&p).map(|s| s.lsn),
             idempotency_retention_ms:
                 crate::actors::partition_processor::core::USER_KEY_RETENTION_MS,
+            objects: setup.objects.clone(),
         };
         ProcessorCore::new(config, store).ok()
     }

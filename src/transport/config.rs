@@ -81,6 +81,12 @@ pub struct TransportConfig {
     /// Frames that may wait in one connection's outbound queue.
     #[serde(default = "defaults::queue_capacity")]
     pub queue_capacity: usize,
+    /// What this node serves above the transport (a node: its object
+    /// types), sent in every hello. A peer whose hello names something else
+    /// is refused: nodes that would apply one log differently must not form
+    /// a cluster. Set by the embedding node, not by the config file.
+    #[serde(skip)]
+    pub app: String,
 }
 
 mod defaults {
@@ -128,6 +134,7 @@ impl TransportConfig {
             backoff_max: defaults::backoff_max(),
             max_frame_len: defaults::max_frame_len(),
             queue_capacity: defaults::queue_capacity(),
+            app: String::new(),
         }
     }
 

@@ -25,6 +25,10 @@ pub enum Envelope<M> {
     /// checks against the peer it authenticated by certificate.
     Hello {
         node: NodeId,
+        /// What the sender serves above the transport (see
+        /// `TransportConfig::app`).
+        #[serde(default)]
+        app: String,
     },
     /// Expects exactly one `Response` with the same id on the same connection.
     /// `deadline_ms` is the caller's remaining budget (relative: node clocks
@@ -165,7 +169,10 @@ mod tests {
 
     fn samples() -> Vec<Envelope<Msg>> {
         vec![
-            Envelope::Hello { node: NodeId(3) },
+            Envelope::Hello {
+                node: NodeId(3),
+                app: "Counter(add:w)".into(),
+            },
             Envelope::Request {
                 id: 7,
                 deadline_ms: 1500,

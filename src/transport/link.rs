@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, error, info, warn, Instrument};
 
 /// QUIC application close codes this transport uses.
 pub mod close_code {
@@ -140,7 +140,16 @@ async fn dial<M: WireMessage>(
     // Bounded by the caller's connect timeout.
     loop {
         match decoder.next_frame::<M>() {
-            Ok(Some(Envelope::Hello { node })) if node == peer.id => break,
+            Ok(Some(Envelope::Hello { node, app })) if node == peer.id => {
+                if let Some(why) = app_mismatch(&shared.cfg.app, peer.id, &app) {
+                    close(&conn, close_code::REFUSED, &why);
+                    if peer.note_refusal(why.clone()) {
+                        error!(peer = %peer.id, "{why}");
+                    }
+                    return Err(FrameError::Protocol(why).into());
+                }
+                break;
+            }
             Ok(Some(_)) => {
                 let e = FrameError::Protocol("acceptor did not start with its hello".into());
                 close(&conn, close_code::PROTOCOL, &e.to_string());
@@ -235,7 +244,10 @@ async fn run_connection<M: WireMessage>(
     first_stream: Option<(quinn::RecvStream, FrameDecoder)>,
 ) {
     let hello = match frame::encode(
-        &Envelope::<M>::Hello { node: shared.node },
+        &Envelope::<M>::Hello {
+            node: shared.node,
+            app: shared.cfg.app.clone(),
+        },
         shared.cfg.max_frame_len,
     ) {
         Ok(bytes) => bytes,
@@ -389,6 +401,18 @@ async fn read_frames<M: WireMessage>(
     }
 }
 
+/// Why a peer whose hello says it serves `theirs` cannot be linked with
+/// this node, which serves `mine`.
+fn app_mismatch(mine: &str, peer: NodeId, theirs: &str) -> Option<String> {
+    (mine != theirs).then(|| {
+        format!(
+            "refusing {peer}: it serves other object types ({}) than this node ({}); every node of a cluster must register the same types",
+            if theirs.is_empty() { "none" } else { theirs },
+            if mine.is_empty() { "none" } else { mine },
+        )
+    })
+}
+
 fn protocol_error<M: WireMessage>(
     shared: &Shared<M>,
     peer: NodeId,
@@ -408,10 +432,18 @@ fn dispatch<M: WireMessage>(
     greeted: &mut bool,
 ) -> Result<(), FrameError> {
     match env {
-        Envelope::Hello { node } if !*greeted && node == peer => {
+        Envelope::Hello { node, app } if !*greeted && node == peer => {
+            if let Some(why) = app_mismatch(&shared.cfg.app, peer, &app) {
+                if let Some(p) = shared.peers.get(&peer) {
+                    if p.note_refusal(why.clone()) {
+                        error!(%peer, "{why}");
+                    }
+                }
+                return Err(FrameError::Protocol(why));
+            }
             *greeted = true;
         }
-        Envelope::Hello { node } => {
+        Envelope::Hello { node, .. } => {
             return Err(FrameError::Protocol(format!(
                 "unexpected hello from {node}"
             )));

@@ -262,6 +262,15 @@ impl<M> Peer<M> {
         true
     }
 
+    /// Records why a link to this peer was refused (it stays suspected);
+    /// whether the reason is new, so it is logged once and not per dial.
+    pub fn note_refusal(&self, reason: String) -> bool {
+        let mut l = self.lock();
+        let new = l.last_error.as_deref() != Some(reason.as_str());
+        l.last_error = Some(reason);
+        new
+    }
+
     /// Drops the live connection at shutdown.
     pub fn take(&self, states: &watch::Sender<PeerStates>) -> Option<Live<M>> {
         let mut l = self.lock();

@@ -12,6 +12,10 @@ use keel::types::{LogletId, Lsn, NodeId};
 use serde::Deserialize;
 use std::time::Duration;
 
+/// The demo's object types, which the generated records call.
+static DEMO: std::sync::LazyLock<keel::objects::Objects> =
+    std::sync::LazyLock::new(keel::objects::demo::objects);
+
 /// The transport's default frame limit: what a node accepts.
 const MAX_FRAME: usize = 16 * 1024 * 1024;
 
@@ -40,6 +44,7 @@ fn envelope(g: &mut Gen) -> Envelope<Wire> {
     match g.below(4) {
         0 => Envelope::Hello {
             node: NodeId(g.range(0, 5) as u32),
+            app: g.edgy_string(32),
         },
         1 => Envelope::Request {
             id: g.edgy_u64(),
@@ -224,8 +229,8 @@ fn check_decoded(w: &Wire) {
 
 fn check_invoke(i: &keel::actors::partition_processor::Invoke) {
     // However malformed, checking it is an answer, never a panic.
-    let _ = i.check(i.partition, 4);
-    let _ = i.check(keel::types::PartitionId(0), 1);
+    let _ = i.check(i.partition, 4, &DEMO);
+    let _ = i.check(keel::types::PartitionId(0), 1, &DEMO);
 }
 
 fn check_segment(s: &Segment) {

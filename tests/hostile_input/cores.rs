@@ -12,7 +12,6 @@ use keel::actors::sealer::core::{repair_range, sealed_tail, SealedView};
 use keel::actors::sequencer::core::{
     AppendOutcome, CallId, Effect, Input, SequencerConfig, SequencerCore, SequencerTuning,
 };
-use keel::ingress::objects::ObjectType;
 use keel::log::Record;
 use keel::node::CallError;
 use keel::storage::Storage;
@@ -20,6 +19,10 @@ use keel::types::{Epoch, Lsn, NodeId, Offset, PartitionId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
+
+/// The demo's object types, which the generated records call.
+static DEMO: std::sync::LazyLock<keel::objects::Objects> =
+    std::sync::LazyLock::new(keel::objects::demo::objects);
 
 /// Runs a target whose cases are encoded inputs: the corpus first, then
 /// `default` generated cases.
@@ -675,11 +678,16 @@ fn command(g: &mut Gen, announced: u64) -> Command {
             node: NodeId(*g.pick(&[0, 1, 2, 3, u32::MAX])),
         };
     }
-    let object = *g.pick(&[ObjectType::Counter, ObjectType::Set, ObjectType::Register]);
+    let object = *g.pick(&["Counter", "Set", "Register", "Account"]);
+    let handlers: Vec<&str> = DEMO
+        .get(object)
+        .expect("a demo type")
+        .handler_names()
+        .collect();
     let handler = if g.one_in(8) {
         g.edgy_string(16)
     } else {
-        g.pick(object.handlers()).to_string()
+        g.pick(&handlers).to_string()
     };
     let arg: Vec<u8> = match g.below(8) {
         0 => b"1".to_vec(),
@@ -715,7 +723,7 @@ fn command(g: &mut Gen, announced: u64) -> Command {
             1 => Some(g.edgy_u64()),
             _ => Some(g.range(0, 100_000)),
         },
-        object,
+        object: object.into(),
         key: if g.one_in(6) {
             g.edgy_string(2048)
         } else {
@@ -780,7 +788,7 @@ impl ApplierTarget {
             .partition(partition)
             .expect("opening a partition");
         let mut state = recover(&store).expect("recovering an empty partition");
-        let mut applier = Applier::new(&store, state);
+        let mut applier = Applier::new(&store, state, &DEMO);
         for op in ops {
             match op {
                 ApplyOp::Apply { lsn, record } => {
@@ -811,7 +819,7 @@ impl ApplierTarget {
                     store.apply(write).expect("writing a batch");
                     state = recover(&store).expect("recovering");
                     assert_eq!(state, expected, "recovery reads back another state");
-                    applier = Applier::new(&store, state);
+                    applier = Applier::new(&store, state, &DEMO);
                 }
             }
         }

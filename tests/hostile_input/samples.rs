@@ -19,7 +19,6 @@ use keel::actors::sequencer::{Append, AppendOutcome, SequencerError};
 use keel::actors::supervisor::{
     ChildKind, ChildState, ChildStatus, RestartRecord, SupervisionStatus, WaitInfo,
 };
-use keel::ingress::objects::ObjectType;
 use keel::log::{Chain, Record, Segment};
 use keel::node::status::{NodeStatus, PartitionView};
 use keel::node::wire::WireErrorOwned;
@@ -27,6 +26,10 @@ use keel::node::Wire;
 use keel::transport::PeerStatus;
 use keel::types::{Epoch, LogId, LogletId, Lsn, NodeId, PartitionId};
 use std::sync::Arc;
+
+/// The demo's object types, which the generated records call.
+static DEMO: std::sync::LazyLock<keel::objects::Objects> =
+    std::sync::LazyLock::new(keel::objects::demo::objects);
 
 /// Every `Wire` variant, by name. The match is exhaustive: a new variant
 /// does not compile until it is named here (and [`wire`] builds one).
@@ -159,12 +162,17 @@ fn ls_error(g: &mut Gen) -> LogServerError {
 }
 
 fn invoke(g: &mut Gen) -> Invoke {
-    let object = *g.pick(&[ObjectType::Counter, ObjectType::Set, ObjectType::Register]);
-    let handler = g.pick(object.handlers()).to_string();
+    let object = *g.pick(&["Counter", "Set", "Register", "Account"]);
+    let handlers: Vec<&str> = DEMO
+        .get(object)
+        .expect("a demo type")
+        .handler_names()
+        .collect();
+    let handler = g.pick(&handlers).to_string();
     Invoke {
         partition: PartitionId(g.range(0, 3) as u32),
         request_id: format!("g:1:{:016x}", g.u64()),
-        object,
+        object: object.into(),
         key: format!("k{}", g.below(100)),
         handler,
         arg: b"1".to_vec(),

@@ -25,7 +25,7 @@
 //! state is synced and the log trimmed) is in `lifecycle.rs`.
 
 use crate::actors::bugs::{Bug, BugSet};
-use crate::ingress::objects::{self, HandlerError, ObjectState, ObjectType};
+use crate::objects::{Context, HandlerError, ObjectState, Objects};
 use crate::storage::{PartitionStore, PartitionWrite, StorageError};
 use crate::types::{Epoch, Lsn, NodeId};
 use serde::{Deserialize, Serialize};
@@ -77,8 +77,8 @@ pub struct Invocation {
     /// from before the field, and generated ids): the defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_ms: Option<u64>,
-    /// The object's type.
-    pub object: ObjectType,
+    /// The object's type name.
+    pub object: String,
     /// The object's key (one writer per key: the partition's leader).
     pub key: String,
     /// The handler to run on the object.
@@ -158,11 +158,20 @@ const META_CLOCK: &[u8] = b"clock";
 /// Expiry index: `x` + expires_ms (BE) + request id.
 const EXPIRY_PREFIX: &[u8] = b"x";
 
-/// Durable state key of an object's sub-key: prefix-free, so one object's
-/// entries are one key range.
-pub fn object_prefix(object: ObjectType, key: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(key.len() + 6);
-    k.push(object as u8);
+/// Marks state written with objects keyed by type name ([`object_prefix`]);
+/// state without it that applied anything was written by an older keel,
+/// whose keys this one cannot read.
+const META_LAYOUT: &[u8] = b"layout";
+/// The state layout this build writes.
+const LAYOUT: &[u8] = &[2];
+
+/// Durable state key of an object's sub-key: prefix-free (the type name's
+/// length, the name, the key's length, the key), so one object's entries
+/// are one key range.
+pub fn object_prefix(object: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(object.len() + key.len() + 5);
+    k.push(object.len().min(u8::MAX as usize) as u8);
+    k.extend_from_slice(object.as_bytes());
     k.extend_from_slice(&(key.len() as u32).to_be_bytes());
     k.extend_from_slice(key.as_bytes());
     k
@@ -250,6 +259,8 @@ fn read_through(
 pub struct Applier<'a, S: PartitionState + ?Sized = PartitionStore> {
     /// The state before this batch.
     store: &'a S,
+    /// The object types whose handlers the records call.
+    types: &'a Objects,
     /// Object writes of this batch.
     objects: Overlay,
     /// Dedup writes of this batch.
@@ -319,8 +330,18 @@ pub fn recover<S: PartitionState + ?Sized>(store: &S) -> Result<Recovered, Stora
         .map(be_u64)
         .transpose()?
         .unwrap_or(0);
+    let applied = store.applied_lsn()?;
+    if applied > Lsn(0) && store.meta(META_LAYOUT)?.as_deref() != Some(LAYOUT) {
+        return Err(StorageError::Corrupt {
+            tree: "partition meta",
+            reason:
+                "the state was written by an older keel (objects keyed by a type tag, not a name); \
+                     move the data directory away and rejoin the node (keel node --rejoin)"
+                    .into(),
+        });
+    }
     Ok(Recovered {
-        applied: store.applied_lsn()?,
+        applied,
         announced,
         leader,
         clock_ms,
@@ -335,8 +356,9 @@ struct ObjectView<'b, 'a, S: PartitionState + ?Sized> {
     applier: &'b Applier<'a, S>,
     /// The object's key prefix.
     prefix: Vec<u8>,
-    /// The handler's writes, joining the batch only if it succeeds.
-    writes: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// The handler's writes (`None`: a removal), joining the batch only if
+    /// it succeeds.
+    writes: Overlay,
     /// The first storage error a read met.
     error: std::cell::RefCell<Option<StorageError>>,
 }
@@ -357,7 +379,7 @@ impl<S: PartitionState + ?Sized> ObjectState for ObjectView<'_, '_, S> {
     fn get(&self, sub: &[u8]) -> Option<Vec<u8>> {
         let k = self.full_key(sub);
         if let Some(v) = self.writes.get(&k) {
-            return Some(v.clone());
+            return v.clone();
         }
         let store = self.applier.store;
         read_through(&self.applier.objects, &k, || store.object(&k)).unwrap_or_else(|e| {
@@ -367,29 +389,31 @@ impl<S: PartitionState + ?Sized> ObjectState for ObjectView<'_, '_, S> {
     }
     fn put(&mut self, sub: &[u8], value: Vec<u8>) {
         let k = self.full_key(sub);
-        self.writes.insert(k, value);
+        self.writes.insert(k, Some(value));
     }
-    fn scan(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+    fn remove(&mut self, sub: &[u8]) {
+        let k = self.full_key(sub);
+        self.writes.insert(k, None);
+    }
+    fn scan(&self, sub_prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let prefix = self.full_key(sub_prefix);
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> =
-            match self.applier.store.objects_with_prefix(&self.prefix) {
+            match self.applier.store.objects_with_prefix(&prefix) {
                 Ok(entries) => entries.into_iter().collect(),
                 Err(e) => {
                     self.fail(e);
                     return Vec::new();
                 }
             };
-        let overlays = self.applier.objects.range(self.prefix.clone()..);
-        for (k, v) in overlays.take_while(|(k, _)| k.starts_with(&self.prefix)) {
-            match v {
-                Some(v) => merged.insert(k.clone(), v.clone()),
-                None => merged.remove(k),
-            };
-        }
-        for (k, v) in self.writes.range(self.prefix.clone()..) {
-            if !k.starts_with(&self.prefix) {
-                break;
+        // The batch's writes, then the handler's own, over the store.
+        for overlay in [&self.applier.objects, &self.writes] {
+            let entries = overlay.range(prefix.clone()..);
+            for (k, v) in entries.take_while(|(k, _)| k.starts_with(&prefix)) {
+                match v {
+                    Some(v) => merged.insert(k.clone(), v.clone()),
+                    None => merged.remove(k),
+                };
             }
-            merged.insert(k.clone(), v.clone());
         }
         merged
             .into_iter()
@@ -399,12 +423,17 @@ impl<S: PartitionState + ?Sized> ObjectState for ObjectView<'_, '_, S> {
 }
 
 impl<'a, S: PartitionState + ?Sized> Applier<'a, S> {
-    pub fn new(store: &'a S, recovered: Recovered) -> Self {
+    pub fn new(store: &'a S, recovered: Recovered, types: &'a Objects) -> Self {
+        let mut meta = Overlay::new();
+        if recovered.applied == Lsn(0) {
+            meta.insert(META_LAYOUT.to_vec(), Some(LAYOUT.to_vec()));
+        }
         Applier {
             store,
+            types,
             objects: Overlay::new(),
             dedup: Overlay::new(),
-            meta: Overlay::new(),
+            meta,
             announced: recovered.announced,
             leader: recovered.leader,
             applied: recovered.applied,
@@ -518,25 +547,28 @@ impl<'a, S: PartitionState + ?Sized> Applier<'a, S> {
                 if let Some(response) = self.dedup(&inv.request_id, self.clock_ms)? {
                     return Ok(Applied::Request(inv.request_id, Outcome::Done(response)));
                 }
-                let read_only = inv.object.is_read_only(&inv.handler);
+                let read_only = self.types.is_read_only(&inv.object, &inv.handler);
                 let response = match serde_json::from_slice(&inv.arg) {
                     Ok(arg) => {
                         let mut view = ObjectView {
-                            prefix: object_prefix(inv.object, &inv.key),
+                            prefix: object_prefix(&inv.object, &inv.key),
                             applier: self,
-                            writes: BTreeMap::new(),
+                            writes: Overlay::new(),
                             error: Default::default(),
                         };
-                        let result = objects::invoke(inv.object, &inv.handler, &arg, &mut view);
+                        let seed = call_seed(lsn, &inv.request_id);
+                        let types = self.types;
+                        let result = {
+                            let mut ctx = Context::new(&inv.key, &mut view, self.clock_ms, seed);
+                            types.call(&inv.object, &inv.handler, arg, &mut ctx)
+                        };
                         if let Some(e) = view.error.into_inner() {
                             return Err(e);
                         }
                         let writes = view.writes;
                         match result {
                             Ok(v) => {
-                                for (k, v) in writes {
-                                    self.objects.insert(k, Some(v));
-                                }
+                                self.objects.extend(writes);
                                 Response::ok(&v)
                             }
                             Err(e) => Response::error(&e),
@@ -650,6 +682,17 @@ impl<'a, S: PartitionState + ?Sized> Applier<'a, S> {
     }
 }
 
+/// The seed of a call's random source: the same on every replica (the
+/// record's LSN and request id), different for every call.
+fn call_seed(lsn: Lsn, request_id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ lsn.0;
+    for b in request_id.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
 fn expiry_key(expires_ms: u64, request_id: &[u8]) -> Vec<u8> {
     let mut k = EXPIRY_PREFIX.to_vec();
     k.extend_from_slice(&expires_ms.to_be_bytes());
@@ -664,11 +707,15 @@ mod tests {
     use crate::types::PartitionId;
     use serde_json::json;
 
+    /// The demo's types, which these tests call.
+    static TYPES: std::sync::LazyLock<Objects> =
+        std::sync::LazyLock::new(crate::objects::demo::objects);
+
     fn invoke(
         epoch: u64,
         id: &str,
         ts: u64,
-        object: ObjectType,
+        object: &str,
         handler: &str,
         arg: serde_json::Value,
     ) -> Vec<u8> {
@@ -677,7 +724,7 @@ mod tests {
             request_id: id.into(),
             timestamp_ms: ts,
             retention_ms: None,
-            object,
+            object: object.into(),
             key: "k".into(),
             handler: handler.into(),
             arg: serde_json::to_vec(&arg).unwrap(),
@@ -716,7 +763,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
         let store = storage.partition(PartitionId(0)).unwrap();
-        let mut a = Applier::new(&store, recover(&store).unwrap());
+        let mut a = Applier::new(&store, recover(&store).unwrap(), &TYPES);
         assert_eq!(
             ap(&mut a, Lsn(1), &announce(1, 1)),
             Applied::Announced {
@@ -728,14 +775,14 @@ mod tests {
         let o = outcome(ap(
             &mut a,
             Lsn(2),
-            &invoke(1, "g:a", 10, ObjectType::Counter, "add", json!(5)),
+            &invoke(1, "g:a", 10, "Counter", "add", json!(5)),
         ));
         assert_eq!(body(&o), json!(5));
         // The same request id again (an internal retry): same answer, applied once.
         let o = outcome(ap(
             &mut a,
             Lsn(3),
-            &invoke(1, "g:a", 11, ObjectType::Counter, "add", json!(5)),
+            &invoke(1, "g:a", 11, "Counter", "add", json!(5)),
         ));
         assert_eq!(body(&o), json!(5));
         ap(&mut a, Lsn(4), &announce(2, 2));
@@ -744,7 +791,7 @@ mod tests {
         let o = outcome(ap(
             &mut a,
             Lsn(5),
-            &invoke(1, "g:b", 12, ObjectType::Counter, "add", json!(100)),
+            &invoke(1, "g:b", 12, "Counter", "add", json!(100)),
         ));
         assert_eq!(
             o,
@@ -766,7 +813,7 @@ mod tests {
         let o = outcome(ap(
             &mut a,
             Lsn(7),
-            &invoke(2, "g:c", 13, ObjectType::Counter, "get", json!(null)),
+            &invoke(2, "g:c", 13, "Counter", "get", json!(null)),
         ));
         assert_eq!(body(&o), json!(5));
         let (write, applied) = a.finish().unwrap();
@@ -783,7 +830,7 @@ mod tests {
             }
         );
         // Undecodable records are skipped, deterministically.
-        let mut a = Applier::new(&store, r);
+        let mut a = Applier::new(&store, r, &TYPES);
         assert_eq!(ap(&mut a, Lsn(8), b"garbage"), Applied::Nothing);
         assert_eq!(a.applied(), Lsn(8));
         // Node 0 is no node: its announcement is skipped, and the state
@@ -801,23 +848,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
         let store = storage.partition(PartitionId(1)).unwrap();
-        let mut a = Applier::new(&store, recover(&store).unwrap());
+        let mut a = Applier::new(&store, recover(&store).unwrap(), &TYPES);
         ap(&mut a, Lsn(1), &announce(1, 1));
         ap(
             &mut a,
             Lsn(2),
-            &invoke(1, "g:x", 1_000, ObjectType::Counter, "add", json!(1)),
+            &invoke(1, "g:x", 1_000, "Counter", "add", json!(1)),
         );
         let (w, _) = a.finish().unwrap();
         store.apply(w).unwrap();
-        let mut a = Applier::new(&store, recover(&store).unwrap());
+        let mut a = Applier::new(&store, recover(&store).unwrap(), &TYPES);
         assert!(a.dedup("g:x", 2_000).unwrap().is_some());
         let later = 1_000 + INTERNAL_RETENTION_MS + 1;
         assert!(a.dedup("g:x", later).unwrap().is_none());
         let o = outcome(ap(
             &mut a,
             Lsn(3),
-            &invoke(1, "g:x", later, ObjectType::Counter, "add", json!(1)),
+            &invoke(1, "g:x", later, "Counter", "add", json!(1)),
         ));
         assert_eq!(body(&o), json!(2), "an expired id applies again");
         let (w, _) = a.finish().unwrap();
@@ -834,25 +881,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
         let store = storage.partition(PartitionId(2)).unwrap();
-        let mut a = Applier::new(&store, recover(&store).unwrap());
+        let mut a = Applier::new(&store, recover(&store).unwrap(), &TYPES);
         ap(&mut a, Lsn(1), &announce(1, 1));
-        ap(
-            &mut a,
-            Lsn(2),
-            &invoke(1, "g:1", 1, ObjectType::Set, "add", json!(3)),
-        );
+        ap(&mut a, Lsn(2), &invoke(1, "g:1", 1, "Set", "add", json!(3)));
         let (w, _) = a.finish().unwrap();
         store.apply(w).unwrap();
-        let mut a = Applier::new(&store, recover(&store).unwrap());
-        ap(
-            &mut a,
-            Lsn(3),
-            &invoke(1, "g:2", 2, ObjectType::Set, "add", json!(1)),
-        );
+        let mut a = Applier::new(&store, recover(&store).unwrap(), &TYPES);
+        ap(&mut a, Lsn(3), &invoke(1, "g:2", 2, "Set", "add", json!(1)));
         let o = outcome(ap(
             &mut a,
             Lsn(4),
-            &invoke(1, "g:3", 3, ObjectType::Set, "read", json!(null)),
+            &invoke(1, "g:3", 3, "Set", "read", json!(null)),
         ));
         assert_eq!(body(&o), json!([3, 1]));
         let o = outcome(ap(
@@ -862,7 +901,7 @@ mod tests {
                 1,
                 "g:4",
                 4,
-                ObjectType::Register,
+                "Register",
                 "cas",
                 json!({"expect": 1, "value": 2}),
             ),
@@ -879,28 +918,28 @@ mod tests {
     fn history() -> Vec<Vec<u8>> {
         let later = 5_000 + INTERNAL_RETENTION_MS;
         let mut h = vec![announce(1, 1)];
-        let steps: Vec<(u64, &str, u64, ObjectType, &str, serde_json::Value)> = vec![
-            (1, "g:1", 1_000, ObjectType::Counter, "add", json!(1)),
-            (1, "u:k", 2_000, ObjectType::Counter, "add", json!(10)),
-            (1, "g:2", 3_000, ObjectType::Set, "add", json!("a")),
-            (1, "g:1", 3_500, ObjectType::Counter, "add", json!(1)),
+        let steps: Vec<(u64, &str, u64, &str, &str, serde_json::Value)> = vec![
+            (1, "g:1", 1_000, "Counter", "add", json!(1)),
+            (1, "u:k", 2_000, "Counter", "add", json!(10)),
+            (1, "g:2", 3_000, "Set", "add", json!("a")),
+            (1, "g:1", 3_500, "Counter", "add", json!(1)),
             // The leader's clock steps back by far more than the retention.
             (
                 1,
                 "g:3",
                 100,
-                ObjectType::Register,
+                "Register",
                 "cas",
                 json!({"expect": 5, "value": 6}),
             ),
-            (1, "g:4", 200, ObjectType::Counter, "get", json!(null)),
-            (1, "g:5", later, ObjectType::Set, "add", json!("b")),
+            (1, "g:4", 200, "Counter", "get", json!(null)),
+            (1, "g:5", later, "Set", "add", json!("b")),
             // g:1 expired by the log's clock: it applies again.
-            (1, "g:1", later + 1, ObjectType::Counter, "add", json!(1)),
+            (1, "g:1", later + 1, "Counter", "add", json!(1)),
             // u:k is kept for a day: still a repeat.
-            (1, "u:k", later + 2, ObjectType::Counter, "add", json!(10)),
-            (1, "g:6", 300, ObjectType::Set, "read", json!(null)),
-            (0, "g:7", later + 3, ObjectType::Counter, "add", json!(100)),
+            (1, "u:k", later + 2, "Counter", "add", json!(10)),
+            (1, "g:6", 300, "Set", "read", json!(null)),
+            (0, "g:7", later + 3, "Counter", "add", json!(100)),
         ];
         for (epoch, id, ts, object, handler, arg) in steps {
             h.push(invoke(epoch, id, ts, object, handler, arg));
@@ -931,7 +970,7 @@ mod tests {
         let mut sizes = sizes.iter().cycle();
         while next < records.len() {
             let n = (*sizes.next().unwrap()).min(records.len() - next);
-            let mut a = Applier::new(&store, recover(&store).unwrap()).with_bugs(bugs);
+            let mut a = Applier::new(&store, recover(&store).unwrap(), &TYPES).with_bugs(bugs);
             for (i, r) in records[next..next + n].iter().enumerate() {
                 if let Applied::Request(_, o) = ap(&mut a, Lsn((next + i + 1) as u64), r) {
                     bodies.push(body(&o));
@@ -951,7 +990,7 @@ mod tests {
             request_id: id.into(),
             timestamp_ms: ts,
             retention_ms,
-            object: ObjectType::Counter,
+            object: "Counter".into(),
             key: "k".into(),
             handler: "add".into(),
             arg: serde_json::to_vec(&json!(n)).unwrap(),
@@ -980,7 +1019,7 @@ mod tests {
         let mut bodies = Vec::new();
         for (i, r) in records.iter().enumerate() {
             // One batch per record, so expiry also purges between them.
-            let mut a = Applier::new(&store, recover(&store).unwrap());
+            let mut a = Applier::new(&store, recover(&store).unwrap(), &TYPES);
             if let Applied::Request(_, o) = ap(&mut a, Lsn(i as u64 + 1), r) {
                 bodies.push(body(&o));
             }
@@ -992,7 +1031,7 @@ mod tests {
             [json!(1), json!(1), json!(11), json!(12), json!(11)]
         );
         // u:a's first entry was purged once expired; its second is held.
-        let a = Applier::new(&store, recover(&store).unwrap());
+        let a = Applier::new(&store, recover(&store).unwrap(), &TYPES);
         assert_eq!(
             a.dedup("u:a", t0 + 2 * retention - 1)
                 .unwrap()
@@ -1039,13 +1078,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
         // No fencing: a deposed leader's late request applies.
-        let late = invoke(1, "g:late", 5, ObjectType::Counter, "add", json!(7));
+        let late = invoke(1, "g:late", 5, "Counter", "add", json!(7));
         for (p, bugs, expected) in [
             (20, BugSet::NONE, json!("fenced")),
             (21, BugSet::NONE.with(Bug::ApplyStaleEpoch), json!(7)),
         ] {
             let store = storage.partition(PartitionId(p)).unwrap();
-            let mut a = Applier::new(&store, recover(&store).unwrap()).with_bugs(bugs);
+            let mut a = Applier::new(&store, recover(&store).unwrap(), &TYPES).with_bugs(bugs);
             ap(&mut a, Lsn(1), &announce(1, 1));
             ap(&mut a, Lsn(2), &announce(2, 2));
             assert_eq!(body(&outcome(ap(&mut a, Lsn(3), &late))), expected);
@@ -1056,9 +1095,9 @@ mod tests {
         let records = vec![
             announce(1, 2),
             announce(2, 1),
-            invoke(2, "g:x", 1_000, ObjectType::Counter, "add", json!(1)),
-            invoke(1, "g:late", 100_000, ObjectType::Counter, "add", json!(100)),
-            invoke(2, "g:x", 2_000, ObjectType::Counter, "add", json!(1)),
+            invoke(2, "g:x", 1_000, "Counter", "add", json!(1)),
+            invoke(1, "g:late", 100_000, "Counter", "add", json!(100)),
+            invoke(2, "g:x", 2_000, "Counter", "add", json!(1)),
         ];
         let bug = BugSet::NONE.with(Bug::PurgeByBatch);
         let (whole, _) = apply_in_batches_with(&records, &[5], bug);
@@ -1071,8 +1110,8 @@ mod tests {
         // first application applies again; in a later batch it does not.
         let records = vec![
             announce(1, 1),
-            invoke(1, "u:once", 1_000, ObjectType::Counter, "add", json!(5)),
-            invoke(1, "u:once", 1_001, ObjectType::Counter, "add", json!(5)),
+            invoke(1, "u:once", 1_000, "Counter", "add", json!(5)),
+            invoke(1, "u:once", 1_001, "Counter", "add", json!(5)),
         ];
         let bug = BugSet::NONE.with(Bug::DedupMissesOwnBatch);
         let (together, _) = apply_in_batches_with(&records, &[3], bug);
@@ -1088,16 +1127,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
         let store = storage.partition(PartitionId(3)).unwrap();
-        let mut a = Applier::new(&store, recover(&store).unwrap());
+        let mut a = Applier::new(&store, recover(&store).unwrap(), &TYPES);
         ap(&mut a, Lsn(1), &announce(1, 1));
-        let add = invoke(1, "g:once", 10, ObjectType::Counter, "add", json!(5));
+        let add = invoke(1, "g:once", 10, "Counter", "add", json!(5));
         ap(&mut a, Lsn(2), &add);
         let (w, _) = a.finish().unwrap();
         store.apply(w).unwrap();
         let before = store.dump().unwrap();
         // The same request again, and the dedup lookup fails: an error,
         // never "not applied yet".
-        let mut a = Applier::new(&store, recover(&store).unwrap());
+        let mut a = Applier::new(&store, recover(&store).unwrap(), &TYPES);
         store.inject_read_error_after(0);
         assert!(matches!(a.apply(Lsn(3), &add), Err(StorageError::Injected)));
         drop(a);
@@ -1105,21 +1144,21 @@ mod tests {
         // The processor restarts and replays from its durable LSN.
         let recovered = recover(&store).unwrap();
         assert_eq!(recovered.applied, Lsn(2));
-        let mut a = Applier::new(&store, recovered);
+        let mut a = Applier::new(&store, recovered, &TYPES);
         assert_eq!(
             body(&outcome(ap(&mut a, Lsn(3), &add))),
             json!(5),
             "a repeat"
         );
-        let get = invoke(1, "g:get", 11, ObjectType::Counter, "get", json!(null));
+        let get = invoke(1, "g:get", 11, "Counter", "get", json!(null));
         assert_eq!(
             body(&outcome(ap(&mut a, Lsn(4), &get))),
             json!(5),
             "applied once"
         );
         // A read error inside a handler aborts the same way.
-        let add2 = invoke(1, "g:two", 12, ObjectType::Counter, "add", json!(1));
-        let mut a2 = Applier::new(&store, recover(&store).unwrap());
+        let add2 = invoke(1, "g:two", 12, "Counter", "add", json!(1));
+        let mut a2 = Applier::new(&store, recover(&store).unwrap(), &TYPES);
         // The dedup lookup passes; the handler's read of the counter fails.
         store.inject_read_error_after(1);
         assert!(matches!(

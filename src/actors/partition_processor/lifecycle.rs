@@ -77,9 +77,9 @@ use super::messages::{
 };
 use crate::actors::bugs::BugSet;
 use crate::actors::env::Env;
-use crate::ingress::objects::HandlerError;
 use crate::log::{AppendError, ReadError, Record};
 use crate::node::CallError;
+use crate::objects::{HandlerError, Objects};
 use crate::storage::{PartitionWrite, Snapshot, StorageError};
 use crate::types::{Epoch, Lsn, NodeId, PartitionId};
 use std::collections::BTreeMap;
@@ -190,6 +190,9 @@ pub struct ProcessorConfig {
     /// (ms of log clock). Written into each such record while this core
     /// leads, so replicas configured otherwise still expire alike.
     pub idempotency_retention_ms: u64,
+    /// The object types whose handlers the records call (the same on every
+    /// node of the cluster).
+    pub objects: Objects,
 }
 
 /// A host's handle on a request it waits to answer.
@@ -969,7 +972,11 @@ impl<S: PartitionState> ProcessorCore<S> {
         // A peer's request is checked as the ingress checks a client's: a
         // malformed one is answered (400, certainly not applied) and never
         // joins a batch, where it would fail every request with it.
-        if let Err(why) = req.check(self.config.partition, self.config.partitions) {
+        if let Err(why) = req.check(
+            self.config.partition,
+            self.config.partitions,
+            &self.config.objects,
+        ) {
             return reply(InvokeReply::Done(Response::error(
                 &HandlerError::BadArgument(why),
             )));
@@ -994,7 +1001,9 @@ impl<S: PartitionState> ProcessorCore<S> {
         let now_ms = self.config.wall_clock.ms(env.now);
         // A repeat of a request already applied is answered from its stored
         // result (an optimisation: applying it again would find the same).
-        match Applier::new(&self.store, self.state).dedup(&req.request_id, now_ms) {
+        match Applier::new(&self.store, self.state, &self.config.objects)
+            .dedup(&req.request_id, now_ms)
+        {
             Ok(Some(response)) => return reply(InvokeReply::Done(response)),
             Ok(None) => {}
             Err(e) => return reply(InvokeReply::Unavailable(format!("storage failed: {e}"))),
@@ -1211,6 +1220,7 @@ impl<S: PartitionState> ProcessorCore<S> {
         let done = Self::apply_batch(
             &self.store,
             self.state,
+            &self.config.objects,
             self.config.bugs,
             env.me,
             self.epoch,
@@ -1276,12 +1286,13 @@ impl<S: PartitionState> ProcessorCore<S> {
     fn apply_batch(
         store: &S,
         state: Recovered,
+        types: &Objects,
         bugs: BugSet,
         me: NodeId,
         epoch: Epoch,
         records: Vec<(Lsn, Record)>,
     ) -> Result<(crate::storage::PartitionWrite, Batch), StorageError> {
-        let mut applier = Applier::new(store, state).with_bugs(bugs);
+        let mut applier = Applier::new(store, state, types).with_bugs(bugs);
         let mut outcomes = Vec::new();
         let mut reign = None;
         for (lsn, record) in records {
@@ -1422,7 +1433,6 @@ impl<S: PartitionState> ProcessorCore<S> {
 mod tests {
     use super::*;
     use crate::actors::bugs::Bug;
-    use crate::ingress::objects::ObjectType;
     use crate::sim::store_partition::{SharedDisk, SimPartitionStore};
     use std::collections::BTreeSet;
 
@@ -1518,6 +1528,7 @@ mod tests {
                 snapshot_held: held,
                 idempotency_retention_ms:
                     crate::actors::partition_processor::core::USER_KEY_RETENTION_MS,
+                objects: crate::objects::demo::objects(),
             };
             let store = SimPartitionStore::open(disk.clone(), P).unwrap();
             ProcessorCore::new(config, store).unwrap()
@@ -1579,7 +1590,7 @@ mod tests {
         Invoke {
             partition: P,
             request_id: id.into(),
-            object: ObjectType::Counter,
+            object: "Counter".into(),
             key: "k".into(),
             handler: handler.into(),
             arg: arg.as_bytes().to_vec(),
@@ -1604,7 +1615,7 @@ mod tests {
             request_id: id.into(),
             timestamp_ms: ts,
             retention_ms: None,
-            object: ObjectType::Counter,
+            object: "Counter".into(),
             key: "k".into(),
             handler: handler.into(),
             arg: arg.as_bytes().to_vec(),
@@ -2225,7 +2236,7 @@ mod tests {
             request_id: "g:1".into(),
             timestamp_ms: 0,
             retention_ms: None,
-            object: ObjectType::Register,
+            object: "Register".into(),
             key: "k".into(),
             handler: "write".into(),
             arg: vec![b'1'; arg_bytes],
@@ -2428,7 +2439,11 @@ mod tests {
         let mut replica = Rig::new(3);
         replica.feed(0, ProcessorInput::Tick);
         replica.deliver(40, log.range(1, lsn.0 + 1));
-        let mut reader = Applier::new(replica.core.store(), replica.core.state());
+        let mut reader = Applier::new(
+            replica.core.store(),
+            replica.core.state(),
+            &replica.core.config.objects,
+        );
         let get = reader.apply(
             Lsn(99),
             &invocation(2, "g:get2", 50, "get", "null").encode(),
@@ -2693,7 +2708,7 @@ mod tests {
             for (from, to) in batches {
                 r.deliver(10, log.range(*from, *to));
             }
-            let mut reader = Applier::new(r.core.store(), r.core.state());
+            let mut reader = Applier::new(r.core.store(), r.core.state(), &r.core.config.objects);
             let get = invocation(2, "g:get2", 2_002, "get", "null").encode();
             match reader.apply(Lsn(7), &get).unwrap() {
                 Applied::Request(_, Outcome::Done(response)) => {

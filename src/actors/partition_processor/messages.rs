@@ -2,7 +2,7 @@
 //! ingress to the leader, and role changes from the leader elector.
 
 use super::core::Response;
-use crate::ingress::objects::ObjectType;
+use crate::objects::Objects;
 use crate::types::{Epoch, Lsn, NodeId, PartitionId};
 use actix::Message;
 use serde::{Deserialize, Serialize};
@@ -15,8 +15,8 @@ pub struct Invoke {
     pub partition: PartitionId,
     /// `u:<idempotency key>` or `g:<generated id>`; retries reuse it.
     pub request_id: String,
-    /// The object's type.
-    pub object: ObjectType,
+    /// The object's type name.
+    pub object: String,
     /// The object's key.
     pub key: String,
     /// The handler to run.
@@ -39,7 +39,12 @@ impl Invoke {
     /// Why this request cannot be ordered into `partition`'s log (of
     /// `partitions`), if it cannot: what the ingress checks before it
     /// forwards a request, checked again where a peer's request lands.
-    pub fn check(&self, partition: PartitionId, partitions: u32) -> Result<(), String> {
+    pub fn check(
+        &self,
+        partition: PartitionId,
+        partitions: u32,
+        types: &Objects,
+    ) -> Result<(), String> {
         use crate::ingress::http::{partition_of, MAX_OBJECT_KEY};
         if self.key.is_empty() || self.key.len() > MAX_OBJECT_KEY {
             return Err(format!("object key must be 1..={MAX_OBJECT_KEY} bytes"));
@@ -50,17 +55,18 @@ impl Invoke {
         if self.arg.len() > MAX_ARG_BYTES {
             return Err(format!("argument exceeds {MAX_ARG_BYTES} bytes"));
         }
-        let owner = partition_of(self.object, &self.key, partitions);
+        let owner = partition_of(&self.object, &self.key, partitions);
         if self.partition != partition || owner != partition {
             return Err(format!(
                 "{}/{} belongs to partition {owner}, not {partition}",
-                self.object.name(),
-                self.key
+                self.object, self.key
             ));
         }
         let arg: serde_json::Value = serde_json::from_slice(&self.arg)
             .map_err(|e| format!("malformed JSON argument: {e}"))?;
-        crate::ingress::objects::validate(self.object, &self.handler, &arg)
+        types
+            .check(&self.object, &self.handler, &arg)
+            .map(drop)
             .map_err(|e| e.to_string())
     }
 }

@@ -40,6 +40,7 @@ use crate::actors::bugs::BugSet;
 use crate::actors::supervisor::{ChildContext, WaitGuard};
 use crate::actors::when_mailbox_drained;
 use crate::log::LogClient;
+use crate::objects::Objects;
 use crate::storage::{PartitionStore, Storage};
 use crate::types::{LogId, Lsn, NodeId, PartitionId};
 use actix::prelude::*;
@@ -90,6 +91,7 @@ impl PartitionProcessor {
         cx: ChildContext,
         snapshots: SnapshotSettings,
         idempotency_retention_ms: u64,
+        objects: Objects,
     ) -> Self {
         let store = storage
             .partition(partition)
@@ -114,6 +116,7 @@ impl PartitionProcessor {
             snapshot_every: snapshots.every,
             snapshot_held: held,
             idempotency_retention_ms,
+            objects,
         };
         let core = ProcessorCore::new(config, store)
             .unwrap_or_else(|e| panic!("recovering partition {partition}: {e}"));

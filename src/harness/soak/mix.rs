@@ -5,7 +5,7 @@
 
 use crate::harness::history::F;
 use crate::harness::workload::OpSpec;
-use crate::ingress::objects::ObjectType;
+use crate::objects::demo::DemoObject;
 use rand::Rng;
 use serde_json::{json, Value};
 
@@ -56,7 +56,7 @@ pub struct SoakOp {
     /// What it does.
     pub kind: Kind,
     /// The object type it addresses.
-    pub object: ObjectType,
+    pub object: DemoObject,
     /// Index of its key in `0..keys` (the counter ledger's slot).
     pub key_index: usize,
     /// The request (handler, key, argument) as the harness' client sends it.
@@ -87,21 +87,21 @@ pub fn next_op(rng: &mut impl Rng, keys: usize) -> SoakOp {
         };
     }
     let key_index = rng.gen_range(0..keys.max(1));
-    let (object, f, value): (ObjectType, F, Value) = match kind {
-        Kind::CounterAdd | Kind::CounterAddKeyed { .. } => (ObjectType::Counter, F::Add, json!(1)),
-        Kind::CounterGet => (ObjectType::Counter, F::Read, Value::Null),
+    let (object, f, value): (DemoObject, F, Value) = match kind {
+        Kind::CounterAdd | Kind::CounterAddKeyed { .. } => (DemoObject::Counter, F::Add, json!(1)),
+        Kind::CounterGet => (DemoObject::Counter, F::Read, Value::Null),
         Kind::RegisterWrite => (
-            ObjectType::Register,
+            DemoObject::Register,
             F::Write,
             json!(rng.gen_range(0..REGISTER_VALUES)),
         ),
-        Kind::RegisterRead => (ObjectType::Register, F::Read, Value::Null),
+        Kind::RegisterRead => (DemoObject::Register, F::Read, Value::Null),
         Kind::SetAdd => (
-            ObjectType::Set,
+            DemoObject::Set,
             F::Add,
             json!(rng.gen_range(0..SET_UNIVERSE)),
         ),
-        Kind::SetRead => (ObjectType::Set, F::Read, Value::Null),
+        Kind::SetRead => (DemoObject::Set, F::Read, Value::Null),
     };
     SoakOp {
         kind,

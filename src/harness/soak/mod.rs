@@ -20,7 +20,7 @@ use super::cluster::{Cluster, StartOptions};
 use super::history::{OpType, F};
 use super::runner::INTERRUPTED;
 use super::workload::OpSpec;
-use crate::ingress::objects::ObjectType;
+use crate::objects::demo::DemoObject;
 use crate::types::NodeId;
 use anyhow::{Context, Result};
 use ledger::{check_counter, CounterCheck, CounterLedger};
@@ -175,7 +175,7 @@ impl Shared<'_> {
     fn call(
         &self,
         client: &NodeClient,
-        object: ObjectType,
+        object: DemoObject,
         op: &OpSpec,
         key: Option<&str>,
     ) -> Option<Value> {
@@ -198,7 +198,7 @@ impl Shared<'_> {
 fn client(shared: &Shared<'_>, index: usize, deadline: Instant) {
     let opts = shared.opts;
     let url = &shared.urls[index % shared.urls.len()];
-    let client = NodeClient::new(url, ObjectType::Counter, opts.request_timeout);
+    let client = NodeClient::new(url, DemoObject::Counter, opts.request_timeout);
     let mut rng = StdRng::seed_from_u64(opts.seed.wrapping_mul(1000).wrapping_add(index as u64));
     let budget = opts.time.as_secs().max(1) * MAX_OPS_PER_CLIENT_PER_SEC;
     for n in 0..budget {
@@ -312,7 +312,7 @@ fn check_counters(shared: &Shared<'_>) -> CounterCheck {
                 s.spawn(move || {
                     let url = &shared.urls[r % shared.urls.len()];
                     let client =
-                        NodeClient::new(url, ObjectType::Counter, shared.opts.request_timeout);
+                        NodeClient::new(url, DemoObject::Counter, shared.opts.request_timeout);
                     let mut check = CounterCheck::default();
                     for &i in keys.iter().skip(r).step_by(readers) {
                         let op = OpSpec {
@@ -325,7 +325,7 @@ fn check_counters(shared: &Shared<'_>) -> CounterCheck {
                             if interrupted() || Instant::now() >= until {
                                 break;
                             }
-                            let c = client.call_with(ObjectType::Counter, &op, None);
+                            let c = client.call_with(DemoObject::Counter, &op, None);
                             if c.kind == OpType::Ok {
                                 let (acked, attempted) = shared.ledger.bounds(i);
                                 verdict = Some(match c.value.as_i64() {
