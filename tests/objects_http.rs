@@ -553,3 +553,26 @@ fn in_a_bridge_both_cut_off_nodes_still_serve_every_partition() {
         assert_eq!(leader_of(&rig, p), Some(leaders[p as usize]));
     }
 }
+
+#[test]
+fn an_account_refuses_a_withdrawal_that_would_go_negative() {
+    let rig = Rig::builder(3).start().unwrap();
+    wait_for_leaders(&rig, Duration::from_secs(10));
+    let url = rig.http(1);
+    assert_eq!(post(&url, "Account/a/deposit", json!(10)).body, json!(10));
+    assert_eq!(
+        post(&rig.http(2), "Account/a/withdraw", json!(4)).body,
+        json!(6)
+    );
+    let r = post(&rig.http(3), "Account/a/withdraw", json!(7));
+    assert_eq!(r.status, 412, "{r:?}");
+    assert_eq!(r.body["current"], json!(6), "the refusal says what is left");
+    let r = post(&url, "Account/a/deposit", json!(-5));
+    assert_eq!(r.status, 400, "a negative deposit: {r:?}");
+    for n in 1..=3 {
+        let r = ureq::get(&format!("{}/Account/a/balance", rig.http(n)))
+            .call()
+            .unwrap();
+        assert_eq!(r.into_string().unwrap(), "6");
+    }
+}

@@ -122,7 +122,9 @@ fn spawn(exe: &Path, dir: &Path, i: u32, config: &Path) -> Result<Child> {
         .with_context(|| format!("starting N{i}"))
 }
 
-pub fn run(args: LocalArgs) -> Result<()> {
+/// Starts the cluster of this binary's nodes (they serve `objects`, whose
+/// routes the hints show) and waits for Ctrl-C.
+pub fn run(args: LocalArgs, objects: &crate::objects::Objects) -> Result<()> {
     let configs = init::run(&args.dir, args.nodes, args.base_port, args.chaos)?;
     let config = crate::config::Config::load(&configs[0])?;
     for n in &config.nodes {
@@ -173,12 +175,20 @@ pub fn run(args: LocalArgs) -> Result<()> {
         println!("  {u}");
     }
     println!("\nTry:");
-    println!("  curl -s -X POST {}/Counter/visits/add -d 1", urls[0]);
-    println!("  curl -s {}/Counter/visits/get", urls[1 % urls.len()]);
-    println!(
-        "  curl -s -X POST {}/Register/r1/cas -d '{{\"expect\":null,\"value\":7}}'",
-        urls[0]
-    );
+    if objects.names().any(|n| n == "Counter") {
+        println!("  curl -s -X POST {}/Counter/visits/add -d 1", urls[0]);
+        println!("  curl -s {}/Counter/visits/get", urls[1 % urls.len()]);
+        println!(
+            "  curl -s -X POST {}/Register/r1/cas -d '{{\"expect\":null,\"value\":7}}'",
+            urls[0]
+        );
+    } else {
+        println!(
+            "  POST (GET for readers) {}/{{Object}}/{{key}}/{{handler}} with a JSON body; served:",
+            urls[0]
+        );
+        println!("    {}", objects.describe());
+    }
     println!(
         "  cargo run --release --bin keelctl -- --url {} status",
         urls[0]

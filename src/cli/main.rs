@@ -69,7 +69,7 @@ pub fn main(name: &'static str, objects: Objects) -> ExitCode {
                 dir.display()
             );
         }),
-        Command::Local(a) => local::run(a),
+        Command::Local(a) => local::run(a, &objects),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
