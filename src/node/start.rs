@@ -118,8 +118,9 @@ pub struct Node {
     pub seals: Arc<AtomicU64>,
     /// Chaos: stalls this node's runtime thread (`/chaos/slow-node`).
     pub staller: super::stall::RuntimeStaller,
-    /// The log-server's thread, stopped and joined at shutdown.
-    log_home: Arc<std::sync::Mutex<Option<actix::Arbiter>>>,
+    /// The threads of the actors that touch the disk (the log-server, the
+    /// partition processors), stopped and joined at shutdown.
+    disk_homes: Arc<std::sync::Mutex<Vec<actix::Arbiter>>>,
     http: actix_web::dev::ServerHandle,
     router: Arc<Router>,
 }
@@ -288,6 +289,10 @@ impl Node {
         // failure detector's pings, the supervisor's probes).
         let log_home = actix::Arbiter::new();
         let log_home_handle = log_home.handle();
+        // The partition processors' own thread, for the same reason: they
+        // apply batches to sled and read it (state, snapshots).
+        let state_home = actix::Arbiter::new();
+        let state_home_handle = state_home.handle();
         // The supervision tree: root → metadata, log, partitions.
         let log_spec = {
             let (st, tw) = (storage.clone(), tails.clone());
@@ -331,9 +336,10 @@ impl Node {
             let partition = PartitionId(p);
             let (st, lc, snaps) = (storage.clone(), logs.clone(), snapshots.clone());
             let objects = opts.objects.clone();
-            partitions_spec = partitions_spec.child(ChildSpec::actor(
+            partitions_spec = partitions_spec.child(ChildSpec::actor_on(
                 format!("processor-{p}"),
                 local.processors[p as usize].clone(),
+                state_home_handle.clone(),
                 move |cx| {
                     PartitionProcessor::new(
                         partition,
@@ -402,6 +408,7 @@ impl Node {
             Ok(root) => root,
             Err(e) => {
                 log_home.stop();
+                state_home.stop();
                 return Err(NodeError::Supervision(e.to_string()));
             }
         };
@@ -487,6 +494,7 @@ impl Node {
                 let _ = root.shutdown().await;
                 transport.shutdown().await;
                 log_home.stop();
+                state_home.stop();
                 return Err(NodeError::Http {
                     addr: my_addr.http,
                     reason: e.to_string(),
@@ -511,7 +519,7 @@ impl Node {
             status,
             seals,
             staller,
-            log_home: Arc::new(std::sync::Mutex::new(Some(log_home))),
+            disk_homes: Arc::new(std::sync::Mutex::new(vec![log_home, state_home])),
             http,
             router,
         })
@@ -540,7 +548,7 @@ impl Node {
         let _ = self.root.shutdown().await;
         self.router.detach();
         self.transport.shutdown().await;
-        self.stop_log_home().await;
+        self.stop_disk_homes().await;
         info!(node = %self.id(), "node crashed (simulated)");
     }
 
@@ -552,27 +560,23 @@ impl Node {
         self.local.sequencers.clear();
         self.router.detach();
         self.transport.shutdown().await;
-        self.stop_log_home().await;
+        self.stop_disk_homes().await;
         let _ = self.storage.sync().await;
         info!(node = %self.id(), "node stopped");
     }
 
-    /// Stops the log-server's thread (its actor is stopped by then) and
-    /// waits for it, so nothing of this node touches its storage after.
-    async fn stop_log_home(&self) {
-        let home = self
-            .log_home
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(home) = home {
+    /// Stops the disk actors' threads (their actors are stopped by then)
+    /// and waits for them, so nothing of this node touches its storage after.
+    async fn stop_disk_homes(&self) {
+        let homes = std::mem::take(&mut *self.disk_homes.lock().unwrap_or_else(|p| p.into_inner()));
+        for home in homes {
             home.stop();
             let joined = tokio::task::spawn_blocking(move || home.join());
             if tokio::time::timeout(Duration::from_secs(5), joined)
                 .await
                 .is_err()
             {
-                tracing::warn!(node = %self.id(), "the log-server's thread did not end within 5 s");
+                tracing::warn!(node = %self.id(), "a disk actor's thread did not end within 5 s");
             }
         }
     }
