@@ -9,9 +9,13 @@
 //!   within `recovery_bound` (default 3 s);
 //! - **quiet window**: the last `quiet_window` (default 10 s) of the
 //!   history, but never earlier than the heal. Every call on the node that
-//!   completed in it must be served; calls invoked in it that never
-//!   completed count as errors (the harness must record an `info` for each
-//!   call it gives up on). The error rate must be 0.
+//!   was invoked at or after the heal and completed in the window must be
+//!   served; calls invoked in it that never completed count as errors (the
+//!   harness must record an `info` for each call it gives up on). The error
+//!   rate must be 0. A call invoked *before* the heal was sent into the
+//!   fault: its node may take up to `recovery_bound` to serve again, so if
+//!   its deadline passes within that time, that is the recovery the first
+//!   rule bounds, not an error after the heal.
 //!
 //! If faults are still active at the end of the nemesis log, the check is
 //! unknown.
@@ -107,7 +111,7 @@ pub fn check(calls: &[Call], faults: &FaultTimeline, config: &HealConfig) -> Che
             }
         }
         let (mut completed, mut errors) = (0usize, 0usize);
-        for c in on_node {
+        for c in on_node.filter(|c| c.invoke_ns >= heal) {
             match c.complete_ns {
                 Some(t) if t >= quiet_from => {
                     completed += 1;
@@ -202,6 +206,31 @@ mod tests {
         // The first call invoked at the heal completes 10 ms later.
         assert_eq!(r.details["nodes"][2]["recovery_ms"], 10.0);
         assert_eq!(r.details["nodes"][2]["quiet_errors"], 0);
+    }
+
+    #[test]
+    fn a_call_sent_into_the_fault_may_time_out_after_the_heal_but_a_later_one_may_not() {
+        let calls = |late_fails: bool| {
+            let mut h = Hist::new();
+            h.steady(3, 0, 15_000, 100, isolated_3);
+            // Invoked during the fault on N3, given up 1 s after the heal:
+            // the recovery bound covers it.
+            h.on(3).info(9, F::Read, "load", Value::Null, 4_000, 6_000);
+            if late_fails {
+                // Invoked after the heal and failed: an error.
+                h.on(3).info(10, F::Read, "load", Value::Null, 6_000, 9_000);
+            }
+            h.calls()
+        };
+        let r = check(
+            &calls(false),
+            &partition_then_heal(),
+            &HealConfig::default(),
+        );
+        assert_eq!(r.valid, Validity::Valid, "{}", r.summary);
+        let r = check(&calls(true), &partition_then_heal(), &HealConfig::default());
+        assert_eq!(r.valid, Validity::Invalid, "{}", r.summary);
+        assert!(r.summary.contains("N3: 1 of"), "{}", r.summary);
     }
 
     #[test]
