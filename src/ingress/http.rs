@@ -87,10 +87,16 @@ impl Ingress {
     }
 
     /// The cached leader of `partition`, or, when this node has not looked
-    /// yet, the register's answer (one read, which also fills the cache).
-    /// `Err` says why there is none.
-    async fn leader_of(&self, partition: PartitionId, timeout: Duration) -> Result<NodeId, String> {
-        if let Some(leader) = self.cached_leader(partition) {
+    /// yet or `fresh` is asked for (the cached one said it does not lead),
+    /// the register's answer (one read, which also fills the cache). `Err`
+    /// says why there is none.
+    async fn leader_of(
+        &self,
+        partition: PartitionId,
+        timeout: Duration,
+        fresh: bool,
+    ) -> Result<NodeId, String> {
+        if let Some(leader) = self.cached_leader(partition).filter(|_| !fresh) {
             return Ok(leader);
         }
         match self
@@ -378,6 +384,10 @@ async fn forward(mut invoke: Invoke, timeout: Duration, ingress: &Ingress) -> Ht
     let partition = invoke.partition;
     let mut maybe_applied = false;
     let mut hint: Option<NodeId> = None;
+    // The cached leader said it does not lead and knew no other: the cache
+    // is stale (this node was cut off while leadership moved), so ask the
+    // register instead of waiting for the cache to catch up.
+    let mut fresh = false;
     let mut last = String::from("no leader known yet");
     let mut attempt = 0u32;
     loop {
@@ -394,7 +404,8 @@ async fn forward(mut invoke: Invoke, timeout: Duration, ingress: &Ingress) -> Ht
             Some(node) => node,
             None => {
                 let timeout = deadline.saturating_duration_since(Instant::now());
-                match ingress.leader_of(partition, timeout.min(LEADER_READ)).await {
+                let asked = ingress.leader_of(partition, timeout.min(LEADER_READ), fresh);
+                match asked.await {
                     Ok(node) => node,
                     Err(why) => {
                         last = why;
@@ -416,6 +427,7 @@ async fn forward(mut invoke: Invoke, timeout: Duration, ingress: &Ingress) -> Ht
             Ok(InvokeReply::NotLeader { leader: new }) => {
                 last = format!("{leader} does not lead partition {partition}");
                 hint = new.filter(|n| *n != leader);
+                fresh = hint.is_none();
             }
             Ok(InvokeReply::Fenced) => {
                 last = format!("leader {leader} of partition {partition} was deposed");
