@@ -106,22 +106,16 @@ mod tests {
                 Ok((ctx.random_u64(), ctx.random_u64(), ctx.now_ms()))
             })])
         .unwrap();
-        let a = run(
-            &objects,
-            "Dice",
-            "roll",
-            Value::Null,
-            &mut MemoryState::default(),
-        )
-        .unwrap();
-        let b = run(
-            &objects,
-            "Dice",
-            "roll",
-            Value::Null,
-            &mut MemoryState::default(),
-        )
-        .unwrap();
+        let roll = || {
+            run(
+                &objects,
+                "Dice",
+                "roll",
+                Value::Null,
+                &mut MemoryState::default(),
+            )
+        };
+        let (a, b) = (roll().unwrap(), roll().unwrap());
         assert_eq!(a, b);
         assert_ne!(a[0], a[1]);
         assert_eq!(a[2], json!(1_000));

@@ -12,10 +12,6 @@ use keel::types::{LogletId, Lsn, NodeId};
 use serde::Deserialize;
 use std::time::Duration;
 
-/// The demo's object types, which the generated records call.
-static DEMO: std::sync::LazyLock<keel::objects::Objects> =
-    std::sync::LazyLock::new(keel::objects::demo::objects);
-
 /// The transport's default frame limit: what a node accepts.
 const MAX_FRAME: usize = 16 * 1024 * 1024;
 

@@ -20,10 +20,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-/// The demo's object types, which the generated records call.
-static DEMO: std::sync::LazyLock<keel::objects::Objects> =
-    std::sync::LazyLock::new(keel::objects::demo::objects);
-
 /// Runs a target whose cases are encoded inputs: the corpus first, then
 /// `default` generated cases.
 fn run<I: std::fmt::Debug + Serialize + for<'de> Deserialize<'de> + 'static>(
@@ -678,16 +674,11 @@ fn command(g: &mut Gen, announced: u64) -> Command {
             node: NodeId(*g.pick(&[0, 1, 2, 3, u32::MAX])),
         };
     }
-    let object = *g.pick(&["Counter", "Set", "Register", "Account"]);
-    let handlers: Vec<&str> = DEMO
-        .get(object)
-        .expect("a demo type")
-        .handler_names()
-        .collect();
+    let (object, known) = demo_handler(g);
     let handler = if g.one_in(8) {
         g.edgy_string(16)
     } else {
-        g.pick(&handlers).to_string()
+        known.to_string()
     };
     let arg: Vec<u8> = match g.below(8) {
         0 => b"1".to_vec(),

@@ -2,7 +2,7 @@
 //! peers write into the register), with randomized fields, for the mutators
 //! to start from.
 
-use crate::support::Gen;
+use crate::support::{demo_handler, Gen};
 use keel::actors::leader_elector::{Leadership, PreVote, PreVoteReply};
 use keel::actors::log_server::{
     GetRecords, GetTail, LogServerError, RecordsReply, Release, Seal, Store, StoreReply, TailInfo,
@@ -26,10 +26,6 @@ use keel::node::Wire;
 use keel::transport::PeerStatus;
 use keel::types::{Epoch, LogId, LogletId, Lsn, NodeId, PartitionId};
 use std::sync::Arc;
-
-/// The demo's object types, which the generated records call.
-static DEMO: std::sync::LazyLock<keel::objects::Objects> =
-    std::sync::LazyLock::new(keel::objects::demo::objects);
 
 /// Every `Wire` variant, by name. The match is exhaustive: a new variant
 /// does not compile until it is named here (and [`wire`] builds one).
@@ -162,13 +158,8 @@ fn ls_error(g: &mut Gen) -> LogServerError {
 }
 
 fn invoke(g: &mut Gen) -> Invoke {
-    let object = *g.pick(&["Counter", "Set", "Register", "Account"]);
-    let handlers: Vec<&str> = DEMO
-        .get(object)
-        .expect("a demo type")
-        .handler_names()
-        .collect();
-    let handler = g.pick(&handlers).to_string();
+    let (object, handler) = demo_handler(g);
+    let handler = handler.to_string();
     Invoke {
         partition: PartitionId(g.range(0, 3) as u32),
         request_id: format!("g:1:{:016x}", g.u64()),

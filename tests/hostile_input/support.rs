@@ -538,3 +538,18 @@ pub fn fast_tempdir(prefix: &str) -> tempfile::TempDir {
     }
     builder.tempdir().expect("creating a temporary directory")
 }
+
+/// The demo's object types, which the generated records and requests call.
+pub static DEMO: std::sync::LazyLock<keel::objects::Objects> =
+    std::sync::LazyLock::new(keel::objects::demo::objects);
+
+/// A demo object type and one of its handlers.
+pub fn demo_handler(g: &mut Gen) -> (&'static str, &'static str) {
+    let object = *g.pick(&["Counter", "Set", "Register", "Account"]);
+    let handlers: Vec<&'static str> = DEMO
+        .get(object)
+        .expect("a demo type")
+        .handler_names()
+        .collect();
+    (object, *g.pick(&handlers))
+}
