@@ -334,8 +334,10 @@ impl ElectorCore {
                 });
             }
             ElectorInput::Health { degraded } => {
+                // The transport logs each change once per node ("peer
+                // degraded"); once per partition here would repeat it.
                 if degraded != self.degraded {
-                    info!(partition = %self.partition, ?degraded, "peers scored degraded");
+                    debug!(partition = %self.partition, ?degraded, "peers scored degraded");
                 }
                 self.degraded = degraded;
             }
