@@ -144,6 +144,21 @@ fn a_node_registering_other_object_types_is_refused_by_its_peers() {
         why.contains("extra:r"),
         "the refusal names the difference: {why}"
     );
+    // Each node's own status says what it serves.
+    let served = |n: u32| -> Option<String> {
+        let status: serde_json::Value = ureq::get(&format!("{}/cluster/status", rig.http(n)))
+            .call()
+            .ok()?
+            .into_json()
+            .ok()?;
+        let me = status["nodes"]
+            .as_array()?
+            .iter()
+            .find(|r| r["node"] == n)?;
+        me["status"]["objects"].as_str().map(str::to_string)
+    };
+    assert_eq!(served(1), Some(same().describe()));
+    assert_eq!(served(3).map(|s| s.contains("extra:r")), Some(true));
     // N1 and N2 still form a majority and serve.
     wait_for_leaders(&rig, Duration::from_secs(15));
     assert_eq!(post(&rig.http(1), "Tally/k/add", json!(1)).status, 200);

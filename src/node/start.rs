@@ -659,5 +659,6 @@ async fn node_status(
         storage: storage.stats(),
         chaos_enabled: cfg.chaos,
         rejoin: rejoin.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        objects: transport.app().to_string(),
     }
 }

@@ -32,6 +32,10 @@ pub struct NodeStatus {
     /// rejoined since it started).
     #[serde(default)]
     pub rejoin: Option<crate::actors::rejoin::RejoinView>,
+    /// The object types this node serves, handlers marked `r` (read-only)
+    /// or `w`: every node of the cluster must show the same.
+    #[serde(default)]
+    pub objects: String,
 }
 
 /// One partition as one node sees it (a row of the partitions table).

@@ -331,6 +331,12 @@ impl<M: WireMessage> Transport<M> {
         }
     }
 
+    /// What this node serves above the transport, as its hello says (see
+    /// `TransportConfig::app`).
+    pub fn app(&self) -> &str {
+        &self.shared.cfg.app
+    }
+
     /// Every configured peer, for status output.
     pub fn peers(&self) -> Vec<PeerStatus> {
         let now = Instant::now();

@@ -262,8 +262,13 @@ fn node_status(g: &mut Gen) -> NodeStatus {
         }),
         storage: Default::default(),
         chaos_enabled: g.bool(),
+        objects: DEMO_DESCRIBED.clone(),
     }
 }
+
+/// The demo's types as a node's status shows them.
+static DEMO_DESCRIBED: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| crate::support::DEMO.describe());
 
 /// A valid message of kind `k` (`0..KINDS`), fields drawn from `g`.
 pub fn wire(g: &mut Gen, k: u64) -> Wire {
