@@ -123,6 +123,18 @@ impl fmt::Display for Epoch {
     }
 }
 
+/// FNV-1a's starting state (see [`fnv1a`]).
+pub const FNV1A_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Continues the FNV-1a hash `h` over `bytes` (start from [`FNV1A_START`]).
+/// Stable across builds and machines: what partitioning, type fingerprints,
+/// call seeds and the simulator's trace hash are made of.
+pub fn fnv1a(h: u64, bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes
+        .into_iter()
+        .fold(h, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

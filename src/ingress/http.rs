@@ -113,11 +113,8 @@ impl Ingress {
 
 /// The partition that owns `object/key`: FNV-1a, stable across builds and nodes.
 pub fn partition_of(object: &str, key: &str, partitions: u32) -> PartitionId {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in object.bytes().chain([b'/']).chain(key.bytes()) {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
+    let bytes = object.bytes().chain([b'/']).chain(key.bytes());
+    let h = crate::types::fnv1a(crate::types::FNV1A_START, bytes);
     PartitionId((h % partitions.max(1) as u64) as u32)
 }
 

@@ -116,12 +116,7 @@ impl Objects {
     /// A hash of [`Objects::describe`] (FNV-1a, stable across builds): two
     /// nodes serve the same types exactly when their fingerprints agree.
     pub fn fingerprint(&self) -> u64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in self.describe().bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h
+        crate::types::fnv1a(crate::types::FNV1A_START, self.describe().bytes())
     }
 }
 

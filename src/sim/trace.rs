@@ -59,7 +59,7 @@ impl Trace {
         Trace {
             full,
             entries: VecDeque::new(),
-            hash: 0xcbf29ce484222325,
+            hash: crate::types::FNV1A_START,
             count: 0,
         }
     }
@@ -81,16 +81,13 @@ impl Trace {
         detail: u64,
         text: Option<String>,
     ) {
-        for b in at_us
+        let bytes = at_us
             .to_le_bytes()
             .into_iter()
             .chain(node.to_le_bytes())
             .chain(what.bytes())
-            .chain(detail.to_le_bytes())
-        {
-            self.hash ^= b as u64;
-            self.hash = self.hash.wrapping_mul(0x100000001b3);
-        }
+            .chain(detail.to_le_bytes());
+        self.hash = crate::types::fnv1a(self.hash, bytes);
         self.count += 1;
         if !self.full && self.entries.len() == Self::KEEP {
             self.entries.pop_front();

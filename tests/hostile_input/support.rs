@@ -32,9 +32,7 @@ fn splitmix(x: &mut u64) -> u64 {
 
 /// A stable 64-bit hash of a target name (FNV-1a).
 fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    })
+    keel::types::fnv1a(keel::types::FNV1A_START, name.bytes())
 }
 
 impl Gen {

@@ -685,12 +685,7 @@ impl<'a, S: PartitionState + ?Sized> Applier<'a, S> {
 /// The seed of a call's random source: the same on every replica (the
 /// record's LSN and request id), different for every call.
 fn call_seed(lsn: Lsn, request_id: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ lsn.0;
-    for b in request_id.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    crate::types::fnv1a(crate::types::FNV1A_START ^ lsn.0, request_id.bytes())
 }
 
 fn expiry_key(expires_ms: u64, request_id: &[u8]) -> Vec<u8> {
