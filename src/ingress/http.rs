@@ -20,7 +20,7 @@ use crate::actors::leader_elector::{leader_key, Leadership};
 use crate::actors::metadata::MetadataClient;
 use crate::actors::partition_processor::{Invoke, InvokeReply};
 use crate::node::{CallError, Net, Wire};
-use crate::objects::{HandlerError, Objects};
+use crate::objects::Objects;
 use crate::types::{NodeId, PartitionId};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -327,18 +327,15 @@ async fn invoke_object(
             Err(e) => return error_response(400, format!("malformed JSON body: {e}")),
         }
     };
-    match ingress.objects.check(object, handler, &arg) {
-        Ok(h) if req.method() == actix_web::http::Method::GET && !h.is_read_only() => {
-            return error_response(405, format!("{object}/{handler} changes state: use POST"));
-        }
-        Ok(_) => {}
-        Err(HandlerError::BadArgument(_))
-            if req.method() == actix_web::http::Method::GET
-                && !ingress.objects.is_read_only(object, handler) =>
-        {
-            return error_response(405, format!("{object}/{handler} changes state: use POST"));
-        }
-        Err(e) => return error_response(e.http_status(), e.to_string()),
+    let writes = ingress
+        .objects
+        .handler(object, handler)
+        .is_some_and(|h| !h.is_read_only());
+    if writes && req.method() == actix_web::http::Method::GET {
+        return error_response(405, format!("{object}/{handler} changes state: use POST"));
+    }
+    if let Err(e) = ingress.objects.check(object, handler, &arg) {
+        return error_response(e.http_status(), e.to_string());
     }
     let request_id = match req.headers().get("idempotency-key") {
         None => ingress.request_id(),

@@ -99,12 +99,7 @@ impl ObjectType {
         R: Serialize + 'static,
         F: Fn(&mut Context<'_>, A) -> Result<R, HandlerError> + Send + Sync + 'static,
     {
-        let label = self.label(name);
-        let run = move |ctx: &mut Context<'_>, arg: Value| -> Result<Value, HandlerError> {
-            encode(f(ctx, decode_arg(&label, arg)?)?)
-        };
-        let check = self.check_for::<A>(name);
-        self.with(name, false, Arc::new(run), check)
+        self.add(name, false, f)
     }
 
     /// Adds a read-only handler: it sees the state through `&Context` and
@@ -115,32 +110,29 @@ impl ObjectType {
         R: Serialize + 'static,
         F: Fn(&Context<'_>, A) -> Result<R, HandlerError> + Send + Sync + 'static,
     {
-        let label = self.label(name);
+        self.add(name, true, move |ctx: &mut Context<'_>, arg| f(ctx, arg))
+    }
+
+    /// Registers `f` as the handler `name`: its argument decoded as `A`
+    /// (the same decoding checks it at the ingress), its result as JSON.
+    fn add<A, R, F>(mut self, name: &str, read_only: bool, f: F) -> Self
+    where
+        A: DeserializeOwned + 'static,
+        R: Serialize + 'static,
+        F: Fn(&mut Context<'_>, A) -> Result<R, HandlerError> + Send + Sync + 'static,
+    {
+        let label = format!("{}/{name}", self.name);
+        let check_label = label.clone();
+        let check = move |arg: &Value| decode_arg::<A>(&check_label, arg).map(drop);
         let run = move |ctx: &mut Context<'_>, arg: Value| -> Result<Value, HandlerError> {
-            encode(f(ctx, decode_arg(&label, arg)?)?)
+            encode(f(ctx, decode_arg(&label, &arg)?)?)
         };
-        let check = self.check_for::<A>(name);
-        self.with(name, true, Arc::new(run), check)
-    }
-
-    fn label(&self, handler: &str) -> String {
-        format!("{}/{handler}", self.name)
-    }
-
-    fn check_for<A: DeserializeOwned + 'static>(&self, handler: &str) -> Arc<Check> {
-        let label = self.label(handler);
-        Arc::new(move |arg: &Value| decode_arg::<A>(&label, arg.clone()).map(drop))
-    }
-
-    fn with(mut self, name: &str, read_only: bool, run: Arc<Run>, check: Arc<Check>) -> Self {
-        self.handlers.insert(
-            name.to_string(),
-            Handler {
-                read_only,
-                check,
-                run,
-            },
-        );
+        let handler = Handler {
+            read_only,
+            check: Arc::new(check),
+            run: Arc::new(run),
+        };
+        self.handlers.insert(name.to_string(), handler);
         self
     }
 
@@ -200,8 +192,9 @@ impl ObjectType {
     }
 }
 
-fn decode_arg<A: DeserializeOwned>(label: &str, arg: Value) -> Result<A, HandlerError> {
-    serde_json::from_value(arg).map_err(|e| HandlerError::BadArgument(format!("{label}: {e}")))
+/// `arg` decoded as `A`, without copying it (`&Value` is a deserializer).
+fn decode_arg<A: DeserializeOwned>(label: &str, arg: &Value) -> Result<A, HandlerError> {
+    A::deserialize(arg).map_err(|e| HandlerError::BadArgument(format!("{label}: {e}")))
 }
 
 fn encode<R: Serialize>(result: R) -> Result<Value, HandlerError> {

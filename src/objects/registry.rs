@@ -82,11 +82,14 @@ impl Objects {
         self.get(object)?.call(handler, arg, ctx)
     }
 
+    /// The handler `object/handler`, if both exist.
+    pub fn handler(&self, object: &str, handler: &str) -> Option<&Handler> {
+        self.types.get(object)?.handler_named(handler)
+    }
+
     /// Whether `object/handler` exists and only reads.
     pub fn is_read_only(&self, object: &str, handler: &str) -> bool {
-        self.types
-            .get(object)
-            .and_then(|t| t.handler_named(handler))
+        self.handler(object, handler)
             .is_some_and(Handler::is_read_only)
     }
 
@@ -99,11 +102,8 @@ impl Objects {
                 let handlers: Vec<String> = t
                     .handler_names()
                     .map(|h| {
-                        let kind = if self.is_read_only(t.name(), h) {
-                            'r'
-                        } else {
-                            'w'
-                        };
+                        let reads = t.handler_named(h).is_some_and(Handler::is_read_only);
+                        let kind = if reads { 'r' } else { 'w' };
                         format!("{h}:{kind}")
                     })
                     .collect();
