@@ -146,6 +146,7 @@ pub fn cluster_status(status: &ClusterStatus) -> String {
                 p.snapshot_lsn
                     .map(|l| l.to_string())
                     .unwrap_or_else(|| "-".into()),
+                outbox(&p.outbox),
                 ago(p.last_update_ms),
             ]);
         }
@@ -204,6 +205,7 @@ pub fn cluster_status(status: &ClusterStatus) -> String {
             "APPLIED-LSN",
             "PERSISTED-LSN",
             "SNAPSHOT-LSN",
+            "OUTBOX",
             "LAST-UPDATE",
         ],
         &parts,
@@ -281,6 +283,24 @@ pub fn chains(chains: &[Chain]) -> String {
         ],
         &rows,
     )
+}
+
+/// A partition's outbox in one cell: undelivered messages (and the age of
+/// the oldest), waiting timers; `-` when both are empty.
+fn outbox(o: &crate::actors::partition_processor::OutboxStatus) -> String {
+    let mut parts = Vec::new();
+    if o.depth > 0 {
+        let age = o.oldest_ms.map(|ms| format!(", oldest {}", duration(ms)));
+        parts.push(format!("{} msgs{}", o.depth, age.unwrap_or_default()));
+    }
+    if o.timers > 0 {
+        parts.push(format!("{} timers", o.timers));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join("; ")
+    }
 }
 
 #[cfg(test)]

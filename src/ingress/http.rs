@@ -16,7 +16,7 @@
 //! changes anything; those that leave part of the request unread (413, 408)
 //! also close the connection.
 
-use crate::actors::leader_elector::{leader_key, Leadership};
+use crate::actors::leader_elector::{cached_leader, leader_of};
 use crate::actors::metadata::MetadataClient;
 use crate::actors::partition_processor::{Invoke, InvokeReply};
 use crate::node::{CallError, Net, Wire};
@@ -81,33 +81,16 @@ impl Ingress {
 
     /// The leader of `partition` in this node's cache of the register.
     fn cached_leader(&self, partition: PartitionId) -> Option<NodeId> {
-        self.meta
-            .cached_typed::<Leadership>(&leader_key(partition))
-            .map(|(_, l)| l.node)
+        cached_leader(&self.meta, partition)
     }
 
-    /// The cached leader of `partition`, or, when this node has not looked
-    /// yet or `fresh` is asked for (the cached one said it does not lead),
-    /// the register's answer (one read, which also fills the cache). `Err`
-    /// says why there is none.
     async fn leader_of(
         &self,
         partition: PartitionId,
         timeout: Duration,
         fresh: bool,
     ) -> Result<NodeId, String> {
-        if let Some(leader) = self.cached_leader(partition).filter(|_| !fresh) {
-            return Ok(leader);
-        }
-        match self
-            .meta
-            .read_typed::<Leadership>(&leader_key(partition), timeout)
-            .await
-        {
-            Ok(Some((_, l))) => Ok(l.node),
-            Ok(None) => Err(format!("partition {partition} has no leader yet")),
-            Err(e) => Err(format!("reading partition {partition}'s leader: {e}")),
-        }
+        leader_of(&self.meta, partition, timeout, fresh).await
     }
 }
 

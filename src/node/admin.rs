@@ -343,6 +343,36 @@ async fn metrics(admin: web::Data<Admin>) -> HttpResponse {
             per_partition(|p| p.snapshots_restored),
         ),
         (
+            "keel_outbox_messages",
+            "Messages sent from the partition not yet acknowledged by their targets (as this node's replica holds them).",
+            "gauge",
+            per_partition(|p| p.outbox.depth),
+        ),
+        (
+            "keel_outbox_oldest_seconds",
+            "Age of the partition's oldest undelivered message (0: none).",
+            "gauge",
+            node.partitions
+                .iter()
+                .map(|p| {
+                    let age = p.outbox.oldest_ms.unwrap_or(0) as f64 / 1e3;
+                    (format!("partition=\"{}\"", p.partition.0), age)
+                })
+                .collect(),
+        ),
+        (
+            "keel_timers_pending",
+            "Durable timers waiting to fire in the partition.",
+            "gauge",
+            per_partition(|p| p.outbox.timers),
+        ),
+        (
+            "keel_messages_delivered_total",
+            "Messages this node delivered as the partition's leader and saw acknowledged.",
+            "counter",
+            per_partition(|p| p.outbox.delivered),
+        ),
+        (
             "keel_peers_connected",
             "Peers this node's failure detector sees.",
             "gauge",

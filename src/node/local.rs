@@ -7,7 +7,9 @@ use crate::actors::leader_elector::{LeaderElector, PreVote};
 use crate::actors::log_server::{GetRecords, GetTail, LogServer, Seal, Store, Trim};
 use crate::actors::metadata::messages::{Accept, ListKeys, Prepare};
 use crate::actors::metadata::{MetaCache, MetadataStore};
-use crate::actors::partition_processor::{GetPersisted, GetSnapshot, Invoke, PartitionProcessor};
+use crate::actors::partition_processor::{
+    Deliver, GetPersisted, GetSnapshot, Invoke, PartitionProcessor,
+};
 use crate::actors::sequencer::{Append, SequencerDirectory, SequencerManager};
 use crate::actors::supervisor::Slot;
 use actix::Recipient;
@@ -75,6 +77,7 @@ macro_rules! route_by_partition {
 
 route_by_partition! {
     Invoke => processors,
+    Deliver => processors,
     GetPersisted => processors,
     GetSnapshot => processors,
     PreVote => electors,

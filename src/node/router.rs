@@ -93,6 +93,7 @@ impl Inbound<Wire> for Router {
             Wire::Append(r) => self.serve(r, reply),
             Wire::PreVote(r) => self.serve(r, reply),
             Wire::Invoke(r) => self.serve(r, reply),
+            Wire::Deliver(r) => self.serve(r, reply),
             Wire::GetPersisted(r) => self.serve(r, reply),
             Wire::ListKeys(r) => self.serve(r, reply),
             Wire::GetSnapshot(r) => self.serve(r, reply),

@@ -13,7 +13,7 @@ use crate::actors::leader_elector::{ElectorConfig, LeaderElector};
 use crate::actors::log_server::{LogServer, TailWatch};
 use crate::actors::metadata::{MetaCache, MetadataClient, MetadataStore};
 use crate::actors::partition_processor::{
-    GetProcessorStatus, PartitionProcessor, SnapshotSettings,
+    GetProcessorStatus, PartitionProcessor, ProcessorOptions, SnapshotSettings,
 };
 use crate::actors::rejoin::{self, RejoinState, Rejoiner};
 use crate::actors::sealer::Sealer;
@@ -334,22 +334,19 @@ impl Node {
         let retention_ms = config.idempotency_retention_ms();
         for p in 0..enabled {
             let partition = PartitionId(p);
-            let (st, lc, snaps) = (storage.clone(), logs.clone(), snapshots.clone());
-            let objects = opts.objects.clone();
+            let (st, lc) = (storage.clone(), logs.clone());
+            let options = ProcessorOptions {
+                snapshots: snapshots.clone(),
+                idempotency_retention_ms: retention_ms,
+                objects: opts.objects.clone(),
+                meta: meta.clone(),
+            };
             partitions_spec = partitions_spec.child(ChildSpec::actor_on(
                 format!("processor-{p}"),
                 local.processors[p as usize].clone(),
                 state_home_handle.clone(),
                 move |cx| {
-                    PartitionProcessor::new(
-                        partition,
-                        st.clone(),
-                        lc.clone(),
-                        cx,
-                        snaps.clone(),
-                        retention_ms,
-                        objects.clone(),
-                    )
+                    PartitionProcessor::new(partition, st.clone(), lc.clone(), cx, options.clone())
                 },
             ));
             let (n, m, slot, metrics) = (
@@ -627,6 +624,7 @@ async fn node_status(
                 snapshot_fetch_error: s.snapshot_fetch_error,
                 snapshots_taken: s.snapshots_taken,
                 snapshots_restored: s.snapshots_restored,
+                outbox: s.outbox,
             },
             None => PartitionView {
                 partition,
@@ -644,6 +642,7 @@ async fn node_status(
                 snapshot_fetch_error: None,
                 snapshots_taken: 0,
                 snapshots_restored: 0,
+                outbox: Default::default(),
             },
         });
     }

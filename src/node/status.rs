@@ -69,6 +69,10 @@ pub struct PartitionView {
     /// Snapshots the processor restored since it (re)started.
     #[serde(default)]
     pub snapshots_restored: u64,
+    /// Messages sent from this partition not yet acknowledged by their
+    /// targets, and its timers.
+    #[serde(default)]
+    pub outbox: crate::actors::partition_processor::OutboxStatus,
 }
 
 /// Another node's status as seen from here, or why it could not be fetched.

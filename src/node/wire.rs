@@ -10,7 +10,7 @@ use crate::actors::log_server::{
 use crate::actors::metadata::core::{AcceptReply, PrepareReply};
 use crate::actors::metadata::messages::{Accept, AcceptorError, ListKeys, MetaUpdate, Prepare};
 use crate::actors::partition_processor::{
-    GetPersisted, GetSnapshot, Invoke, InvokeReply, PersistedReply, SnapshotChunk,
+    Deliver, GetPersisted, GetSnapshot, Invoke, InvokeReply, PersistedReply, SnapshotChunk,
     SnapshotServeError,
 };
 use crate::actors::sequencer::{Append, AppendOutcome, SequencerError};
@@ -90,6 +90,7 @@ wire! {
         Append => AppendResult(Result<AppendOutcome, SequencerError>),
         PreVote => PreVoteResult(PreVoteReply),
         Invoke => InvokeResult(InvokeReply),
+        Deliver => DeliverResult(InvokeReply),
         GetPersisted => PersistedResult(PersistedReply),
         GetSnapshot => SnapshotResult(Result<SnapshotChunk, SnapshotServeError>),
         ListKeys => ListKeysResult(Result<Vec<(String, u64)>, AcceptorError>),

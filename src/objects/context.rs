@@ -1,10 +1,49 @@
 //! What a handler sees: its object's key, its object's state, the log's
-//! clock and a seeded random source.
+//! clock, a seeded random source, and the messages and timers it sends.
 
-use super::HandlerError;
+use super::{HandlerError, Objects};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::cell::Cell;
+
+/// Where a message goes: a handler of an object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Address {
+    /// The object's type name.
+    pub object: String,
+    /// The object's key.
+    pub key: String,
+    /// The handler that receives the message.
+    pub handler: String,
+}
+
+/// A message a handler sent, kept by the runtime until the call succeeds
+/// (a failed call sends nothing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Who receives it.
+    pub to: Address,
+    /// The argument, as JSON.
+    pub arg: Vec<u8>,
+    /// A timer: deliver no earlier than this many ms of log clock after
+    /// the call (`None`: at once).
+    pub delay_ms: Option<u64>,
+    /// A request: the receiver's result goes to this handler of the
+    /// sender's own object, as a [`Reply`].
+    pub reply_to: Option<String>,
+}
+
+/// What the handler named in [`Context::request`] receives: the status and
+/// body the receiving handler's call ended with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    /// Who answered.
+    pub from: Address,
+    /// The HTTP status the call would have had (200: it succeeded).
+    pub status: u16,
+    /// Its result, or `{"error": ...}`.
+    pub body: serde_json::Value,
+}
 
 /// One object's state, as the runtime hands it to a handler: a key space of
 /// its own (the names are the object's, never another's). Reads see the
@@ -36,6 +75,14 @@ pub struct Context<'s> {
     now_ms: u64,
     /// The state of the call's random source (splitmix64).
     random: Cell<u64>,
+    /// The messages and timers sent so far (delivered only if the call
+    /// succeeds).
+    outgoing: Vec<Outgoing>,
+    /// The types messages may go to (`None`: not checked, as in a handler's
+    /// unit test without a registry).
+    types: Option<&'s Objects>,
+    /// The object's type name (where replies come back to).
+    object: &'s str,
 }
 
 impl<'s> Context<'s> {
@@ -47,7 +94,128 @@ impl<'s> Context<'s> {
             state,
             now_ms,
             random: Cell::new(seed),
+            outgoing: Vec::new(),
+            types: None,
+            object: "",
         }
+    }
+
+    /// The same context for a call on `object` of `types`: messages are
+    /// checked against `types` when sent (the runtime's contexts).
+    pub fn for_object(mut self, object: &'s str, types: &'s Objects) -> Self {
+        self.object = object;
+        self.types = Some(types);
+        self
+    }
+
+    /// The messages and timers this call sent, in order.
+    pub fn into_outgoing(self) -> Vec<Outgoing> {
+        self.outgoing
+    }
+
+    /// Sends `arg` to `handler` of the object `object/key`, exactly once,
+    /// after this call succeeds (nothing is sent if it fails). Messages
+    /// from one partition to another arrive in the order sent. The
+    /// receiver's result is dropped; use [`Context::request`] for one.
+    /// Refused (400) if no such handler exists or `arg` does not fit it.
+    pub fn send<T: Serialize + ?Sized>(
+        &mut self,
+        object: &str,
+        key: &str,
+        handler: &str,
+        arg: &T,
+    ) -> Result<(), HandlerError> {
+        self.push(object, key, handler, arg, None, None)
+    }
+
+    /// Like [`Context::send`], but delivered no earlier than `delay_ms`
+    /// after this call by the log's clock (a durable timer: it survives
+    /// restarts and leader changes and fires once).
+    pub fn send_after<T: Serialize + ?Sized>(
+        &mut self,
+        delay_ms: u64,
+        object: &str,
+        key: &str,
+        handler: &str,
+        arg: &T,
+    ) -> Result<(), HandlerError> {
+        self.push(object, key, handler, arg, Some(delay_ms), None)
+    }
+
+    /// Like [`Context::send`], and the receiver's result comes back as a
+    /// message to `reply_handler` of this object, whose argument is a
+    /// [`Reply`].
+    pub fn request<T: Serialize + ?Sized>(
+        &mut self,
+        object: &str,
+        key: &str,
+        handler: &str,
+        arg: &T,
+        reply_handler: &str,
+    ) -> Result<(), HandlerError> {
+        if let Some(types) = self.types {
+            if types.handler(self.object, reply_handler).is_none() {
+                return Err(HandlerError::bad_argument(format!(
+                    "replies go to {}/{reply_handler}, which does not exist",
+                    self.object
+                )));
+            }
+        }
+        self.push(
+            object,
+            key,
+            handler,
+            arg,
+            None,
+            Some(reply_handler.to_string()),
+        )
+    }
+
+    fn push<T: Serialize + ?Sized>(
+        &mut self,
+        object: &str,
+        key: &str,
+        handler: &str,
+        arg: &T,
+        delay_ms: Option<u64>,
+        reply_to: Option<String>,
+    ) -> Result<(), HandlerError> {
+        use crate::actors::partition_processor::{outbox::MAX_SENDS_PER_CALL, MAX_ARG_BYTES};
+        if self.outgoing.len() >= MAX_SENDS_PER_CALL {
+            return Err(HandlerError::bad_argument(format!(
+                "a call sends at most {MAX_SENDS_PER_CALL} messages"
+            )));
+        }
+        let value = serde_json::to_value(arg)
+            .map_err(|e| HandlerError::bad_argument(format!("message argument: {e}")))?;
+        let bytes = serde_json::to_vec(&value).unwrap_or_default();
+        if bytes.len() > MAX_ARG_BYTES {
+            return Err(HandlerError::bad_argument(format!(
+                "a message's argument is at most {MAX_ARG_BYTES} bytes"
+            )));
+        }
+        if key.is_empty() || key.len() > crate::ingress::http::MAX_OBJECT_KEY {
+            return Err(HandlerError::bad_argument(format!(
+                "message to {object}: the key must be 1..={} bytes",
+                crate::ingress::http::MAX_OBJECT_KEY
+            )));
+        }
+        if let Some(types) = self.types {
+            types.check(object, handler, &value).map_err(|e| {
+                HandlerError::bad_argument(format!("message to {object}/{key}/{handler}: {e}"))
+            })?;
+        }
+        self.outgoing.push(Outgoing {
+            to: Address {
+                object: object.to_string(),
+                key: key.to_string(),
+                handler: handler.to_string(),
+            },
+            arg: bytes,
+            delay_ms,
+            reply_to,
+        });
+        Ok(())
     }
 
     /// The object's key.

@@ -12,6 +12,11 @@
 //! | `Account`  | `deposit`  | positive integer amount        | the new balance                |
 //! | `Account`  | `withdraw` | positive integer amount        | the new balance; 412 with the balance if it would go negative |
 //! | `Account`  | `balance`  | none                           | the balance (0 if never used)  |
+//! | `Account`  | `transfer` | `{"to": key, "amount": n}`     | the new balance; 412 as `withdraw`; the credit reaches `to` once, by message |
+//! | `Account`  | `credit`   | `{"from": key, "amount": n}`   | the new balance (what a transfer sends) |
+//! | `Reminder` | `schedule` | `{"after_ms": n, "note": v}`   | the reminder's number and due time; it fires once, `after_ms` later by the log's clock |
+//! | `Reminder` | `fire`     | (sent by the timer)            | the reminder, now fired        |
+//! | `Reminder` | `read`     | none                           | `{"pending": [...], "fired": [...]}` |
 //!
 //! A set stores one entry per element, so an add never rewrites the whole
 //! set.
@@ -23,7 +28,7 @@ use serde_json::Value;
 
 /// The demo's types: what the `keel` binary serves.
 pub fn types() -> Vec<ObjectType> {
-    vec![counter(), set(), register(), account()]
+    vec![counter(), set(), register(), account(), reminder()]
 }
 
 /// The demo's types, registered.
@@ -39,6 +44,7 @@ pub enum DemoObject {
     Set,
     Register,
     Account,
+    Reminder,
 }
 
 impl DemoObject {
@@ -49,6 +55,7 @@ impl DemoObject {
             DemoObject::Set => "Set",
             DemoObject::Register => "Register",
             DemoObject::Account => "Account",
+            DemoObject::Reminder => "Reminder",
         }
     }
 }
@@ -201,7 +208,130 @@ fn account() -> ObjectType {
             ctx.set(VALUE, &(cur - amount));
             Ok(cur - amount)
         })
+        .handler("transfer", |ctx, t: Transfer| {
+            if t.to == ctx.key() {
+                return Err(HandlerError::bad_argument(
+                    "a transfer goes to another account",
+                ));
+            }
+            let Amount(amount) = t.amount;
+            let cur = balance(ctx)?;
+            if amount > cur {
+                return Err(HandlerError::PreconditionFailed {
+                    current: Value::from(cur),
+                });
+            }
+            ctx.set(VALUE, &(cur - amount));
+            let credit = serde_json::json!({ "from": ctx.key(), "amount": amount });
+            let to = t.to;
+            ctx.send("Account", &to, "credit", &credit)?;
+            Ok(cur - amount)
+        })
+        .handler("credit", |ctx, c: Credit| {
+            let Amount(amount) = c.amount;
+            let cur = balance(ctx)?;
+            let next = cur.checked_add(amount).ok_or_else(|| {
+                HandlerError::bad_argument(format!("balance overflow: {cur} + {amount}"))
+            })?;
+            ctx.set(VALUE, &next);
+            Ok(next)
+        })
         .reader("balance", |ctx, _: IgnoredAny| balance(ctx))
+}
+
+/// `Account/transfer`'s argument.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Transfer {
+    /// The account credited.
+    to: String,
+    /// How much moves.
+    amount: Amount,
+}
+
+/// `Account/credit`'s argument.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Credit {
+    /// The account debited (for the record).
+    #[allow(dead_code)]
+    from: String,
+    /// How much arrives.
+    amount: Amount,
+}
+
+/// The longest a reminder may wait: 30 days.
+pub const MAX_REMINDER_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// `Reminder/schedule`'s argument.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Schedule {
+    /// How long after the call it fires (log clock).
+    after_ms: u64,
+    /// What it carries.
+    #[serde(default)]
+    note: Value,
+}
+
+/// A reminder, pending or fired.
+#[derive(serde::Serialize, Deserialize)]
+struct Reminder {
+    /// Its number on this object.
+    id: u64,
+    /// What it carries.
+    note: Value,
+    /// When it is due (log clock, ms).
+    due_ms: u64,
+    /// When it fired (log clock, ms), once it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fired_ms: Option<u64>,
+}
+
+fn reminder() -> ObjectType {
+    ObjectType::new("Reminder")
+        .handler("schedule", |ctx, s: Schedule| {
+            if s.after_ms > MAX_REMINDER_MS {
+                return Err(HandlerError::bad_argument(format!(
+                    "after_ms is at most {MAX_REMINDER_MS}"
+                )));
+            }
+            let id = ctx.get::<u64>("next")?.unwrap_or(0) + 1;
+            ctx.set("next", &id);
+            let r = Reminder {
+                id,
+                note: s.note,
+                due_ms: ctx.now_ms().saturating_add(s.after_ms),
+                fired_ms: None,
+            };
+            ctx.set(&format!("p/{id:020}"), &r);
+            let key = ctx.key().to_string();
+            ctx.send_after(s.after_ms, "Reminder", &key, "fire", &id)?;
+            Ok(serde_json::json!({ "id": id, "due_ms": r.due_ms }))
+        })
+        .handler("fire", |ctx, id: u64| {
+            let pending = format!("p/{id:020}");
+            let Some(mut r) = ctx.get::<Reminder>(&pending)? else {
+                return Err(HandlerError::rejected(
+                    404,
+                    format!("no pending reminder {id}"),
+                ));
+            };
+            ctx.delete(&pending);
+            r.fired_ms = Some(ctx.now_ms());
+            ctx.set(&format!("f/{id:020}"), &r);
+            Ok(serde_json::to_value(&r).unwrap_or_default())
+        })
+        .reader("read", |ctx, _: IgnoredAny| {
+            let list = |prefix: &str| -> Result<Vec<Value>, HandlerError> {
+                Ok(ctx
+                    .scan::<Value>(prefix)?
+                    .into_iter()
+                    .map(|(_, v)| v)
+                    .collect())
+            };
+            Ok(serde_json::json!({ "pending": list("p/")?, "fired": list("f/")? }))
+        })
 }
 
 #[cfg(test)]

@@ -51,6 +51,10 @@ pub enum HandlerError {
     /// handlers are deterministic. Its writes are dropped.
     #[error("handler panicked: {0}")]
     Panicked(String),
+    /// The runtime cannot take the call now (503): its partition's outbox
+    /// is full because the messages' targets do not keep up.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
     /// The object's stored state could not be decoded as the type asked
     /// for (500): a handler changed its state's shape without migrating it.
     #[error("stored state {name:?} does not decode: {reason}")]
@@ -85,6 +89,7 @@ impl HandlerError {
             HandlerError::Rejected { status, .. } if (400..=499).contains(status) => *status,
             HandlerError::Rejected { .. } => 400,
             HandlerError::Panicked(_) | HandlerError::BadState { .. } => 500,
+            HandlerError::Overloaded(_) => 503,
         }
     }
 }

@@ -31,7 +31,7 @@ pub mod demo;
 mod error;
 mod registry;
 
-pub use context::{Context, MemoryState, ObjectState};
+pub use context::{Address, Context, MemoryState, ObjectState, Outgoing, Reply};
 pub use definition::{Handler, ObjectType, MAX_NAME};
 pub use error::HandlerError;
 pub use registry::{Objects, RegistryError};
@@ -156,7 +156,7 @@ mod tests {
         assert_ne!(a.fingerprint(), c.fingerprint());
         assert!(
             a.describe()
-                .contains("Account(balance:r,deposit:w,withdraw:w)"),
+                .contains("Account(balance:r,credit:w,deposit:w,transfer:w,withdraw:w)"),
             "{}",
             a.describe()
         );

@@ -253,7 +253,7 @@ impl Clients {
                 self.next_value += 1;
                 (F::Write, "write", json!(v), json!(v))
             }
-            DemoObject::Account => {
+            DemoObject::Account | DemoObject::Reminder => {
                 unreachable!("the simulator's keys are counters, sets and registers")
             }
             DemoObject::Register => {

@@ -134,7 +134,7 @@ impl PartitionState for SimPartitionStore {
         self.get(&PartitionWrite::meta_key(key))
     }
 
-    fn meta_range(&self, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, StorageError> {
+    fn meta_range(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Entries, StorageError> {
         self.read_fault()?;
         if from >= to {
             return Ok(Vec::new());
@@ -148,7 +148,8 @@ impl PartitionState for SimPartitionStore {
         let disk = self.disk.borrow();
         Ok(disk
             .range(&lo, &hi)
-            .map(|(k, _)| k[skip..].to_vec())
+            .take(limit)
+            .map(|(k, v)| (k[skip..].to_vec(), v.to_vec()))
             .collect())
     }
 
@@ -216,7 +217,7 @@ mod tests {
             .collect();
         assert_eq!(objects, want, "objects after batch {upto}");
         assert_eq!(
-            store.meta_range(b"m", b"n").unwrap().len(),
+            store.meta_range(b"m", b"n", usize::MAX).unwrap().len(),
             usize::from(upto > 0)
         );
         assert!(
@@ -271,6 +272,6 @@ mod tests {
         assert!(store.object(b"all").unwrap().is_some());
         assert!(matches!(store.object(b"all"), Err(StorageError::Injected)));
         assert!(store.object(b"all").unwrap().is_some(), "once");
-        assert_eq!(store.meta_range(b"n", b"m").unwrap(), Vec::<Vec<u8>>::new());
+        assert!(store.meta_range(b"n", b"m", usize::MAX).unwrap().is_empty());
     }
 }

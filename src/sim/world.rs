@@ -45,7 +45,7 @@ use crate::actors::metadata::{
     AcceptorRequest, AcceptorResponse, CasOutcome, MetaError, MetaUpdate,
 };
 use crate::actors::partition_processor::{
-    FetchError, GetPersisted, Invoke, InvokeReply, Mode, PersistedReply, ProcessorEffect,
+    Deliver, FetchError, GetPersisted, Invoke, InvokeReply, Mode, PersistedReply, ProcessorEffect,
     ProcessorInput,
 };
 use crate::actors::rejoin::log as rejoin_log;
@@ -84,6 +84,8 @@ pub enum Req {
     Snapshot { p: usize, at_least: Lsn },
     /// A client's request, to a partition's processor.
     Invoke(Invoke),
+    /// Another partition's messages, to a partition's processor.
+    Deliver(Deliver),
     /// The keys a node's acceptor holds state for (a rejoin's listing).
     ListKeys,
 }
@@ -199,6 +201,8 @@ pub enum Origin {
     Log(crate::log::calls::CallId),
     Elector(usize, crate::actors::leader_elector::core::CallId),
     Processor(usize, crate::actors::partition_processor::lifecycle::CallId),
+    /// Partition `p`'s delivery from its outbox.
+    Deliver(usize, crate::actors::partition_processor::lifecycle::CallId),
     /// Partition `p`'s snapshot fetch (at least this LSN), asking the
     /// `next`-th of the other nodes.
     Snapshot {
@@ -791,6 +795,14 @@ impl World {
                             },
                         );
                     }
+                    Origin::Deliver(p, call) => {
+                        let reply = match result {
+                            Ok(Resp::Invoke(r)) => Ok(r),
+                            Ok(_) => Err(format!("{from}: a wrong reply")),
+                            Err(e) => Err(e.to_string()),
+                        };
+                        self.feed_processor(node, p, ProcessorInput::Delivered { call, reply });
+                    }
                     Origin::Snapshot { p, at_least, next } => match result {
                         Ok(Resp::Snapshot(Ok(snapshot))) => {
                             let lsn = snapshot.lsn;
@@ -922,6 +934,19 @@ impl World {
                     return;
                 }
                 self.feed_processor(n, p, ProcessorInput::Invoke { token, req: inv });
+            }
+            Req::Deliver(req) => {
+                let p = req.partition.0 as usize;
+                self.trace(n, "serve-deliver", p as u64);
+                if p >= self.setup.partitions as usize {
+                    self.answer(
+                        n,
+                        token,
+                        Resp::Invoke(InvokeReply::Unavailable("no such partition".into())),
+                    );
+                    return;
+                }
+                self.feed_processor(n, p, ProcessorInput::Deliver { token, req });
             }
         }
     }
@@ -1745,11 +1770,13 @@ impl World {
         };
         let Some(pp) = c.processors[p].as_mut() else {
             match input {
-                ProcessorInput::Invoke { token, .. } => self.answer(
-                    n,
-                    token,
-                    Resp::Invoke(InvokeReply::Unavailable("restarting".into())),
-                ),
+                ProcessorInput::Invoke { token, .. } | ProcessorInput::Deliver { token, .. } => {
+                    self.answer(
+                        n,
+                        token,
+                        Resp::Invoke(InvokeReply::Unavailable("restarting".into())),
+                    )
+                }
                 ProcessorInput::GetPersisted { token } => {
                     // Not answered: the caller's call times out.
                     if let Some(c) = self.nodes[n].cores.as_mut() {
@@ -1823,6 +1850,34 @@ impl World {
                         Origin::Processor(p, call),
                         to,
                         Req::Persisted(req),
+                        timeout,
+                    );
+                }
+                ProcessorEffect::Deliver {
+                    call,
+                    to,
+                    fresh,
+                    req,
+                    timeout,
+                } => {
+                    // The target's leader as this node's replica of that
+                    // partition knows it (the register's cache in a node),
+                    // else the nodes in turn.
+                    let target = req.partition.0 as usize;
+                    let known = self.nodes[n]
+                        .cores
+                        .as_ref()
+                        .and_then(|c| c.processors.get(target)?.as_ref()?.state().leader);
+                    let nodes = &self.setup.nodes;
+                    let to = to
+                        .or(known.filter(|_| !fresh))
+                        .unwrap_or(nodes[call.0 as usize % nodes.len()]);
+                    self.node_call(
+                        n,
+                        inc,
+                        Origin::Deliver(p, call),
+                        to,
+                        Req::Deliver(req),
                         timeout,
                     );
                 }

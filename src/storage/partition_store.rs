@@ -324,13 +324,25 @@ impl PartitionStore {
         self.get(&prefixed(META, key))
     }
 
-    /// Meta keys in `[from, to)` (without their values).
-    pub fn meta_range(&self, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>> {
+    /// The first `limit` meta entries with keys in `[from, to)`, in order.
+    pub fn meta_range(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.read_fault()?;
         let mut out = Vec::new();
-        for item in self.tree.range(prefixed(META, from)..prefixed(META, to)) {
-            let (k, _) = item?;
-            out.push(k[1..].to_vec());
+        if from >= to {
+            return Ok(out);
+        }
+        for item in self
+            .tree
+            .range(prefixed(META, from)..prefixed(META, to))
+            .take(limit)
+        {
+            let (k, v) = item?;
+            out.push((k[1..].to_vec(), open_value(TREE, &v)?.to_vec()));
         }
         Ok(out)
     }
@@ -471,10 +483,13 @@ mod tests {
         assert_eq!(store.dedup(b"g:1").unwrap(), Some(b"response".to_vec()));
         assert_eq!(store.dedup(b"g:0").unwrap(), None);
         assert_eq!(store.meta(b"x-old").unwrap(), None);
-        assert_eq!(
-            store.meta_range(b"x", b"y").unwrap(),
-            vec![b"x-index".to_vec()]
-        );
+        let keys: Vec<Vec<u8>> = store
+            .meta_range(b"x", b"y", usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, vec![b"x-index".to_vec()]);
         // The journal is gone once applied: opening again changes nothing.
         assert!(store.tree.get(JOURNAL).unwrap().is_none());
         let store = storage.partition(PartitionId(3)).unwrap();

@@ -779,7 +779,7 @@ impl ApplierTarget {
             .partition(partition)
             .expect("opening a partition");
         let mut state = recover(&store).expect("recovering an empty partition");
-        let mut applier = Applier::new(&store, state, &DEMO);
+        let mut applier = Applier::new(&store, state, &DEMO, 1);
         for op in ops {
             match op {
                 ApplyOp::Apply { lsn, record } => {
@@ -810,7 +810,7 @@ impl ApplierTarget {
                     store.apply(write).expect("writing a batch");
                     state = recover(&store).expect("recovering");
                     assert_eq!(state, expected, "recovery reads back another state");
-                    applier = Applier::new(&store, state, &DEMO);
+                    applier = Applier::new(&store, state, &DEMO, 1);
                 }
             }
         }

@@ -12,8 +12,8 @@ use keel::actors::metadata::core::{AcceptReply, Ballot, PrepareReply, Versioned}
 use keel::actors::metadata::{Accept, AcceptorError, ListKeys, MetaUpdate, Prepare};
 use keel::actors::partition_processor::core::Response;
 use keel::actors::partition_processor::{
-    GetPersisted, GetSnapshot, Invoke, InvokeReply, PersistedReply, SnapshotChunk,
-    SnapshotServeError,
+    outbox::Message, Deliver, GetPersisted, GetSnapshot, Invoke, InvokeReply, PersistedReply,
+    SnapshotChunk, SnapshotServeError,
 };
 use keel::actors::sequencer::{Append, AppendOutcome, SequencerError};
 use keel::actors::supervisor::{
@@ -23,6 +23,7 @@ use keel::log::{Chain, Record, Segment};
 use keel::node::status::{NodeStatus, PartitionView};
 use keel::node::wire::WireErrorOwned;
 use keel::node::Wire;
+use keel::objects::Address;
 use keel::transport::PeerStatus;
 use keel::types::{Epoch, LogId, LogletId, Lsn, NodeId, PartitionId};
 use std::sync::Arc;
@@ -51,6 +52,8 @@ pub fn kind(w: &Wire) -> &'static str {
         Wire::PreVoteResult(_) => "PreVoteResult",
         Wire::Invoke(_) => "Invoke",
         Wire::InvokeResult(_) => "InvokeResult",
+        Wire::Deliver(_) => "Deliver",
+        Wire::DeliverResult(_) => "DeliverResult",
         Wire::GetPersisted(_) => "GetPersisted",
         Wire::PersistedResult(_) => "PersistedResult",
         Wire::GetSnapshot(_) => "GetSnapshot",
@@ -68,7 +71,7 @@ pub fn kind(w: &Wire) -> &'static str {
 }
 
 /// How many kinds [`wire`] builds (one per `Wire` variant).
-pub const KINDS: u64 = 33;
+pub const KINDS: u64 = 35;
 
 fn nodes(g: &mut Gen) -> Vec<NodeId> {
     let n = g.range(1, 5) as u32;
@@ -171,6 +174,33 @@ fn invoke(g: &mut Gen) -> Invoke {
     }
 }
 
+fn deliver(g: &mut Gen) -> Deliver {
+    let first = g.range(1, 1000);
+    let messages = (0..g.range(1, 4))
+        .map(|i| {
+            let (object, handler) = demo_handler(g);
+            Message {
+                seq: first + i,
+                to: Address {
+                    object: object.into(),
+                    key: format!("k{}", g.below(100)),
+                    handler: handler.to_string(),
+                },
+                arg: b"1".to_vec(),
+                reply_to: None,
+                sent_ms: g.range(0, 1 << 40),
+                due_ms: 0,
+            }
+        })
+        .collect();
+    Deliver {
+        partition: PartitionId(g.range(0, 3) as u32),
+        from: PartitionId(g.range(0, 3) as u32),
+        messages,
+        timeout_ms: g.range(1, 60_000),
+    }
+}
+
 fn invoke_reply(g: &mut Gen) -> InvokeReply {
     match g.below(5) {
         0 => InvokeReply::Done(Response {
@@ -226,6 +256,7 @@ fn node_status(g: &mut Gen) -> NodeStatus {
             snapshot_fetch_error: None,
             snapshots_taken: 1,
             snapshots_restored: 0,
+            outbox: Default::default(),
         }],
         supervision: SupervisionStatus {
             node: Some(NodeId(1)),
@@ -434,6 +465,8 @@ pub fn wire(g: &mut Gen, k: u64) -> Wire {
                 newest: None,
             })
         }),
+        32 => Wire::Deliver(deliver(g)),
+        33 => Wire::DeliverResult(invoke_reply(g)),
         _ => Wire::Error(WireErrorOwned(
             "no local actor serves Store right now".into(),
         )),

@@ -266,3 +266,32 @@ impl Handler<crate::actors::supervisor::Ping> for LeaderElector {
     type Result = ();
     fn handle(&mut self, _: crate::actors::supervisor::Ping, _: &mut Self::Context) {}
 }
+
+/// The leader of `partition` in this node's cache of the register.
+pub fn cached_leader(meta: &MetadataClient, partition: PartitionId) -> Option<NodeId> {
+    meta.cached_typed::<Leadership>(&leader_key(partition))
+        .map(|(_, l)| l.node)
+}
+
+/// The cached leader of `partition`, or, when this node has not looked yet
+/// or `fresh` is asked for (the cached one said it does not lead), the
+/// register's answer (one read, which also fills the cache). `Err` says why
+/// there is none.
+pub async fn leader_of(
+    meta: &MetadataClient,
+    partition: PartitionId,
+    timeout: std::time::Duration,
+    fresh: bool,
+) -> Result<NodeId, String> {
+    if let Some(leader) = cached_leader(meta, partition).filter(|_| !fresh) {
+        return Ok(leader);
+    }
+    match meta
+        .read_typed::<Leadership>(&leader_key(partition), timeout)
+        .await
+    {
+        Ok(Some((_, l))) => Ok(l.node),
+        Ok(None) => Err(format!("partition {partition} has no leader yet")),
+        Err(e) => Err(format!("reading partition {partition}'s leader: {e}")),
+    }
+}

@@ -24,10 +24,11 @@
 //! reign lifecycle around this state machine (who appends, who waits, when
 //! state is synced and the log trimmed) is in `lifecycle.rs`.
 
+use super::outbox::{self, delivery_id, Lane, Message, OutboxView};
 use crate::actors::bugs::{Bug, BugSet};
-use crate::objects::{Context, HandlerError, ObjectState, Objects};
+use crate::objects::{Address, Context, HandlerError, ObjectState, Objects, Outgoing, Reply};
 use crate::storage::{PartitionStore, PartitionWrite, StorageError};
-use crate::types::{Epoch, Lsn, NodeId};
+use crate::types::{Epoch, Lsn, NodeId, PartitionId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -40,8 +41,48 @@ pub const INTERNAL_RETENTION_MS: u64 = 60 * 1000;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Command {
-    AnnounceLeader { epoch: Epoch, node: NodeId },
+    AnnounceLeader {
+        epoch: Epoch,
+        node: NodeId,
+    },
     Invoke(Invocation),
+    /// Messages from a partition's outbox (see `outbox.rs`).
+    Deliver(Delivery),
+    /// Targets acknowledged the messages up to these sequence numbers: they
+    /// leave the outbox. Not fenced: an acknowledgement is true whoever
+    /// appended it.
+    Acked {
+        acks: Vec<(PartitionId, u64)>,
+    },
+    /// The leader's clock passed a timer's due time: advance the log's
+    /// clock to `timestamp_ms` and fire every timer due by then.
+    FireTimers {
+        epoch: Epoch,
+        timestamp_ms: u64,
+    },
+}
+
+/// A batch of messages from `from`'s outbox, appended by this partition's
+/// leader.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The epoch of the leader that appended it (fenced if not the announced one).
+    pub epoch: Epoch,
+    /// The appending leader's wall clock (ms since the epoch).
+    pub timestamp_ms: u64,
+    /// The sending partition.
+    pub from: PartitionId,
+    /// Contiguous sequence numbers of the (from, this partition) pair.
+    pub messages: Vec<Message>,
+}
+
+impl Delivery {
+    /// The id its waiters wait under.
+    pub fn id(&self) -> String {
+        let first = self.messages.first().map_or(0, |m| m.seq);
+        let last = self.messages.last().map_or(0, |m| m.seq);
+        delivery_id(self.from, first, last)
+    }
 }
 
 impl Command {
@@ -193,8 +234,8 @@ pub trait PartitionState {
     fn dedup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
     /// A meta value (announced epoch, leader, log clock, expiry index).
     fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
-    /// Meta keys in `[from, to)`, in order (without their values).
-    fn meta_range(&self, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, StorageError>;
+    /// The first `limit` meta entries with keys in `[from, to)`, in order.
+    fn meta_range(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Entries, StorageError>;
     /// Every object `(key, value)` whose key starts with `prefix`, in order.
     fn objects_with_prefix(&self, prefix: &[u8]) -> Result<Entries, StorageError>;
     /// Applies `write` atomically. After an error the write may be partly
@@ -219,8 +260,8 @@ impl PartitionState for PartitionStore {
     fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         PartitionStore::meta(self, key)
     }
-    fn meta_range(&self, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, StorageError> {
-        PartitionStore::meta_range(self, from, to)
+    fn meta_range(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Entries, StorageError> {
+        PartitionStore::meta_range(self, from, to, limit)
     }
     fn objects_with_prefix(&self, prefix: &[u8]) -> Result<Entries, StorageError> {
         PartitionStore::objects_with_prefix(self, prefix)
@@ -261,6 +302,8 @@ pub struct Applier<'a, S: PartitionState + ?Sized = PartitionStore> {
     store: &'a S,
     /// The object types whose handlers the records call.
     types: &'a Objects,
+    /// How many partitions the cluster has (where a message goes).
+    partitions: u32,
     /// Object writes of this batch.
     objects: Overlay,
     /// Dedup writes of this batch.
@@ -280,6 +323,8 @@ pub struct Applier<'a, S: PartitionState + ?Sized = PartitionStore> {
     batch_newest_ms: u64,
     /// Deliberately wrong rules (empty but in the simulator's tests).
     bugs: BugSet,
+    /// This batch changed the outbox or the timers.
+    outbox_changed: bool,
 }
 
 /// What the processor knows after recovery.
@@ -423,7 +468,7 @@ impl<S: PartitionState + ?Sized> ObjectState for ObjectView<'_, '_, S> {
 }
 
 impl<'a, S: PartitionState + ?Sized> Applier<'a, S> {
-    pub fn new(store: &'a S, recovered: Recovered, types: &'a Objects) -> Self {
+    pub fn new(store: &'a S, recovered: Recovered, types: &'a Objects, partitions: u32) -> Self {
         let mut meta = Overlay::new();
         if recovered.applied == Lsn(0) {
             meta.insert(META_LAYOUT.to_vec(), Some(LAYOUT.to_vec()));
@@ -431,6 +476,7 @@ impl<'a, S: PartitionState + ?Sized> Applier<'a, S> {
         Applier {
             store,
             types,
+            partitions,
             objects: Overlay::new(),
             dedup: Overlay::new(),
             meta,
@@ -440,6 +486,7 @@ impl<'a, S: PartitionState + ?Sized> Applier<'a, S> {
             clock_ms: recovered.clock_ms,
             batch_newest_ms: 0,
             bugs: BugSet::NONE,
+            outbox_changed: false,
         }
     }
 
@@ -456,6 +503,11 @@ impl<'a, S: PartitionState + ?Sized> Applier<'a, S> {
     /// The log's clock after the last applied record (ms).
     pub fn clock_ms(&self) -> u64 {
         self.clock_ms
+    }
+
+    /// Whether this batch changed the outbox or the timers.
+    pub fn outbox_changed(&self) -> bool {
+        self.outbox_changed
     }
 
     fn dedup_entry(&self, k: &[u8]) -> Result<Option<DedupEntry>, StorageError> {
@@ -548,42 +600,271 @@ impl<'a, S: PartitionState + ?Sized> Applier<'a, S> {
                     return Ok(Applied::Request(inv.request_id, Outcome::Done(response)));
                 }
                 let read_only = self.types.is_read_only(&inv.object, &inv.handler);
-                let response = match serde_json::from_slice(&inv.arg) {
-                    Ok(arg) => {
-                        let mut view = ObjectView {
-                            prefix: object_prefix(&inv.object, &inv.key),
-                            applier: self,
-                            writes: Overlay::new(),
-                            error: Default::default(),
-                        };
-                        let seed = call_seed(lsn, &inv.request_id);
-                        let types = self.types;
-                        let result = {
-                            let mut ctx = Context::new(&inv.key, &mut view, self.clock_ms, seed);
-                            types.call(&inv.object, &inv.handler, arg, &mut ctx)
-                        };
-                        if let Some(e) = view.error.into_inner() {
-                            return Err(e);
-                        }
-                        let writes = view.writes;
-                        match result {
-                            Ok(v) => {
-                                self.objects.extend(writes);
-                                Response::ok(&v)
-                            }
-                            Err(e) => Response::error(&e),
-                        }
-                    }
-                    Err(e) => Response::error(&HandlerError::BadArgument(e.to_string())),
+                let to = Address {
+                    object: inv.object,
+                    key: inv.key,
+                    handler: inv.handler,
                 };
+                let seed = call_seed(lsn, &inv.request_id);
+                let response = self.run_handler(&to, &inv.arg, seed)?;
                 // A read changes nothing, so a repeat may simply run again:
-                // only results of handlers that write are kept for dedup.
-                if !read_only {
+                // only results of handlers that write are kept for dedup. A
+                // call refused because the outbox is full changed nothing
+                // either, and a retry may find room.
+                let overloaded = response.status == 503;
+                if !read_only && !overloaded {
                     self.remember(lsn, &inv.request_id, inv.retention_ms, response.clone());
                 }
                 Ok(Applied::Request(inv.request_id, Outcome::Done(response)))
             }
+            Command::Deliver(delivery) => self.deliver(lsn, delivery),
+            Command::Acked { acks } => {
+                for (to, upto) in acks {
+                    self.acknowledge(to, upto)?;
+                }
+                Ok(Applied::Nothing)
+            }
+            Command::FireTimers {
+                epoch,
+                timestamp_ms,
+            } => {
+                if epoch != self.announced {
+                    return Ok(Applied::Nothing);
+                }
+                self.advance_clock(timestamp_ms);
+                self.fire_timers()?;
+                Ok(Applied::Nothing)
+            }
         }
+    }
+
+    fn advance_clock(&mut self, ms: u64) {
+        if ms > self.clock_ms {
+            self.clock_ms = ms;
+            self.meta.insert(
+                META_CLOCK.to_vec(),
+                Some(self.clock_ms.to_be_bytes().to_vec()),
+            );
+        }
+    }
+
+    /// Runs `to`'s handler on `arg` (JSON) with the call's random `seed`:
+    /// on success its writes join the batch and its messages the outbox;
+    /// on failure nothing changes. A storage error aborts the batch.
+    fn run_handler(
+        &mut self,
+        to: &Address,
+        arg: &[u8],
+        seed: u64,
+    ) -> Result<Response, StorageError> {
+        let arg = match serde_json::from_slice(arg) {
+            Ok(arg) => arg,
+            Err(e) => return Ok(Response::error(&HandlerError::BadArgument(e.to_string()))),
+        };
+        let mut view = ObjectView {
+            prefix: object_prefix(&to.object, &to.key),
+            applier: self,
+            writes: Overlay::new(),
+            error: Default::default(),
+        };
+        let types = self.types;
+        let (result, outgoing) = {
+            let ctx = Context::new(&to.key, &mut view, self.clock_ms, seed);
+            let mut ctx = ctx.for_object(&to.object, types);
+            let result = types.call(&to.object, &to.handler, arg, &mut ctx);
+            (result, ctx.into_outgoing())
+        };
+        if let Some(e) = view.error.into_inner() {
+            return Err(e);
+        }
+        let writes = view.writes;
+        let result = result.and_then(|v| {
+            let sends = outgoing.iter().filter(|o| o.delay_ms.is_none()).count() as u64;
+            let depth = self.meta_u64(outbox::DEPTH_KEY).unwrap_or(0);
+            if sends > 0 && depth.saturating_add(sends) > outbox::MAX_OUTBOX {
+                return Err(HandlerError::Overloaded(format!(
+                    "the partition's outbox holds {depth} undelivered messages (at most {})",
+                    outbox::MAX_OUTBOX
+                )));
+            }
+            Ok(v)
+        });
+        Ok(match result {
+            Ok(v) => {
+                self.objects.extend(writes);
+                for o in outgoing {
+                    self.enqueue(to, o)?;
+                }
+                Response::ok(&v)
+            }
+            Err(e) => Response::error(&e),
+        })
+    }
+
+    fn meta_value(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        read_through(&self.meta, key, || self.store.meta(key))
+    }
+
+    fn meta_u64(&self, key: &[u8]) -> Result<u64, StorageError> {
+        Ok(self.meta_value(key)?.map(be_u64).transpose()?.unwrap_or(0))
+    }
+
+    fn put_u64(&mut self, key: Vec<u8>, value: u64) {
+        self.meta.insert(key, Some(value.to_be_bytes().to_vec()));
+    }
+
+    /// Adds `sender`'s message `o` to the outbox (or the timer index).
+    fn enqueue(&mut self, sender: &Address, o: Outgoing) -> Result<(), StorageError> {
+        let reply_to = o.reply_to.map(|handler| Address {
+            handler,
+            ..sender.clone()
+        });
+        let message = Message {
+            seq: 0,
+            to: o.to,
+            arg: o.arg,
+            reply_to,
+            sent_ms: self.clock_ms,
+            due_ms: 0,
+        };
+        match o.delay_ms {
+            Some(delay) => {
+                let id = self.meta_u64(outbox::TIMER_ID_KEY)? + 1;
+                self.put_u64(outbox::TIMER_ID_KEY.to_vec(), id);
+                let due_ms = self.clock_ms.saturating_add(delay);
+                let timer = Message { due_ms, ..message };
+                self.meta
+                    .insert(outbox::timer_key(due_ms, id), Some(timer.encode()));
+                let count = self.meta_u64(outbox::TIMER_COUNT_KEY)?;
+                self.put_u64(outbox::TIMER_COUNT_KEY.to_vec(), count + 1);
+            }
+            None => self.push_outbox(message)?,
+        }
+        self.outbox_changed = true;
+        Ok(())
+    }
+
+    /// Numbers `message` in its pair and queues it.
+    fn push_outbox(&mut self, mut message: Message) -> Result<(), StorageError> {
+        let to = crate::ingress::http::partition_of(
+            &message.to.object,
+            &message.to.key,
+            self.partitions,
+        );
+        let seq = self.meta_u64(&outbox::next_key(to))?.max(1);
+        self.put_u64(outbox::next_key(to), seq + 1);
+        message.seq = seq;
+        self.meta
+            .insert(outbox::queued_key(to, seq), Some(message.encode()));
+        let depth = self.meta_u64(outbox::DEPTH_KEY)?;
+        self.put_u64(outbox::DEPTH_KEY.to_vec(), depth + 1);
+        self.outbox_changed = true;
+        Ok(())
+    }
+
+    /// `to` holds every message up to `upto`: they leave the outbox.
+    fn acknowledge(&mut self, to: PartitionId, upto: u64) -> Result<(), StorageError> {
+        let acked = self.meta_u64(&outbox::acked_key(to))?;
+        let sent = self.meta_u64(&outbox::next_key(to))?.saturating_sub(1);
+        let upto = upto.min(sent);
+        if upto <= acked {
+            return Ok(());
+        }
+        for seq in acked + 1..=upto {
+            self.meta.insert(outbox::queued_key(to, seq), None);
+        }
+        self.put_u64(outbox::acked_key(to), upto);
+        let depth = self.meta_u64(outbox::DEPTH_KEY)?;
+        self.put_u64(
+            outbox::DEPTH_KEY.to_vec(),
+            depth.saturating_sub(upto - acked),
+        );
+        self.outbox_changed = true;
+        Ok(())
+    }
+
+    /// Moves every timer due by the log's clock into the outbox, in due
+    /// order.
+    fn fire_timers(&mut self) -> Result<(), StorageError> {
+        let upto = outbox::timer_key(self.clock_ms.saturating_add(1), 0);
+        let mut due: BTreeMap<Vec<u8>, Vec<u8>> = self
+            .store
+            .meta_range(outbox::TIMER_PREFIX, &upto, usize::MAX)?
+            .into_iter()
+            .collect();
+        for (k, v) in self.meta.range(outbox::TIMER_PREFIX.to_vec()..upto.clone()) {
+            match v {
+                Some(v) => due.insert(k.clone(), v.clone()),
+                None => due.remove(k),
+            };
+        }
+        if due.is_empty() {
+            return Ok(());
+        }
+        let count = self.meta_u64(outbox::TIMER_COUNT_KEY)?;
+        self.put_u64(
+            outbox::TIMER_COUNT_KEY.to_vec(),
+            count.saturating_sub(due.len() as u64),
+        );
+        for (key, bytes) in due {
+            self.meta.insert(key, None);
+            match rmp_serde::from_slice::<Message>(&bytes) {
+                Ok(timer) => self.push_outbox(Message {
+                    sent_ms: self.clock_ms,
+                    ..timer
+                })?,
+                // Skipped alike on every replica.
+                Err(e) => tracing::warn!("undecodable timer dropped: {e}"),
+            }
+        }
+        self.outbox_changed = true;
+        Ok(())
+    }
+
+    /// Applies a delivery: each message above the source's inbox mark, in
+    /// order, stopping at a gap; answers with the new mark.
+    fn deliver(&mut self, lsn: Lsn, delivery: Delivery) -> Result<Applied, StorageError> {
+        let id = delivery.id();
+        if delivery.epoch != self.announced {
+            let outcome = Outcome::Fenced {
+                epoch: delivery.epoch,
+                announced: self.announced,
+            };
+            return Ok(Applied::Request(id, outcome));
+        }
+        self.advance_clock(delivery.timestamp_ms);
+        let from = delivery.from;
+        let mut mark = self.meta_u64(&outbox::inbox_key(from))?;
+        for message in delivery.messages {
+            if message.seq <= mark {
+                continue;
+            }
+            if message.seq != mark + 1 {
+                break;
+            }
+            mark = message.seq;
+            self.advance_clock(message.due_ms);
+            let seed = call_seed(lsn, &delivery_id(from, message.seq, message.seq));
+            let response = self.run_handler(&message.to, &message.arg, seed)?;
+            if let Some(reply_to) = message.reply_to {
+                let reply = Reply {
+                    from: message.to,
+                    status: response.status,
+                    body: serde_json::from_slice(&response.body).unwrap_or(serde_json::Value::Null),
+                };
+                self.push_outbox(Message {
+                    seq: 0,
+                    to: reply_to,
+                    arg: serde_json::to_vec(&reply).unwrap_or_default(),
+                    reply_to: None,
+                    sent_ms: self.clock_ms,
+                    due_ms: 0,
+                })?;
+            }
+        }
+        self.put_u64(outbox::inbox_key(from), mark);
+        let response = Response::ok(&serde_json::json!({ "accepted": mark }));
+        Ok(Applied::Request(id, Outcome::Done(response)))
     }
 
     /// Keeps `response` for repeats of `request_id` until it expires: a
@@ -633,9 +914,9 @@ impl<'a, S: PartitionState + ?Sized> Applier<'a, S> {
         let upto = expiry_key(clock_ms.saturating_add(1), b"");
         let mut index: BTreeMap<Vec<u8>, ()> = self
             .store
-            .meta_range(EXPIRY_PREFIX, &upto)?
+            .meta_range(EXPIRY_PREFIX, &upto, usize::MAX)?
             .into_iter()
-            .map(|k| (k, ()))
+            .map(|(k, _)| (k, ()))
             .collect();
         for (k, v) in self.meta.range(EXPIRY_PREFIX.to_vec()..upto.clone()) {
             match v {
@@ -680,6 +961,82 @@ impl<'a, S: PartitionState + ?Sized> Applier<'a, S> {
         write.set_applied(self.applied);
         Ok((write, self.applied))
     }
+}
+
+/// The inbox mark of `from` in `store`: the highest sequence number of its
+/// messages applied here.
+pub fn inbox_mark<S: PartitionState + ?Sized>(
+    store: &S,
+    from: PartitionId,
+) -> Result<u64, StorageError> {
+    Ok(store
+        .meta(&outbox::inbox_key(from))?
+        .map(be_u64)
+        .transpose()?
+        .unwrap_or(0))
+}
+
+/// What `store`'s outbox and timers hold.
+pub fn read_outbox<S: PartitionState + ?Sized>(store: &S) -> Result<OutboxView, StorageError> {
+    let mut view = OutboxView::default();
+    let u64_of = |bytes: Vec<u8>| be_u64(bytes);
+    let target = |key: &[u8]| -> Option<PartitionId> {
+        let b: [u8; 4] = key.get(2..6)?.try_into().ok()?;
+        Some(PartitionId(u32::from_be_bytes(b)))
+    };
+    for (k, v) in store.meta_range(b"on", b"oo", usize::MAX)? {
+        if let Some(to) = target(&k) {
+            view.lanes.entry(to).or_default().sent = u64_of(v)?.saturating_sub(1);
+        }
+    }
+    for (k, v) in store.meta_range(b"oa", b"ob", usize::MAX)? {
+        if let Some(to) = target(&k) {
+            view.lanes.entry(to).or_default().acked = u64_of(v)?;
+        }
+    }
+    let lanes: Vec<(PartitionId, Lane)> = view.lanes.iter().map(|(p, l)| (*p, *l)).collect();
+    for (to, lane) in lanes {
+        if lane.depth() > 0 {
+            let first = queued(store, to, lane.acked + 1, 1)?;
+            view.lanes.get_mut(&to).expect("listed").oldest_ms = first.first().map(|m| m.sent_ms);
+        }
+    }
+    view.timers = store
+        .meta(outbox::TIMER_COUNT_KEY)?
+        .map(be_u64)
+        .transpose()?
+        .unwrap_or(0);
+    let end = [outbox::TIMER_PREFIX, &[0xff; 17]].concat();
+    view.next_timer_ms = store
+        .meta_range(outbox::TIMER_PREFIX, &end, 1)?
+        .first()
+        .and_then(|(k, _)| outbox::timer_due(k));
+    Ok(view)
+}
+
+/// Up to `max` messages towards `to` from sequence number `from` on, in
+/// order, at most [`outbox::DELIVER_BYTES`] of arguments (at least one).
+pub fn queued<S: PartitionState + ?Sized>(
+    store: &S,
+    to: PartitionId,
+    from: u64,
+    max: usize,
+) -> Result<Vec<Message>, StorageError> {
+    let end = outbox::queued_key(to, u64::MAX);
+    let mut bytes = 0usize;
+    let mut out = Vec::new();
+    for (_, v) in store.meta_range(&outbox::queued_key(to, from), &end, max)? {
+        let m: Message = rmp_serde::from_slice(&v).map_err(|e| StorageError::Corrupt {
+            tree: "partition outbox",
+            reason: e.to_string(),
+        })?;
+        bytes += m.arg.len();
+        if !out.is_empty() && bytes > outbox::DELIVER_BYTES {
+            break;
+        }
+        out.push(m);
+    }
+    Ok(out)
 }
 
 /// The seed of a call's random source: the same on every replica (the
@@ -758,7 +1115,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
         let store = storage.partition(PartitionId(0)).unwrap();
-        let mut a = Applier::new(&store, recover(&store).unwrap(), &TYPES);
+        let mut a = Applier::new(&store, recover(&store).unwrap(), &TYPES, 1);
         assert_eq!(
             ap(&mut a, Lsn(1), &announce(1, 1)),
             Applied::Announced {
@@ -825,7 +1182,7 @@ mod tests {
             }
         );
         // Undecodable records are skipped, deterministically.
-        let mut a = Applier::new(&store, r, &TYPES);
+        let mut a = Applier::new(&store, r, &TYPES, 1);
         assert_eq!(ap(&mut a, Lsn(8), b"garbage"), Applied::Nothing);
         assert_eq!(a.applied(), Lsn(8));
         // Node 0 is no node: its announcement is skipped, and the state
@@ -843,7 +1200,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
         let store = storage.partition(PartitionId(1)).unwrap();
-        let mut a = Applier::new(&store, recover(&store).unwrap(), &TYPES);
+        let mut a = Applier::new(&store, recover(&store).unwrap(), &TYPES, 1);
         ap(&mut a, Lsn(1), &announce(1, 1));
         ap(
             &mut a,
@@ -852,7 +1209,7 @@ mod tests {
         );
         let (w, _) = a.finish().unwrap();
         store.apply(w).unwrap();
-        let mut a = Applier::new(&store, recover(&store).unwrap(), &TYPES);
+        let mut a = Applier::new(&store, recover(&store).unwrap(), &TYPES, 1);
         assert!(a.dedup("g:x", 2_000).unwrap().is_some());
         let later = 1_000 + INTERNAL_RETENTION_MS + 1;
         assert!(a.dedup("g:x", later).unwrap().is_none());
@@ -865,7 +1222,10 @@ mod tests {
         let (w, _) = a.finish().unwrap();
         store.apply(w).unwrap();
         assert_eq!(
-            store.meta_range(EXPIRY_PREFIX, b"y").unwrap().len(),
+            store
+                .meta_range(EXPIRY_PREFIX, b"y", usize::MAX)
+                .unwrap()
+                .len(),
             1,
             "old index purged"
         );
@@ -876,12 +1236,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
         let store = storage.partition(PartitionId(2)).unwrap();
-        let mut a = Applier::new(&store, recover(&store).unwrap(), &TYPES);
+        let mut a = Applier::new(&store, recover(&store).unwrap(), &TYPES, 1);
         ap(&mut a, Lsn(1), &announce(1, 1));
         ap(&mut a, Lsn(2), &invoke(1, "g:1", 1, "Set", "add", json!(3)));
         let (w, _) = a.finish().unwrap();
         store.apply(w).unwrap();
-        let mut a = Applier::new(&store, recover(&store).unwrap(), &TYPES);
+        let mut a = Applier::new(&store, recover(&store).unwrap(), &TYPES, 1);
         ap(&mut a, Lsn(3), &invoke(1, "g:2", 2, "Set", "add", json!(1)));
         let o = outcome(ap(
             &mut a,
@@ -935,11 +1295,397 @@ mod tests {
             (1, "u:k", later + 2, "Counter", "add", json!(10)),
             (1, "g:6", 300, "Set", "read", json!(null)),
             (0, "g:7", later + 3, "Counter", "add", json!(100)),
+            (
+                1,
+                "g:8",
+                later + 4,
+                "Reminder",
+                "schedule",
+                json!({"after_ms": 10}),
+            ),
+            (
+                1,
+                "g:9",
+                later + 5,
+                "Reminder",
+                "schedule",
+                json!({"after_ms": 1}),
+            ),
         ];
         for (epoch, id, ts, object, handler, arg) in steps {
             h.push(invoke(epoch, id, ts, object, handler, arg));
         }
+        // Timers fire (both are due by then), their messages are delivered
+        // back to this partition, one twice, and acknowledged.
+        h.push(fire(1, later + 20));
+        let timers = vec![
+            message(1, "Reminder", "fire", json!(2)),
+            message(2, "Reminder", "fire", json!(1)),
+        ];
+        h.push(delivery(1, later + 21, 0, timers[..1].to_vec()));
+        h.push(delivery(1, later + 22, 0, timers.clone()));
+        h.push(
+            Command::Acked {
+                acks: vec![(PartitionId(0), 2)],
+            }
+            .encode(),
+        );
+        h.push(delivery(
+            1,
+            later + 23,
+            7,
+            vec![message(
+                1,
+                "Account",
+                "credit",
+                json!({"from": "x", "amount": 5}),
+            )],
+        ));
         h
+    }
+
+    fn fire(epoch: u64, ts: u64) -> Vec<u8> {
+        Command::FireTimers {
+            epoch: Epoch(epoch),
+            timestamp_ms: ts,
+        }
+        .encode()
+    }
+
+    /// Message `seq` to `object/k/handler`.
+    fn message(seq: u64, object: &str, handler: &str, arg: serde_json::Value) -> Message {
+        to(seq, object, "k", handler, arg)
+    }
+
+    fn to(seq: u64, object: &str, key: &str, handler: &str, arg: serde_json::Value) -> Message {
+        Message {
+            seq,
+            to: Address {
+                object: object.into(),
+                key: key.into(),
+                handler: handler.into(),
+            },
+            arg: serde_json::to_vec(&arg).unwrap(),
+            reply_to: None,
+            sent_ms: 0,
+            due_ms: 0,
+        }
+    }
+
+    fn delivery(epoch: u64, ts: u64, from: u32, messages: Vec<Message>) -> Vec<u8> {
+        Command::Deliver(Delivery {
+            epoch: Epoch(epoch),
+            timestamp_ms: ts,
+            from: PartitionId(from),
+            messages,
+        })
+        .encode()
+    }
+
+    fn call_on(
+        id: &str,
+        ts: u64,
+        object: &str,
+        key: &str,
+        handler: &str,
+        arg: serde_json::Value,
+    ) -> Vec<u8> {
+        Command::Invoke(Invocation {
+            epoch: Epoch(1),
+            request_id: id.into(),
+            timestamp_ms: ts,
+            retention_ms: None,
+            object: object.into(),
+            key: key.into(),
+            handler: handler.into(),
+            arg: serde_json::to_vec(&arg).unwrap(),
+        })
+        .encode()
+    }
+
+    /// A key of `object` in partition `p` of 2.
+    fn key_in(object: &str, p: u32) -> String {
+        (0..)
+            .map(|i| format!("a{i}"))
+            .find(|k| crate::ingress::http::partition_of(object, k, 2) == PartitionId(p))
+            .unwrap()
+    }
+
+    /// Applies `records` from `first` on as one batch of `store`, `types`
+    /// and 2 partitions; the outcomes' bodies.
+    fn batch(
+        store: &PartitionStore,
+        types: &Objects,
+        first: u64,
+        records: &[Vec<u8>],
+    ) -> Vec<serde_json::Value> {
+        let mut a = Applier::new(store, recover(store).unwrap(), types, 2);
+        let mut bodies = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            if let Applied::Request(_, o) = ap(&mut a, Lsn(first + i as u64), r) {
+                bodies.push(body(&o));
+            }
+        }
+        let (w, _) = a.finish().unwrap();
+        store.apply(w).unwrap();
+        bodies
+    }
+
+    fn balance_of(store: &PartitionStore, key: &str) -> serde_json::Value {
+        let mut a = Applier::new(store, recover(store).unwrap(), &TYPES, 2);
+        let lsn = recover(store).unwrap().applied.next();
+        body(&outcome(ap(
+            &mut a,
+            lsn,
+            &call_on("g:b", 0, "Account", key, "balance", json!(null)),
+        )))
+    }
+
+    #[test]
+    fn a_transfer_sends_one_credit_that_applies_once_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let (sender, receiver) = (
+            storage.partition(PartitionId(0)).unwrap(),
+            storage.partition(PartitionId(1)).unwrap(),
+        );
+        let (a, b) = (key_in("Account", 0), key_in("Account", 1));
+        let transfer = |n: i64| json!({"to": b, "amount": n});
+        let bodies = batch(
+            &sender,
+            &TYPES,
+            1,
+            &[
+                announce(1, 1),
+                call_on("g:1", 10, "Account", &a, "deposit", json!(100)),
+                call_on("g:2", 11, "Account", &a, "transfer", transfer(30)),
+                // Refused (412): sends nothing.
+                call_on("g:3", 12, "Account", &a, "transfer", transfer(500)),
+                call_on("g:4", 13, "Account", &a, "transfer", transfer(20)),
+            ],
+        );
+        assert_eq!(
+            bodies,
+            vec![
+                json!(100),
+                json!(70),
+                json!({"error": "precondition failed", "current": 70}),
+                json!(50)
+            ]
+        );
+        let view = read_outbox(&sender).unwrap();
+        assert_eq!(
+            view.lanes[&PartitionId(1)],
+            Lane {
+                acked: 0,
+                sent: 2,
+                oldest_ms: Some(11)
+            }
+        );
+        assert_eq!(view.depth(), 2);
+        let queued = queued(&sender, PartitionId(1), 1, 10).unwrap();
+        assert_eq!(queued.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(queued[0].to.key, b);
+
+        // The receiver applies each once, whatever arrives how often.
+        let deliver = |ms: &[Message]| delivery(1, 20, 0, ms.to_vec());
+        let bodies = batch(
+            &receiver,
+            &TYPES,
+            1,
+            &[
+                announce(1, 2),
+                deliver(&queued[..1]),
+                deliver(&queued),
+                deliver(&queued[1..]),
+                // A gap (3 is missing) is not applied.
+                deliver(&[Message {
+                    seq: 4,
+                    ..queued[0].clone()
+                }]),
+                // A deposed leader's delivery is fenced.
+                delivery(0, 21, 0, queued.clone()),
+            ],
+        );
+        assert_eq!(
+            bodies,
+            vec![
+                json!({"accepted": 1}),
+                json!({"accepted": 2}),
+                json!({"accepted": 2}),
+                json!({"accepted": 2}),
+                json!("fenced")
+            ]
+        );
+        assert_eq!(balance_of(&receiver, &b), json!(50));
+        assert_eq!(inbox_mark(&receiver, PartitionId(0)).unwrap(), 2);
+
+        // Acknowledged: the outbox empties; an acknowledgement past what
+        // was sent changes nothing more.
+        batch(
+            &sender,
+            &TYPES,
+            6,
+            &[Command::Acked {
+                acks: vec![(PartitionId(1), 1)],
+            }
+            .encode()],
+        );
+        assert_eq!(read_outbox(&sender).unwrap().depth(), 1);
+        batch(
+            &sender,
+            &TYPES,
+            7,
+            &[Command::Acked {
+                acks: vec![(PartitionId(1), 9)],
+            }
+            .encode()],
+        );
+        let view = read_outbox(&sender).unwrap();
+        assert_eq!(
+            view.lanes[&PartitionId(1)],
+            Lane {
+                acked: 2,
+                sent: 2,
+                oldest_ms: None
+            }
+        );
+        assert!(queued_empty(&sender));
+        // The next message continues the pair's numbering.
+        batch(
+            &sender,
+            &TYPES,
+            8,
+            &[call_on("g:5", 14, "Account", &a, "transfer", transfer(5))],
+        );
+        assert_eq!(
+            super::queued(&sender, PartitionId(1), 1, 10).unwrap()[0].seq,
+            3
+        );
+    }
+
+    fn queued_empty(store: &PartitionStore) -> bool {
+        (0..2).all(|p| queued(store, PartitionId(p), 0, 10).unwrap().is_empty())
+    }
+
+    #[test]
+    fn a_timer_fires_once_at_or_after_its_time_on_the_log_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let store = storage.partition(PartitionId(0)).unwrap();
+        let key = key_in("Reminder", 0);
+        let bodies = batch(
+            &store,
+            &TYPES,
+            1,
+            &[
+                announce(1, 1),
+                call_on(
+                    "g:1",
+                    10_000,
+                    "Reminder",
+                    &key,
+                    "schedule",
+                    json!({"after_ms": 1_000, "note": "n"}),
+                ),
+            ],
+        );
+        assert_eq!(bodies, vec![json!({"id": 1, "due_ms": 11_000})]);
+        let view = read_outbox(&store).unwrap();
+        assert_eq!(
+            (view.timers, view.next_timer_ms, view.depth()),
+            (1, Some(11_000), 0)
+        );
+        // Not due yet by the log's clock; then due; then nothing left.
+        batch(&store, &TYPES, 3, &[fire(1, 10_999)]);
+        assert_eq!(read_outbox(&store).unwrap().timers, 1);
+        batch(&store, &TYPES, 4, &[fire(0, 12_000)]);
+        assert_eq!(
+            read_outbox(&store).unwrap().timers,
+            1,
+            "a deposed leader's fire is fenced"
+        );
+        batch(&store, &TYPES, 5, &[fire(1, 11_000), fire(1, 11_001)]);
+        let view = read_outbox(&store).unwrap();
+        assert_eq!(
+            (view.timers, view.next_timer_ms, view.depth()),
+            (0, None, 1)
+        );
+        let fired = queued(&store, PartitionId(0), 1, 10).unwrap();
+        assert_eq!(fired.len(), 1);
+        assert_eq!(fired[0].due_ms, 11_000);
+        // Delivered by a leader whose clock is behind: the handler still
+        // sees a log clock at or past the due time.
+        let bodies = batch(
+            &store,
+            &TYPES,
+            7,
+            &[
+                delivery(1, 10_500, 0, fired.clone()),
+                call_on("g:2", 10_600, "Reminder", &key, "read", json!(null)),
+            ],
+        );
+        assert_eq!(bodies[0], json!({"accepted": 1}));
+        let r = &bodies[1];
+        assert_eq!(r["pending"], json!([]));
+        assert_eq!(r["fired"][0]["id"], json!(1));
+        assert!(r["fired"][0]["fired_ms"].as_u64().unwrap() >= 11_000, "{r}");
+    }
+
+    #[test]
+    fn a_request_gets_the_receivers_result_back_as_a_message() {
+        use crate::objects::{ObjectType, Reply};
+        let mut types = crate::objects::demo::types();
+        types.push(
+            ObjectType::new("Asker")
+                .handler("ask", |ctx, n: i64| {
+                    ctx.request("Counter", "c", "add", &n, "answer")?;
+                    // A reply to a handler that does not exist is refused.
+                    assert!(ctx.request("Counter", "c", "add", &n, "nope").is_err());
+                    assert!(ctx.send("Nobody", "c", "add", &n).is_err());
+                    assert!(ctx.send("Counter", "c", "add", &"not a number").is_err());
+                    Ok(())
+                })
+                .handler("answer", |ctx, r: Reply| {
+                    ctx.set("answer", &r);
+                    Ok(())
+                }),
+        );
+        let types = Objects::new(types).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let store = storage.partition(PartitionId(0)).unwrap();
+        let asker = key_in("Asker", 0);
+        batch(
+            &store,
+            &types,
+            1,
+            &[
+                announce(1, 1),
+                call_on("g:1", 5, "Asker", &asker, "ask", json!(7)),
+            ],
+        );
+        let counter_p = crate::ingress::http::partition_of("Counter", "c", 2);
+        let sent = queued(&store, counter_p, 1, 10).unwrap();
+        assert_eq!(sent.len(), 1, "only the valid send went out");
+        assert_eq!(sent[0].reply_to.as_ref().unwrap().handler, "answer");
+        // Delivered where the counter lives: its result goes back.
+        let target = storage.partition(counter_p).unwrap();
+        let lsn = recover(&target).unwrap().applied.0 + 1;
+        let mut records = vec![delivery(1, 6, 0, sent)];
+        if counter_p != PartitionId(0) {
+            records.insert(0, announce(1, 1));
+        }
+        batch(&target, &types, lsn, &records);
+        let back = queued(&target, PartitionId(0), 1, 10).unwrap();
+        let back: Vec<&Message> = back.iter().filter(|m| m.to.object == "Asker").collect();
+        assert_eq!(back.len(), 1);
+        let reply: Reply = serde_json::from_slice(&back[0].arg).unwrap();
+        assert_eq!(
+            (reply.status, reply.body.clone(), reply.from.object.as_str()),
+            (200, json!(7), "Counter")
+        );
+        assert_eq!(back[0].to.key, asker);
     }
 
     /// Every key and value of a partition's store.
@@ -965,7 +1711,7 @@ mod tests {
         let mut sizes = sizes.iter().cycle();
         while next < records.len() {
             let n = (*sizes.next().unwrap()).min(records.len() - next);
-            let mut a = Applier::new(&store, recover(&store).unwrap(), &TYPES).with_bugs(bugs);
+            let mut a = Applier::new(&store, recover(&store).unwrap(), &TYPES, 1).with_bugs(bugs);
             for (i, r) in records[next..next + n].iter().enumerate() {
                 if let Applied::Request(_, o) = ap(&mut a, Lsn((next + i + 1) as u64), r) {
                     bodies.push(body(&o));
@@ -1014,7 +1760,7 @@ mod tests {
         let mut bodies = Vec::new();
         for (i, r) in records.iter().enumerate() {
             // One batch per record, so expiry also purges between them.
-            let mut a = Applier::new(&store, recover(&store).unwrap(), &TYPES);
+            let mut a = Applier::new(&store, recover(&store).unwrap(), &TYPES, 1);
             if let Applied::Request(_, o) = ap(&mut a, Lsn(i as u64 + 1), r) {
                 bodies.push(body(&o));
             }
@@ -1026,7 +1772,7 @@ mod tests {
             [json!(1), json!(1), json!(11), json!(12), json!(11)]
         );
         // u:a's first entry was purged once expired; its second is held.
-        let a = Applier::new(&store, recover(&store).unwrap(), &TYPES);
+        let a = Applier::new(&store, recover(&store).unwrap(), &TYPES, 1);
         assert_eq!(
             a.dedup("u:a", t0 + 2 * retention - 1)
                 .unwrap()
@@ -1079,7 +1825,7 @@ mod tests {
             (21, BugSet::NONE.with(Bug::ApplyStaleEpoch), json!(7)),
         ] {
             let store = storage.partition(PartitionId(p)).unwrap();
-            let mut a = Applier::new(&store, recover(&store).unwrap(), &TYPES).with_bugs(bugs);
+            let mut a = Applier::new(&store, recover(&store).unwrap(), &TYPES, 1).with_bugs(bugs);
             ap(&mut a, Lsn(1), &announce(1, 1));
             ap(&mut a, Lsn(2), &announce(2, 2));
             assert_eq!(body(&outcome(ap(&mut a, Lsn(3), &late))), expected);
@@ -1122,7 +1868,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
         let store = storage.partition(PartitionId(3)).unwrap();
-        let mut a = Applier::new(&store, recover(&store).unwrap(), &TYPES);
+        let mut a = Applier::new(&store, recover(&store).unwrap(), &TYPES, 1);
         ap(&mut a, Lsn(1), &announce(1, 1));
         let add = invoke(1, "g:once", 10, "Counter", "add", json!(5));
         ap(&mut a, Lsn(2), &add);
@@ -1131,7 +1877,7 @@ mod tests {
         let before = store.dump().unwrap();
         // The same request again, and the dedup lookup fails: an error,
         // never "not applied yet".
-        let mut a = Applier::new(&store, recover(&store).unwrap(), &TYPES);
+        let mut a = Applier::new(&store, recover(&store).unwrap(), &TYPES, 1);
         store.inject_read_error_after(0);
         assert!(matches!(a.apply(Lsn(3), &add), Err(StorageError::Injected)));
         drop(a);
@@ -1139,7 +1885,7 @@ mod tests {
         // The processor restarts and replays from its durable LSN.
         let recovered = recover(&store).unwrap();
         assert_eq!(recovered.applied, Lsn(2));
-        let mut a = Applier::new(&store, recovered, &TYPES);
+        let mut a = Applier::new(&store, recovered, &TYPES, 1);
         assert_eq!(
             body(&outcome(ap(&mut a, Lsn(3), &add))),
             json!(5),
@@ -1153,7 +1899,7 @@ mod tests {
         );
         // A read error inside a handler aborts the same way.
         let add2 = invoke(1, "g:two", 12, "Counter", "add", json!(1));
-        let mut a2 = Applier::new(&store, recover(&store).unwrap(), &TYPES);
+        let mut a2 = Applier::new(&store, recover(&store).unwrap(), &TYPES, 1);
         // The dedup lookup passes; the handler's read of the counter fails.
         store.inject_read_error_after(1);
         assert!(matches!(

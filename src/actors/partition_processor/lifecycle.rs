@@ -68,13 +68,14 @@
 //!   the outcome is unknown); its host restarts it from its durable LSN.
 
 use super::core::{
-    recover, Applied, Applier, Command, Entries, Invocation, Outcome, PartitionState, Recovered,
-    Response,
+    inbox_mark, queued, read_outbox, recover, Applied, Applier, Command, Delivery, Entries,
+    Invocation, Outcome, PartitionState, Recovered, Response,
 };
 use super::messages::{
-    FetchError, GetPersisted, Invoke, InvokeReply, Mode, PersistedReply, ProcessorStatus,
-    RestoreView,
+    Deliver, FetchError, GetPersisted, Invoke, InvokeReply, Mode, OutboxStatus, PersistedReply,
+    ProcessorStatus, RestoreView,
 };
+use super::outbox::{OutboxView, DELIVER_BATCH};
 use crate::actors::bugs::BugSet;
 use crate::actors::env::Env;
 use crate::log::{AppendError, ReadError, Record};
@@ -120,6 +121,15 @@ pub const IDLE_AFTER: Duration = Duration::from_secs(5);
 pub const FETCH_RETRY: Duration = Duration::from_secs(1);
 /// How long after a failed snapshot write the schedule tries again.
 pub const SNAPSHOT_RETRY: Duration = Duration::from_secs(5);
+/// How long a delivery to another partition's leader may take.
+pub const DELIVER_TIMEOUT: Duration = Duration::from_secs(2);
+/// The first pause after a failed delivery; it doubles up to
+/// [`DELIVER_RETRY_MAX`] while deliveries to that partition keep failing.
+pub const DELIVER_RETRY_MIN: Duration = Duration::from_millis(20);
+/// The longest pause between two deliveries to a partition that fails them.
+pub const DELIVER_RETRY_MAX: Duration = Duration::from_secs(1);
+/// How long the append of an acknowledgement or of fired timers may take.
+pub const OUTBOX_APPEND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The highest LSN a leader may trim the log up to (inclusive), if any:
 /// - `snapshots`: the newest retained snapshot of each replica that has one
@@ -166,6 +176,11 @@ impl WallClock {
         let since = now.saturating_duration_since(self.at).as_millis();
         self.unix_ms
             .saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
+    }
+
+    /// The instant the wall clock reads `ms` (its origin, for times before it).
+    pub fn instant(&self, ms: u64) -> Instant {
+        self.at + Duration::from_millis(ms.saturating_sub(self.unix_ms))
     }
 }
 
@@ -259,6 +274,15 @@ pub enum ProcessorInput {
     SnapshotFetched {
         result: Result<Snapshot, FetchError>,
     },
+    /// Messages from another partition's leader; answered with exactly one
+    /// [`ProcessorEffect::Reply`] for `token`.
+    Deliver { token: Token, req: Deliver },
+    /// The answer to [`ProcessorEffect::Deliver`] `call` (`Err`: no answer
+    /// came, the reason says why).
+    Delivered {
+        call: CallId,
+        reply: Result<InvokeReply, String>,
+    },
 }
 
 /// Everything a processor asks its host to do.
@@ -320,6 +344,17 @@ pub enum ProcessorEffect {
     /// Fetch a snapshot of this partition at `at_least` or later from the
     /// peers (verified); answer with [`ProcessorInput::SnapshotFetched`].
     FetchSnapshot { at_least: Lsn },
+    /// Send `req` to the leader of `req.partition`: `to` if known, else the
+    /// one the register names (read afresh if `fresh`: the cached one said
+    /// it does not lead); answer with exactly one
+    /// [`ProcessorInput::Delivered`] for `call`.
+    Deliver {
+        call: CallId,
+        to: Option<NodeId>,
+        fresh: bool,
+        req: Deliver,
+        timeout: Duration,
+    },
 }
 
 /// A request waiting for its outcome.
@@ -343,6 +378,29 @@ enum AppendOp {
         batch: Vec<Invocation>,
         epoch: Epoch,
     },
+    /// Another partition's messages (its waiters wait under `id`).
+    Delivery { id: String },
+    /// Acknowledgements received from targets.
+    Acks { acks: Vec<(PartitionId, u64)> },
+    /// Due timers fired.
+    Fire,
+}
+
+/// The delivery loop's state towards one target partition (leader only).
+#[derive(Clone, Debug, Default)]
+struct Sending {
+    /// The delivery out, if one is: its call and last sequence number.
+    in_flight: Option<CallId>,
+    /// The highest sequence number the target said it holds.
+    accepted: u64,
+    /// No delivery before this (the last one failed).
+    retry_at: Option<Instant>,
+    /// The pause after the next failure.
+    backoff: Duration,
+    /// The target's leader, as its last answer named it.
+    hint: Option<NodeId>,
+    /// The target's leader should be read from the register afresh.
+    fresh: bool,
 }
 
 /// A leader's round of "how far did you persist?".
@@ -382,6 +440,8 @@ struct Batch {
     outcomes: Vec<(String, Outcome)>,
     /// This node's own current announcement applied (its reign's epoch).
     reign: Option<Epoch>,
+    /// The batch changed the outbox or the timers.
+    outbox_changed: bool,
 }
 
 pub struct ProcessorCore<S: PartitionState> {
@@ -453,12 +513,28 @@ pub struct ProcessorCore<S: PartitionState> {
     snapshots_taken: u64,
     /// Snapshots restored since start.
     snapshots_restored: u64,
+    /// The outbox and timers as the state holds them (re-read after every
+    /// batch that changed them, and after a restore).
+    outbox: OutboxView,
+    /// The delivery loop, per target partition (leader only).
+    sending: BTreeMap<PartitionId, Sending>,
+    /// Acknowledgements received and not yet appended (highest per target).
+    acks: BTreeMap<PartitionId, u64>,
+    /// An `Acked` append is out.
+    acking: bool,
+    /// A `FireTimers` append is out.
+    firing: bool,
+    /// Messages delivered and acknowledged since start.
+    delivered: u64,
+    /// Why the last delivery failed (cleared by a success).
+    delivery_error: Option<String>,
 }
 
 impl<S: PartitionState> ProcessorCore<S> {
     /// A processor over `store`, at the state it holds.
     pub fn new(config: ProcessorConfig, store: S) -> Result<Self, StorageError> {
         let state = recover(&store)?;
+        let outbox = read_outbox(&store)?;
         Ok(ProcessorCore {
             store,
             persisted: state.applied,
@@ -492,6 +568,13 @@ impl<S: PartitionState> ProcessorCore<S> {
             fetch_error: None,
             snapshots_taken: 0,
             snapshots_restored: 0,
+            outbox,
+            sending: BTreeMap::new(),
+            acks: BTreeMap::new(),
+            acking: false,
+            firing: false,
+            delivered: 0,
+            delivery_error: None,
             config,
         })
     }
@@ -502,7 +585,9 @@ impl<S: PartitionState> ProcessorCore<S> {
         self.last_applied_at.get_or_insert(env.now);
         if let Some(reason) = &self.failed {
             // Stopped: nothing changes any more; a request still gets an answer.
-            if let ProcessorInput::Invoke { token, .. } = input {
+            if let ProcessorInput::Invoke { token, .. } | ProcessorInput::Deliver { token, .. } =
+                input
+            {
                 out.push(ProcessorEffect::Reply {
                     token,
                     reply: InvokeReply::Unavailable(format!("storage failed: {reason}")),
@@ -588,6 +673,11 @@ impl<S: PartitionState> ProcessorCore<S> {
             ProcessorInput::SnapshotFetched { result } => {
                 self.snapshot_fetched(env, result, &mut out)
             }
+            ProcessorInput::Deliver { token, req } => self.deliver_in(env, token, req, &mut out),
+            ProcessorInput::Delivered { call, reply } => self.delivered(env, call, reply),
+        }
+        if self.failed.is_none() {
+            self.pump(env, &mut out);
         }
         out
     }
@@ -764,9 +854,15 @@ impl<S: PartitionState> ProcessorCore<S> {
             }
             Err(RestoreError::Storage(e)) => return self.fail(e, out),
         };
-        let restored = self.store.apply(write).and_then(|()| recover(&self.store));
+        let restored = self.store.apply(write).and_then(|()| {
+            let state = recover(&self.store)?;
+            Ok((state, read_outbox(&self.store)?))
+        });
         let state = match restored {
-            Ok(state) => state,
+            Ok((state, outbox)) => {
+                self.outbox = outbox;
+                state
+            }
             Err(e) => return self.fail(e, out),
         };
         info!(partition = %self.config.partition, lsn = %state.applied, from = ?restore.source.map(|s| s.0), "snapshot restored");
@@ -846,11 +942,25 @@ impl<S: PartitionState> ProcessorCore<S> {
         if self.failed.is_some() {
             return None;
         }
+        let leading = self.mode == Mode::Leader;
+        let timer = self
+            .outbox
+            .next_timer_ms
+            .filter(|_| leading && !self.firing)
+            .map(|ms| self.config.wall_clock.instant(ms));
+        let retry = self
+            .sending
+            .values()
+            .filter_map(|s| s.retry_at)
+            .filter(|_| leading)
+            .min();
         [
             self.next_persist,
             self.next_trim,
             self.announce_retry.map(|(at, _)| at),
             self.fetch_retry,
+            timer,
+            retry,
         ]
         .into_iter()
         .flatten()
@@ -890,7 +1000,18 @@ impl<S: PartitionState> ProcessorCore<S> {
             }),
             snapshots_taken: self.snapshots_taken,
             snapshots_restored: self.snapshots_restored,
+            outbox: OutboxStatus::of(
+                &self.outbox,
+                self.config.wall_clock.ms(env.now),
+                self.delivered,
+                self.delivery_error.clone(),
+            ),
         }
+    }
+
+    /// The outbox and timers as the state holds them.
+    pub fn outbox(&self) -> &OutboxView {
+        &self.outbox
     }
 
     /// What is applied.
@@ -981,28 +1102,19 @@ impl<S: PartitionState> ProcessorCore<S> {
                 &HandlerError::BadArgument(why),
             )));
         }
-        match self.mode {
-            Mode::Leader => {}
-            Mode::Candidate => {
-                return reply(InvokeReply::Unavailable(
-                    "leader is announcing its reign".into(),
-                ))
-            }
-            Mode::Follower => {
-                let leader = self.state.leader.filter(|l| *l != env.me);
-                return reply(InvokeReply::NotLeader { leader });
-            }
-        }
-        if !env.has_majority() {
-            return reply(InvokeReply::Unavailable(
-                "leader cannot reach a majority".into(),
-            ));
+        if let Err(refusal) = self.serving(env) {
+            return reply(refusal);
         }
         let now_ms = self.config.wall_clock.ms(env.now);
         // A repeat of a request already applied is answered from its stored
         // result (an optimisation: applying it again would find the same).
-        match Applier::new(&self.store, self.state, &self.config.objects)
-            .dedup(&req.request_id, now_ms)
+        match Applier::new(
+            &self.store,
+            self.state,
+            &self.config.objects,
+            self.config.partitions,
+        )
+        .dedup(&req.request_id, now_ms)
         {
             Ok(Some(response)) => return reply(InvokeReply::Done(response)),
             Ok(None) => {}
@@ -1042,6 +1154,217 @@ impl<S: PartitionState> ProcessorCore<S> {
             });
             self.schedule_flush(out);
         }
+    }
+
+    /// Whether this node serves requests now: a leader in its reign that
+    /// reaches a majority; otherwise the answer to give.
+    fn serving(&self, env: &Env) -> Result<(), InvokeReply> {
+        match self.mode {
+            Mode::Leader if env.has_majority() => Ok(()),
+            Mode::Leader => Err(InvokeReply::Unavailable(
+                "leader cannot reach a majority".into(),
+            )),
+            Mode::Candidate => Err(InvokeReply::Unavailable(
+                "leader is announcing its reign".into(),
+            )),
+            Mode::Follower => Err(InvokeReply::NotLeader {
+                leader: self.state.leader.filter(|l| *l != env.me),
+            }),
+        }
+    }
+
+    /// Another partition's leader delivers messages: what is already here
+    /// is acknowledged at once; the rest is appended as one `Deliver`
+    /// record and acknowledged when it applies.
+    fn deliver_in(
+        &mut self,
+        env: &Env,
+        token: Token,
+        req: Deliver,
+        out: &mut Vec<ProcessorEffect>,
+    ) {
+        let mut reply = |reply| out.push(ProcessorEffect::Reply { token, reply });
+        if let Err(why) = req.check(self.config.partition, self.config.partitions) {
+            return reply(InvokeReply::Done(Response::error(
+                &HandlerError::BadArgument(why),
+            )));
+        }
+        if let Err(refusal) = self.serving(env) {
+            return reply(refusal);
+        }
+        let mark = match inbox_mark(&self.store, req.from) {
+            Ok(mark) => mark,
+            Err(e) => return reply(InvokeReply::Unavailable(format!("storage failed: {e}"))),
+        };
+        let (first, last) = match (req.messages.first(), req.messages.last()) {
+            (Some(f), Some(l)) => (f.seq, l.seq),
+            _ => return,
+        };
+        if last <= mark || first > mark + 1 {
+            // Held already, or it would overtake a message not yet here:
+            // the mark tells the sender where to go on from.
+            return reply(InvokeReply::Done(Response::ok(
+                &serde_json::json!({ "accepted": mark }),
+            )));
+        }
+        let now_ms = self.config.wall_clock.ms(env.now);
+        let delivery = Delivery {
+            epoch: self.epoch,
+            timestamp_ms: now_ms,
+            from: req.from,
+            messages: req.messages,
+        };
+        let id = delivery.id();
+        let wait = Duration::from_millis(req.timeout_ms.clamp(1, MAX_REQUEST_WAIT_MS));
+        let known = self.waiters.contains_key(&id);
+        self.waiters.entry(id.clone()).or_default().push(Waiter {
+            token,
+            deadline: env.now + wait,
+            appended: true,
+        });
+        if known {
+            return;
+        }
+        let op = self.op();
+        self.appends.insert(op, AppendOp::Delivery { id });
+        out.push(ProcessorEffect::Append {
+            op,
+            records: vec![Record(Command::Deliver(delivery).encode())],
+            timeout: wait,
+        });
+    }
+
+    /// The leader's delivery loop: fires due timers, appends the
+    /// acknowledgements received, and sends each target partition the
+    /// messages it does not hold yet (one delivery per target at a time).
+    fn pump(&mut self, env: &Env, out: &mut Vec<ProcessorEffect>) {
+        if self.mode != Mode::Leader || !env.has_majority() {
+            return;
+        }
+        let now_ms = self.config.wall_clock.ms(env.now);
+        if !self.firing && self.outbox.next_timer_ms.is_some_and(|due| due <= now_ms) {
+            self.firing = true;
+            let op = self.op();
+            self.appends.insert(op, AppendOp::Fire);
+            let record = Command::FireTimers {
+                epoch: self.epoch,
+                timestamp_ms: now_ms,
+            };
+            out.push(ProcessorEffect::Append {
+                op,
+                records: vec![Record(record.encode())],
+                timeout: OUTBOX_APPEND_TIMEOUT,
+            });
+        }
+        if !self.acking && !self.acks.is_empty() {
+            self.acking = true;
+            let acks: Vec<(PartitionId, u64)> =
+                std::mem::take(&mut self.acks).into_iter().collect();
+            let op = self.op();
+            let record = Command::Acked { acks: acks.clone() };
+            self.appends.insert(op, AppendOp::Acks { acks });
+            out.push(ProcessorEffect::Append {
+                op,
+                records: vec![Record(record.encode())],
+                timeout: OUTBOX_APPEND_TIMEOUT,
+            });
+        }
+        let lanes: Vec<_> = self.outbox.lanes.iter().map(|(p, l)| (*p, *l)).collect();
+        for (to, lane) in lanes {
+            let sending = self.sending.entry(to).or_default();
+            if sending.in_flight.is_some() || sending.retry_at.is_some_and(|at| env.now < at) {
+                continue;
+            }
+            let from = lane.acked.max(sending.accepted) + 1;
+            if from > lane.sent {
+                continue;
+            }
+            let messages = match queued(&self.store, to, from, DELIVER_BATCH) {
+                Ok(m) if !m.is_empty() => m,
+                Ok(_) => continue,
+                Err(e) => return self.fail(e, out),
+            };
+            let call = CallId(self.next_call);
+            self.next_call += 1;
+            let sending = self.sending.entry(to).or_default();
+            sending.in_flight = Some(call);
+            out.push(ProcessorEffect::Deliver {
+                call,
+                to: sending.hint,
+                fresh: sending.fresh,
+                req: Deliver {
+                    partition: to,
+                    from: self.config.partition,
+                    messages,
+                    timeout_ms: DELIVER_TIMEOUT.as_millis() as u64,
+                },
+                timeout: DELIVER_TIMEOUT,
+            });
+        }
+    }
+
+    /// A target's answer to a delivery.
+    fn delivered(&mut self, env: &Env, call: CallId, reply: Result<InvokeReply, String>) {
+        let Some((&to, sending)) = self
+            .sending
+            .iter_mut()
+            .find(|(_, s)| s.in_flight == Some(call))
+        else {
+            return;
+        };
+        sending.in_flight = None;
+        let accepted = match &reply {
+            Ok(InvokeReply::Done(r)) if r.status == 200 => {
+                serde_json::from_slice::<serde_json::Value>(&r.body)
+                    .ok()
+                    .and_then(|v| v["accepted"].as_u64())
+            }
+            _ => None,
+        };
+        let failure = match (accepted, reply) {
+            (Some(mark), _) => {
+                let lane = self.outbox.lanes.get(&to).copied().unwrap_or_default();
+                let before = sending.accepted.max(lane.acked);
+                self.delivered += mark.saturating_sub(before);
+                sending.accepted = sending.accepted.max(mark);
+                sending.backoff = Duration::ZERO;
+                sending.retry_at = None;
+                sending.fresh = false;
+                self.delivery_error = None;
+                if mark > lane.acked {
+                    let ack = self.acks.entry(to).or_default();
+                    *ack = (*ack).max(mark);
+                }
+                return;
+            }
+            (None, Ok(InvokeReply::NotLeader { leader })) => {
+                sending.hint = leader;
+                sending.fresh = leader.is_none();
+                format!(
+                    "{} does not lead partition {to}",
+                    leader.map_or("the node asked".into(), |l| format!("not it; {l}"))
+                )
+            }
+            (None, Ok(InvokeReply::Done(r))) => format!(
+                "partition {to} refused a delivery ({}): {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            ),
+            (None, Ok(other)) => {
+                sending.hint = None;
+                format!("partition {to}: {other:?}")
+            }
+            (None, Err(e)) => {
+                sending.hint = None;
+                e
+            }
+        };
+        sending.backoff = (sending.backoff * 2).clamp(DELIVER_RETRY_MIN, DELIVER_RETRY_MAX);
+        sending.retry_at = Some(env.now + sending.backoff);
+        if self.delivery_error.as_deref() != Some(&failure) {
+            warn!(partition = %self.config.partition, target = %to, "delivery failed: {failure}");
+        }
+        self.delivery_error = Some(failure);
     }
 
     /// Asks for a drain when requests wait and an append slot is free: every
@@ -1111,6 +1434,33 @@ impl<S: PartitionState> ProcessorCore<S> {
                     }
                 }
             }
+            Some(AppendOp::Delivery { id }) => {
+                if let Err(e) = result {
+                    // The sender tries again (a delivery applies once).
+                    let reply = match e {
+                        AppendError::TooLarge { .. } | AppendError::UnknownLog(_) => {
+                            InvokeReply::Unavailable(e.to_string())
+                        }
+                        _ => InvokeReply::Timeout,
+                    };
+                    for w in self.waiters.remove(&id).unwrap_or_default() {
+                        out.push(ProcessorEffect::Reply {
+                            token: w.token,
+                            reply: reply.clone(),
+                        });
+                    }
+                }
+            }
+            Some(AppendOp::Acks { acks }) => {
+                self.acking = false;
+                if result.is_err() && self.mode == Mode::Leader {
+                    for (to, mark) in acks {
+                        let ack = self.acks.entry(to).or_default();
+                        *ack = (*ack).max(mark);
+                    }
+                }
+            }
+            Some(AppendOp::Fire) => self.firing = false,
             Some(AppendOp::Requests { batch, epoch }) => {
                 match result {
                     Ok(_) => {}
@@ -1193,6 +1543,10 @@ impl<S: PartitionState> ProcessorCore<S> {
         self.mode = Mode::Follower;
         self.end_reign_wait(out);
         self.pending.clear();
+        // The next leader delivers from the state; what this one knew of
+        // its targets goes (a redelivery is dropped by the target's mark).
+        self.sending.clear();
+        self.acks.clear();
         // Requests never handed to the log certainly did not happen; the
         // others will be answered when their records apply (fenced or done)
         // or at their deadline.
@@ -1221,6 +1575,7 @@ impl<S: PartitionState> ProcessorCore<S> {
             &self.store,
             self.state,
             &self.config.objects,
+            self.config.partitions,
             self.config.bugs,
             env.me,
             self.epoch,
@@ -1242,6 +1597,12 @@ impl<S: PartitionState> ProcessorCore<S> {
         };
         self.state = batch.state;
         self.last_applied_at = Some(env.now);
+        if batch.outbox_changed {
+            match read_outbox(&self.store) {
+                Ok(view) => self.outbox = view,
+                Err(e) => return self.fail(e, out),
+            }
+        }
         for (id, outcome) in batch.outcomes {
             let reply = match outcome {
                 Outcome::Done(response) => InvokeReply::Done(response),
@@ -1283,16 +1644,18 @@ impl<S: PartitionState> ProcessorCore<S> {
     }
 
     /// Runs `records` through an applier over `store` at `state`.
+    #[allow(clippy::too_many_arguments)]
     fn apply_batch(
         store: &S,
         state: Recovered,
         types: &Objects,
+        partitions: u32,
         bugs: BugSet,
         me: NodeId,
         epoch: Epoch,
         records: Vec<(Lsn, Record)>,
     ) -> Result<(crate::storage::PartitionWrite, Batch), StorageError> {
-        let mut applier = Applier::new(store, state, types).with_bugs(bugs);
+        let mut applier = Applier::new(store, state, types, partitions).with_bugs(bugs);
         let mut outcomes = Vec::new();
         let mut reign = None;
         for (lsn, record) in records {
@@ -1319,6 +1682,7 @@ impl<S: PartitionState> ProcessorCore<S> {
             leader: applier.leader,
             clock_ms: applier.clock_ms(),
         };
+        let outbox_changed = applier.outbox_changed();
         let (write, _) = applier.finish()?;
         Ok((
             write,
@@ -1326,6 +1690,7 @@ impl<S: PartitionState> ProcessorCore<S> {
                 state: after,
                 outcomes,
                 reign,
+                outbox_changed,
             },
         ))
     }
@@ -1703,6 +2068,214 @@ mod tests {
             panic!("one append: {effects:?}");
         };
         (*op, records.clone())
+    }
+
+    fn account(id: &str, ts: u64, key: &str, handler: &str, arg: serde_json::Value) -> Command {
+        Command::Invoke(Invocation {
+            epoch: Epoch(1),
+            request_id: id.into(),
+            timestamp_ms: ts,
+            retention_ms: None,
+            object: "Account".into(),
+            key: key.into(),
+            handler: handler.into(),
+            arg: serde_json::to_vec(&arg).unwrap(),
+        })
+    }
+
+    /// The deliveries among `effects`: call, hinted node, request.
+    fn deliveries(effects: &[ProcessorEffect]) -> Vec<(CallId, Option<NodeId>, Deliver)> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                ProcessorEffect::Deliver { call, to, req, .. } => Some((*call, *to, req.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Appends `records` to `log`, tells `r` the append `op` succeeded and
+    /// lets it apply them.
+    fn append_and_apply(
+        r: &mut Rig,
+        at: u64,
+        log: &mut Log,
+        op: OpId,
+        records: &[Record],
+    ) -> Vec<ProcessorEffect> {
+        let from = log.len() + 1;
+        let lsn = log.append(records);
+        let mut effects = r.feed(
+            at,
+            ProcessorInput::Appended {
+                op,
+                result: Ok(lsn),
+            },
+        );
+        effects.extend(r.deliver(at, log.range(from, log.len())));
+        effects
+    }
+
+    #[test]
+    fn the_leader_delivers_its_outbox_and_appends_the_acknowledgements() {
+        // One partition: the core is sender and receiver at once.
+        let mut log = Log::default();
+        let mut r = leader(1, &mut log);
+        log.command(account("g:1", WALL0, "a", "deposit", serde_json::json!(10)));
+        log.command(account(
+            "g:2",
+            WALL0,
+            "a",
+            "transfer",
+            serde_json::json!({"to": "b", "amount": 4}),
+        ));
+        let effects = r.deliver(5, log.range(2, 3));
+        let [(call, None, req)] = &deliveries(&effects)[..] else {
+            panic!("one delivery: {effects:?}");
+        };
+        assert_eq!(
+            (
+                req.partition,
+                req.from,
+                req.messages.len(),
+                req.messages[0].seq
+            ),
+            (P, P, 1, 1)
+        );
+        assert_eq!(r.core.status(&r.env(5, &[])).outbox.depth, 1);
+        // No second delivery while one is out.
+        assert!(deliveries(&r.feed(6, ProcessorInput::Tick)).is_empty());
+
+        // As the receiver: appended as one record, answered once applied.
+        let effects = r.feed(
+            7,
+            ProcessorInput::Deliver {
+                token: 9,
+                req: req.clone(),
+            },
+        );
+        let [(op, records, _)] = &appends(&effects)[..] else {
+            panic!("one append: {effects:?}");
+        };
+        let effects = append_and_apply(&mut r, 8, &mut log, *op, records);
+        let accepted = done(r#"{"accepted":1}"#);
+        assert!(effects.contains(&reply(9, accepted.clone())), "{effects:?}");
+        // A repeat is answered at once, from the inbox mark.
+        let effects = r.feed(
+            9,
+            ProcessorInput::Deliver {
+                token: 10,
+                req: req.clone(),
+            },
+        );
+        assert_eq!(effects, vec![reply(10, accepted.clone())]);
+
+        // As the sender: the answer makes one acknowledgement record.
+        let effects = r.feed(
+            10,
+            ProcessorInput::Delivered {
+                call: *call,
+                reply: Ok(accepted),
+            },
+        );
+        let [(op, records, _)] = &appends(&effects)[..] else {
+            panic!("one acknowledgement: {effects:?}");
+        };
+        assert_eq!(
+            Command::decode(&records[0].0).unwrap(),
+            Command::Acked { acks: vec![(P, 1)] }
+        );
+        assert!(
+            deliveries(&effects).is_empty(),
+            "accepted messages are not sent again"
+        );
+        append_and_apply(&mut r, 11, &mut log, *op, records);
+        let status = r.core.status(&r.env(12, &[]));
+        assert_eq!((status.outbox.depth, status.outbox.delivered), (0, 1));
+
+        // A failed delivery is retried after a pause, at the hinted node.
+        log.command(account(
+            "g:3",
+            WALL0 + 20,
+            "a",
+            "transfer",
+            serde_json::json!({"to": "b", "amount": 1}),
+        ));
+        let effects = r.deliver(20, log.range(log.len(), log.len()));
+        let [(call, _, req)] = &deliveries(&effects)[..] else {
+            panic!("one delivery: {effects:?}");
+        };
+        assert_eq!(req.messages[0].seq, 2);
+        let hint = Ok(InvokeReply::NotLeader { leader: Some(n(2)) });
+        assert!(deliveries(&r.feed(
+            21,
+            ProcessorInput::Delivered {
+                call: *call,
+                reply: hint
+            }
+        ))
+        .is_empty());
+        assert_eq!(r.core.next_wake(), Some(r.t0 + ms(21) + DELIVER_RETRY_MIN));
+        let effects = r.feed(41, ProcessorInput::Tick);
+        let [(call, Some(to), _)] = &deliveries(&effects)[..] else {
+            panic!("a retry at the hinted node: {effects:?}");
+        };
+        assert_eq!(*to, n(2));
+        let effects = r.feed(
+            42,
+            ProcessorInput::Delivered {
+                call: *call,
+                reply: Err("timed out".into()),
+            },
+        );
+        assert!(deliveries(&effects).is_empty());
+        assert_eq!(
+            r.core.status(&r.env(42, &[])).outbox.last_error.as_deref(),
+            Some("timed out")
+        );
+        // A follower delivers nothing.
+        r.feed(43, ProcessorInput::BecomeFollower { leader: Some(n(2)) });
+        assert!(deliveries(&r.feed(2_000, ProcessorInput::Tick)).is_empty());
+    }
+
+    #[test]
+    fn a_due_timer_makes_the_leader_append_fire_timers() {
+        let mut log = Log::default();
+        let mut r = leader(1, &mut log);
+        let schedule = Command::Invoke(Invocation {
+            epoch: Epoch(1),
+            request_id: "g:1".into(),
+            timestamp_ms: WALL0,
+            retention_ms: None,
+            object: "Reminder".into(),
+            key: "k".into(),
+            handler: "schedule".into(),
+            arg: br#"{"after_ms": 100}"#.to_vec(),
+        });
+        log.command(schedule);
+        let effects = r.deliver(0, log.range(2, 2));
+        assert!(appends(&effects).is_empty(), "not due yet: {effects:?}");
+        assert_eq!(r.core.next_wake(), Some(r.t0 + ms(100)));
+        let effects = r.feed(100, ProcessorInput::Tick);
+        let [(op, records, _)] = &appends(&effects)[..] else {
+            panic!("one append: {effects:?}");
+        };
+        assert_eq!(
+            Command::decode(&records[0].0).unwrap(),
+            Command::FireTimers {
+                epoch: Epoch(1),
+                timestamp_ms: WALL0 + 100
+            }
+        );
+        let effects = append_and_apply(&mut r, 101, &mut log, *op, records);
+        let [(_, _, req)] = &deliveries(&effects)[..] else {
+            panic!("the fired timer is delivered: {effects:?}");
+        };
+        assert_eq!(
+            (req.messages[0].to.handler.as_str(), req.messages[0].due_ms),
+            ("fire", WALL0 + 100)
+        );
+        assert_eq!(r.core.status(&r.env(101, &[])).outbox.timers, 0);
     }
 
     #[test]
@@ -2443,6 +3016,7 @@ mod tests {
             replica.core.store(),
             replica.core.state(),
             &replica.core.config.objects,
+            1,
         );
         let get = reader.apply(
             Lsn(99),
@@ -2708,7 +3282,8 @@ mod tests {
             for (from, to) in batches {
                 r.deliver(10, log.range(*from, *to));
             }
-            let mut reader = Applier::new(r.core.store(), r.core.state(), &r.core.config.objects);
+            let mut reader =
+                Applier::new(r.core.store(), r.core.state(), &r.core.config.objects, 1);
             let get = invocation(2, "g:get2", 2_002, "get", "null").encode();
             match reader.apply(Lsn(7), &get).unwrap() {
                 Applied::Request(_, Outcome::Done(response)) => {

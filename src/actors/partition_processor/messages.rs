@@ -2,6 +2,7 @@
 //! ingress to the leader, and role changes from the leader elector.
 
 use super::core::Response;
+use super::outbox::{self, OutboxView, DELIVER_BATCH, DELIVER_BYTES};
 use crate::objects::Objects;
 use crate::types::{Epoch, Lsn, NodeId, PartitionId};
 use actix::Message;
@@ -68,6 +69,64 @@ impl Invoke {
             .check(&self.object, &self.handler, &arg)
             .map(drop)
             .map_err(|e| e.to_string())
+    }
+}
+
+/// Messages from another partition's outbox, for this partition's leader
+/// (see `outbox.rs`): answered `Done` with `{"accepted": mark}` once they are
+/// durable here (the highest sequence number of `from` applied).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Message)]
+#[rtype(result = "InvokeReply")]
+pub struct Deliver {
+    /// The receiving partition.
+    pub partition: PartitionId,
+    /// The sending partition.
+    pub from: PartitionId,
+    /// Contiguous sequence numbers of the (from, partition) pair.
+    pub messages: Vec<outbox::Message>,
+    /// How long the sender still waits.
+    pub timeout_ms: u64,
+}
+
+impl Deliver {
+    /// Why this delivery cannot be taken by `partition` (of `partitions`),
+    /// if it cannot: checked where it lands, before anything is appended.
+    pub fn check(&self, partition: PartitionId, partitions: u32) -> Result<(), String> {
+        use crate::ingress::http::partition_of;
+        if self.partition != partition || self.from.0 >= partitions {
+            return Err(format!(
+                "a delivery from partition {} to {} does not belong here ({partition} of {partitions})",
+                self.from, self.partition
+            ));
+        }
+        if self.messages.is_empty() || self.messages.len() > 2 * DELIVER_BATCH {
+            return Err(format!(
+                "a delivery carries 1..={} messages",
+                2 * DELIVER_BATCH
+            ));
+        }
+        let bytes: usize = self.messages.iter().map(|m| m.arg.len()).sum();
+        if bytes > 2 * DELIVER_BYTES + MAX_ARG_BYTES {
+            return Err(format!(
+                "a delivery's arguments exceed {} bytes",
+                2 * DELIVER_BYTES
+            ));
+        }
+        for pair in self.messages.windows(2) {
+            if pair[1].seq != pair[0].seq + 1 {
+                return Err("a delivery's sequence numbers must be contiguous".into());
+            }
+        }
+        for m in &self.messages {
+            let owner = partition_of(&m.to.object, &m.to.key, partitions);
+            if owner != partition || m.seq == 0 {
+                return Err(format!(
+                    "message {} to {}/{} belongs to partition {owner}",
+                    m.seq, m.to.object, m.to.key
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -146,6 +205,41 @@ pub struct ProcessorStatus {
     /// Snapshots this processor restored since it started.
     #[serde(default)]
     pub snapshots_restored: u64,
+    /// Messages this partition sent that their targets have not yet
+    /// acknowledged, and its timers.
+    #[serde(default)]
+    pub outbox: OutboxStatus,
+}
+
+/// A partition's outbox and timers, for status and metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxStatus {
+    /// Messages waiting for their target's acknowledgement.
+    pub depth: u64,
+    /// How long ago (log clock, ms) the oldest of them was sent.
+    pub oldest_ms: Option<u64>,
+    /// Timers waiting to fire.
+    pub timers: u64,
+    /// In how many ms (log clock) the next timer is due (negative: overdue).
+    pub next_timer_in_ms: Option<i64>,
+    /// Messages this leader delivered and saw acknowledged since it started.
+    pub delivered: u64,
+    /// Why the last delivery failed (cleared by the next success).
+    pub last_error: Option<String>,
+}
+
+impl OutboxStatus {
+    /// The status of `view` at the log clock `now_ms`.
+    pub fn of(view: &OutboxView, now_ms: u64, delivered: u64, last_error: Option<String>) -> Self {
+        OutboxStatus {
+            depth: view.depth(),
+            oldest_ms: view.oldest_ms().map(|t| now_ms.saturating_sub(t)),
+            timers: view.timers,
+            next_timer_in_ms: view.next_timer_ms.map(|t| t as i64 - now_ms as i64),
+            delivered,
+            last_error,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Message)]

@@ -30,6 +30,7 @@
 pub mod core;
 pub mod lifecycle;
 pub mod messages;
+pub mod outbox;
 pub mod snapshots;
 
 pub use lifecycle::{ProcessorConfig, ProcessorCore, ProcessorEffect, ProcessorInput, WallClock};
@@ -37,6 +38,8 @@ pub use messages::*;
 pub use snapshots::SnapshotSettings;
 
 use crate::actors::bugs::BugSet;
+use crate::actors::leader_elector::leader_of;
+use crate::actors::metadata::MetadataClient;
 use crate::actors::supervisor::{ChildContext, WaitGuard};
 use crate::actors::when_mailbox_drained;
 use crate::log::LogClient;
@@ -75,13 +78,27 @@ pub struct PartitionProcessor {
     snapshots: SnapshotSettings,
     /// Operators waiting for a snapshot, by token.
     snapshot_waiting: BTreeMap<lifecycle::Token, oneshot::Sender<Result<SnapshotTaken, String>>>,
+    /// Finds other partitions' leaders (the register's cache), for
+    /// deliveries from the outbox.
+    meta: MetadataClient,
+}
+
+/// What a node gives each of its partition processors besides its storage
+/// and log.
+#[derive(Clone)]
+pub struct ProcessorOptions {
+    /// Where snapshots are kept, how often taken, how many retained.
+    pub snapshots: SnapshotSettings,
+    /// How long client-keyed results are kept (the node's configured value,
+    /// written into the records it appends as leader).
+    pub idempotency_retention_ms: u64,
+    /// The object types served.
+    pub objects: Objects,
+    /// The register's client, to find other partitions' leaders.
+    pub meta: MetadataClient,
 }
 
 impl PartitionProcessor {
-    /// `idempotency_retention_ms`: how long client-keyed results are kept
-    /// (the node's configured value, written into the records it appends
-    /// as leader).
-    ///
     /// Panics if the partition's state cannot be opened: the supervisor counts
     /// that as a failed start (bounded restarts, then escalation).
     pub fn new(
@@ -89,10 +106,14 @@ impl PartitionProcessor {
         storage: Storage,
         logs: LogClient,
         cx: ChildContext,
-        snapshots: SnapshotSettings,
-        idempotency_retention_ms: u64,
-        objects: Objects,
+        options: ProcessorOptions,
     ) -> Self {
+        let ProcessorOptions {
+            snapshots,
+            idempotency_retention_ms,
+            objects,
+            meta,
+        } = options;
         let store = storage
             .partition(partition)
             .unwrap_or_else(|e| panic!("opening partition {partition} state: {e}"));
@@ -134,6 +155,7 @@ impl PartitionProcessor {
             span: info_span!("processor", node = %me, partition = %partition),
             snapshots,
             snapshot_waiting: BTreeMap::new(),
+            meta,
         }
     }
 
@@ -315,6 +337,33 @@ impl PartitionProcessor {
                 }
             }
             ProcessorEffect::FetchSnapshot { at_least } => self.fetch_snapshot(at_least, ctx),
+            ProcessorEffect::Deliver {
+                call,
+                to,
+                fresh,
+                req,
+                timeout,
+            } => {
+                let (net, meta) = (self.logs.net().clone(), self.meta.clone());
+                ctx.spawn(
+                    async move {
+                        let leader = match to {
+                            Some(node) => node,
+                            None => {
+                                let lookup = timeout.min(Duration::from_millis(500));
+                                leader_of(&meta, req.partition, lookup, fresh).await?
+                            }
+                        };
+                        net.call(leader, req, timeout)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                    .into_actor(self)
+                    .map(move |reply, act, ctx| {
+                        act.run(ProcessorInput::Delivered { call, reply }, ctx)
+                    }),
+                );
+            }
         }
     }
 
@@ -377,6 +426,19 @@ impl Handler<Invoke> for PartitionProcessor {
         self.run(ProcessorInput::Invoke { token, req }, ctx);
         // A core that stopped (or a shell that dropped the request) leaves
         // its outcome unknown.
+        Box::pin(async move { rx.await.unwrap_or(InvokeReply::Timeout) })
+    }
+}
+
+impl Handler<Deliver> for PartitionProcessor {
+    type Result = ResponseFuture<InvokeReply>;
+
+    fn handle(&mut self, req: Deliver, ctx: &mut Self::Context) -> Self::Result {
+        let token = self.next_token;
+        self.next_token += 1;
+        let (tx, rx) = oneshot::channel();
+        self.waiting.insert(token, tx);
+        self.run(ProcessorInput::Deliver { token, req }, ctx);
         Box::pin(async move { rx.await.unwrap_or(InvokeReply::Timeout) })
     }
 }
