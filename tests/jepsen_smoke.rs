@@ -1,5 +1,6 @@
 //! The harness end to end against three real `keel` node processes: a set
-//! workload, then a register workload, each while one random node is
+//! workload, a register workload and a bank workload (transfers between
+//! accounts in different partitions, by message), each while one random node is
 //! isolated twice, then a heal, final reads and every checker. Proves the harness drives a real cluster (the
 //! isolated node really lost its peers) and that keel passes: no
 //! acknowledged add lost, every node serving again within the bound after
@@ -24,6 +25,11 @@ fn set_under_partition_random_node_passes_every_checker() {
 #[test]
 fn register_under_partition_random_node_passes_every_checker() {
     smoke(WorkloadKind::Register, "register", 11);
+}
+
+#[test]
+fn bank_under_partition_random_node_passes_every_checker() {
+    smoke(WorkloadKind::Bank, "bank", 13);
 }
 
 fn smoke(workload: WorkloadKind, checker: &str, seed: u64) {

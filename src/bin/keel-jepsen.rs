@@ -106,7 +106,8 @@ struct Args {
     /// The /24 used inside the namespaces.
     #[arg(long, default_value = "10.77.0", value_parser = parse_subnet)]
     netns_subnet: [u8; 3],
-    /// Keys per workload (default: 4 for set/register, 3 for counter).
+    /// Keys per workload (default: 4 for set/register, 3 for counter, 5
+    /// accounts for bank).
     #[arg(long)]
     keys: Option<usize>,
     /// Seconds to wait for every partition to have a leader.

@@ -60,9 +60,11 @@ pub fn classify(op: &OpSpec, status: u16, body: &str) -> Completion {
         200 => {
             let parsed: Result<Value, _> = serde_json::from_str(body.trim());
             match (op.f, parsed) {
-                (F::Read | F::Get, Ok(v)) => Completion::ok(v),
+                (F::Read | F::Get | F::Balance, Ok(v)) => Completion::ok(v),
                 (F::Add, Ok(v)) if v.is_i64() => Completion::ok(v), // counter total
-                (F::Add | F::Write | F::Cas, Ok(_)) => Completion::ok(echo),
+                (F::Add | F::Write | F::Cas | F::Deposit | F::Transfer, Ok(_)) => {
+                    Completion::ok(echo)
+                }
                 (_, Err(e)) => Completion {
                     kind: OpType::Info,
                     value: echo,
@@ -71,7 +73,8 @@ pub fn classify(op: &OpSpec, status: u16, body: &str) -> Completion {
                 },
             }
         }
-        412 if op.f == F::Cas => Completion {
+        // The register's "the value differed", the bank's "too little".
+        412 if matches!(op.f, F::Cas | F::Transfer) => Completion {
             kind: OpType::Fail,
             value: echo,
             bug: None,
@@ -114,6 +117,11 @@ impl NodeClient {
             object,
             server_timeout_ms,
         }
+    }
+
+    /// The object type this client calls.
+    pub fn object(&self) -> DemoObject {
+        self.object
     }
 
     /// Performs `op` and classifies the answer. Never panics, never hangs

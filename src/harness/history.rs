@@ -55,6 +55,13 @@ pub enum F {
     Write,
     /// Register compare-and-set: `{"expect": int|null, "value": int}`.
     Cas,
+    /// Bank: fund an account (value = amount).
+    Deposit,
+    /// Bank: move money (key = from, value = `{"to": account, "amount": n}`).
+    Transfer,
+    /// Bank: an account's balance (ok value = int; value `"final"` for the
+    /// reads after the load stopped and the outboxes drained).
+    Balance,
 }
 
 impl fmt::Display for F {
@@ -65,6 +72,9 @@ impl fmt::Display for F {
             F::Read => "read",
             F::Write => "write",
             F::Cas => "cas",
+            F::Deposit => "deposit",
+            F::Transfer => "transfer",
+            F::Balance => "balance",
         })
     }
 }
@@ -249,7 +259,7 @@ impl Call {
     pub fn served(&self) -> bool {
         match self.outcome {
             Outcome::Ok => true,
-            Outcome::Fail => self.f == F::Cas && self.error.is_none(),
+            Outcome::Fail => matches!(self.f, F::Cas | F::Transfer) && self.error.is_none(),
             Outcome::Info | Outcome::Pending => false,
         }
     }

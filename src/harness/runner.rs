@@ -26,6 +26,7 @@ use crate::types::NodeId;
 use anyhow::{bail, Context, Result};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -326,6 +327,108 @@ fn record_call(
     }
     shared.workload.observe(op, done.kind, &done.value);
     done.kind
+}
+
+/// A setup operation (the bank's deposits), before any fault: retried with
+/// one idempotency key until acknowledged, so it applies exactly once, and
+/// recorded as one call from its first attempt to that acknowledgement.
+fn setup_call(
+    shared: &Shared<'_>,
+    client: &NodeClient,
+    process: u64,
+    node: NodeId,
+    op: &OpSpec,
+    prefix: &str,
+) -> Result<()> {
+    let line = |kind, value| Op {
+        process,
+        kind,
+        f: op.f,
+        key: op.key.clone(),
+        value,
+        node,
+        time_ns: 0,
+        error: None,
+    };
+    shared.rec.op(line(OpType::Invoke, op.value.clone()));
+    let key = format!("{prefix}-setup-{}", op.key);
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let done = client.call_with(client.object(), op, Some(&key));
+        if done.kind == OpType::Ok {
+            shared.rec.op(line(OpType::Ok, done.value));
+            return Ok(());
+        }
+        if Instant::now() >= until || interrupted() {
+            bail!(
+                "setup {} {} never acknowledged: {:?}",
+                op.f,
+                op.key,
+                done.error
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits until every partition has a leader whose outbox holds no message
+/// and no timer, as the nodes' `/cluster/status` report it; how long that
+/// took, or what was still waiting at the deadline.
+fn wait_drained(urls: &[String], deadline: Duration) -> Result<Duration, String> {
+    let start = Instant::now();
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(3))
+        .build();
+    let mut last = String::from("no status read yet");
+    while start.elapsed() < deadline {
+        for url in urls {
+            match agent.get(&format!("{url}/cluster/status")).call() {
+                Ok(r) => match r.into_json::<Value>() {
+                    Ok(v) => match undrained(&v) {
+                        None => return Ok(start.elapsed()),
+                        Some(why) => last = why,
+                    },
+                    Err(e) => last = format!("{url}: {e}"),
+                },
+                Err(e) => last = format!("{url}: {e}"),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(last)
+}
+
+/// What a cluster status shows still waiting in an outbox (`None`: every
+/// partition has a leader and its outbox is empty).
+fn undrained(status: &Value) -> Option<String> {
+    let mut partitions = BTreeMap::new();
+    for node in status["nodes"].as_array()? {
+        for p in node["status"]["partitions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if p["mode"] == "Leader" {
+                let (depth, timers) = (&p["outbox"]["depth"], &p["outbox"]["timers"]);
+                let idle = depth.as_u64() == Some(0) && timers.as_u64() == Some(0);
+                partitions.insert(
+                    p["partition"].to_string(),
+                    (idle, format!("{depth} messages, {timers} timers")),
+                );
+            }
+        }
+    }
+    let expected = status["logs"].as_array().map_or(0, Vec::len);
+    if partitions.len() < expected {
+        return Some(format!(
+            "{} of {expected} partitions have a leader",
+            partitions.len()
+        ));
+    }
+    partitions
+        .into_iter()
+        .find(|(_, (idle, _))| !idle)
+        .map(|(p, (_, what))| format!("partition {p}: {what}"))
 }
 
 /// One logical client: one op at a time against `node` until `stop`.
@@ -752,6 +855,12 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
     let ids = cluster.ids();
     let object = opts.workload.object();
 
+    for (i, op) in workload.setup().iter().enumerate() {
+        let node = ids[i % ids.len()];
+        let client = NodeClient::new(&urls[&node], object, opts.request_timeout);
+        setup_call(&shared, &client, 2_000_000 + i as u64, node, op, &prefix)?;
+    }
+
     let mut rng = StdRng::seed_from_u64(opts.seed);
     let steps = plan_steps(opts, &mut rng);
     let chooser = Chooser::new(opts.nemesis, StdRng::seed_from_u64(rng.gen()), partitions)
@@ -837,6 +946,23 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
     }
     if interrupted() {
         bail!("interrupted; partial history in {}", dir.display());
+    }
+
+    // Messages between partitions (the bank's credits) land once every
+    // outbox drained: wait for that, with a deadline, before the final reads.
+    if opts.workload == WorkloadKind::Bank {
+        let urls: Vec<String> = ids.iter().map(|n| urls[n].clone()).collect();
+        match wait_drained(&urls, Duration::from_secs(30)) {
+            Ok(took) => say(format!(
+                "keel-jepsen: every outbox drained ({took:?} after the load)"
+            )),
+            Err(why) => {
+                counters.bugs.fetch_add(1, Ordering::Relaxed);
+                bugs.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(format!("the outboxes never drained: {why}"));
+            }
+        }
     }
 
     // Final reads: every key from every node, after the heal.

@@ -22,7 +22,13 @@ pub enum WorkloadKind {
     Set,
     Register,
     Counter,
+    /// Transfers among a few accounts spread over the partitions (Jepsen's
+    /// bank), checked for conservation once every outbox drained.
+    Bank,
 }
+
+/// What every account of the bank workload starts with.
+pub const INITIAL_BALANCE: i64 = 100;
 
 impl WorkloadKind {
     pub fn name(self) -> &'static str {
@@ -30,6 +36,7 @@ impl WorkloadKind {
             WorkloadKind::Set => "set",
             WorkloadKind::Register => "register",
             WorkloadKind::Counter => "counter",
+            WorkloadKind::Bank => "bank",
         }
     }
 
@@ -38,6 +45,7 @@ impl WorkloadKind {
             WorkloadKind::Set => DemoObject::Set,
             WorkloadKind::Register => DemoObject::Register,
             WorkloadKind::Counter => DemoObject::Counter,
+            WorkloadKind::Bank => DemoObject::Account,
         }
     }
 
@@ -49,6 +57,7 @@ impl WorkloadKind {
             WorkloadKind::Set => 4,
             WorkloadKind::Register => 4,
             WorkloadKind::Counter => 3,
+            WorkloadKind::Bank => 5,
         }
     }
 
@@ -56,6 +65,7 @@ impl WorkloadKind {
     pub fn read_f(self) -> F {
         match self {
             WorkloadKind::Counter => F::Get,
+            WorkloadKind::Bank => F::Balance,
             _ => F::Read,
         }
     }
@@ -75,8 +85,9 @@ impl FromStr for WorkloadKind {
             "set" => Ok(WorkloadKind::Set),
             "register" => Ok(WorkloadKind::Register),
             "counter" => Ok(WorkloadKind::Counter),
+            "bank" => Ok(WorkloadKind::Bank),
             _ => Err(format!(
-                "unknown workload {s:?} (one of: set, register, counter)"
+                "unknown workload {s:?} (one of: set, register, counter, bank)"
             )),
         }
     }
@@ -124,6 +135,7 @@ impl Workload {
             WorkloadKind::Set => "s",
             WorkloadKind::Register => "r",
             WorkloadKind::Counter => "c",
+            WorkloadKind::Bank => "a",
         };
         Workload {
             kind,
@@ -151,6 +163,18 @@ impl Workload {
             WorkloadKind::Counter => (F::Add, json!(rng.gen_range(1..=5))),
             WorkloadKind::Register if roll < 40 => (F::Read, Value::Null),
             WorkloadKind::Register if roll < 70 => (F::Write, json!(self.unique())),
+            WorkloadKind::Bank if roll < 25 => (F::Balance, Value::Null),
+            WorkloadKind::Bank => {
+                let others: Vec<&String> = self.keys.iter().filter(|k| **k != key).collect();
+                let to = match others.as_slice() {
+                    [] => key.clone(),
+                    o => o[rng.gen_range(0..o.len())].clone(),
+                };
+                (
+                    F::Transfer,
+                    json!({"to": to, "amount": rng.gen_range(1..=5)}),
+                )
+            }
             WorkloadKind::Register => {
                 let expect = self
                     .last_seen
@@ -166,15 +190,37 @@ impl Workload {
     }
 
     /// Final reads: every key, once per node (the caller picks the node).
+    /// The bank's are marked `"final"`: they come after every outbox drained.
     pub fn final_reads(&self) -> Vec<OpSpec> {
+        let value = match self.kind {
+            WorkloadKind::Bank => json!("final"),
+            _ => Value::Null,
+        };
         self.keys
             .iter()
             .map(|k| OpSpec {
                 f: self.kind.read_f(),
                 key: k.clone(),
-                value: Value::Null,
+                value: value.clone(),
             })
             .collect()
+    }
+
+    /// What must be acknowledged before the load starts: the bank's
+    /// deposits of [`INITIAL_BALANCE`] into every account.
+    pub fn setup(&self) -> Vec<OpSpec> {
+        match self.kind {
+            WorkloadKind::Bank => self
+                .keys
+                .iter()
+                .map(|k| OpSpec {
+                    f: F::Deposit,
+                    key: k.clone(),
+                    value: json!(INITIAL_BALANCE),
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// Learns from a completion (register: what value a key holds).
@@ -299,6 +345,32 @@ mod tests {
             value: Value::Null,
         };
         assert_eq!(read.request(DemoObject::Set).0, "/Set/s/read");
+    }
+
+    #[test]
+    fn bank_transfers_go_between_two_accounts_after_the_deposits() {
+        let (w, ops) = ops(WorkloadKind::Bank, 1000);
+        let setup = w.setup();
+        assert_eq!(setup.len(), 5);
+        assert!(setup
+            .iter()
+            .all(|o| o.f == F::Deposit && o.value == json!(INITIAL_BALANCE)));
+        let transfers: Vec<&OpSpec> = ops.iter().filter(|o| o.f == F::Transfer).collect();
+        assert!(transfers.len() > 600, "{}", transfers.len());
+        for t in &transfers {
+            let to = t.value["to"].as_str().unwrap();
+            assert_ne!(to, t.key);
+            assert!(w.keys.iter().any(|k| k == to));
+            assert!((1..=5).contains(&t.value["amount"].as_i64().unwrap()));
+        }
+        let (path, body) = transfers[0].request(DemoObject::Account);
+        assert_eq!(path, format!("/Account/{}/transfer", transfers[0].key));
+        assert!(body.contains("\"to\""));
+        assert!(w
+            .final_reads()
+            .iter()
+            .all(|o| o.f == F::Balance && o.value == json!("final")));
+        assert_eq!("bank".parse(), Ok(WorkloadKind::Bank));
     }
 
     #[test]

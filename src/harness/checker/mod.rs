@@ -9,6 +9,7 @@
 //! "unknown".
 
 pub mod availability;
+pub mod bank;
 pub mod counter;
 pub mod heal;
 pub mod linearizable;
@@ -104,6 +105,7 @@ pub enum Workload {
     Counter,
     Set,
     Register,
+    Bank,
 }
 
 /// How keys were classified.
@@ -139,14 +141,20 @@ pub fn classify(calls: &[Call]) -> Classes {
     let mut classes = Classes::default();
     for (key, s) in seen {
         let has = |f| s.fs.contains(&f);
+        let bank = has(F::Deposit) || has(F::Transfer) || has(F::Balance);
         let register = has(F::Write) || has(F::Cas);
         let counter = has(F::Get);
         let set = (has(F::Add) && has(F::Read)) || s.array_read;
-        let kinds: Vec<&str> = [(counter, "counter"), (set, "set"), (register, "register")]
-            .iter()
-            .filter(|k| k.0)
-            .map(|k| k.1)
-            .collect();
+        let kinds: Vec<&str> = [
+            (counter, "counter"),
+            (set, "set"),
+            (register, "register"),
+            (bank, "bank"),
+        ]
+        .iter()
+        .filter(|k| k.0)
+        .map(|k| k.1)
+        .collect();
         let workload = match kinds.as_slice() {
             [_, _, ..] => {
                 let fs: Vec<String> = s.fs.iter().map(|f| f.to_string()).collect();
@@ -159,6 +167,7 @@ pub fn classify(calls: &[Call]) -> Classes {
             ["counter"] => Workload::Counter,
             ["set"] => Workload::Set,
             ["register"] => Workload::Register,
+            ["bank"] => Workload::Bank,
             _ if has(F::Read) => Workload::Register,
             _ => {
                 classes.ambiguous.insert(key.to_string());
@@ -249,6 +258,10 @@ pub fn check_all_with(
     let counters = of(Workload::Counter);
     if !counters.is_empty() {
         results.push(counter::check(&counters));
+    }
+    let accounts = of(Workload::Bank);
+    if !accounts.is_empty() {
+        results.push(bank::check(&accounts));
     }
     results.push(heal::check(&calls, &faults, &config.heal));
     results.push(availability::check(&calls, &faults, &config.availability));
