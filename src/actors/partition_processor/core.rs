@@ -1015,7 +1015,7 @@ pub fn read_outbox<S: PartitionState + ?Sized>(store: &S) -> Result<OutboxView, 
 }
 
 /// Up to `max` messages towards `to` from sequence number `from` on, in
-/// order, at most [`outbox::DELIVER_BYTES`] of arguments (at least one).
+/// order, at most [`outbox::DELIVER_BYTES`] of them encoded (at least one).
 pub fn queued<S: PartitionState + ?Sized>(
     store: &S,
     to: PartitionId,
@@ -1030,7 +1030,7 @@ pub fn queued<S: PartitionState + ?Sized>(
             tree: "partition outbox",
             reason: e.to_string(),
         })?;
-        bytes += m.arg.len();
+        bytes += v.len();
         if !out.is_empty() && bytes > outbox::DELIVER_BYTES {
             break;
         }

@@ -528,6 +528,11 @@ pub struct ProcessorCore<S: PartitionState> {
     delivered: u64,
     /// Why the last delivery failed (cleared by a success).
     delivery_error: Option<String>,
+    /// When the delivery loop wants to run next (a timer falls due, a
+    /// failed delivery is retried); the periodic tick runs it meanwhile.
+    outbox_wake: Option<Instant>,
+    /// No acknowledgement or timer append before this (the last failed).
+    outbox_append_after: Option<Instant>,
 }
 
 impl<S: PartitionState> ProcessorCore<S> {
@@ -575,6 +580,8 @@ impl<S: PartitionState> ProcessorCore<S> {
             firing: false,
             delivered: 0,
             delivery_error: None,
+            outbox_wake: None,
+            outbox_append_after: None,
             config,
         })
     }
@@ -942,25 +949,13 @@ impl<S: PartitionState> ProcessorCore<S> {
         if self.failed.is_some() {
             return None;
         }
-        let leading = self.mode == Mode::Leader;
-        let timer = self
-            .outbox
-            .next_timer_ms
-            .filter(|_| leading && !self.firing)
-            .map(|ms| self.config.wall_clock.instant(ms));
-        let retry = self
-            .sending
-            .values()
-            .filter_map(|s| s.retry_at)
-            .filter(|_| leading)
-            .min();
+        let outbox = self.outbox_wake.filter(|_| self.mode == Mode::Leader);
         [
             self.next_persist,
             self.next_trim,
             self.announce_retry.map(|(at, _)| at),
             self.fetch_retry,
-            timer,
-            retry,
+            outbox,
         ]
         .into_iter()
         .flatten()
@@ -1238,11 +1233,21 @@ impl<S: PartitionState> ProcessorCore<S> {
     /// acknowledgements received, and sends each target partition the
     /// messages it does not hold yet (one delivery per target at a time).
     fn pump(&mut self, env: &Env, out: &mut Vec<ProcessorEffect>) {
+        // Without a reign and a majority nothing is sent; the periodic tick
+        // (every PERSIST_EVERY) looks again.
+        self.outbox_wake = None;
         if self.mode != Mode::Leader || !env.has_majority() {
             return;
         }
+        let may_append = self.outbox_append_after.is_none_or(|at| env.now >= at);
         let now_ms = self.config.wall_clock.ms(env.now);
-        if !self.firing && self.outbox.next_timer_ms.is_some_and(|due| due <= now_ms) {
+        // Due by this leader's clock, or by the log's (a previous leader's
+        // clock may have run ahead): applying the record fires it either way.
+        let clock_ms = now_ms.max(self.state.clock_ms);
+        if may_append
+            && !self.firing
+            && self.outbox.next_timer_ms.is_some_and(|due| due <= clock_ms)
+        {
             self.firing = true;
             let op = self.op();
             self.appends.insert(op, AppendOp::Fire);
@@ -1256,7 +1261,7 @@ impl<S: PartitionState> ProcessorCore<S> {
                 timeout: OUTBOX_APPEND_TIMEOUT,
             });
         }
-        if !self.acking && !self.acks.is_empty() {
+        if may_append && !self.acking && !self.acks.is_empty() {
             self.acking = true;
             let acks: Vec<(PartitionId, u64)> =
                 std::mem::take(&mut self.acks).into_iter().collect();
@@ -1301,6 +1306,19 @@ impl<S: PartitionState> ProcessorCore<S> {
                 timeout: DELIVER_TIMEOUT,
             });
         }
+        let timer = self
+            .outbox
+            .next_timer_ms
+            .filter(|due| !self.firing && *due > clock_ms)
+            .map(|due| env.now + Duration::from_millis(due - clock_ms));
+        let retry = self
+            .sending
+            .values()
+            .filter_map(|s| s.retry_at)
+            .filter(|at| *at > env.now)
+            .min();
+        let append = self.outbox_append_after.filter(|at| *at > env.now);
+        self.outbox_wake = [timer, retry, append].into_iter().flatten().min();
     }
 
     /// A target's answer to a delivery.
@@ -1453,6 +1471,9 @@ impl<S: PartitionState> ProcessorCore<S> {
             }
             Some(AppendOp::Acks { acks }) => {
                 self.acking = false;
+                if result.is_err() {
+                    self.outbox_append_after = Some(env.now + DELIVER_RETRY_MIN * 5);
+                }
                 if result.is_err() && self.mode == Mode::Leader {
                     for (to, mark) in acks {
                         let ack = self.acks.entry(to).or_default();
@@ -1460,7 +1481,12 @@ impl<S: PartitionState> ProcessorCore<S> {
                     }
                 }
             }
-            Some(AppendOp::Fire) => self.firing = false,
+            Some(AppendOp::Fire) => {
+                self.firing = false;
+                if result.is_err() {
+                    self.outbox_append_after = Some(env.now + DELIVER_RETRY_MIN * 5);
+                }
+            }
             Some(AppendOp::Requests { batch, epoch }) => {
                 match result {
                     Ok(_) => {}
@@ -2256,6 +2282,11 @@ mod tests {
         let effects = r.deliver(0, log.range(2, 2));
         assert!(appends(&effects).is_empty(), "not due yet: {effects:?}");
         assert_eq!(r.core.next_wake(), Some(r.t0 + ms(100)));
+        // Due, but cut off from the majority: nothing is appended, and the
+        // core does not ask to be woken at once over and over.
+        let effects = r.feed_cut(100, &[2, 3], ProcessorInput::Tick);
+        assert!(appends(&effects).is_empty(), "{effects:?}");
+        assert!(r.core.next_wake().unwrap() > r.t0 + ms(100));
         let effects = r.feed(100, ProcessorInput::Tick);
         let [(op, records, _)] = &appends(&effects)[..] else {
             panic!("one append: {effects:?}");

@@ -2,7 +2,7 @@
 //! ingress to the leader, and role changes from the leader elector.
 
 use super::core::Response;
-use super::outbox::{self, OutboxView, DELIVER_BATCH, DELIVER_BYTES};
+use super::outbox::{self, OutboxView, DELIVER_BATCH};
 use crate::objects::Objects;
 use crate::types::{Epoch, Lsn, NodeId, PartitionId};
 use actix::Message;
@@ -105,12 +105,11 @@ impl Deliver {
                 2 * DELIVER_BATCH
             ));
         }
-        let bytes: usize = self.messages.iter().map(|m| m.arg.len()).sum();
-        if bytes > 2 * DELIVER_BYTES + MAX_ARG_BYTES {
-            return Err(format!(
-                "a delivery's arguments exceed {} bytes",
-                2 * DELIVER_BYTES
-            ));
+        // The delivery record must fit one record, with room for its frame.
+        let limit = crate::log::MAX_RECORD_BYTES - 1024;
+        let bytes: usize = self.messages.iter().map(|m| m.encode().len()).sum();
+        if bytes > limit {
+            return Err(format!("a delivery's messages exceed {limit} bytes"));
         }
         for pair in self.messages.windows(2) {
             if pair[1].seq != pair[0].seq + 1 {

@@ -52,8 +52,11 @@ pub const MAX_OUTBOX: u64 = 100_000;
 pub const MAX_SENDS_PER_CALL: usize = 1_000;
 /// Most messages in one delivery.
 pub const DELIVER_BATCH: usize = 256;
-/// Most argument bytes in one delivery (besides its first message).
-pub const DELIVER_BYTES: usize = 1 << 20;
+/// Most encoded bytes of messages in one delivery (besides its first
+/// message): well under a record's limit (`log::MAX_RECORD_BYTES`, 1 MiB),
+/// which the delivery record must fit, since one message may carry an
+/// argument of up to `MAX_ARG_BYTES` and addresses of up to 1 KiB keys.
+pub const DELIVER_BYTES: usize = 512 * 1024;
 
 /// A message in an outbox, a delivery or the timer index.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
