@@ -16,6 +16,13 @@
 # about 25 minutes:
 #
 #   KEEL_CAMPAIGN=power-loss scripts/jepsen-campaign.sh target/release target/plcampaign
+#
+# The bank campaign: the bank workload (transfers by message between
+# partitions) once under every nemesis, seed 8000, KEEL_CAMPAIGN_TIME (20) s
+# each, about 10 minutes (power-loss and wipe need root or fusermount3 for
+# powerfs):
+#
+#   KEEL_CAMPAIGN=bank scripts/jepsen-campaign.sh target/release target/bankcampaign
 set -u
 BIN=${1:-target/release}
 OUT=${2:-target/campaign}
@@ -36,6 +43,15 @@ if [ "${KEEL_CAMPAIGN:-}" = power-loss ]; then
     for w in set register counter; do
       run "$w" power-loss $((7000 + i))
     done
+  done
+  echo done >>"$OUT/rcs"
+  exit 0
+fi
+if [ "${KEEL_CAMPAIGN:-}" = bank ]; then
+  TIME=${KEEL_CAMPAIGN_TIME:-20}
+  for n in partition-random-node partition-leader partition-halves bridge kill pause flap \
+    stall loss one-way slow-disk slow-node power-loss wipe; do
+    run bank "$n" 8000
   done
   echo done >>"$OUT/rcs"
   exit 0

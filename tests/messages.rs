@@ -7,24 +7,11 @@
 mod common;
 
 use common::*;
-use keel::actors::partition_processor::{GetProcessorStatus, ProcessorStatus};
 use keel::ingress::http::partition_of;
 use keel::rig::Rig;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-/// Partition `p`'s processor status on `node`.
-fn status_of(rig: &Rig, node: u32, p: u32) -> Option<ProcessorStatus> {
-    let slot = rig.node(node).local.processors.get(p as usize)?.clone();
-    rig.block_on(async move {
-        let addr = slot.addr()?;
-        tokio::time::timeout(Duration::from_millis(500), addr.send(GetProcessorStatus))
-            .await
-            .ok()?
-            .ok()
-    })
-}
 
 /// A key of `object` in partition `p`, other than `not`.
 fn key_in(rig: &Rig, object: &str, p: u32, not: &str) -> String {
@@ -202,4 +189,73 @@ fn a_reminder_fires_once_after_its_time_also_after_its_leader_stops() {
     assert_eq!(v["pending"], json!([]));
     assert_eq!(fired[1]["note"], json!("two"));
     assert!(fired[1]["fired_ms"].as_u64().unwrap() >= due, "{v}");
+}
+
+/// `Emitter/{k}/emit {"to": key, "from": n, "count": c}` sends `Log/{to}/push`
+/// the numbers `from..from + c`, in order; a log keeps what arrives.
+fn ordered_types() -> keel::objects::Objects {
+    use keel::objects::{ObjectType, Objects};
+    #[derive(serde::Deserialize)]
+    struct Emit {
+        to: String,
+        from: u64,
+        count: u64,
+    }
+    let emitter = ObjectType::new("Emitter").handler("emit", |ctx, e: Emit| {
+        for n in e.from..e.from + e.count {
+            ctx.send("Log", &e.to, "push", &n)?;
+        }
+        Ok(e.count)
+    });
+    let log = ObjectType::new("Log")
+        .handler("push", |ctx, n: u64| {
+            let mut seen: Vec<u64> = ctx.get("seen")?.unwrap_or_default();
+            seen.push(n);
+            ctx.set("seen", &seen);
+            Ok(())
+        })
+        .reader("seen", |ctx, _: serde::de::IgnoredAny| {
+            Ok(ctx.get::<Vec<u64>>("seen")?.unwrap_or_default())
+        });
+    Objects::new([emitter, log]).unwrap()
+}
+
+#[test]
+fn messages_from_one_partition_to_another_arrive_once_and_in_the_order_sent() {
+    let mut rig = Rig::builder(3).objects(ordered_types()).start().unwrap();
+    wait_for_leaders(&rig, Duration::from_secs(10));
+    // Two senders in partition 0, one receiver in partition 1: one pair.
+    let e1 = key_in(&rig, "Emitter", 0, "");
+    let e2 = key_in(&rig, "Emitter", 0, &e1);
+    let log = key_in(&rig, "Log", 1, "");
+    let mut next = 1u64;
+    for round in 0..8 {
+        if round == 3 {
+            rig.stop(leader_of(&rig, 1));
+        }
+        if round == 5 {
+            let down = (1..=3).find(|n| !rig.is_running(*n)).unwrap();
+            rig.restart(down).unwrap();
+            rig.stop(leader_of(&rig, 0));
+        }
+        let emitter = if round % 2 == 0 { &e1 } else { &e2 };
+        let count = 20;
+        let r = call(
+            &rig,
+            &format!("Emitter/{emitter}/emit"),
+            json!({"to": log, "from": next, "count": count}),
+            &format!("emit-{round}"),
+        );
+        assert_eq!(r.status, 200, "round {round}: {r:?}");
+        next += count;
+    }
+    let want: Vec<u64> = (1..next).collect();
+    let path = format!("Log/{log}/seen");
+    let seen = rig
+        .wait_until("every message arrived", Duration::from_secs(30), |r| {
+            let v = read(r, &path);
+            (v.as_array().map_or(0, Vec::len) >= want.len()).then_some(v)
+        })
+        .unwrap();
+    assert_eq!(seen, json!(want), "once each, in the order sent");
 }

@@ -289,14 +289,17 @@ struct Shared<'a> {
     bugs: &'a Mutex<Vec<String>>,
 }
 
-fn record_call(
-    shared: &Shared<'_>,
-    client: &NodeClient,
+/// One history line of `op` by `process` on `node` (the recorder stamps
+/// its time).
+fn history_line(
     process: u64,
     node: NodeId,
     op: &OpSpec,
-) -> OpType {
-    let line = |kind, value, error| Op {
+    kind: OpType,
+    value: Value,
+    error: Option<String>,
+) -> Op {
+    Op {
         process,
         kind,
         f: op.f,
@@ -305,7 +308,17 @@ fn record_call(
         node,
         time_ns: 0,
         error,
-    };
+    }
+}
+
+fn record_call(
+    shared: &Shared<'_>,
+    client: &NodeClient,
+    process: u64,
+    node: NodeId,
+    op: &OpSpec,
+) -> OpType {
+    let line = |kind, value, error| history_line(process, node, op, kind, value, error);
     shared.rec.op(line(OpType::Invoke, op.value.clone(), None));
     let done = client.call(op);
     shared
@@ -340,16 +353,7 @@ fn setup_call(
     op: &OpSpec,
     prefix: &str,
 ) -> Result<()> {
-    let line = |kind, value| Op {
-        process,
-        kind,
-        f: op.f,
-        key: op.key.clone(),
-        value,
-        node,
-        time_ns: 0,
-        error: None,
-    };
+    let line = |kind, value| history_line(process, node, op, kind, value, None);
     shared.rec.op(line(OpType::Invoke, op.value.clone()));
     let key = format!("{prefix}-setup-{}", op.key);
     let until = Instant::now() + Duration::from_secs(30);

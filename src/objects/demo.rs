@@ -188,26 +188,33 @@ fn balance(ctx: &Context<'_>) -> Result<i64, HandlerError> {
     Ok(ctx.get::<i64>(VALUE)?.unwrap_or(0))
 }
 
+/// Adds `amount` to the account's balance; the new balance.
+fn add_to(ctx: &mut Context<'_>, amount: i64) -> Result<i64, HandlerError> {
+    let cur = balance(ctx)?;
+    let next = cur
+        .checked_add(amount)
+        .ok_or_else(|| HandlerError::bad_argument(format!("balance overflow: {cur} + {amount}")))?;
+    ctx.set(VALUE, &next);
+    Ok(next)
+}
+
+/// Takes `amount` from the balance (412 with the balance if it would go
+/// negative); what is left.
+fn take_from(ctx: &mut Context<'_>, amount: i64) -> Result<i64, HandlerError> {
+    let cur = balance(ctx)?;
+    if amount > cur {
+        return Err(HandlerError::PreconditionFailed {
+            current: Value::from(cur),
+        });
+    }
+    ctx.set(VALUE, &(cur - amount));
+    Ok(cur - amount)
+}
+
 fn account() -> ObjectType {
     ObjectType::new("Account")
-        .handler("deposit", |ctx, Amount(amount)| {
-            let cur = balance(ctx)?;
-            let next = cur.checked_add(amount).ok_or_else(|| {
-                HandlerError::bad_argument(format!("balance overflow: {cur} + {amount}"))
-            })?;
-            ctx.set(VALUE, &next);
-            Ok(next)
-        })
-        .handler("withdraw", |ctx, Amount(amount)| {
-            let cur = balance(ctx)?;
-            if amount > cur {
-                return Err(HandlerError::PreconditionFailed {
-                    current: Value::from(cur),
-                });
-            }
-            ctx.set(VALUE, &(cur - amount));
-            Ok(cur - amount)
-        })
+        .handler("deposit", |ctx, Amount(amount)| add_to(ctx, amount))
+        .handler("withdraw", |ctx, Amount(amount)| take_from(ctx, amount))
         .handler("transfer", |ctx, t: Transfer| {
             if t.to == ctx.key() {
                 return Err(HandlerError::bad_argument(
@@ -215,27 +222,12 @@ fn account() -> ObjectType {
                 ));
             }
             let Amount(amount) = t.amount;
-            let cur = balance(ctx)?;
-            if amount > cur {
-                return Err(HandlerError::PreconditionFailed {
-                    current: Value::from(cur),
-                });
-            }
-            ctx.set(VALUE, &(cur - amount));
+            let left = take_from(ctx, amount)?;
             let credit = serde_json::json!({ "from": ctx.key(), "amount": amount });
-            let to = t.to;
-            ctx.send("Account", &to, "credit", &credit)?;
-            Ok(cur - amount)
+            ctx.send("Account", &t.to, "credit", &credit)?;
+            Ok(left)
         })
-        .handler("credit", |ctx, c: Credit| {
-            let Amount(amount) = c.amount;
-            let cur = balance(ctx)?;
-            let next = cur.checked_add(amount).ok_or_else(|| {
-                HandlerError::bad_argument(format!("balance overflow: {cur} + {amount}"))
-            })?;
-            ctx.set(VALUE, &next);
-            Ok(next)
-        })
+        .handler("credit", |ctx, c: Credit| add_to(ctx, c.amount.0))
         .reader("balance", |ctx, _: IgnoredAny| balance(ctx))
 }
 

@@ -356,7 +356,12 @@ pub fn completion(reply: &Reply) -> keel::harness::history::OpType {
 
 /// Partition 0's processor status on `node`.
 pub fn processor_status(rig: &Rig, node: u32) -> Option<ProcessorStatus> {
-    let slot = rig.node(node).local.processors.first()?.clone();
+    status_of(rig, node, 0)
+}
+
+/// Partition `p`'s processor status on `node`.
+pub fn status_of(rig: &Rig, node: u32, p: u32) -> Option<ProcessorStatus> {
+    let slot = rig.node(node).local.processors.get(p as usize)?.clone();
     rig.block_on(async move {
         let addr = slot.addr()?;
         tokio::time::timeout(Duration::from_millis(500), addr.send(GetProcessorStatus))

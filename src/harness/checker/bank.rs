@@ -33,7 +33,9 @@ pub fn check(calls: &[Call]) -> CheckResult {
                 Some(p) => format!("{} problems; {p}", problems.len()),
                 None => format!(
                     "total {} conserved over {} accounts; {} transfers acknowledged",
-                    details["total"], details["accounts"], details["transfers_ok"]
+                    details["total"].as_str().unwrap_or("?"),
+                    details["accounts"],
+                    details["transfers_ok"]
                 ),
             };
             CheckResult::new("bank", valid, summary, details)
