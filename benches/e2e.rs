@@ -38,11 +38,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() -> Result<()> {
     let load_secs = phase_secs(10);
-    let clients = std::env::var("KEEL_BENCH_CLIENTS")
-        .ok()
-        .and_then(|s| s.parse::<usize>().ok())
-        .filter(|c| (1..=4096).contains(c))
-        .unwrap_or(96);
+    let clients = bench_clients(1..=4096, 96);
     let exe = node_binary()?;
     println!("keel e2e benchmark: 3 `keel node` processes on loopback ({}), r = 2, 4 partitions, POST /Counter/{{key}}/add over {KEYS} keys", exe.display());
     println!(

@@ -78,11 +78,7 @@ fn types() -> Objects {
 
 fn main() -> Result<()> {
     let secs = phase_secs(4);
-    let clients = std::env::var("KEEL_BENCH_CLIENTS")
-        .ok()
-        .and_then(|s| s.parse::<usize>().ok())
-        .filter(|c| (1..=256).contains(c))
-        .unwrap_or(16);
+    let clients = bench_clients(1..=256, 16);
     println!(
         "keel message benchmark: 3 nodes (in-process rig), 2 partitions, r = 2, flush before ack"
     );

@@ -172,3 +172,13 @@ pub fn phase_secs(default: u64) -> Duration {
         .unwrap_or(default);
     Duration::from_secs(secs)
 }
+
+/// Concurrent clients of a phase: `KEEL_BENCH_CLIENTS` (within `range`) or
+/// the default.
+pub fn bench_clients(range: std::ops::RangeInclusive<usize>, default: usize) -> usize {
+    std::env::var("KEEL_BENCH_CLIENTS")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .filter(|c| range.contains(c))
+        .unwrap_or(default)
+}

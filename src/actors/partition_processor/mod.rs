@@ -415,18 +415,29 @@ impl Handler<BecomeFollower> for PartitionProcessor {
     }
 }
 
-impl Handler<Invoke> for PartitionProcessor {
-    type Result = ResponseFuture<InvokeReply>;
-
-    fn handle(&mut self, req: Invoke, ctx: &mut Self::Context) -> Self::Result {
+impl PartitionProcessor {
+    /// Feeds the core the input `with(token)` and answers with the reply
+    /// the core gives that token. A core that stopped (or a shell that
+    /// dropped the request) leaves its outcome unknown.
+    fn ask(
+        &mut self,
+        with: impl FnOnce(lifecycle::Token) -> ProcessorInput,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<InvokeReply> {
         let token = self.next_token;
         self.next_token += 1;
         let (tx, rx) = oneshot::channel();
         self.waiting.insert(token, tx);
-        self.run(ProcessorInput::Invoke { token, req }, ctx);
-        // A core that stopped (or a shell that dropped the request) leaves
-        // its outcome unknown.
+        self.run(with(token), ctx);
         Box::pin(async move { rx.await.unwrap_or(InvokeReply::Timeout) })
+    }
+}
+
+impl Handler<Invoke> for PartitionProcessor {
+    type Result = ResponseFuture<InvokeReply>;
+
+    fn handle(&mut self, req: Invoke, ctx: &mut Self::Context) -> Self::Result {
+        self.ask(|token| ProcessorInput::Invoke { token, req }, ctx)
     }
 }
 
@@ -434,12 +445,7 @@ impl Handler<Deliver> for PartitionProcessor {
     type Result = ResponseFuture<InvokeReply>;
 
     fn handle(&mut self, req: Deliver, ctx: &mut Self::Context) -> Self::Result {
-        let token = self.next_token;
-        self.next_token += 1;
-        let (tx, rx) = oneshot::channel();
-        self.waiting.insert(token, tx);
-        self.run(ProcessorInput::Deliver { token, req }, ctx);
-        Box::pin(async move { rx.await.unwrap_or(InvokeReply::Timeout) })
+        self.ask(|token| ProcessorInput::Deliver { token, req }, ctx)
     }
 }
 
