@@ -678,10 +678,14 @@ impl<'a, S: PartitionState + ?Sized> Applier<'a, S> {
             return Err(e);
         }
         let writes = view.writes;
+        let sends = outgoing.iter().filter(|o| o.delay_ms.is_none()).count() as u64;
+        let depth = if sends > 0 {
+            self.meta_u64(outbox::DEPTH_KEY)?
+        } else {
+            0
+        };
         let result = result.and_then(|v| {
-            let sends = outgoing.iter().filter(|o| o.delay_ms.is_none()).count() as u64;
-            let depth = self.meta_u64(outbox::DEPTH_KEY).unwrap_or(0);
-            if sends > 0 && depth.saturating_add(sends) > outbox::MAX_OUTBOX {
+            if depth.saturating_add(sends) > outbox::MAX_OUTBOX {
                 return Err(HandlerError::Overloaded(format!(
                     "the partition's outbox holds {depth} undelivered messages (at most {})",
                     outbox::MAX_OUTBOX
@@ -847,15 +851,26 @@ impl<'a, S: PartitionState + ?Sized> Applier<'a, S> {
             let seed = call_seed(lsn, &delivery_id(from, message.seq, message.seq));
             let response = self.run_handler(&message.to, &message.arg, seed)?;
             if let Some(reply_to) = message.reply_to {
-                let reply = Reply {
+                let mut reply = Reply {
                     from: message.to,
                     status: response.status,
                     body: serde_json::from_slice(&response.body).unwrap_or(serde_json::Value::Null),
                 };
+                let mut arg = serde_json::to_vec(&reply).unwrap_or_default();
+                if arg.len() > super::MAX_ARG_BYTES {
+                    // A message must fit a delivery record: say so instead.
+                    reply.status = 500;
+                    reply.body = serde_json::json!({ "error": format!(
+                        "the result ({} bytes) exceeds the {} bytes a message may carry",
+                        arg.len(),
+                        super::MAX_ARG_BYTES
+                    )});
+                    arg = serde_json::to_vec(&reply).unwrap_or_default();
+                }
                 self.push_outbox(Message {
                     seq: 0,
                     to: reply_to,
-                    arg: serde_json::to_vec(&reply).unwrap_or_default(),
+                    arg,
                     reply_to: None,
                     sent_ms: self.clock_ms,
                     due_ms: 0,
@@ -1686,6 +1701,57 @@ mod tests {
             (200, json!(7), "Counter")
         );
         assert_eq!(back[0].to.key, asker);
+    }
+
+    #[test]
+    fn a_reply_too_large_for_a_message_comes_back_as_a_500_saying_so() {
+        use crate::objects::{ObjectType, Reply};
+        let types =
+            Objects::new([ObjectType::new("Big").handler("make", |_, n: usize| Ok("x".repeat(n)))])
+                .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let p = crate::ingress::http::partition_of("Big", "k", 2);
+        let store = storage.partition(p).unwrap();
+        let asker = Address {
+            object: "Asker".into(),
+            key: "a".into(),
+            handler: "answer".into(),
+        };
+        let ask = |seq, n: usize| Message {
+            reply_to: Some(asker.clone()),
+            ..message(seq, "Big", "make", json!(n))
+        };
+        let limit = crate::actors::partition_processor::MAX_ARG_BYTES;
+        batch(
+            &store,
+            &types,
+            1,
+            &[
+                announce(1, 1),
+                delivery(1, 5, 0, vec![ask(1, 10), ask(2, limit)]),
+            ],
+        );
+        let replies: Vec<Reply> = queued(
+            &store,
+            crate::ingress::http::partition_of("Asker", "a", 2),
+            1,
+            10,
+        )
+        .unwrap()
+        .iter()
+        .map(|m| serde_json::from_slice(&m.arg).unwrap())
+        .collect();
+        assert_eq!(
+            (replies[0].status, &replies[0].body),
+            (200, &json!("x".repeat(10)))
+        );
+        assert_eq!(replies[1].status, 500);
+        let why = replies[1].body["error"].as_str().unwrap();
+        assert!(
+            why.contains("exceeds the 131072 bytes a message may carry"),
+            "{why}"
+        );
     }
 
     /// Every key and value of a partition's store.
