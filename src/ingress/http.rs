@@ -78,20 +78,6 @@ impl Ingress {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         format!("g:{}:{n:016x}", self.net.me().0)
     }
-
-    /// The leader of `partition` in this node's cache of the register.
-    fn cached_leader(&self, partition: PartitionId) -> Option<NodeId> {
-        cached_leader(&self.meta, partition)
-    }
-
-    async fn leader_of(
-        &self,
-        partition: PartitionId,
-        timeout: Duration,
-        fresh: bool,
-    ) -> Result<NodeId, String> {
-        leader_of(&self.meta, partition, timeout, fresh).await
-    }
 }
 
 /// The partition that owns `object/key`: FNV-1a, stable across builds and nodes.
@@ -381,7 +367,7 @@ async fn forward(mut invoke: Invoke, timeout: Duration, ingress: &Ingress) -> Ht
             Some(node) => node,
             None => {
                 let timeout = deadline.saturating_duration_since(Instant::now());
-                let asked = ingress.leader_of(partition, timeout.min(LEADER_READ), fresh);
+                let asked = leader_of(&ingress.meta, partition, timeout.min(LEADER_READ), fresh);
                 match asked.await {
                     Ok(node) => node,
                     Err(why) => {
@@ -470,7 +456,7 @@ async fn try_leader(
 /// knows, never relayed again.
 pub async fn relay(ingress: Ingress, invoke: Invoke) -> InvokeReply {
     let left = Duration::from_millis(invoke.timeout_ms.clamp(1, 60_000));
-    let Some(leader) = ingress.cached_leader(invoke.partition) else {
+    let Some(leader) = cached_leader(&ingress.meta, invoke.partition) else {
         return InvokeReply::NotLeader { leader: None };
     };
     if ingress.net.is_suspected(leader) {

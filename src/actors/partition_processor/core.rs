@@ -351,15 +351,15 @@ fn be_u64(bytes: Vec<u8>) -> Result<u64, StorageError> {
     Ok(u64::from_be_bytes(b))
 }
 
+/// The 8-byte meta value under `key` in `store` (0 if there is none).
+fn stored_u64<S: PartitionState + ?Sized>(store: &S, key: &[u8]) -> Result<u64, StorageError> {
+    Ok(store.meta(key)?.map(be_u64).transpose()?.unwrap_or(0))
+}
+
 /// What `store` holds: the applied LSN, the announced epoch and leader, the
 /// log's clock.
 pub fn recover<S: PartitionState + ?Sized>(store: &S) -> Result<Recovered, StorageError> {
-    let announced = store
-        .meta(META_EPOCH)?
-        .map(be_u64)
-        .transpose()?
-        .map(Epoch)
-        .unwrap_or_default();
+    let announced = Epoch(stored_u64(store, META_EPOCH)?);
     let leader = match store.meta(META_LEADER)? {
         Some(b) => {
             let b: [u8; 4] = b.as_slice().try_into().map_err(|_| StorageError::Corrupt {
@@ -370,11 +370,7 @@ pub fn recover<S: PartitionState + ?Sized>(store: &S) -> Result<Recovered, Stora
         }
         None => None,
     };
-    let clock_ms = store
-        .meta(META_CLOCK)?
-        .map(be_u64)
-        .transpose()?
-        .unwrap_or(0);
+    let clock_ms = stored_u64(store, META_CLOCK)?;
     let applied = store.applied_lsn()?;
     if applied > Lsn(0) && store.meta(META_LAYOUT)?.as_deref() != Some(LAYOUT) {
         return Err(StorageError::Corrupt {
@@ -984,29 +980,24 @@ pub fn inbox_mark<S: PartitionState + ?Sized>(
     store: &S,
     from: PartitionId,
 ) -> Result<u64, StorageError> {
-    Ok(store
-        .meta(&outbox::inbox_key(from))?
-        .map(be_u64)
-        .transpose()?
-        .unwrap_or(0))
+    stored_u64(store, &outbox::inbox_key(from))
 }
 
 /// What `store`'s outbox and timers hold.
 pub fn read_outbox<S: PartitionState + ?Sized>(store: &S) -> Result<OutboxView, StorageError> {
     let mut view = OutboxView::default();
-    let u64_of = |bytes: Vec<u8>| be_u64(bytes);
-    let target = |key: &[u8]| -> Option<PartitionId> {
-        let b: [u8; 4] = key.get(2..6)?.try_into().ok()?;
-        Some(PartitionId(u32::from_be_bytes(b)))
-    };
-    for (k, v) in store.meta_range(b"on", b"oo", usize::MAX)? {
-        if let Some(to) = target(&k) {
-            view.lanes.entry(to).or_default().sent = u64_of(v)?.saturating_sub(1);
-        }
-    }
-    for (k, v) in store.meta_range(b"oa", b"ob", usize::MAX)? {
-        if let Some(to) = target(&k) {
-            view.lanes.entry(to).or_default().acked = u64_of(v)?;
+    // Per target: the next sequence number, then the last acknowledged.
+    for prefix in [outbox::NEXT_PREFIX, outbox::ACKED_PREFIX] {
+        let (from, to) = outbox::keyed_range(prefix);
+        for (k, v) in store.meta_range(&from, &to, usize::MAX)? {
+            let Some(target) = outbox::keyed_partition(prefix, &k) else {
+                continue;
+            };
+            let lane = view.lanes.entry(target).or_default();
+            match prefix {
+                outbox::NEXT_PREFIX => lane.sent = be_u64(v)?.saturating_sub(1),
+                _ => lane.acked = be_u64(v)?,
+            }
         }
     }
     let lanes: Vec<(PartitionId, Lane)> = view.lanes.iter().map(|(p, l)| (*p, *l)).collect();
@@ -1016,11 +1007,7 @@ pub fn read_outbox<S: PartitionState + ?Sized>(store: &S) -> Result<OutboxView, 
             view.lanes.get_mut(&to).expect("listed").oldest_ms = first.first().map(|m| m.sent_ms);
         }
     }
-    view.timers = store
-        .meta(outbox::TIMER_COUNT_KEY)?
-        .map(be_u64)
-        .transpose()?
-        .unwrap_or(0);
+    view.timers = stored_u64(store, outbox::TIMER_COUNT_KEY)?;
     let end = [outbox::TIMER_PREFIX, &[0xff; 17]].concat();
     view.next_timer_ms = store
         .meta_range(outbox::TIMER_PREFIX, &end, 1)?

@@ -130,6 +130,8 @@ pub const DELIVER_RETRY_MIN: Duration = Duration::from_millis(20);
 pub const DELIVER_RETRY_MAX: Duration = Duration::from_secs(1);
 /// How long the append of an acknowledgement or of fired timers may take.
 pub const OUTBOX_APPEND_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long after a failed acknowledgement or timer append the next is tried.
+pub const OUTBOX_APPEND_RETRY: Duration = Duration::from_millis(100);
 
 /// The highest LSN a leader may trim the log up to (inclusive), if any:
 /// - `snapshots`: the newest retained snapshot of each replica that has one
@@ -389,7 +391,7 @@ enum AppendOp {
 /// The delivery loop's state towards one target partition (leader only).
 #[derive(Clone, Debug, Default)]
 struct Sending {
-    /// The delivery out, if one is: its call and last sequence number.
+    /// The delivery out, if one is.
     in_flight: Option<CallId>,
     /// The highest sequence number the target said it holds.
     accepted: u64,
@@ -1220,13 +1222,12 @@ impl<S: PartitionState> ProcessorCore<S> {
         if known {
             return;
         }
-        let op = self.op();
-        self.appends.insert(op, AppendOp::Delivery { id });
-        out.push(ProcessorEffect::Append {
-            op,
-            records: vec![Record(Command::Deliver(delivery).encode())],
-            timeout: wait,
-        });
+        self.append_one(
+            AppendOp::Delivery { id },
+            Command::Deliver(delivery),
+            wait,
+            out,
+        );
     }
 
     /// The leader's delivery loop: fires due timers, appends the
@@ -1249,30 +1250,18 @@ impl<S: PartitionState> ProcessorCore<S> {
             && self.outbox.next_timer_ms.is_some_and(|due| due <= clock_ms)
         {
             self.firing = true;
-            let op = self.op();
-            self.appends.insert(op, AppendOp::Fire);
             let record = Command::FireTimers {
                 epoch: self.epoch,
                 timestamp_ms: now_ms,
             };
-            out.push(ProcessorEffect::Append {
-                op,
-                records: vec![Record(record.encode())],
-                timeout: OUTBOX_APPEND_TIMEOUT,
-            });
+            self.append_one(AppendOp::Fire, record, OUTBOX_APPEND_TIMEOUT, out);
         }
         if may_append && !self.acking && !self.acks.is_empty() {
             self.acking = true;
             let acks: Vec<(PartitionId, u64)> =
                 std::mem::take(&mut self.acks).into_iter().collect();
-            let op = self.op();
             let record = Command::Acked { acks: acks.clone() };
-            self.appends.insert(op, AppendOp::Acks { acks });
-            out.push(ProcessorEffect::Append {
-                op,
-                records: vec![Record(record.encode())],
-                timeout: OUTBOX_APPEND_TIMEOUT,
-            });
+            self.append_one(AppendOp::Acks { acks }, record, OUTBOX_APPEND_TIMEOUT, out);
         }
         let lanes: Vec<_> = self.outbox.lanes.iter().map(|(p, l)| (*p, *l)).collect();
         for (to, lane) in lanes {
@@ -1358,10 +1347,10 @@ impl<S: PartitionState> ProcessorCore<S> {
             (None, Ok(InvokeReply::NotLeader { leader })) => {
                 sending.hint = leader;
                 sending.fresh = leader.is_none();
-                format!(
-                    "{} does not lead partition {to}",
-                    leader.map_or("the node asked".into(), |l| format!("not it; {l}"))
-                )
+                match leader {
+                    Some(l) => format!("the node asked does not lead partition {to} ({l} does)"),
+                    None => format!("the node asked does not lead partition {to}"),
+                }
             }
             (None, Ok(InvokeReply::Done(r))) => format!(
                 "partition {to} refused a delivery ({}): {}",
@@ -1472,19 +1461,20 @@ impl<S: PartitionState> ProcessorCore<S> {
             Some(AppendOp::Acks { acks }) => {
                 self.acking = false;
                 if result.is_err() {
-                    self.outbox_append_after = Some(env.now + DELIVER_RETRY_MIN * 5);
-                }
-                if result.is_err() && self.mode == Mode::Leader {
-                    for (to, mark) in acks {
-                        let ack = self.acks.entry(to).or_default();
-                        *ack = (*ack).max(mark);
+                    self.outbox_append_after = Some(env.now + OUTBOX_APPEND_RETRY);
+                    // Still true: appended with the next round.
+                    if self.mode == Mode::Leader {
+                        for (to, mark) in acks {
+                            let ack = self.acks.entry(to).or_default();
+                            *ack = (*ack).max(mark);
+                        }
                     }
                 }
             }
             Some(AppendOp::Fire) => {
                 self.firing = false;
                 if result.is_err() {
-                    self.outbox_append_after = Some(env.now + DELIVER_RETRY_MIN * 5);
+                    self.outbox_append_after = Some(env.now + OUTBOX_APPEND_RETRY);
                 }
             }
             Some(AppendOp::Requests { batch, epoch }) => {
@@ -1542,19 +1532,28 @@ impl<S: PartitionState> ProcessorCore<S> {
                 limit: REIGN_WAIT,
             });
         }
-        let op = self.op();
-        self.appends.insert(op, AppendOp::Announce { epoch });
-        let record = Record(
-            Command::AnnounceLeader {
-                epoch,
-                node: env.me,
-            }
-            .encode(),
-        );
+        let record = Command::AnnounceLeader {
+            epoch,
+            node: env.me,
+        };
+        self.append_one(AppendOp::Announce { epoch }, record, ANNOUNCE_TIMEOUT, out);
+    }
+
+    /// Appends the one record `command`, remembered as `op` until it is
+    /// answered.
+    fn append_one(
+        &mut self,
+        op: AppendOp,
+        command: Command,
+        timeout: Duration,
+        out: &mut Vec<ProcessorEffect>,
+    ) {
+        let id = self.op();
+        self.appends.insert(id, op);
         out.push(ProcessorEffect::Append {
-            op,
-            records: vec![record],
-            timeout: ANNOUNCE_TIMEOUT,
+            op: id,
+            records: vec![Record(command.encode())],
+            timeout,
         });
     }
 
@@ -1600,9 +1599,7 @@ impl<S: PartitionState> ProcessorCore<S> {
         let done = Self::apply_batch(
             &self.store,
             self.state,
-            &self.config.objects,
-            self.config.partitions,
-            self.config.bugs,
+            &self.config,
             env.me,
             self.epoch,
             records,
@@ -1670,18 +1667,16 @@ impl<S: PartitionState> ProcessorCore<S> {
     }
 
     /// Runs `records` through an applier over `store` at `state`.
-    #[allow(clippy::too_many_arguments)]
     fn apply_batch(
         store: &S,
         state: Recovered,
-        types: &Objects,
-        partitions: u32,
-        bugs: BugSet,
+        config: &ProcessorConfig,
         me: NodeId,
         epoch: Epoch,
         records: Vec<(Lsn, Record)>,
     ) -> Result<(crate::storage::PartitionWrite, Batch), StorageError> {
-        let mut applier = Applier::new(store, state, types, partitions).with_bugs(bugs);
+        let mut applier =
+            Applier::new(store, state, &config.objects, config.partitions).with_bugs(config.bugs);
         let mut outcomes = Vec::new();
         let mut reign = None;
         for (lsn, record) in records {

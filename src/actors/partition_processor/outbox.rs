@@ -87,14 +87,19 @@ impl Message {
     }
 }
 
+/// The prefix of the next sequence numbers, per target.
+pub const NEXT_PREFIX: &[u8] = b"on";
+/// The prefix of the last acknowledged sequence numbers, per target.
+pub const ACKED_PREFIX: &[u8] = b"oa";
+
 /// The next sequence number towards `to`.
 pub fn next_key(to: PartitionId) -> Vec<u8> {
-    keyed(b"on", to)
+    keyed(NEXT_PREFIX, to)
 }
 
 /// The last sequence number `to` acknowledged.
 pub fn acked_key(to: PartitionId) -> Vec<u8> {
-    keyed(b"oa", to)
+    keyed(ACKED_PREFIX, to)
 }
 
 /// Where message `seq` towards `to` waits.
@@ -130,6 +135,19 @@ pub fn timer_key(due_ms: u64, id: u64) -> Vec<u8> {
 pub fn timer_due(key: &[u8]) -> Option<u64> {
     let b = key.get(TIMER_PREFIX.len()..TIMER_PREFIX.len() + 8)?;
     Some(u64::from_be_bytes(b.try_into().ok()?))
+}
+
+/// The partition a `prefix`+partition key names (`None`: another key).
+pub fn keyed_partition(prefix: &[u8], key: &[u8]) -> Option<PartitionId> {
+    let rest = key.strip_prefix(prefix)?;
+    Some(PartitionId(u32::from_be_bytes(rest.try_into().ok()?)))
+}
+
+/// The keys `prefix`+partition span: `[prefix, end)` for a range read.
+pub fn keyed_range(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut end = prefix.to_vec();
+    end.extend_from_slice(&[0xff; 5]);
+    (prefix.to_vec(), end)
 }
 
 fn keyed(prefix: &[u8], p: PartitionId) -> Vec<u8> {
