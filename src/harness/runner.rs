@@ -22,6 +22,8 @@ use super::schedule::{
 };
 use super::stats::Stats;
 use super::workload::{OpSpec, Workload, WorkloadKind};
+use crate::cli::local::fetch_status;
+use crate::node::status::ClusterStatus;
 use crate::types::NodeId;
 use anyhow::{bail, Context, Result};
 use rand::rngs::StdRng;
@@ -380,21 +382,15 @@ fn setup_call(
 /// took, or what was still waiting at the deadline.
 fn wait_drained(urls: &[String], deadline: Duration) -> Result<Duration, String> {
     let start = Instant::now();
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(3))
-        .build();
     let mut last = String::from("no status read yet");
     while start.elapsed() < deadline {
         for url in urls {
-            match agent.get(&format!("{url}/cluster/status")).call() {
-                Ok(r) => match r.into_json::<Value>() {
-                    Ok(v) => match undrained(&v) {
-                        None => return Ok(start.elapsed()),
-                        Some(why) => last = why,
-                    },
-                    Err(e) => last = format!("{url}: {e}"),
+            match fetch_status(url) {
+                Ok(status) => match undrained(&status) {
+                    None => return Ok(start.elapsed()),
+                    Some(why) => last = why,
                 },
-                Err(e) => last = format!("{url}: {e}"),
+                Err(e) => last = format!("{e:#}"),
             }
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -404,35 +400,24 @@ fn wait_drained(urls: &[String], deadline: Duration) -> Result<Duration, String>
 
 /// What a cluster status shows still waiting in an outbox (`None`: every
 /// partition has a leader and its outbox is empty).
-fn undrained(status: &Value) -> Option<String> {
-    let mut partitions = BTreeMap::new();
-    for node in status["nodes"].as_array()? {
-        for p in node["status"]["partitions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            if p["mode"] == "Leader" {
-                let (depth, timers) = (&p["outbox"]["depth"], &p["outbox"]["timers"]);
-                let idle = depth.as_u64() == Some(0) && timers.as_u64() == Some(0);
-                partitions.insert(
-                    p["partition"].to_string(),
-                    (idle, format!("{depth} messages, {timers} timers")),
-                );
-            }
+fn undrained(status: &ClusterStatus) -> Option<String> {
+    let mut leaders = BTreeMap::new();
+    for s in status.nodes.iter().filter_map(|n| n.status.as_ref()) {
+        for p in s.partitions.iter().filter(|p| p.mode == "Leader") {
+            leaders.insert(p.partition, &p.outbox);
         }
     }
-    let expected = status["logs"].as_array().map_or(0, Vec::len);
-    if partitions.len() < expected {
+    if leaders.len() < status.logs.len() {
         return Some(format!(
-            "{} of {expected} partitions have a leader",
-            partitions.len()
+            "{} of {} partitions have a leader",
+            leaders.len(),
+            status.logs.len()
         ));
     }
-    partitions
+    leaders
         .into_iter()
-        .find(|(_, (idle, _))| !idle)
-        .map(|(p, (_, what))| format!("partition {p}: {what}"))
+        .find(|(_, o)| o.depth > 0 || o.timers > 0)
+        .map(|(p, o)| format!("partition {p}: {} messages, {} timers", o.depth, o.timers))
 }
 
 /// One logical client: one op at a time against `node` until `stop`.
