@@ -922,33 +922,37 @@ impl World {
                 self.trace(n, "serve-snapshot", p as u64);
                 self.answer(n, token, Resp::Snapshot(held));
             }
-            Req::Invoke(inv) => {
-                let p = inv.partition.0 as usize;
-                self.trace(n, "serve-invoke", p as u64);
-                if p >= self.setup.partitions as usize {
-                    self.answer(
-                        n,
-                        token,
-                        Resp::Invoke(InvokeReply::Unavailable("no such partition".into())),
-                    );
-                    return;
-                }
-                self.feed_processor(n, p, ProcessorInput::Invoke { token, req: inv });
+            Req::Invoke(req) => {
+                let p = req.partition;
+                let input = ProcessorInput::Invoke { token, req };
+                self.serve_processor(n, token, p, "serve-invoke", input);
             }
             Req::Deliver(req) => {
-                let p = req.partition.0 as usize;
-                self.trace(n, "serve-deliver", p as u64);
-                if p >= self.setup.partitions as usize {
-                    self.answer(
-                        n,
-                        token,
-                        Resp::Invoke(InvokeReply::Unavailable("no such partition".into())),
-                    );
-                    return;
-                }
-                self.feed_processor(n, p, ProcessorInput::Deliver { token, req });
+                let p = req.partition;
+                let input = ProcessorInput::Deliver { token, req };
+                self.serve_processor(n, token, p, "serve-deliver", input);
             }
         }
+    }
+
+    /// A request for a partition's processor (a client's or a delivery),
+    /// answered `token`: fed to the processor, or refused if there is no
+    /// such partition.
+    fn serve_processor(
+        &mut self,
+        n: usize,
+        token: u64,
+        partition: PartitionId,
+        what: &'static str,
+        input: ProcessorInput,
+    ) {
+        let p = partition.0 as usize;
+        self.trace(n, what, p as u64);
+        if p >= self.setup.partitions as usize {
+            let refusal = InvokeReply::Unavailable("no such partition".into());
+            return self.answer(n, token, Resp::Invoke(refusal));
+        }
+        self.feed_processor(n, p, input);
     }
 
     /// The sequencer manager's rule: a live sequencer takes the append;
