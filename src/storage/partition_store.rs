@@ -6,14 +6,24 @@
 //! How a write stays atomic without `sled::Tree::apply_batch` (whose
 //! `pin_log` seals and writes sled's IO buffer twice per call, two extra disk
 //! writes per applied batch on every replica): the write is first recorded
-//! as a journal (one value, or a few chunks and then a head value naming
-//! them), then applied key by key, then the journal is removed. sled recovers
-//! a prefix of its log (after a power loss too: what our sync made durable is
-//! a prefix, and sled's recovery stops at the first write that is not
-//! intact), so after a crash the journal found is the only write that may be
-//! partly applied, and nothing later is present; opening the store re-applies
-//! it (its puts and removes are absolute, so doing them twice is harmless). A
-//! journal whose head is missing never started to apply and is ignored.
+//! as a journal, then applied key by key. sled recovers a prefix of its log
+//! (after a power loss too: what our sync made durable is a prefix, and
+//! sled's recovery stops at the first write that is not intact), so after a
+//! crash the journal found is the latest write, the only one that may be
+//! partly applied, and nothing later is present; opening the store
+//! re-applies it (its puts and removes are absolute, so doing them twice is
+//! harmless, even when it had completed).
+//!
+//! The journal lives in a tree of its own and is overwritten, never removed:
+//! one value (the head) for a write up to [`CHUNK_BYTES`], and chunks
+//! written before the head for a larger one, every piece stamped with the
+//! write's sequence number. A chunk stamped with a later number than the
+//! head belongs to a write whose head never landed: that write never
+//! started to apply, and the head's own write had completed before it
+//! began, so the journal is ignored. (Kept with the state, in the tree's
+//! first leaf, the journal made sled copy that leaf, journal and all, on
+//! every write, and its removal merged and rewrote it again: under load
+//! that was most of a replica's apply time; see docs/PERF.md.)
 //!
 //! Every value carries a checksum: a damaged value is a `Corrupt` error
 //! (the processor stops and is restarted; it never reads damage as absence).
@@ -24,10 +34,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 const APPLIED: &[u8] = b"\x00applied";
-/// The head of the latest write's journal, recorded before the write is
-/// applied: `[u32 chunks]`, then the chunks under `JOURNAL_CHUNK` + index.
-const JOURNAL: &[u8] = b"\x00journal";
-const JOURNAL_CHUNK: &[u8] = b"\x00journal/";
+/// Where an older keel kept the journal, in the state tree itself:
+/// `[u32 chunks]`, then the chunks under `LEGACY_JOURNAL_CHUNK` + index. A
+/// store opened with one left there completes it and removes it.
+const LEGACY_JOURNAL: &[u8] = b"\x00journal";
+const LEGACY_JOURNAL_CHUNK: &[u8] = b"\x00journal/";
+/// The head of the latest write's journal, in the journal tree:
+/// `[u64 sequence][u32 further chunks]` and the write's first bytes.
+const JOURNAL_HEAD: &[u8] = b"head";
+/// Chunk `i >= 1` of the journal is `[u64 sequence]` and its bytes, under
+/// this prefix and `i` (big-endian u32).
+const JOURNAL_CHUNK: &[u8] = b"chunk/";
 /// Journals are cut into chunks of at most this many bytes, so no value
 /// comes near sled's blob threshold.
 const CHUNK_BYTES: usize = 256 * 1024;
@@ -38,17 +55,42 @@ const META: u8 = b'm';
 
 #[derive(Clone)]
 pub struct PartitionStore {
+    /// Objects, results, meta values and the applied LSN.
     tree: sled::Tree,
+    /// The latest write, recorded before it is applied (see the module doc).
+    journal: sled::Tree,
+    /// The sequence number of the next write's journal: one more than the
+    /// head's at open, so every journal piece names the write it belongs to.
+    next_write: Arc<AtomicU64>,
     /// Marks every write for the next sync.
     lane: SyncLane,
     /// Reads left to fail (a fault hook for tests; 0 in normal operation).
     fail_reads: Arc<AtomicU64>,
 }
 
-fn chunk_key(i: u32) -> Vec<u8> {
-    let mut k = JOURNAL_CHUNK.to_vec();
+fn chunk_key(prefix: &[u8], i: u32) -> Vec<u8> {
+    let mut k = prefix.to_vec();
     k.extend_from_slice(&i.to_be_bytes());
     k
+}
+
+/// `[u64 sequence]` then `parts`, checksummed: one piece of a journal.
+fn journal_piece(sequence: u64, parts: &[&[u8]]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(8 + parts.iter().map(|p| p.len()).sum::<usize>());
+    body.extend_from_slice(&sequence.to_be_bytes());
+    for part in parts {
+        body.extend_from_slice(part);
+    }
+    seal_value(&body)
+}
+
+/// The sequence number and the rest of a journal piece.
+fn open_piece(bytes: &[u8]) -> Result<(u64, &[u8])> {
+    let body = open_value(TREE, bytes)?;
+    let (seq, rest) = body
+        .split_at_checked(8)
+        .ok_or_else(|| corrupt("journal piece shorter than its sequence number"))?;
+    Ok((u64::from_be_bytes(seq.try_into().expect("8 bytes")), rest))
 }
 
 fn prefixed(prefix: u8, key: &[u8]) -> Vec<u8> {
@@ -230,19 +272,55 @@ impl PartitionStore {
     pub(super) fn open(db: &sled::Db, partition: PartitionId, lane: SyncLane) -> Result<Self> {
         let store = PartitionStore {
             tree: db.open_tree(format!("partition/{}", partition.0))?,
+            journal: db.open_tree(format!("partition/{}/journal", partition.0))?,
+            next_write: Arc::new(AtomicU64::new(0)),
             lane,
             fail_reads: Arc::new(AtomicU64::new(0)),
         };
-        if let Some(write) = store.journal()? {
+        if let Some(write) = store.legacy_journal()? {
             store.write_through(&write)?;
-            store.clear_journal()?;
+            store.clear_legacy_journal()?;
+        }
+        let (sequence, write) = store.read_journal()?;
+        store.next_write.store(sequence + 1, Ordering::SeqCst);
+        if let Some(write) = write {
+            store.write_through(&write)?;
+            store.lane.mark_written();
         }
         Ok(store)
     }
 
-    /// The journal of a write that may be partly applied, if any.
-    fn journal(&self) -> Result<Option<PartitionWrite>> {
-        let Some(head) = self.tree.get(JOURNAL)? else {
+    /// The head's sequence number (0: no journal yet) and the latest write,
+    /// unless it is known to have completed.
+    fn read_journal(&self) -> Result<(u64, Option<PartitionWrite>)> {
+        let Some(head) = self.journal.get(JOURNAL_HEAD)? else {
+            return Ok((0, None));
+        };
+        let (sequence, rest) = open_piece(&head)?;
+        let (further, first) = rest
+            .split_at_checked(4)
+            .ok_or_else(|| corrupt("journal head"))?;
+        let further = u32::from_be_bytes(further.try_into().expect("4 bytes"));
+        let mut bytes = first.to_vec();
+        for i in 1..=further {
+            let chunk = self
+                .journal
+                .get(chunk_key(JOURNAL_CHUNK, i))?
+                .ok_or_else(|| corrupt("journal chunk missing"))?;
+            match open_piece(&chunk)? {
+                (s, part) if s == sequence => bytes.extend_from_slice(part),
+                // A later write's chunk: that write never started to apply
+                // (its head is missing), and this head's write had completed.
+                (s, _) if s > sequence => return Ok((s, None)),
+                _ => return Err(corrupt("journal chunk older than its head")),
+            }
+        }
+        PartitionWrite::decode(&bytes).map(|w| (sequence, Some(w)))
+    }
+
+    /// A journal left in the state tree by an older keel, if any.
+    fn legacy_journal(&self) -> Result<Option<PartitionWrite>> {
+        let Some(head) = self.tree.get(LEGACY_JOURNAL)? else {
             return Ok(None);
         };
         let head = open_value(TREE, &head)?;
@@ -251,24 +329,24 @@ impl PartitionStore {
         for i in 0..chunks {
             let chunk = self
                 .tree
-                .get(chunk_key(i))?
+                .get(chunk_key(LEGACY_JOURNAL_CHUNK, i))?
                 .ok_or_else(|| corrupt("journal chunk missing"))?;
             bytes.extend_from_slice(open_value(TREE, &chunk)?);
         }
         PartitionWrite::decode(&bytes).map(Some)
     }
 
-    fn clear_journal(&self) -> Result<()> {
-        let chunks = match self.tree.get(JOURNAL)? {
+    fn clear_legacy_journal(&self) -> Result<()> {
+        let chunks = match self.tree.get(LEGACY_JOURNAL)? {
             Some(head) => open_value(TREE, &head)
                 .ok()
                 .and_then(|h| h.try_into().ok())
                 .map_or(0, u32::from_be_bytes),
             None => 0,
         };
-        self.tree.remove(JOURNAL)?;
+        self.tree.remove(LEGACY_JOURNAL)?;
         for i in 0..chunks {
-            self.tree.remove(chunk_key(i))?;
+            self.tree.remove(chunk_key(LEGACY_JOURNAL_CHUNK, i))?;
         }
         self.lane.mark_written();
         Ok(())
@@ -379,7 +457,7 @@ impl PartitionStore {
         let mut out = Vec::new();
         for item in self.tree.iter() {
             let (k, v) = item?;
-            if k.starts_with(JOURNAL) {
+            if k.starts_with(LEGACY_JOURNAL) {
                 continue;
             }
             out.push((k.to_vec(), open_value(TREE, &v)?.to_vec()));
@@ -395,14 +473,22 @@ impl PartitionStore {
             return Ok(());
         }
         let bytes = write.encode();
-        let chunks: Vec<&[u8]> = bytes.chunks(CHUNK_BYTES).collect();
-        for (i, chunk) in chunks.iter().enumerate() {
-            self.tree.insert(chunk_key(i as u32), seal_value(chunk))?;
+        let sequence = self.next_write.fetch_add(1, Ordering::SeqCst);
+        let mut chunks = bytes.chunks(CHUNK_BYTES);
+        let first = chunks.next().unwrap_or_default();
+        let mut further = 0u32;
+        for (i, chunk) in chunks.enumerate() {
+            further = i as u32 + 1;
+            self.journal.insert(
+                chunk_key(JOURNAL_CHUNK, further),
+                journal_piece(sequence, &[chunk]),
+            )?;
         }
-        self.tree
-            .insert(JOURNAL, seal_value(&(chunks.len() as u32).to_be_bytes()))?;
+        self.journal.insert(
+            JOURNAL_HEAD,
+            journal_piece(sequence, &[&further.to_be_bytes(), first]),
+        )?;
         self.write_through(&write)?;
-        self.clear_journal()?;
         self.lane.mark_written();
         Ok(())
     }
@@ -467,12 +553,11 @@ mod tests {
         // A crash after the journal and the first op of the next write.
         let next = sample();
         store
-            .tree
-            .insert(chunk_key(0), seal_value(&next.encode()))
-            .unwrap();
-        store
-            .tree
-            .insert(JOURNAL, seal_value(&1u32.to_be_bytes()))
+            .journal
+            .insert(
+                JOURNAL_HEAD,
+                journal_piece(9, &[&0u32.to_be_bytes(), &next.encode()]),
+            )
             .unwrap();
         store.tree.insert(b"oCounter/a", seal_value(b"1")).unwrap();
         assert_eq!(store.applied_lsn().unwrap(), Lsn(41));
@@ -490,11 +575,48 @@ mod tests {
             .map(|(k, _)| k)
             .collect();
         assert_eq!(keys, vec![b"x-index".to_vec()]);
-        // The journal is gone once applied: opening again changes nothing.
-        assert!(store.tree.get(JOURNAL).unwrap().is_none());
+        // The journal stays (overwritten by the next write, never removed):
+        // opening again re-applies the same write, which changes nothing.
+        let before = store.dump().unwrap();
         let store = storage.partition(PartitionId(3)).unwrap();
+        assert_eq!(store.dump().unwrap(), before);
+        assert_eq!(store.applied_lsn().unwrap(), Lsn(42));
+        // The next write's journal continues the sequence.
+        let mut third = PartitionWrite::default();
+        third.put_object(b"Counter/a", b"3");
+        third.set_applied(Lsn(43));
+        store.apply(third).unwrap();
+        assert_eq!(store.read_journal().unwrap().0, 10);
+        let store = storage.partition(PartitionId(3)).unwrap();
+        assert_eq!(store.object(b"Counter/a").unwrap(), Some(b"3".to_vec()));
+        assert_eq!(store.applied_lsn().unwrap(), Lsn(43));
+    }
+
+    #[test]
+    fn a_journal_left_in_the_state_tree_by_an_older_keel_is_completed_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let store = storage.partition(PartitionId(6)).unwrap();
+        store
+            .tree
+            .insert(
+                chunk_key(LEGACY_JOURNAL_CHUNK, 0),
+                seal_value(&sample().encode()),
+            )
+            .unwrap();
+        store
+            .tree
+            .insert(LEGACY_JOURNAL, seal_value(&1u32.to_be_bytes()))
+            .unwrap();
+        drop(store);
+        let store = storage.partition(PartitionId(6)).unwrap();
         assert_eq!(store.applied_lsn().unwrap(), Lsn(42));
         assert_eq!(store.object(b"Counter/a").unwrap(), Some(b"2".to_vec()));
+        assert!(store
+            .dump()
+            .unwrap()
+            .iter()
+            .all(|(k, _)| !k.starts_with(LEGACY_JOURNAL)));
     }
 
     #[tokio::test]
@@ -527,23 +649,36 @@ mod tests {
             store.object(&39u32.to_be_bytes()).unwrap(),
             Some(vec![39; 32 * 1024])
         );
-        assert!(
-            store.tree.get(chunk_key(1)).unwrap().is_none(),
-            "chunks cleared"
-        );
-        // Chunks of a journal whose head was never written: that write never
-        // started to apply, and opening ignores it.
+        let (sequence, journal) = store.read_journal().unwrap();
+        let further = journal.unwrap().encode().len().div_ceil(CHUNK_BYTES) - 1;
+        assert!(further >= 4, "a 1.3 MB write takes several chunks");
+        assert!(store
+            .journal
+            .get(chunk_key(JOURNAL_CHUNK, 1))
+            .unwrap()
+            .is_some());
+        // A crash while the next large write's chunks were being written,
+        // before its head: that write never started to apply, and the one
+        // before it had completed, so opening ignores the journal.
         let mut next = PartitionWrite::default();
         next.put_object(b"never", b"applied");
         next.set_applied(Lsn(8));
         store
-            .tree
-            .insert(chunk_key(0), seal_value(&next.encode()))
+            .journal
+            .insert(
+                chunk_key(JOURNAL_CHUNK, 1),
+                journal_piece(sequence + 1, &[&next.encode()]),
+            )
             .unwrap();
+        store.tree.insert(b"oCounter/a", seal_value(b"1")).unwrap();
         drop(store);
         let store = storage.partition(PartitionId(4)).unwrap();
         assert_eq!(store.applied_lsn().unwrap(), Lsn(7));
         assert_eq!(store.object(b"never").unwrap(), None);
+        // Not re-applied: the value written after the completed write stays.
+        assert_eq!(store.object(b"Counter/a").unwrap(), Some(b"1".to_vec()));
+        // The next write takes a sequence number after the stray chunk's.
+        assert_eq!(store.next_write.load(Ordering::SeqCst), sequence + 2);
     }
 
     #[test]
@@ -553,7 +688,7 @@ mod tests {
         let from = storage.partition(PartitionId(6)).unwrap();
         from.apply(sample()).unwrap();
         let entries = from.entries().unwrap();
-        assert!(entries.iter().all(|(k, _)| !k.starts_with(JOURNAL)));
+        assert!(entries.iter().all(|(k, _)| !k.starts_with(LEGACY_JOURNAL)));
         assert!(entries.contains(&(APPLIED.to_vec(), 42u64.to_be_bytes().to_vec())));
         // Another replica with state of its own: every old key goes.
         let to = storage.partition(PartitionId(7)).unwrap();
