@@ -54,9 +54,16 @@
 //! - R4. Nothing readable: wait until the local tail moves, the chain
 //!   changes (also a change seen while not waiting), or [`READ_PAUSE`];
 //!   past the deadline the read ends empty.
-//! - R5. After each wait the chain is refreshed if it was not confirmed by a
-//!   register read within [`CHAIN_RECHECK`] or the local log-server found
-//!   the loglet sealed; otherwise the known chain is used.
+//! - R5. After a wait the chain is refreshed if the local log-server found
+//!   the loglet sealed, or if the wait ended without the loglet's tail
+//!   moving and the chain was not confirmed by a register read within
+//!   [`CHAIN_RECHECK`]; otherwise the known chain is used. A tail that moved
+//!   shows the segment is still being written (or still has committed
+//!   records to hand out, which a sealed one stops having at its sealed
+//!   tail): a register read then would only delay records that are there to
+//!   read. (Refreshing after every wait made the leader's own apply stall
+//!   once a second on a two-round register read: the 15-25 ms tail of the
+//!   one-client latency, docs/PERF.md.)
 //! - R6. A read stalled at an open tail for more than twice `seal_grace`
 //!   while the tail's sequencer is suspected seals it in the background.
 //! - R7. A read stalled at an open tail for [`TAIL_PROBE_AFTER`] asks one
@@ -1607,7 +1614,7 @@ impl LogCore {
         }
         if r.chain_moved {
             r.chain_moved = false;
-            return self.after_wait(env, id, r, segment, env.now, out);
+            return self.after_wait(env, id, r, segment, env.now, false, out);
         }
         let until = env.now + remaining(r.deadline, env).min(READ_PAUSE);
         r.state = ReadState::Wait {
@@ -1618,7 +1625,9 @@ impl LogCore {
         true
     }
 
-    /// R5, R6, R7: after a wait that began at `since`.
+    /// R5, R6, R7: after a wait that began at `since` (`moved`: it ended
+    /// because the loglet's tail moved).
+    #[allow(clippy::too_many_arguments)]
     fn after_wait(
         &mut self,
         env: &Env,
@@ -1626,6 +1635,7 @@ impl LogCore {
         r: &mut ReadOp,
         segment: Segment,
         since: Instant,
+        moved: bool,
         out: &mut Vec<Effect>,
     ) -> bool {
         let locally_sealed = self.tails.get(&segment.loglet).is_some_and(|t| t.sealed);
@@ -1653,7 +1663,7 @@ impl LogCore {
                 }
             }
         }
-        self.recheck_chain(env, id, r, segment, out)
+        self.recheck_chain(env, id, r, segment, moved, out)
     }
 
     /// R7: asks the nodeset's next server from index `next` on (not this
@@ -1680,7 +1690,7 @@ impl LogCore {
             };
             return true;
         }
-        self.recheck_chain(env, id, r, segment, out)
+        self.recheck_chain(env, id, r, segment, false, out)
     }
 
     /// A peer read of `[offset, end)` of `segment` for read `id`
@@ -1761,24 +1771,27 @@ impl LogCore {
             // (trimmed or damaged there): the ordinary read path decides.
             return self.read_attempt(env, id, r, out);
         }
-        self.recheck_chain(env, id, r, segment, out)
+        self.recheck_chain(env, id, r, segment, false, out)
     }
 
-    /// R5: the chain as known if it is fresh, else a register read; then
-    /// the next attempt.
+    /// R5: the chain as known if it is fresh (or the tail `moved`), else a
+    /// register read; then the next attempt.
+    #[allow(clippy::too_many_arguments)]
     fn recheck_chain(
         &mut self,
         env: &Env,
         id: OpId,
         r: &mut ReadOp,
         segment: Segment,
+        moved: bool,
         out: &mut Vec<Effect>,
     ) -> bool {
         let locally_sealed = self.tails.get(&segment.loglet).is_some_and(|t| t.sealed);
-        let fresh = self
-            .checked
-            .get(&r.log)
-            .is_some_and(|t| env.now.saturating_duration_since(*t) < CHAIN_RECHECK);
+        let fresh = moved
+            || self
+                .checked
+                .get(&r.log)
+                .is_some_and(|t| env.now.saturating_duration_since(*t) < CHAIN_RECHECK);
         if let Some((_, chain)) = self.chains.get(&r.log) {
             if !locally_sealed && fresh {
                 r.chain = Some(chain.clone());
@@ -1930,10 +1943,10 @@ impl LogCore {
             (ReadState::Wait { segment, since, .. }, Event::Tail(loglet))
                 if loglet == segment.loglet =>
             {
-                self.after_wait(env, id, r, segment, since, out)
+                self.after_wait(env, id, r, segment, since, true, out)
             }
             (ReadState::Wait { segment, since, .. }, Event::Chain) => {
-                self.after_wait(env, id, r, segment, since, out)
+                self.after_wait(env, id, r, segment, since, false, out)
             }
             (
                 ReadState::Wait {
@@ -1942,7 +1955,7 @@ impl LogCore {
                     until,
                 },
                 Event::Tick,
-            ) if env.now >= until => self.after_wait(env, id, r, segment, since, out),
+            ) if env.now >= until => self.after_wait(env, id, r, segment, since, false, out),
             (ReadState::Recheck { mut refresh }, Event::Meta(op, result)) if op == refresh.op => {
                 match self.refresh_step(env, id, &mut refresh, result, out) {
                     None => {
@@ -3102,6 +3115,27 @@ mod tests {
                     loglet: LogletId::new(LOG, 1)
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn r5_a_wait_ended_by_a_moving_tail_reads_on_without_a_register_read() {
+        let t0 = Instant::now();
+        let mut c = core();
+        assert!(reading(&mut c, t0, t0 + Duration::from_secs(5), 0).is_empty());
+        // Well past CHAIN_RECHECK, but the wait ends because records were
+        // committed: they are read at once, with the chain as known.
+        let t1 = t0 + CHAIN_RECHECK + Duration::from_millis(100);
+        let moved = TailInfo {
+            known_global_tail: 1,
+            local_tail: 1,
+            ..TailInfo::default()
+        };
+        let out = tail_changed(&mut c, &env(t1), loglet0(), moved);
+        assert!(!out.is_empty(), "the read goes on");
+        assert!(
+            !out.iter().any(|e| matches!(e, Effect::Meta { .. })),
+            "no register read on progress: {out:?}"
         );
     }
 
