@@ -289,10 +289,12 @@ impl Node {
         // failure detector's pings, the supervisor's probes).
         let log_home = actix::Arbiter::new();
         let log_home_handle = log_home.handle();
-        // The partition processors' own thread, for the same reason: they
-        // apply batches to sled and read it (state, snapshots).
-        let state_home = actix::Arbiter::new();
-        let state_home_handle = state_home.handle();
+        // Each partition processor's own thread, for the same reason: they
+        // apply batches to sled and read it (state, snapshots). One each, not
+        // one shared: reading a snapshot's entries takes a processor tens to
+        // hundreds of milliseconds, which on a shared thread every partition
+        // of the node, the ones it leads too, waited out (docs/PERF.md).
+        let mut state_homes: Vec<actix::Arbiter> = Vec::new();
         // The supervision tree: root → metadata, log, partitions.
         let log_spec = {
             let (st, tw) = (storage.clone(), tails.clone());
@@ -334,6 +336,9 @@ impl Node {
         let retention_ms = config.idempotency_retention_ms();
         for p in 0..enabled {
             let partition = PartitionId(p);
+            let state_home = actix::Arbiter::new();
+            let state_home_handle = state_home.handle();
+            state_homes.push(state_home);
             let (st, lc) = (storage.clone(), logs.clone());
             let options = ProcessorOptions {
                 snapshots: snapshots.clone(),
@@ -344,7 +349,7 @@ impl Node {
             partitions_spec = partitions_spec.child(ChildSpec::actor_on(
                 format!("processor-{p}"),
                 local.processors[p as usize].clone(),
-                state_home_handle.clone(),
+                state_home_handle,
                 move |cx| {
                     PartitionProcessor::new(partition, st.clone(), lc.clone(), cx, options.clone())
                 },
@@ -405,7 +410,9 @@ impl Node {
             Ok(root) => root,
             Err(e) => {
                 log_home.stop();
-                state_home.stop();
+                state_homes.iter().for_each(|home| {
+                    home.stop();
+                });
                 return Err(NodeError::Supervision(e.to_string()));
             }
         };
@@ -491,7 +498,9 @@ impl Node {
                 let _ = root.shutdown().await;
                 transport.shutdown().await;
                 log_home.stop();
-                state_home.stop();
+                state_homes.iter().for_each(|home| {
+                    home.stop();
+                });
                 return Err(NodeError::Http {
                     addr: my_addr.http,
                     reason: e.to_string(),
@@ -516,7 +525,11 @@ impl Node {
             status,
             seals,
             staller,
-            disk_homes: Arc::new(std::sync::Mutex::new(vec![log_home, state_home])),
+            disk_homes: Arc::new(std::sync::Mutex::new(
+                std::iter::once(log_home)
+                    .chain(state_homes)
+                    .collect::<Vec<_>>(),
+            )),
             http,
             router,
         })

@@ -42,7 +42,12 @@
 //!   whole batches) and asks its host to write the file; one at a time. The
 //!   host syncs the state lane first, so a snapshot is reported only once
 //!   its file is fsynced and the state it holds is durable here too; only
-//!   then does it count (status, trimming, serving peers).
+//!   then does it count (status, trimming, serving peers). A leader waits
+//!   [`LEADER_SNAPSHOT_FACTOR`] times as many records: reading every entry
+//!   takes its thread tens to hundreds of milliseconds, which every request
+//!   of the node's partitions would wait out, while the followers' snapshots
+//!   (a majority with the default three replicas) already let the log be
+//!   trimmed.
 //! - **Trim**: every [`TRIM_EVERY`] a leader asks every replica for its
 //!   newest snapshot, and trims the log below the highest LSN a majority's
 //!   snapshots cover (counting its own), never above its own persisted LSN
@@ -98,6 +103,9 @@ pub const PERSIST_EVERY: Duration = Duration::from_millis(200);
 pub const APPEND_BATCH: usize = 512;
 /// How often a leader trims its log below what a majority's snapshots cover.
 pub const TRIM_EVERY: Duration = Duration::from_secs(10);
+/// A leader snapshots after this many times `snapshot_every` records (see
+/// the module doc).
+pub const LEADER_SNAPSHOT_FACTOR: u64 = 4;
 /// Appends a leader has in flight, at most. A lone request is appended at
 /// once; under load, requests gather while both slots are busy and go out
 /// together, so batches grow with the load instead of one append (three
@@ -285,6 +293,30 @@ pub enum ProcessorInput {
         call: CallId,
         reply: Result<InvokeReply, String>,
     },
+}
+
+impl ProcessorInput {
+    /// The input's name, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProcessorInput::Tick => "tick",
+            ProcessorInput::Invoke { .. } => "invoke",
+            ProcessorInput::GetPersisted { .. } => "get-persisted",
+            ProcessorInput::BecomeLeader { .. } => "become-leader",
+            ProcessorInput::BecomeFollower { .. } => "become-follower",
+            ProcessorInput::Records { .. } => "records",
+            ProcessorInput::Appended { .. } => "appended",
+            ProcessorInput::Persisted { .. } => "persisted",
+            ProcessorInput::PersistedOf { .. } => "persisted-of",
+            ProcessorInput::Drained => "drained",
+            ProcessorInput::TakeSnapshot { .. } => "take-snapshot",
+            ProcessorInput::SnapshotWritten { .. } => "snapshot-written",
+            ProcessorInput::SnapshotSource { .. } => "snapshot-source",
+            ProcessorInput::SnapshotFetched { .. } => "snapshot-fetched",
+            ProcessorInput::Deliver { .. } => "deliver",
+            ProcessorInput::Delivered { .. } => "delivered",
+        }
+    }
 }
 
 /// Everything a processor asks its host to do.
@@ -692,6 +724,11 @@ impl<S: PartitionState> ProcessorCore<S> {
     }
 
     /// What a replica asking how far this one persisted is told.
+    /// What this processor was configured with.
+    pub fn config(&self) -> &ProcessorConfig {
+        &self.config
+    }
+
     pub fn persisted_reply(&self) -> PersistedReply {
         PersistedReply {
             persisted: self.persisted,
@@ -737,7 +774,13 @@ impl<S: PartitionState> ProcessorCore<S> {
 
     /// The schedule: a snapshot once enough was applied since the last one.
     fn maybe_snapshot(&mut self, now: Instant, out: &mut Vec<ProcessorEffect>) {
-        let every = self.config.snapshot_every;
+        let every = match self.mode {
+            Mode::Leader => self
+                .config
+                .snapshot_every
+                .saturating_mul(LEADER_SNAPSHOT_FACTOR),
+            _ => self.config.snapshot_every,
+        };
         let since = self
             .state
             .applied
@@ -2389,6 +2432,34 @@ mod tests {
             log.command(invocation(1, &format!("g:{i}"), 10 + i, "add", "1"));
         }
         log
+    }
+
+    #[test]
+    fn a_leader_snapshots_on_schedule_only_after_four_times_as_many_records() {
+        let mut log = Log::default();
+        let mut r = Rig::snapshotting(1, 3);
+        lead(&mut r, 1, &mut log);
+        let snapshots = |effects: &[ProcessorEffect]| {
+            effects
+                .iter()
+                .filter(|e| matches!(e, ProcessorEffect::WriteSnapshot { .. }))
+                .count()
+        };
+        let mut at = 100;
+        while log.len() < 3 * LEADER_SNAPSHOT_FACTOR - 1 {
+            let lsn = log.command(invocation(1, &format!("g:{at}"), at, "add", "1"));
+            r.deliver(at, log.range(lsn.0, lsn.0));
+            at += 300;
+            assert_eq!(
+                snapshots(&r.feed(at, ProcessorInput::Tick)),
+                0,
+                "a leader at {} records: not yet",
+                log.len()
+            );
+        }
+        let lsn = log.command(invocation(1, "g:last", at, "add", "1"));
+        r.deliver(at, log.range(lsn.0, lsn.0));
+        assert_eq!(snapshots(&r.feed(at + 300, ProcessorInput::Tick)), 1);
     }
 
     #[test]

@@ -52,6 +52,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 use tracing::{info, info_span, warn};
 
+/// A processor step at least this long is logged: the processors of a node
+/// share one thread, so it delayed every partition's requests.
+const SLOW_STEP: Duration = Duration::from_millis(20);
+
 /// The actix shell of a [`ProcessorCore`].
 pub struct PartitionProcessor {
     /// The rules, over this node's state of the partition.
@@ -210,7 +214,15 @@ impl PartitionProcessor {
     /// Feeds `input` to the core and carries out its effects.
     fn run(&mut self, input: ProcessorInput, ctx: &mut Context<Self>) {
         let env = self.logs.net().env();
+        let kind = input.kind();
+        let started = Instant::now();
         let effects = self.core.handle(&env, input);
+        let took = started.elapsed();
+        if took >= SLOW_STEP {
+            // This thread serves every partition of the node: a long step
+            // delays them all (a snapshot's read, a large batch).
+            tracing::info!(partition = %self.core.config().partition, input = kind, took_ms = took.as_millis() as u64, "slow processor step");
+        }
         for effect in effects {
             self.carry_out(effect, ctx);
         }
