@@ -20,6 +20,13 @@
 //! then the concurrent load. Afterwards every counter is read back: the sum
 //! must lie between the acknowledged adds and the acknowledged plus the
 //! unknown-outcome ones.
+//!
+//! `KEEL_BENCH_SCALING=1` runs the scaling grid instead: a fresh cluster at
+//! 1, 4 and 16 partitions, each over 100 and 100,000 keys, the same
+//! concurrent load on each, with every node's RSS under load and after 5 s
+//! at rest. Adding `KEEL_BENCH_SOAK_SECS=600` runs one cluster (4
+//! partitions, 100,000 keys) under that load for so long instead, printing
+//! throughput, p99 and every node's RSS each 30 s.
 
 mod common;
 
@@ -40,6 +47,9 @@ fn main() -> Result<()> {
     let load_secs = phase_secs(10);
     let clients = bench_clients(1..=4096, 96);
     let exe = node_binary()?;
+    if std::env::var_os("KEEL_BENCH_SCALING").is_some() {
+        return scaling(&exe, clients, load_secs);
+    }
     println!("keel e2e benchmark: 3 `keel node` processes on loopback ({}), r = 2, 4 partitions, POST /Counter/{{key}}/add over {KEYS} keys", exe.display());
     println!(
         "machine: {}; load average at start: {}",
@@ -54,22 +64,7 @@ fn main() -> Result<()> {
     let config = keel::config::Config::load(&configs[0])?;
     let ingresses: Vec<SocketAddr> = config.nodes.iter().map(|n| n.http).collect();
     let url = format!("http://{}", ingresses[0]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        cluster.check_alive()?;
-        if keel::cli::local::fetch_status(&url)
-            .is_ok_and(|s| keel::cli::local::all_partitions_led(&s))
-        {
-            break;
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "not every partition had a leader within 60 s; logs in {}",
-                dir.path().display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    cluster.wait_led(&url, dir.path())?;
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -272,6 +267,45 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Waits (60 s at most) until every partition has a leader.
+    fn wait_led(&mut self, url: &str, dir: &Path) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            self.check_alive()?;
+            if keel::cli::local::fetch_status(url)
+                .is_ok_and(|s| keel::cli::local::all_partitions_led(&s))
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "not every partition had a leader within 60 s; logs in {}",
+                    dir.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Every node's resident set, in MiB, as `a/b/c`.
+    fn rss_mib(&self) -> String {
+        self.children
+            .iter()
+            .map(|c| {
+                std::fs::read_to_string(format!("/proc/{}/status", c.id()))
+                    .ok()
+                    .and_then(|s| {
+                        s.lines()
+                            .find(|l| l.starts_with("VmRSS:"))
+                            .and_then(|l| l.split_whitespace().nth(1))
+                            .and_then(|kb| kb.parse::<u64>().ok())
+                    })
+                    .map_or("?".to_string(), |kb| (kb / 1024).to_string())
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
     fn check_alive(&mut self) -> Result<()> {
         for (i, c) in self.children.iter_mut().enumerate() {
             if let Some(status) = c.try_wait()? {
@@ -316,8 +350,121 @@ impl Drop for Cluster {
 
 /// `POST /Counter/k<n>/add 1`, the key drawn per client from a fixed sequence.
 fn add_request(client: usize, i: usize) -> (&'static str, String, Vec<u8>) {
-    let key = (client as u64 * 7919 + i as u64 * 104_729) % KEYS;
-    ("POST", format!("/Counter/k{key}/add"), b"1".to_vec())
+    add_over(KEYS)(client, i)
+}
+
+/// [`add_request`] over `keys` keys.
+fn add_over(keys: u64) -> impl Fn(usize, usize) -> (&'static str, String, Vec<u8>) + Clone {
+    move |client, i| {
+        let key = (client as u64 * 7919 + i as u64 * 104_729) % keys;
+        ("POST", format!("/Counter/k{key}/add"), b"1".to_vec())
+    }
+}
+
+/// The scaling grid (or, with `KEEL_BENCH_SOAK_SECS`, one long run).
+fn scaling(exe: &Path, clients: usize, load_secs: Duration) -> Result<()> {
+    let soak = std::env::var("KEEL_BENCH_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let grid: &[(u32, u64)] = if soak.is_some() {
+        &[(4, 100_000)]
+    } else {
+        &[
+            (1, 100),
+            (1, 100_000),
+            (4, 100),
+            (4, 100_000),
+            (16, 100),
+            (16, 100_000),
+        ]
+    };
+    println!("keel e2e scaling: 3 `keel node` processes on loopback, r = 2, POST /Counter/{{key}}/add, {clients} clients over 3 ingresses");
+    println!(
+        "machine: {}; load average at start: {}",
+        machine(),
+        load_average()
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let probe = tempfile::Builder::new().prefix("keel-scaling-").tempdir()?;
+    let fsync = Latency::of(&mut fsync_samples(probe.path(), 100)?);
+    let mut rows = vec![Row::fsync(fsync, probe.path())];
+    for &(partitions, keys) in grid {
+        let dir = tempfile::Builder::new().prefix("keel-scaling-").tempdir()?;
+        let configs = keel::cli::init::run(dir.path(), 3, free_port_base()?, false)?;
+        for path in &configs {
+            let text = std::fs::read_to_string(path)?;
+            if !text.contains("\npartitions = 4\n") {
+                bail!("{} does not say `partitions = 4`", path.display());
+            }
+            std::fs::write(
+                path,
+                text.replace(
+                    "\npartitions = 4\n",
+                    &format!("\npartitions = {partitions}\n"),
+                ),
+            )?;
+        }
+        let mut cluster = Cluster::start(exe, dir.path(), &configs)?;
+        let config = keel::config::Config::load(&configs[0])?;
+        let ingresses: Vec<SocketAddr> = config.nodes.iter().map(|n| n.http).collect();
+        cluster.wait_led(&format!("http://{}", ingresses[0]), dir.path())?;
+        let warm = rt.block_on(drive(
+            &ingresses,
+            16,
+            Duration::from_secs(2),
+            add_over(keys),
+        ));
+        if warm.count(200) == 0 {
+            bail!("no request succeeded during warm-up: {:?}", warm.statuses);
+        }
+        if let Some(total) = soak {
+            let started = Instant::now();
+            println!("\n  t      req/s      p50      p99   RSS N1/N2/N3 (MiB)");
+            while started.elapsed() < total {
+                let run = rt.block_on(drive(
+                    &ingresses,
+                    clients,
+                    Duration::from_secs(30),
+                    add_over(keys),
+                ));
+                let l = run.latency();
+                println!(
+                    "{:>4}s {:>9.0} {:>8} {:>8}   {}",
+                    started.elapsed().as_secs(),
+                    run.per_sec(200),
+                    ms(l.p50),
+                    ms(l.p99),
+                    cluster.rss_mib()
+                );
+            }
+            cluster.check_alive()?;
+            continue;
+        }
+        let cpu_before = cluster.cpu();
+        let load = rt.block_on(drive(&ingresses, clients, load_secs, add_over(keys)));
+        let cores = (cluster.cpu() - cpu_before).as_secs_f64() / load.elapsed.as_secs_f64();
+        let under_load = cluster.rss_mib();
+        // At rest: what the nodes keep once the load has stopped.
+        std::thread::sleep(Duration::from_secs(5));
+        let at_rest = cluster.rss_mib();
+        cluster.check_alive()?;
+        rows.push(load.row(
+            &format!("{partitions} partitions, {keys} keys"),
+            clients,
+            fsync.p50,
+            200,
+            format!("nodes {cores:.2} cores; RSS MiB under load {under_load}, at rest {at_rest}"),
+        ));
+        cluster.stop();
+    }
+    if rows.len() > 1 {
+        println!();
+        print_table("requests", &rows);
+    }
+    Ok(())
 }
 
 /// What one phase measured.
