@@ -122,6 +122,7 @@ fn main() -> Result<()> {
     let cpu_gen_before = cpu_time();
     let load = rt.block_on(drive(&ingresses, clients, load_secs, add_request));
     let gen_cores = (cpu_time() - cpu_gen_before).as_secs_f64() / load.elapsed.as_secs_f64();
+    let rss_after_load = cluster.rss_mib();
     let node_cores = (cluster.cpu() - cpu_nodes_before).as_secs_f64() / load.elapsed.as_secs_f64();
     acked += load.count(200);
     unknown += load.unknown();
@@ -174,6 +175,7 @@ fn main() -> Result<()> {
             "INCONSISTENT"
         }
     );
+    println!("RSS of N1/N2/N3 at the end of the concurrent phase: {rss_after_load} MiB");
     println!("load average at end: {}", load_average());
     let s = single.latency();
     let l = load.latency();
