@@ -294,7 +294,9 @@ impl Node {
         // one shared: reading a snapshot's entries takes a processor tens to
         // hundreds of milliseconds, which on a shared thread every partition
         // of the node, the ones it leads too, waited out (docs/PERF.md).
-        let mut state_homes: Vec<actix::Arbiter> = Vec::new();
+        // Every thread of a disk actor, the log-server's first: stopped
+        // together on a failed start and at shutdown.
+        let mut disk_homes: Vec<actix::Arbiter> = vec![log_home];
         // The supervision tree: root → metadata, log, partitions.
         let log_spec = {
             let (st, tw) = (storage.clone(), tails.clone());
@@ -338,7 +340,7 @@ impl Node {
             let partition = PartitionId(p);
             let state_home = actix::Arbiter::new();
             let state_home_handle = state_home.handle();
-            state_homes.push(state_home);
+            disk_homes.push(state_home);
             let (st, lc) = (storage.clone(), logs.clone());
             let options = ProcessorOptions {
                 snapshots: snapshots.clone(),
@@ -409,10 +411,9 @@ impl Node {
         let root = match start_root(root_spec, Watchdog::for_node(me), on_give_up) {
             Ok(root) => root,
             Err(e) => {
-                log_home.stop();
-                state_homes.iter().for_each(|home| {
+                for home in &disk_homes {
                     home.stop();
-                });
+                }
                 return Err(NodeError::Supervision(e.to_string()));
             }
         };
@@ -497,10 +498,9 @@ impl Node {
             Err(e) => {
                 let _ = root.shutdown().await;
                 transport.shutdown().await;
-                log_home.stop();
-                state_homes.iter().for_each(|home| {
+                for home in &disk_homes {
                     home.stop();
-                });
+                }
                 return Err(NodeError::Http {
                     addr: my_addr.http,
                     reason: e.to_string(),
@@ -525,11 +525,7 @@ impl Node {
             status,
             seals,
             staller,
-            disk_homes: Arc::new(std::sync::Mutex::new(
-                std::iter::once(log_home)
-                    .chain(state_homes)
-                    .collect::<Vec<_>>(),
-            )),
+            disk_homes: Arc::new(std::sync::Mutex::new(disk_homes)),
             http,
             router,
         })

@@ -1047,7 +1047,9 @@ fn call_seed(lsn: Lsn, request_id: &str) -> u64 {
     crate::types::fnv1a(crate::types::FNV1A_START ^ lsn.0, request_id.bytes())
 }
 
-fn expiry_key(expires_ms: u64, request_id: &[u8]) -> Vec<u8> {
+/// The meta key of the expiry-index entry of `request_id`'s result, which
+/// expires at `expires_ms` (the index is ordered by expiry).
+pub fn expiry_key(expires_ms: u64, request_id: &[u8]) -> Vec<u8> {
     let mut k = EXPIRY_PREFIX.to_vec();
     k.extend_from_slice(&expires_ms.to_be_bytes());
     k.extend_from_slice(request_id);

@@ -723,12 +723,12 @@ impl<S: PartitionState> ProcessorCore<S> {
         out
     }
 
-    /// What a replica asking how far this one persisted is told.
     /// What this processor was configured with.
     pub fn config(&self) -> &ProcessorConfig {
         &self.config
     }
 
+    /// What a replica asking how far this one persisted is told.
     pub fn persisted_reply(&self) -> PersistedReply {
         PersistedReply {
             persisted: self.persisted,

@@ -52,8 +52,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 use tracing::{info, info_span, warn};
 
-/// A processor step at least this long is logged: the processors of a node
-/// share one thread, so it delayed every partition's requests.
+/// A processor step at least this long is logged: the partition served
+/// nothing meanwhile, so every request to it waited that long.
 const SLOW_STEP: Duration = Duration::from_millis(20);
 
 /// The actix shell of a [`ProcessorCore`].
@@ -219,8 +219,7 @@ impl PartitionProcessor {
         let effects = self.core.handle(&env, input);
         let took = started.elapsed();
         if took >= SLOW_STEP {
-            // This thread serves every partition of the node: a long step
-            // delays them all (a snapshot's read, a large batch).
+            // A snapshot's read or a large batch, usually.
             tracing::info!(partition = %self.core.config().partition, input = kind, took_ms = took.as_millis() as u64, "slow processor step");
         }
         for effect in effects {
