@@ -149,6 +149,7 @@ fn a_seal_does_not_count_a_server_that_lost_records() {
             records: Arc::new(records.clone()),
             known_global_tail: 0,
             repair: false,
+            from: None,
         };
         let reply = rig.block_on(
             rig.node(2)

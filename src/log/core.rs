@@ -1574,6 +1574,7 @@ impl LogCore {
             records: Arc::new(run.iter().map(|(_, r)| r.clone()).collect()),
             known_global_tail: committed.max(last.saturating_add(1)),
             repair: true,
+            from: None,
         });
         self.call(None, env.me, req, REPAIR_TIMEOUT, out);
     }
@@ -2959,6 +2960,7 @@ mod tests {
                 // Read below the known committed tail: committed here too.
                 known_global_tail: 2,
                 repair: true,
+                from: None,
             })
         );
         assert_eq!(

@@ -85,7 +85,10 @@ impl Inbound<Wire> for Router {
         match msg {
             Wire::Prepare(r) => self.serve(r, reply),
             Wire::Accept(r) => self.serve(r, reply),
-            Wire::Store(r) => self.serve(r, reply),
+            Wire::Store(mut r) => {
+                r.from = Some(from);
+                self.serve(r, reply)
+            }
             Wire::Seal(r) => self.serve(r, reply),
             Wire::GetTail(r) => self.serve(r, reply),
             Wire::GetRecords(r) => self.serve(r, reply),

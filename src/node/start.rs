@@ -299,7 +299,7 @@ impl Node {
         let mut disk_homes: Vec<actix::Arbiter> = vec![log_home];
         // The supervision tree: root → metadata, log, partitions.
         let log_spec = {
-            let (st, tw) = (storage.clone(), tails.clone());
+            let (st, tw, tr) = (storage.clone(), tails.clone(), transport.clone());
             let (n2, st2, dir) = (net.clone(), storage.clone(), local.sequencers.clone());
             let (n3, m3, lc, s3) = (net.clone(), meta.clone(), log_config.clone(), seals.clone());
             SupervisorSpec::new("log")
@@ -307,7 +307,12 @@ impl Node {
                     "log-server",
                     local.log_server.clone(),
                     log_home_handle.clone(),
-                    move |_cx| LogServer::new(me, st.clone(), tw.clone()),
+                    move |_cx| {
+                        let tr = tr.clone();
+                        LogServer::new(me, st.clone(), tw.clone()).reporting_commits_to(Arc::new(
+                            move |node, c| tr.commit_progress(node, c.waits, c.slow, c.stuck),
+                        ))
+                    },
                 ))
                 .child(ChildSpec::actor(
                     "sequencers",

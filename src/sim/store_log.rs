@@ -379,6 +379,7 @@ mod tests {
                     records: Arc::new(vec![rec(first)]),
                     known_global_tail: first,
                     repair: false,
+                    from: None,
                 });
                 let effects = core.handle(
                     &env,

@@ -4,18 +4,29 @@
 //! The failure detector (`peer.rs`) answers "is there a live connection?".
 //! A link that loses 30% of its packets stays connected, yet every call over
 //! it is slow or times out. [`HealthCore`] scores each peer from periodic
-//! [`PeerSample`]s (the QUIC path's packets sent and lost and its RTT, and
-//! how many of this node's calls to the peer were answered or timed out),
-//! with hysteresis:
+//! [`PeerSample`]s (the QUIC path's packets sent and lost and its RTT, how
+//! many of this node's calls to the peer were answered or timed out, and how
+//! long records this node stored waited for the commit of the peer's
+//! sequencer), with hysteresis:
 //!
 //! - H1. A sample is *bad* when the link lost at least `max_loss` of the
 //!   packets sent since the last sample (at least `min_packets` of them), or
 //!   at least `max_timeouts` of the calls that ended (at least `min_calls`)
 //!   timed out, or its RTT is at least `rtt_factor` times the best RTT
-//!   among this node's peers and at least `min_rtt`. Packets and calls
-//!   are counted from the last sample that judged them, so a quiet link is
-//!   judged once it has carried enough; until then a sample is neither bad
-//!   nor good and the streak stays as it is.
+//!   among this node's peers and at least `min_rtt`, or the commits of the
+//!   peer's sequencer lag (the peer's link may be fine while the node is
+//!   too slow to sequence; `log_server::commit_watch`): at least
+//!   `max_slow_commits` of the records stored here for it waited
+//!   `SLOW_COMMIT` or more for their commit, or its loglets were stuck
+//!   (a record waiting longer than that) for at least `max_stuck` of the
+//!   time since commits were last judged. Packets, calls and commits are
+//!   counted from the last sample that judged them, so a quiet link is
+//!   judged once it has carried enough (commits: once a wait ended or was
+//!   stuck); until then a sample is neither bad nor good and the streak
+//!   stays as it is. A sequencer that lags commits little, so between two
+//!   judgements of its commits a bad verdict holds the sample at neither
+//!   (for at most `commit_memory`): a link's good packets alone do not
+//!   break the streak.
 //! - H2. A healthy peer becomes degraded after `enter_after` bad samples in
 //!   a row; a degraded peer becomes healthy after `leave_after` good
 //!   samples in a row (more than `enter_after`, so a flickering link stays
@@ -26,6 +37,7 @@
 //! - H4. RTT is judged against the best peer, so when every link is
 //!   equally slow no peer is degraded by RTT alone.
 
+use crate::actors::log_server::commit_watch::SLOW_COMMIT;
 use crate::types::NodeId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -45,6 +57,13 @@ pub struct HealthConfig {
     pub max_timeouts: f64,
     /// Fewer ended calls than this say nothing about timeouts.
     pub min_calls: u64,
+    /// A share of slow commit waits at or above this is bad.
+    pub max_slow_commits: f64,
+    /// A share of time stuck at or above this is bad.
+    pub max_stuck: f64,
+    /// How long a bad verdict on commits holds samples that cannot judge
+    /// commits at neither bad nor good.
+    pub commit_memory: Duration,
     /// An RTT this many times the best peer's is bad...
     pub rtt_factor: f64,
     /// ...if it is also at least this long.
@@ -62,6 +81,9 @@ impl Default for HealthConfig {
             min_packets: 20,
             max_timeouts: 0.2,
             min_calls: 5,
+            max_slow_commits: 0.5,
+            max_stuck: 0.3,
+            commit_memory: Duration::from_secs(2),
             rtt_factor: 5.0,
             min_rtt: Duration::from_millis(50),
             enter_after: 3,
@@ -85,6 +107,14 @@ pub struct PeerSample {
     pub calls_answered: u64,
     /// This node's calls to the peer that timed out, since start.
     pub calls_timed_out: u64,
+    /// Commit waits on the peer's sequencer that ended on this node's
+    /// log-server, since start.
+    pub commit_waits: u64,
+    /// Of those, the ones that took `SLOW_COMMIT` or more.
+    pub commit_slow: u64,
+    /// How long the loglets of the peer's sequencer were stuck on this
+    /// node's log-server, since start.
+    pub commit_stuck: Duration,
 }
 
 /// A peer's health as status, the metrics and the logs show it.
@@ -100,6 +130,10 @@ pub struct PeerHealth {
     pub loss: f64,
     /// The share of calls that timed out over the last sample that could.
     pub timeouts: f64,
+    /// The share of time the loglets of the peer's sequencer were stuck on
+    /// this node, over the last sample that could judge it.
+    #[serde(default)]
+    pub commit_stuck: f64,
 }
 
 /// A change of a peer's health, for the logs.
@@ -131,6 +165,14 @@ struct Score {
     loss: f64,
     /// The last judged timeout share.
     timeouts: f64,
+    /// The last judged share of time stuck.
+    commit_stuck: f64,
+    /// When commits were last judged (H1 divides stuck time by the time
+    /// since).
+    commits_at: Instant,
+    /// Why commits were judged bad last time, if they were (held until
+    /// they are judged again, for at most `commit_memory`).
+    commit_why: Option<String>,
 }
 
 /// Every peer's score.
@@ -181,8 +223,11 @@ impl HealthCore {
                 why: None,
                 loss: 0.0,
                 timeouts: 0.0,
+                commit_stuck: 0.0,
+                commits_at: now,
+                commit_why: None,
             });
-            let verdict = judge(&self.config, score, &sample, best_rtt);
+            let verdict = judge(&self.config, now, score, &sample, best_rtt);
             let (bad, why) = match verdict {
                 Verdict::Unknown => continue,
                 Verdict::Bad(why) => (true, why),
@@ -234,6 +279,7 @@ impl HealthCore {
                 why: s.why.clone(),
                 loss: s.loss,
                 timeouts: s.timeouts,
+                commit_stuck: s.commit_stuck,
             },
             None => PeerHealth {
                 healthy: true,
@@ -241,6 +287,7 @@ impl HealthCore {
                 why: None,
                 loss: 0.0,
                 timeouts: 0.0,
+                commit_stuck: 0.0,
             },
         }
     }
@@ -249,6 +296,7 @@ impl HealthCore {
 /// H1, H3: what `sample` says next to the previous one.
 fn judge(
     config: &HealthConfig,
+    now: Instant,
     score: &mut Score,
     sample: &PeerSample,
     best_rtt: Option<Duration>,
@@ -302,6 +350,43 @@ fn judge(
                 answered + timed_out
             ));
         }
+    }
+    let waits = sample.commit_waits.saturating_sub(score.base.commit_waits);
+    let slow = sample.commit_slow.saturating_sub(score.base.commit_slow);
+    let stuck = sample.commit_stuck.saturating_sub(score.base.commit_stuck);
+    let over = now.saturating_duration_since(score.commits_at);
+    let mut held = false;
+    if (waits > 0 || !stuck.is_zero()) && !over.is_zero() {
+        judged = true;
+        score.base.commit_waits = sample.commit_waits;
+        score.base.commit_slow = sample.commit_slow;
+        score.base.commit_stuck = sample.commit_stuck;
+        score.commits_at = now;
+        score.commit_stuck = (stuck.as_secs_f64() / over.as_secs_f64()).min(1.0);
+        let mut why = Vec::new();
+        if waits > 0 && slow as f64 / waits as f64 >= config.max_slow_commits {
+            why.push(format!(
+                "{slow} of {waits} commits of its sequencer took {} ms or more",
+                SLOW_COMMIT.as_millis()
+            ));
+        }
+        if score.commit_stuck >= config.max_stuck {
+            why.push(format!(
+                "its sequencer's commits were stuck {} ms of the last {} ms",
+                stuck.as_millis(),
+                over.as_millis()
+            ));
+        }
+        score.commit_why = (!why.is_empty()).then(|| why.join(", "));
+        bad.extend(why);
+    } else if score.commit_why.is_some() {
+        held = over <= config.commit_memory;
+        if !held {
+            score.commit_why = None;
+        }
+    }
+    if held && bad.is_empty() {
+        return Verdict::Unknown;
     }
     match (judged, bad.is_empty()) {
         (false, _) => Verdict::Unknown,
@@ -432,6 +517,104 @@ mod tests {
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].peer, n(2));
         assert_eq!(changes[0].why, "4 of 10 calls timed out");
+    }
+
+    #[test]
+    fn h1_a_sequencer_whose_commits_are_stuck_is_bad_on_a_lossless_fast_link() {
+        let mut l = Links::new();
+        let mut changes = Vec::new();
+        // N2's link loses nothing and its RTT is the best, but records
+        // stored for its sequencer were stuck 200 ms of every 500 (after a
+        // first sample, which starts the score).
+        l.step(n(3), 100, 0);
+        for _ in 0..3 {
+            let t = l.totals.get_mut(&n(2)).unwrap();
+            t.commit_waits += 40;
+            t.commit_slow += 4;
+            t.commit_stuck += Duration::from_millis(200);
+            changes = l.step(n(3), 100, 0);
+        }
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(changes[0].peer, n(2));
+        assert_eq!(
+            changes[0].why,
+            "its sequencer's commits were stuck 200 ms of the last 500 ms"
+        );
+        assert!((l.core.health(n(2), l.now).commit_stuck - 0.4).abs() < 1e-9);
+    }
+
+    #[test]
+    fn h1_an_overloaded_sequencer_committing_little_and_late_is_bad_between_its_commits() {
+        let mut l = Links::new();
+        l.step(n(3), 100, 0);
+        let mut changes = Vec::new();
+        // N2 commits one record a second, each 200 ms after it was stored:
+        // the samples between are held, the lossless link does not reset
+        // the streak.
+        for i in 0..6 {
+            if i % 2 == 0 {
+                let t = l.totals.get_mut(&n(2)).unwrap();
+                t.commit_waits += 1;
+                t.commit_slow += 1;
+                t.commit_stuck += Duration::from_millis(100);
+            }
+            changes.extend(l.step(n(3), 100, 0));
+        }
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(
+            changes[0].why,
+            "1 of 1 commits of its sequencer took 100 ms or more"
+        );
+        // It moves away and is never waited on again: the verdict lapses
+        // and good samples bring it back.
+        for _ in 0..10 {
+            changes = l.step(n(3), 100, 0);
+            if !changes.is_empty() {
+                break;
+            }
+        }
+        assert!(changes.len() == 1 && changes[0].healthy, "{changes:?}");
+    }
+
+    #[test]
+    fn h1_one_slow_commit_then_quick_ones_or_silence_degrade_nobody() {
+        let mut l = Links::new();
+        l.step(n(3), 100, 0);
+        for i in 0..12 {
+            let t = l.totals.get_mut(&n(2)).unwrap();
+            if i == 0 {
+                t.commit_waits += 1;
+                t.commit_slow += 1;
+            } else if i == 8 {
+                t.commit_waits += 10;
+            }
+            assert!(l.step(n(3), 100, 0).is_empty());
+        }
+        assert!(l.core.is_healthy(n(2)));
+    }
+
+    #[test]
+    fn h1_short_stalls_and_quiet_sequencers_leave_a_peer_healthy() {
+        let mut l = Links::new();
+        for i in 0..20 {
+            // N2: stuck 100 ms once a second (a short stall): 20% of a
+            // sample at worst, below the share.
+            let t = l.totals.get_mut(&n(2)).unwrap();
+            t.commit_waits += 40;
+            if i % 2 == 0 {
+                t.commit_stuck += Duration::from_millis(100);
+            }
+            // N3 sequences nothing: its commits are never judged.
+            assert!(l.step(n(3), 100, 0).is_empty());
+        }
+        assert!(l.core.is_healthy(n(2)) && l.core.is_healthy(n(3)));
+        // A rare wait after a long quiet stretch is judged over all of it.
+        let t = l.totals.get_mut(&n(3)).unwrap();
+        t.commit_waits += 1;
+        t.commit_stuck += Duration::from_millis(400);
+        l.step(n(3), 100, 0);
+        let h = l.core.health(n(3), l.now);
+        assert!(h.commit_stuck > 0.0 && h.commit_stuck < 0.1, "{h:?}");
     }
 
     #[test]

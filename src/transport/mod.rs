@@ -363,6 +363,15 @@ impl<M: WireMessage> Transport<M> {
                 .is_healthy(node)
     }
 
+    /// Counts commit progress of `node`'s sequencer as this node's
+    /// log-server saw it: `waits` ended, `slow` of them slow, its loglets
+    /// `stuck` for so long (see [`health`], H1).
+    pub fn commit_progress(&self, node: NodeId, waits: u64, slow: u64, stuck: Duration) {
+        if let Some(peer) = self.shared.peers.get(&node) {
+            peer.commit_progress(waits, slow, stuck);
+        }
+    }
+
     /// Failure-detector changes: the receiver sees every peer's latest state.
     pub fn watch_peers(&self) -> watch::Receiver<PeerStates> {
         self.shared.states.subscribe()

@@ -150,6 +150,14 @@ pub(crate) struct Peer<M> {
     calls_answered: AtomicU64,
     /// This node's requests to the peer that timed out (health).
     calls_timed_out: AtomicU64,
+    /// Commit waits on the peer's sequencer that ended on this node's
+    /// log-server (health; reported by the log-server, kept here so they
+    /// outlive it).
+    commit_waits: AtomicU64,
+    /// Of those, the ones that took `SLOW_COMMIT` or more.
+    commit_slow: AtomicU64,
+    /// Time, in µs, the loglets of the peer's sequencer were stuck here.
+    commit_stuck_us: AtomicU64,
 }
 
 struct Link<M> {
@@ -172,6 +180,9 @@ impl<M> Peer<M> {
             }),
             calls_answered: AtomicU64::new(0),
             calls_timed_out: AtomicU64::new(0),
+            commit_waits: AtomicU64::new(0),
+            commit_slow: AtomicU64::new(0),
+            commit_stuck_us: AtomicU64::new(0),
         }
     }
 
@@ -184,6 +195,14 @@ impl<M> Peer<M> {
             &self.calls_timed_out
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts commit progress of the peer's sequencer for the health score.
+    pub fn commit_progress(&self, waits: u64, slow: u64, stuck: std::time::Duration) {
+        self.commit_waits.fetch_add(waits, Ordering::Relaxed);
+        self.commit_slow.fetch_add(slow, Ordering::Relaxed);
+        let us = u64::try_from(stuck.as_micros()).unwrap_or(u64::MAX);
+        self.commit_stuck_us.fetch_add(us, Ordering::Relaxed);
     }
 
     /// The link as the health score reads it now.
@@ -208,6 +227,11 @@ impl<M> Peer<M> {
             lost_packets: lost,
             calls_answered: self.calls_answered.load(Ordering::Relaxed),
             calls_timed_out: self.calls_timed_out.load(Ordering::Relaxed),
+            commit_waits: self.commit_waits.load(Ordering::Relaxed),
+            commit_slow: self.commit_slow.load(Ordering::Relaxed),
+            commit_stuck: std::time::Duration::from_micros(
+                self.commit_stuck_us.load(Ordering::Relaxed),
+            ),
         }
     }
 

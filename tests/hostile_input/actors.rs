@@ -150,6 +150,8 @@ fn ls_episode(g: &mut Gen, e: u64) -> Vec<Wire> {
                         records: Arc::new(records),
                         known_global_tail: ls_offset(g),
                         repair: g.one_in(4),
+                        // Whatever the router says the sender was.
+                        from: Some(NodeId(g.usize(0, 5) as u32)),
                     })
                 }
                 8 => Wire::Seal(Seal { loglet }),

@@ -238,6 +238,7 @@ fn node_status(g: &mut Gen) -> NodeStatus {
                 why: Some("lost 30 of 100 packets".into()),
                 loss: 0.3,
                 timeouts: 0.0,
+                commit_stuck: 0.5,
             }),
         }],
         partitions: vec![PartitionView {
@@ -337,6 +338,8 @@ pub fn wire(g: &mut Gen, k: u64) -> Wire {
             records: Arc::new(records(g, 6)),
             known_global_tail: g.range(0, 1000),
             repair: g.bool(),
+            // Never on the wire: the receiving node sets it.
+            from: None,
         }),
         5 => Wire::StoreResult(match g.below(3) {
             0 => StoreReply::Stored {

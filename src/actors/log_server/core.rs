@@ -23,12 +23,17 @@
 //!   so does one that lost a whole loglet with its disk (`lost`, set by a
 //!   rejoin's fence), which also refuses every normal store of it;
 //! - **local readers follow the tail**: [`Effect::Tail`] whenever what a
-//!   loglet's tail info says changes (and when a loglet is first loaded).
+//!   loglet's tail info says changes (and when a loglet is first loaded);
+//! - **commit progress is watched**, for the health score only (no rule
+//!   here depends on it): how long records stored for a peer's sequencer
+//!   wait for their commit ([`super::commit_watch`],
+//!   [`LogServerCore::judge_commits`]).
 //!
 //! The core keeps no truth of its own: a new core re-derives each loglet's
 //! state from the store on first use. A storage error is answered as an
 //! error, never read as absence.
 
+use super::commit_watch::{CommitCounts, CommitWatch, SLOW_COMMIT};
 use super::messages::{
     GetRecords, GetTail, LogServerError, RecordsReply, Release, Seal, Store, StoreReply, TailInfo,
     Trim, MAX_STORE_BYTES, MAX_STORE_RECORDS,
@@ -196,11 +201,16 @@ pub struct LogServerCore<S> {
     /// Loglets used since this core started, loaded from the store on first
     /// use.
     loglets: BTreeMap<LogletId, Loglet>,
+    /// How long stored records wait here for their commit, by sequencer's
+    /// node (the health score's commit-progress signal; no rule of this
+    /// core depends on it).
+    commits: CommitWatch,
 }
 
 impl<S: LogServerStore> LogServerCore<S> {
     pub fn new(config: LogServerConfig, store: S) -> Self {
         LogServerCore {
+            commits: CommitWatch::new(config.node, SLOW_COMMIT),
             config,
             store,
             loglets: BTreeMap::new(),
@@ -218,10 +228,19 @@ impl<S: LogServerStore> LogServerCore<S> {
     }
 
     /// The one entry point.
-    pub fn handle(&mut self, _env: &Env, input: Input) -> Vec<Effect> {
+    pub fn handle(&mut self, env: &Env, input: Input) -> Vec<Effect> {
         let mut effects = Vec::new();
         match input {
-            Input::Request { token, req, .. } => {
+            Input::Request { from, token, req } => {
+                // A normal store of records starts a commit wait (C1) once
+                // it is stored.
+                let watched = match &req {
+                    Request::Store(m) if !m.repair && !m.records.is_empty() => {
+                        Some(m.first.saturating_add(m.records.len() as Offset))
+                    }
+                    _ => None,
+                };
+                let sealing = matches!(req, Request::Seal(_));
                 let (loglet, (sync, resp)) = match req {
                     Request::Store(m) => (m.loglet, self.on_store(m, &mut effects)),
                     Request::Seal(m) => (m.loglet, self.on_seal(m, &mut effects)),
@@ -229,6 +248,19 @@ impl<S: LogServerStore> LogServerCore<S> {
                     Request::GetRecords(m) => (m.loglet, self.on_get_records(m, &mut effects)),
                     Request::Trim(m) => (m.loglet, self.on_trim(m, &mut effects)),
                 };
+                if let Some(committed) =
+                    self.loglets.get(&loglet).map(|l| l.state.known_global_tail)
+                {
+                    if sealing {
+                        self.commits.sealed(env.now, loglet);
+                    }
+                    if let (Some(end), Response::Store(StoreReply::Stored { .. })) =
+                        (watched, &resp)
+                    {
+                        self.commits.stored(env.now, from, loglet, end, committed);
+                    }
+                    self.commits.committed(env.now, loglet, committed);
+                }
                 self.publish(loglet, &mut effects);
                 effects.push(match sync {
                     Some(lane) => Effect::RespondAfterSync { lane, token, resp },
@@ -240,6 +272,8 @@ impl<S: LogServerStore> LogServerCore<S> {
                     if m.global_tail > loglet.state.known_global_tail {
                         loglet.state.known_global_tail = m.global_tail;
                     }
+                    let committed = loglet.state.known_global_tail;
+                    self.commits.committed(env.now, m.loglet, committed);
                 }
                 self.publish(m.loglet, &mut effects);
             }
@@ -265,6 +299,16 @@ impl<S: LogServerStore> LogServerCore<S> {
         info!(node = %self.config.node, loglet = %id, "lost loglet re-replicated: counted again");
         self.publish(id, &mut effects);
         Ok((true, effects))
+    }
+
+    /// The commit waits judged since the last call, by sequencer's node,
+    /// with every open wait's stuck time counted up to `now` (see
+    /// [`commit_watch`]).
+    /// The host asks periodically and hands the counts to the health score.
+    ///
+    /// [`commit_watch`]: super::commit_watch
+    pub fn judge_commits(&mut self, now: Instant) -> BTreeMap<NodeId, CommitCounts> {
+        self.commits.judge(now)
     }
 
     /// A log-server has no timers.
@@ -600,6 +644,7 @@ mod tests {
             records: recs(n),
             known_global_tail,
             repair,
+            from: None,
         })
     }
 
@@ -649,6 +694,65 @@ mod tests {
     }
 
     #[test]
+    fn commit_waits_on_a_peers_sequencer_are_judged_by_the_release_and_a_seal_ends_them() {
+        let mut c = core();
+        let t = Instant::now();
+        let ms = std::time::Duration::from_millis;
+        let at = |n: u64| Env {
+            now: t + ms(n),
+            ..env()
+        };
+        let from_n2 = |token, req| Input::Request {
+            from: NodeId(2),
+            token: Token(token),
+            req,
+        };
+        // Records 0..3 committed 5 ms after the store, 3..6 (piggybacked on
+        // the next store) 300 ms after theirs: stuck for 200 ms.
+        c.handle(&at(0), from_n2(1, store_msg(0, 3, 0, false)));
+        let release = |global_tail| {
+            Input::Release(Release {
+                loglet: L,
+                global_tail,
+            })
+        };
+        c.handle(&at(5), release(3));
+        c.handle(&at(10), from_n2(2, store_msg(3, 3, 3, false)));
+        c.handle(&at(310), from_n2(3, store_msg(6, 3, 6, false)));
+        let counts = c.judge_commits(t + ms(310));
+        assert_eq!(
+            counts.get(&NodeId(2)),
+            Some(&CommitCounts {
+                waits: 2,
+                slow: 1,
+                stuck: ms(200)
+            })
+        );
+        // A repair and this node's own stores start no wait; 6..9 waits
+        // until the seal ends it 150 ms later.
+        c.handle(
+            &at(320),
+            Input::Request {
+                from: NodeId(1),
+                token: Token(4),
+                req: store_msg(9, 3, 6, false),
+            },
+        );
+        c.handle(&at(330), from_n2(5, store_msg(12, 3, 6, true)));
+        c.handle(&at(460), from_n2(6, Request::Seal(Seal { loglet: L })));
+        let counts = c.judge_commits(t + ms(5000));
+        assert_eq!(
+            counts.get(&NodeId(2)),
+            Some(&CommitCounts {
+                waits: 1,
+                slow: 1,
+                stuck: ms(50)
+            })
+        );
+        assert!(!counts.contains_key(&NodeId(1)));
+    }
+
+    #[test]
     fn a_store_is_acknowledged_after_its_records_sync() {
         let mut c = core();
         let effects = ask(&mut c, 1, store_msg(0, 3, 0, false));
@@ -693,6 +797,7 @@ mod tests {
             records: Arc::new(vec![Record(Vec::new()); MAX_STORE_RECORDS + 1]),
             known_global_tail: 0,
             repair: false,
+            from: None,
         });
         assert_eq!(
             ask(&mut c, 1, big),
@@ -710,6 +815,7 @@ mod tests {
             records: Arc::new(vec![Record(vec![0; MAX_STORE_BYTES + 1])]),
             known_global_tail: 0,
             repair: false,
+            from: None,
         });
         assert!(matches!(
             answer(&ask(&mut c, 2, heavy)),

@@ -2,7 +2,7 @@
 //! types, serialized).
 
 use crate::log::Record;
-use crate::types::{LogletId, Offset};
+use crate::types::{LogletId, NodeId, Offset};
 use actix::Message;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -46,6 +46,11 @@ pub struct Store {
     pub known_global_tail: Offset,
     /// A sealer's tail repair: accepted even when sealed.
     pub repair: bool,
+    /// The peer that sent the store, set by the receiving node from the
+    /// authenticated connection, never read off the wire (`None`: sent by
+    /// this node). Only the commit-progress watch uses it.
+    #[serde(skip)]
+    pub from: Option<NodeId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,6 +11,7 @@
 //! The actor keeps no truth of its own: a new incarnation builds a new core,
 //! which re-derives each loglet's state from storage on first use.
 
+pub mod commit_watch;
 pub mod core;
 pub mod messages;
 mod store;
@@ -19,13 +20,16 @@ mod tail_watch;
 pub use messages::*;
 pub use tail_watch::TailWatch;
 
+use self::commit_watch::CommitCounts;
 use self::core::{Effect, Input, Lane, LogServerConfig, LogServerCore, Request, Response, Token};
 use crate::actors::bugs::BugSet;
 use crate::actors::env::Env;
 use crate::storage::{LogStore, Storage};
+use crate::transport::health::SAMPLE_EVERY;
 use crate::types::{LogletId, NodeId};
 use actix::prelude::*;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Instant;
 use tracing::info;
 
@@ -40,7 +44,14 @@ pub struct LogServer {
     core: LogServerCore<LogStore>,
     /// The next request token (answers are matched to requests by it).
     next_token: u64,
+    /// Where the commit waits the core judged go (the transport's health
+    /// score, in a node); `None`: nowhere.
+    commit_sink: Option<CommitSink>,
 }
+
+/// Takes the commit waits judged on one node's sequencer (see
+/// [`commit_watch`]).
+pub type CommitSink = Arc<dyn Fn(NodeId, CommitCounts) + Send + Sync>;
 
 impl LogServer {
     pub fn new(node: NodeId, storage: Storage, tails: TailWatch) -> Self {
@@ -54,6 +65,24 @@ impl LogServer {
             storage,
             tails,
             next_token: 0,
+            commit_sink: None,
+        }
+    }
+
+    /// Hands the commit waits the core judges to `sink`, every
+    /// [`SAMPLE_EVERY`] (the health score's period).
+    pub fn reporting_commits_to(mut self, sink: CommitSink) -> Self {
+        self.commit_sink = Some(sink);
+        self
+    }
+
+    /// Judges the commit waits due and reports what was judged.
+    fn report_commits(&mut self) {
+        let counts = self.core.judge_commits(Instant::now());
+        if let Some(sink) = &self.commit_sink {
+            for (node, c) in counts {
+                sink(node, c);
+            }
         }
     }
 
@@ -89,17 +118,14 @@ impl LogServer {
     /// response (`fallback` if the core gave none of that kind).
     fn serve<T: 'static>(
         &mut self,
+        from: NodeId,
         req: Request,
         pick: fn(Response) -> Option<T>,
         fallback: fn() -> T,
     ) -> actix::Response<T> {
         let token = Token(self.next_token);
         self.next_token = self.next_token.wrapping_add(1);
-        let answer = self.run(Input::Request {
-            from: self.node,
-            token,
-            req,
-        });
+        let answer = self.run(Input::Request { from, token, req });
         match answer {
             Some(Answer::Now(resp)) => actix::Response::reply(pick(resp).unwrap_or_else(fallback)),
             Some(Answer::AfterSync(lane, resp)) => {
@@ -136,6 +162,7 @@ impl Actor for LogServer {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
+        ctx.run_interval(SAMPLE_EVERY, |act, _| act.report_commits());
         info!(node = %self.node, "log-server started");
     }
 }
@@ -144,7 +171,9 @@ impl Handler<Store> for LogServer {
     type Result = actix::Response<StoreReply>;
 
     fn handle(&mut self, msg: Store, _: &mut Self::Context) -> Self::Result {
+        let from = msg.from.unwrap_or(self.node);
         self.serve(
+            from,
             Request::Store(msg),
             |r| match r {
                 Response::Store(r) => Some(r),
@@ -160,6 +189,7 @@ impl Handler<Seal> for LogServer {
 
     fn handle(&mut self, msg: Seal, _: &mut Self::Context) -> Self::Result {
         self.serve(
+            self.node,
             Request::Seal(msg),
             |r| match r {
                 Response::Seal(r) => Some(r),
@@ -175,6 +205,7 @@ impl Handler<GetTail> for LogServer {
 
     fn handle(&mut self, msg: GetTail, _: &mut Self::Context) -> Self::Result {
         self.serve(
+            self.node,
             Request::GetTail(msg),
             |r| match r {
                 Response::GetTail(r) => Some(r),
@@ -190,6 +221,7 @@ impl Handler<GetRecords> for LogServer {
 
     fn handle(&mut self, msg: GetRecords, _: &mut Self::Context) -> Self::Result {
         self.serve(
+            self.node,
             Request::GetRecords(msg),
             |r| match r {
                 Response::GetRecords(r) => Some(r),
@@ -205,6 +237,7 @@ impl Handler<Trim> for LogServer {
 
     fn handle(&mut self, msg: Trim, _: &mut Self::Context) -> Self::Result {
         self.serve(
+            self.node,
             Request::Trim(msg),
             |r| match r {
                 Response::Trim(r) => Some(r),

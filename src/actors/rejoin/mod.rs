@@ -333,6 +333,7 @@ impl Rejoiner {
                         records: Arc::new(records),
                         known_global_tail: 0,
                         repair: true,
+                        from: None,
                     };
                     let call = async move {
                         let server =

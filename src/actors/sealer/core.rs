@@ -828,6 +828,7 @@ impl SealJob {
                 records: r.chunk_records.clone(),
                 known_global_tail: r.global,
                 repair: true,
+                from: None,
             });
             let call = self.call(env, to, req, out);
             r.pending.insert(call, to);
@@ -1748,6 +1749,7 @@ mod tests {
             records: Arc::new(vec![rec(2), rec(3)]),
             known_global_tail: 2,
             repair: true,
+            from: None,
         });
         let to: Vec<(NodeId, Request)> = calls(&out).into_iter().map(|(t, _, r)| (t, r)).collect();
         assert_eq!(

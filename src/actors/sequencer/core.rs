@@ -712,6 +712,7 @@ impl<T> SequencerCore<T> {
                 records: batch.records.clone(),
                 known_global_tail: self.committed,
                 repair: false,
+                from: None,
             },
             timeout: self.config.tuning.store_timeout,
         });

@@ -401,6 +401,7 @@ impl World {
                     records: Arc::new(records),
                     known_global_tail: 0,
                     repair: true,
+                    from: None,
                 });
                 let origin = Origin::Rejoin(RejoinCall::Store { loglet });
                 self.node_call(n, inc, origin, me, Req::Log(req), CALL_TIMEOUT);
