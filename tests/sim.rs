@@ -214,3 +214,64 @@ fn the_gray_seeds_pass() {
     assert!(slow > 100, "40 seeds delayed only {slow} syncs");
     assert!(stalled > 100, "40 seeds held back only {stalled} events");
 }
+
+/// A schedule that overloads N1 (partition 0's preferred leader: it
+/// handles every event `delay` late) from 3 s to 9 s, then heals at 11 s.
+fn overloading_n1(delay: u64) -> keel::sim::faults::Schedule {
+    use keel::sim::faults::{Fault, Schedule};
+    use keel::types::NodeId;
+    use std::time::Duration;
+    let overload = |ms| Fault::Overload {
+        node: NodeId(1),
+        delay: Duration::from_millis(ms),
+    };
+    let healed_at = Duration::from_secs(11);
+    let events = vec![
+        (Duration::from_secs(3), overload(delay)),
+        (Duration::from_secs(9), overload(0)),
+        (healed_at, Fault::HealAll),
+    ];
+    Schedule { events, healed_at }
+}
+
+/// An overloaded leader (every event handled 200 ms late): its links stay
+/// up (the simulated detector never suspects it), but the records its
+/// peers store for its sequencer wait for their commit, so its peers score
+/// it degraded from commit progress alone (the simulated health score has
+/// no link statistics) and a healthy node takes partition 0 over. A node
+/// 20 ms late degrades nobody.
+#[test]
+fn an_overloaded_leader_is_scored_degraded_by_its_commits_and_replaced() {
+    let config = |delay| SimConfig {
+        schedule: Some(overloading_n1(delay)),
+        ..SimConfig::default()
+    };
+    let heavy = run(1, &config(200));
+    assert!(heavy.passed(), "{}", describe(&heavy));
+    assert!(heavy.gray.1 > 100, "N1 really was late: {:?}", heavy.gray);
+    let degraded = heavy.degradations.get(&1).copied().unwrap_or(0);
+    assert!(
+        degraded >= 2,
+        "N1 scored degraded {degraded} times: {:?}",
+        heavy.degradations
+    );
+    let p0_leaders: std::collections::BTreeSet<u32> = heavy
+        .elected
+        .iter()
+        .filter(|((p, _), _)| *p == 0)
+        .flat_map(|(_, nodes)| nodes.iter().copied())
+        .collect();
+    assert!(
+        p0_leaders.contains(&1),
+        "N1 led partition 0 first: {p0_leaders:?}"
+    );
+    assert!(
+        p0_leaders.iter().any(|n| *n != 1),
+        "partition 0 moved off N1: {:?}",
+        heavy.elected
+    );
+    let light = run(1, &config(20));
+    assert!(light.passed(), "{}", describe(&light));
+    assert!(light.gray.1 > 100, "N1 really was late: {:?}", light.gray);
+    assert_eq!(light.degradations.get(&1), None, "{:?}", light.degradations);
+}

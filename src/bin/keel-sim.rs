@@ -111,13 +111,14 @@ fn main() {
         }
         let real = started.elapsed();
         println!(
-            "seed {seed}: {} events, {:?} simulated in {real:?} ({:.0}x), ops ok/fail/info {:?}, disks lost/rejoined {:?}, syncs slowed/events stalled {:?}",
+            "seed {seed}: {} events, {:?} simulated in {real:?} ({:.0}x), ops ok/fail/info {:?}, disks lost/rejoined {:?}, syncs slowed/events stalled {:?}, peers degraded {}",
             r.events,
             r.simulated,
             r.simulated.as_secs_f64() / real.as_secs_f64().max(1e-9),
             r.ops,
             r.wipes,
-            r.gray
+            r.gray,
+            r.degradations.values().sum::<u64>()
         );
         if r.passed() {
             println!("passed");

@@ -47,6 +47,10 @@ pub enum Fault {
     /// `node` handles nothing for `length` (a stalled runtime: messages,
     /// timers and sync completions wait and are handled late, in order).
     Stall { node: NodeId, length: Duration },
+    /// `node` handles every event `delay` late, in order (an overloaded
+    /// host: its links and its peers are fine, its work waits; zero: on
+    /// time again).
+    Overload { node: NodeId, delay: Duration },
     /// Every link whole again (nodes stay as they are).
     HealLinks,
     /// Every link whole, every node up, every disk fast: the last fault
@@ -162,6 +166,21 @@ impl Schedule {
                 9 => {
                     // Stalls of tens to hundreds of milliseconds, one per
                     // period, for the window.
+                    // One window in three, the node is overloaded
+                    // instead: everything it does happens 50-300 ms late.
+                    if rng.gen_bool(1.0 / 3.0) {
+                        let delay = Duration::from_millis(rng.gen_range(50..=300));
+                        events.push((t, Fault::Overload { node: a, delay }));
+                        events.push((
+                            end,
+                            Fault::Overload {
+                                node: a,
+                                delay: Duration::ZERO,
+                            },
+                        ));
+                        t = end + Duration::from_millis(rng.gen_range(100..800));
+                        continue;
+                    }
                     let period = Duration::from_millis(rng.gen_range(400..=1000));
                     let mut at = t;
                     while at < end {
@@ -216,7 +235,12 @@ mod tests {
             };
             Schedule::draw(&config, &nodes, &mut StdRng::seed_from_u64(seed)).events
         };
-        let gray = |f: &Fault| matches!(f, Fault::SlowDisk { .. } | Fault::Stall { .. });
+        let gray = |f: &Fault| {
+            matches!(
+                f,
+                Fault::SlowDisk { .. } | Fault::Stall { .. } | Fault::Overload { .. }
+            )
+        };
         let plain: Vec<_> = (0..50).flat_map(|s| draw(s, false)).collect();
         assert!(!plain.iter().any(|(_, f)| gray(f)));
         let with: Vec<_> = (0..50).flat_map(|s| draw(s, true)).collect();
@@ -232,6 +256,15 @@ mod tests {
             .iter()
             .filter(|(_, f)| matches!(f, Fault::SlowDisk { delay, .. } if delay.is_zero()))
             .count();
+        let overloads = |on: bool| {
+            with.iter()
+                .filter(
+                    |(_, f)| matches!(f, Fault::Overload { delay, .. } if delay.is_zero() != on),
+                )
+                .count()
+        };
+        assert!(overloads(true) > 0, "some windows overload a node");
+        assert_eq!(overloads(true), overloads(false), "and every overload ends");
         assert!(
             stalls > 10 && slowed > 3,
             "{stalls} stalls, {slowed} slow disks"

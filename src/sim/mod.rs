@@ -68,6 +68,9 @@ pub struct SimConfig {
     /// runs take snapshots and trim past crashed or cut-off nodes, which
     /// then restore them).
     pub snapshot_every: u64,
+    /// A fixed fault schedule instead of the drawn one (a scenario test);
+    /// the seed still draws everything else.
+    pub schedule: Option<Schedule>,
 }
 
 impl Default for SimConfig {
@@ -83,6 +86,7 @@ impl Default for SimConfig {
             full_trace: false,
             check_every: Duration::from_secs(1),
             snapshot_every: 40,
+            schedule: None,
         }
     }
 }
@@ -106,6 +110,10 @@ pub struct Report {
     pub wipes: (u64, u64),
     /// Syncs a slow disk delayed, and events a stalled node handled late.
     pub gray: (u64, u64),
+    /// Times a node's health score called a peer degraded, by peer.
+    pub degradations: BTreeMap<u32, u64>,
+    /// `(partition, epoch)` → the nodes elected (one, unless broken).
+    pub elected: BTreeMap<(u32, u64), BTreeSet<u32>>,
     /// The trace's hash (equal for equal runs).
     pub trace_hash: u64,
     /// The trace (the last entries, or all of them in a full trace).
@@ -147,7 +155,8 @@ pub fn world(seed: u64, config: &SimConfig) -> World {
         snapshot_every: config.snapshot_every,
         objects: crate::objects::demo::objects(),
     };
-    let schedule = Schedule::draw(&config.faults, &ids, &mut rng);
+    let drawn = Schedule::draw(&config.faults, &ids, &mut rng);
+    let schedule = config.schedule.clone().unwrap_or(drawn);
     let deafen_once = rng
         .gen_bool(0.5)
         .then(|| Duration::from_millis(rng.gen_range(800..3000)));
@@ -187,6 +196,7 @@ pub fn world(seed: u64, config: &SimConfig) -> World {
         strand_until: None,
         slow_disk: vec![Duration::ZERO; ids.len()],
         stalled_until: vec![None; ids.len()],
+        overloaded: vec![Duration::ZERO; ids.len()],
         faults_from: config.faults.start,
     };
     for i in 0..n {
@@ -259,6 +269,8 @@ pub fn run(seed: u64, config: &SimConfig) -> Report {
         ops,
         wipes: (w.observed.wipes, w.observed.rejoins),
         gray: (w.observed.slow_syncs, w.observed.stalled_events),
+        degradations: w.observed.degradations.clone(),
+        elected: w.observed.elected.clone(),
         trace_hash: w.trace.hash(),
         trace: w.trace,
     }

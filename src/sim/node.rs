@@ -21,6 +21,7 @@ use crate::log::calls::MetaOp;
 use crate::log::core::{LogCore, LogCoreConfig, SealId};
 use crate::log::LogConfig;
 use crate::storage::Snapshot;
+use crate::transport::health::{HealthConfig, HealthCore, PeerSample};
 use crate::types::{LogletId, NodeId, PartitionId};
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -114,6 +115,13 @@ pub struct Cores {
     /// While this node rejoins after a lost disk: the fence and the
     /// rejoin's cores (see `world/rejoin.rs`).
     pub rejoin: Option<super::world::SimRejoin>,
+    /// The score of this node's peers, as the transport keeps it in a node
+    /// (from commit progress only: the simulated network keeps no packet
+    /// or RTT statistics, and its calls time out by the schedule).
+    pub health: HealthCore,
+    /// Commit waits judged by this node's log-server, as running totals by
+    /// peer (what the transport's peer counters hold in a node).
+    pub health_totals: BTreeMap<NodeId, PeerSample>,
 }
 
 /// One node of the simulated cluster.
@@ -241,6 +249,8 @@ impl Node {
             serving: BTreeMap::new(),
             wakes: BTreeSet::new(),
             rejoin: None,
+            health: HealthCore::new(HealthConfig::default()),
+            health_totals: BTreeMap::new(),
         });
         self.up = true;
     }

@@ -62,6 +62,7 @@ use crate::log::{chain_key, Chain};
 use crate::node::CallError;
 use crate::sim::disk::Lane;
 use crate::storage::Snapshot;
+use crate::transport::health::{PeerSample, SAMPLE_EVERY};
 use crate::types::{LogId, LogletId, Lsn, NodeId, PartitionId};
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -183,6 +184,10 @@ pub enum Event {
     StrandOver,
     /// The failure detector of `at` re-evaluates `peer`.
     Detect { at: usize, peer: usize },
+    /// Node `node` scores its peers' health (every `SAMPLE_EVERY`).
+    Health { node: usize, inc: u64 },
+    /// An event an overloaded node handles late, now (not delayed again).
+    Late(Box<Event>),
 }
 
 /// Where a message goes.
@@ -264,6 +269,8 @@ pub struct Observed {
     pub stalled_events: u64,
     /// Rejoins that ended.
     pub rejoins: u64,
+    /// Times a node's health score called a peer degraded, by peer.
+    pub degradations: BTreeMap<u32, u64>,
 }
 
 /// The simulated cluster and everything around it.
@@ -321,6 +328,8 @@ pub struct World {
     pub slow_disk: Vec<Duration>,
     /// Until when each node handles nothing (by index; a stall).
     pub stalled_until: Vec<Option<Instant>>,
+    /// How late each node handles every event (zero: on time), by index.
+    pub overloaded: Vec<Duration>,
     /// No fault before this.
     pub faults_from: Duration,
     /// Accepts being served (host token) and the write each carries.
@@ -522,7 +531,8 @@ impl World {
             | Event::Drained { node: n, .. }
             | Event::RestartProcessor { node: n, .. }
             | Event::SealTimeout { node: n, .. }
-            | Event::Detect { at: n, .. } => Some(*n),
+            | Event::Detect { at: n, .. }
+            | Event::Health { node: n, .. } => Some(*n),
             Event::CallTimeout { id } => match self.calls.get(id).map(|c| &c.owner) {
                 Some(Owner::Node { node, .. }) => Some(*node),
                 _ => None,
@@ -533,15 +543,28 @@ impl World {
 
     /// Handles one event.
     pub fn handle(&mut self, event: Event) {
-        // A stalled node handles its events when the stall ends, in order.
+        // A stalled node handles its events when the stall ends, in order;
+        // an overloaded one each of them its delay late, in order.
         if let Some(n) = self.handled_by(&event) {
             if let Some(until) = self.stalled_until[n].filter(|u| *u > self.sched.now()) {
                 self.observed.stalled_events += 1;
                 self.sched.at(until, event);
                 return;
             }
+            if !self.overloaded[n].is_zero() {
+                self.observed.stalled_events += 1;
+                self.sched
+                    .after(self.overloaded[n], Event::Late(Box::new(event)));
+                return;
+            }
         }
+        self.handle_now(event);
+    }
+
+    /// Handles one event now.
+    fn handle_now(&mut self, event: Event) {
         match event {
+            Event::Late(event) => self.handle_now(*event),
             Event::Deliver { to, msg } => self.deliver(to, msg),
             Event::Wake { node, inc } => {
                 if self.alive(node, inc) {
@@ -674,6 +697,12 @@ impl World {
                 self.fault(Fault::HealLinks);
             }
             Event::Detect { at, peer } => self.detect(at, peer),
+            Event::Health { node, inc } => {
+                if self.alive(node, inc) {
+                    self.score_health(node);
+                    self.sched.after(SAMPLE_EVERY, Event::Health { node, inc });
+                }
+            }
         }
     }
 
@@ -2085,6 +2114,10 @@ impl World {
                 let n = self.idx(node);
                 self.slow_disk[n] = delay;
             }
+            Fault::Overload { node, delay } => {
+                let n = self.idx(node);
+                self.overloaded[n] = delay;
+            }
             Fault::Stall { node, length } => {
                 let n = self.idx(node);
                 let until = self.sched.now() + length;
@@ -2094,6 +2127,7 @@ impl World {
             Fault::HealAll => {
                 self.net.heal();
                 self.slow_disk.iter_mut().for_each(|d| *d = Duration::ZERO);
+                self.overloaded.iter_mut().for_each(|d| *d = Duration::ZERO);
                 for n in 0..self.nodes.len() {
                     if !self.nodes[n].up {
                         self.restart(n);
@@ -2120,6 +2154,9 @@ impl World {
         }
         self.links_changed();
         self.trace(n, "start", self.nodes[n].inc);
+        let inc = self.nodes[n].inc;
+        self.sched
+            .after(SAMPLE_EVERY, Event::Health { node: n, inc });
         self.start_rejoin(n);
         // A host ticks the electors and processors once when it starts them.
         for p in 0..self.setup.partitions as usize {
@@ -2161,6 +2198,61 @@ impl World {
                 }
             }
         }
+    }
+
+    /// Node `n`'s health score takes a sample, as the transport's does
+    /// every `SAMPLE_EVERY`: the commit waits its log-server judged since
+    /// the last one; its electors learn which peers are degraded.
+    fn score_health(&mut self, n: usize) {
+        let now = self.sched.now();
+        let me = self.nodes[n].id;
+        let peers: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .map(|x| x.id)
+            .filter(|id| *id != me)
+            .collect();
+        let Some(c) = self.nodes[n].cores.as_mut() else {
+            return;
+        };
+        let counts = c.log_server.judge_commits(now);
+        for p in &peers {
+            let t = c.health_totals.entry(*p).or_insert(PeerSample {
+                generation: Some(1),
+                ..PeerSample::default()
+            });
+            if let Some(k) = counts.get(p) {
+                t.commit_waits += k.waits;
+                t.commit_slow += k.slow;
+                t.commit_stuck += k.stuck;
+            }
+        }
+        let changes = c.health.observe(now, &c.health_totals);
+        let degraded: BTreeSet<NodeId> = peers
+            .iter()
+            .copied()
+            .filter(|p| !c.health.is_healthy(*p))
+            .collect();
+        for change in changes {
+            let what = if change.healthy {
+                "peer-healthy"
+            } else {
+                *self.observed.degradations.entry(change.peer.0).or_default() += 1;
+                "peer-degraded"
+            };
+            self.trace(n, what, change.peer.0 as u64);
+        }
+        // Told every sample, as an elector's tick reads it in a node.
+        for p in 0..self.setup.partitions as usize {
+            self.feed_elector(
+                n,
+                p,
+                ElectorInput::Health {
+                    degraded: degraded.clone(),
+                },
+            );
+        }
+        self.arm(n);
     }
 
     fn detect(&mut self, at: usize, peer: usize) {
