@@ -25,6 +25,21 @@ fn suspicions(rig: &Rig) -> Vec<(u32, u32)> {
     out
 }
 
+/// Every `(observer, peer, why)` where the observer scores the peer's
+/// commits as lagging right now.
+fn commits_lagging(rig: &Rig) -> Vec<(u32, u32, String)> {
+    let mut out = Vec::new();
+    for a in rig.ids() {
+        for p in rig.node(a.0).transport.peers() {
+            let why = p.health.and_then(|h| h.why).unwrap_or_default();
+            if why.contains("commits") {
+                out.push((a.0, p.node.0, why));
+            }
+        }
+    }
+    out
+}
+
 /// Sequential counter adds through `via` until `until`, at most `max`;
 /// returns (acknowledged, sent).
 fn load(base: String, until: Instant, max: u64) -> std::thread::JoinHandle<(u64, u64)> {
@@ -75,9 +90,11 @@ fn a_node_whose_syncs_take_500_ms_is_not_suspected_and_healthy_leaders_stay() {
         .map(|&via| load(rig.http(via), until, 20_000))
         .collect();
     let mut seen = Vec::new();
+    let mut lagging = Vec::new();
     let mut max_epochs = std::collections::BTreeMap::new();
     while Instant::now() < until {
         seen.extend(suspicions(&rig));
+        lagging.extend(commits_lagging(&rig));
         for (p, (_, e)) in leaders(&rig) {
             let m = max_epochs.entry(p).or_insert(e);
             *m = (*m).max(e);
@@ -100,6 +117,9 @@ fn a_node_whose_syncs_take_500_ms_is_not_suspected_and_healthy_leaders_stay() {
     eprintln!("{ok} of {sent} requests acknowledged during the slow disk");
     assert!(ok > 0, "nothing was served during the slow disk");
     assert!(seen.is_empty(), "suspected during a slow disk: {seen:?}");
+    // N3's sequencer commits through the two fast servers: a slow disk is
+    // not a slow sequencer.
+    assert!(lagging.is_empty(), "commits called lagging: {lagging:?}");
     for (p, (leader, epoch)) in &before {
         if *leader != NodeId(slow) {
             assert_eq!(
@@ -315,5 +335,78 @@ fn a_leader_whose_links_lose_30_percent_is_replaced_once_and_healthy_leaders_sta
     for w in writers {
         let (ok, sent) = w.join().unwrap();
         assert!(ok > 0, "{ok} of {sent}");
+    }
+}
+
+/// A leader whose runtime stops 400 ms of every 500 (a starved host) under
+/// load: its links lose nothing and no call times out, but the records its
+/// peers store for its sequencer wait for their commit, so both peers score
+/// it degraded from commit progress, and its partition moves to a healthy
+/// node while the others keep theirs.
+#[test]
+fn a_leader_stalled_most_of_the_time_is_scored_degraded_by_its_commits_and_replaced() {
+    let rig = Rig::builder(3).partitions(3).start().unwrap();
+    wait_for_leaders(&rig, Duration::from_secs(10));
+    rig.wait_connected(Duration::from_secs(10)).unwrap();
+    let before = leaders(&rig);
+    let led_by_n3: Vec<u32> = before
+        .iter()
+        .filter(|(_, (n, _))| *n == NodeId(3))
+        .map(|(p, _)| *p)
+        .collect();
+    assert!(!led_by_n3.is_empty(), "N3 leads a partition: {before:?}");
+    let until = Instant::now() + Duration::from_secs(30);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = [1, 2, 1, 2, 1, 2]
+        .into_iter()
+        .map(|n| load_while(rig.http(n), stop.clone(), until, 50_000))
+        .collect();
+    let pattern = keel::node::stall::StallPattern::new(
+        Duration::from_millis(400),
+        Duration::from_millis(500),
+    )
+    .unwrap();
+    rig.node(3).staller.start(pattern);
+    let healthy = |r: &Rig, at: u32| r.node(at).transport.is_healthy(NodeId(3));
+    let took = rig.wait_for(
+        "both peers score N3 degraded",
+        Duration::from_secs(15),
+        |r| !healthy(r, 1) && !healthy(r, 2),
+    );
+    let lagging = commits_lagging(&rig);
+    let moved = rig.wait_for(
+        "N3's partitions led elsewhere",
+        Duration::from_secs(10),
+        |r| {
+            let now = leaders(r);
+            led_by_n3
+                .iter()
+                .all(|p| now.get(p).is_some_and(|(n, _)| *n != NodeId(3)))
+        },
+    );
+    rig.node(3).staller.stop();
+    stop.store(true, Ordering::Relaxed);
+    let after = leaders(&rig);
+    for w in writers {
+        let (ok, sent) = w.join().unwrap();
+        assert!(ok > 0, "{ok} of {sent}");
+    }
+    let took = took.unwrap();
+    eprintln!("N3 scored degraded by both peers {took:?} into the stalls");
+    for observer in [1, 2] {
+        assert!(
+            lagging.iter().any(|(a, p, _)| *a == observer && *p == 3),
+            "N{observer} calls N3's commits lagging: {lagging:?}"
+        );
+    }
+    moved.unwrap();
+    for (p, (leader, epoch)) in &before {
+        if *leader != NodeId(3) {
+            assert_eq!(
+                after[p],
+                (*leader, *epoch),
+                "partition {p} kept its healthy leader"
+            );
+        }
     }
 }

@@ -386,7 +386,7 @@ async fn metrics(admin: web::Data<Admin>) -> HttpResponse {
         ),
         (
             "keel_peer_degraded",
-            "1 while the link to the peer is scored degraded (loss, timeouts, RTT).",
+            "1 while the peer is scored degraded (loss, timeouts, RTT, lagging commits).",
             "gauge",
             per_peer(|h| f64::from(u8::from(!h.healthy))),
         ),
@@ -395,6 +395,12 @@ async fn metrics(admin: web::Data<Admin>) -> HttpResponse {
             "The share of packets to the peer lost over the last judged sample.",
             "gauge",
             per_peer(|h| h.loss),
+        ),
+        (
+            "keel_peer_commit_stuck_ratio",
+            "The share of time records stored here for the peer's sequencer waited long for their commit, over the last judged sample.",
+            "gauge",
+            per_peer(|h| h.commit_stuck),
         ),
     ]);
     HttpResponse::Ok()

@@ -82,7 +82,7 @@ impl Default for HealthConfig {
             max_timeouts: 0.2,
             min_calls: 5,
             max_slow_commits: 0.5,
-            max_stuck: 0.3,
+            max_stuck: 0.15,
             commit_memory: Duration::from_secs(2),
             rtt_factor: 5.0,
             min_rtt: Duration::from_millis(50),
