@@ -410,3 +410,84 @@ fn a_leader_stalled_most_of_the_time_is_scored_degraded_by_its_commits_and_repla
         }
     }
 }
+
+/// A healthy leader appending through a sequencer on another node (that
+/// node sealed the log and took the sequencer over, as a reader does while
+/// it suspects the leader), whose links then lose 30% of their packets: the
+/// leader keeps its reign and moves the sequencer back to itself.
+#[test]
+fn a_healthy_leader_moves_its_sequencer_off_a_node_whose_links_turn_lossy() {
+    let rig = Rig::builder(3).partitions(3).start().unwrap();
+    wait_for_leaders(&rig, Duration::from_secs(10));
+    rig.wait_connected(Duration::from_secs(10)).unwrap();
+    let before = leaders(&rig);
+    let (&p, &(leader, epoch)) = before
+        .iter()
+        .find(|(_, (n, _))| *n == NodeId(1))
+        .expect("N1 leads a partition");
+    let log = keel::types::LogId(p);
+    let sequencer = |r: &Rig| {
+        r.block_on(r.node(1).logs.refresh_chain(log, Duration::from_secs(3)))
+            .ok()
+            .map(|c| c.tail().sequencer)
+    };
+    assert_eq!(
+        sequencer(&rig),
+        Some(NodeId(1)),
+        "the leader sequences its log"
+    );
+    // N3 seals the tail and extends the chain with a segment it sequences.
+    let chain = rig
+        .block_on(rig.node(3).logs.refresh_chain(log, Duration::from_secs(3)))
+        .unwrap();
+    rig.block_on(
+        rig.node(3)
+            .logs
+            .seal_and_extend(chain.tail(), Duration::from_secs(5)),
+    )
+    .unwrap();
+    assert_eq!(
+        sequencer(&rig),
+        Some(NodeId(3)),
+        "N3 sequences N1's log now"
+    );
+    // A healthy remote sequencer stays put.
+    let until = Instant::now() + Duration::from_secs(40);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = [1, 2]
+        .into_iter()
+        .map(|n| load_while(rig.http(n), stop.clone(), until, 50_000))
+        .collect();
+    let calm = rig.wait_for(
+        "the sequencer moves while N3 is healthy",
+        Duration::from_secs(3),
+        |r| sequencer(r) != Some(NodeId(3)),
+    );
+    assert!(calm.is_err(), "a healthy remote sequencer was moved");
+    // Then N3's links turn lossy.
+    for peer in [1, 2] {
+        let addr = rig.config(peer).address(NodeId(peer)).unwrap().quic;
+        rig.fault(3).modify(addr, |r| {
+            r.loss_outbound_pct = 30;
+            r.loss_inbound_pct = 30;
+        });
+    }
+    let moved = rig.wait_for(
+        "N1 moves the sequencer back to itself",
+        Duration::from_secs(20),
+        |r| sequencer(r) == Some(NodeId(1)),
+    );
+    rig.heal();
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        let (ok, sent) = w.join().unwrap();
+        assert!(ok > 0, "{ok} of {sent}");
+    }
+    let took = moved.unwrap();
+    eprintln!("sequencer back on N1 {took:?} into the loss");
+    assert_eq!(
+        leaders(&rig)[&p],
+        (leader, epoch),
+        "N1 kept its reign: only the sequencer moved"
+    );
+}

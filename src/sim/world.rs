@@ -2242,6 +2242,21 @@ impl World {
             };
             self.trace(n, what, change.peer.0 as u64);
         }
+        // Who sequences each log's tail, as this node knows the chain, and
+        // whether it is sick: a leader moves a sick sequencer here (the
+        // processor's shell tells its core every second in a node).
+        let tails: Vec<(usize, NodeId)> = (0..self.setup.partitions)
+            .filter_map(|p| {
+                let c = self.nodes[n].cores.as_ref()?;
+                let (_, chain) = c.log.chain(crate::types::LogId(p))?;
+                Some((p as usize, chain.tail().sequencer))
+            })
+            .collect();
+        let suspected = self.suspected[n].clone();
+        for (p, sequencer) in tails {
+            let sick = degraded.contains(&sequencer) || suspected.contains(&sequencer);
+            self.feed_processor(n, p, ProcessorInput::TailSequencer { sequencer, sick });
+        }
         // Told every sample, as an elector's tick reads it in a node.
         for p in 0..self.setup.partitions as usize {
             self.feed_elector(

@@ -48,6 +48,13 @@
 //!   of the node's partitions would wait out, while the followers' snapshots
 //!   (a majority with the default three replicas) already let the log be
 //!   trimmed.
+//! - **A sick sequencer moves**: a leader moves its log's sequencer to its
+//!   own node when its reign starts; later, told that the tail's sequencer
+//!   is another node it scores sick (suspected or degraded,
+//!   [`ProcessorInput::TailSequencer`]), it moves it again, at most once per
+//!   [`SEQUENCER_MOVE_EVERY`]. A healthy remote sequencer stays (a follower
+//!   that sealed while it suspected the leader, and still does, would
+//!   otherwise take it back again and again).
 //! - **Trim**: every [`TRIM_EVERY`] a leader asks every replica for its
 //!   newest snapshot, and trims the log below the highest LSN a majority's
 //!   snapshots cover (counting its own), never above its own persisted LSN
@@ -91,6 +98,10 @@ use crate::types::{Epoch, Lsn, NodeId, PartitionId};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
+
+/// A leader moves a sick sequencer here at most this often (a move is a
+/// seal and a new segment).
+pub const SEQUENCER_MOVE_EVERY: Duration = Duration::from_secs(5);
 
 /// Most records read (and applied) in one batch.
 pub const READ_BATCH: usize = 1024;
@@ -287,6 +298,9 @@ pub enum ProcessorInput {
     /// Messages from another partition's leader; answered with exactly one
     /// [`ProcessorEffect::Reply`] for `token`.
     Deliver { token: Token, req: Deliver },
+    /// The host's periodic look at the log: its tail is sequenced by
+    /// `sequencer`, which this node scores `sick` (suspected or degraded).
+    TailSequencer { sequencer: NodeId, sick: bool },
     /// The answer to [`ProcessorEffect::Deliver`] `call` (`Err`: no answer
     /// came, the reason says why).
     Delivered {
@@ -315,6 +329,7 @@ impl ProcessorInput {
             ProcessorInput::SnapshotFetched { .. } => "snapshot-fetched",
             ProcessorInput::Deliver { .. } => "deliver",
             ProcessorInput::Delivered { .. } => "delivered",
+            ProcessorInput::TailSequencer { .. } => "tail-sequencer",
         }
     }
 }
@@ -513,6 +528,9 @@ pub struct ProcessorCore<S: PartitionState> {
     persisting: bool,
     /// When a record was last applied (set at the first input).
     last_applied_at: Option<Instant>,
+    /// When this leader last moved a sick sequencer here (a move per
+    /// [`SEQUENCER_MOVE_EVERY`] at most).
+    sequencer_moved_at: Option<Instant>,
     /// Why this core stopped, if it did.
     failed: Option<String>,
     /// A reign's start is being waited for (a watch is out).
@@ -591,6 +609,7 @@ impl<S: PartitionState> ProcessorCore<S> {
             reading: false,
             persisting: false,
             last_applied_at: None,
+            sequencer_moved_at: None,
             failed: None,
             awaiting_reign: false,
             announce_retry: None,
@@ -638,6 +657,16 @@ impl<S: PartitionState> ProcessorCore<S> {
         }
         match input {
             ProcessorInput::Tick => self.tick(env, &mut out),
+            ProcessorInput::TailSequencer { sequencer, sick } => {
+                let due = self
+                    .sequencer_moved_at
+                    .is_none_or(|at| env.now.saturating_duration_since(at) >= SEQUENCER_MOVE_EVERY);
+                if self.mode == Mode::Leader && sick && sequencer != env.me && due {
+                    info!(partition = %self.config.partition, %sequencer, "the log's sequencer is on a sick node: moving it here");
+                    self.sequencer_moved_at = Some(env.now);
+                    out.push(ProcessorEffect::MoveSequencerHere);
+                }
+            }
             ProcessorInput::Invoke { token, req } => self.invoke(env, token, req, &mut out),
             ProcessorInput::GetPersisted { token } => out.push(ProcessorEffect::RespondPersisted {
                 token,
@@ -2178,6 +2207,33 @@ mod tests {
         );
         effects.extend(r.deliver(at, log.range(from, log.len())));
         effects
+    }
+
+    #[test]
+    fn a_leader_moves_a_sick_remote_sequencer_here_at_most_every_five_seconds() {
+        let mut log = Log::default();
+        let mut r = leader(1, &mut log);
+        let moves = |effects: Vec<ProcessorEffect>| {
+            effects
+                .iter()
+                .filter(|e| **e == ProcessorEffect::MoveSequencerHere)
+                .count()
+        };
+        let seen = |sequencer, sick| ProcessorInput::TailSequencer {
+            sequencer: NodeId(sequencer),
+            sick,
+        };
+        // Its own, or a healthy one elsewhere: stays.
+        assert_eq!(moves(r.feed(1_000, seen(1, false))), 0);
+        assert_eq!(moves(r.feed(1_000, seen(3, false))), 0);
+        // A sick one elsewhere moves, then not again for five seconds.
+        assert_eq!(moves(r.feed(1_000, seen(3, true))), 1);
+        assert_eq!(moves(r.feed(5_999, seen(3, true))), 0);
+        assert_eq!(moves(r.feed(6_000, seen(3, true))), 1);
+        // A follower never moves it.
+        let mut f = Rig::new(2);
+        f.feed(0, ProcessorInput::Tick);
+        assert_eq!(moves(f.feed(1_000, seen(3, true))), 0);
     }
 
     #[test]

@@ -57,6 +57,9 @@ use tracing::{info, info_span, warn};
 const SLOW_STEP: Duration = Duration::from_millis(20);
 
 /// The actix shell of a [`ProcessorCore`].
+/// How often the processor tells its core who sequences its log's tail.
+const TAIL_SEQUENCER_EVERY: Duration = Duration::from_secs(1);
+
 pub struct PartitionProcessor {
     /// The rules, over this node's state of the partition.
     core: ProcessorCore<PartitionStore>,
@@ -407,6 +410,17 @@ impl Actor for PartitionProcessor {
         let state = self.core.state();
         info!(parent: &self.span, applied = %state.applied, epoch = %state.announced, "processor started");
         self.run(ProcessorInput::Tick, ctx);
+        // The core decides whether a sick sequencer moves here; this only
+        // tells it, from the chain this node has cached, who sequences.
+        ctx.run_interval(TAIL_SEQUENCER_EVERY, |act, ctx| {
+            let Some(chain) = act.logs.cached_chain(act.log) else {
+                return;
+            };
+            let sequencer = chain.tail().sequencer;
+            let net = act.logs.net();
+            let sick = net.is_suspected(sequencer) || net.degraded().contains(&sequencer);
+            act.run(ProcessorInput::TailSequencer { sequencer, sick }, ctx);
+        });
     }
 }
 
