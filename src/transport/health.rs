@@ -36,6 +36,11 @@
 //!   keeps its health.
 //! - H4. RTT is judged against the best peer, so when every link is
 //!   equally slow no peer is degraded by RTT alone.
+//! - H5. A sample taken more than `max_gap` after the previous one says
+//!   this node itself was stopped (a stalled runtime, a paused process):
+//!   what its counters gathered since spans its own stop (calls that timed
+//!   out while it stood still, commit waits it could not see end), so it
+//!   judges nothing; the counts restart from it and the streaks stay.
 
 use crate::actors::log_server::commit_watch::SLOW_COMMIT;
 use crate::types::NodeId;
@@ -64,6 +69,8 @@ pub struct HealthConfig {
     /// How long a bad verdict on commits holds samples that cannot judge
     /// commits at neither bad nor good.
     pub commit_memory: Duration,
+    /// A sample this long after the previous one judges nothing (H5).
+    pub max_gap: Duration,
     /// An RTT this many times the best peer's is bad...
     pub rtt_factor: f64,
     /// ...if it is also at least this long.
@@ -84,6 +91,7 @@ impl Default for HealthConfig {
             max_slow_commits: 0.5,
             max_stuck: 0.15,
             commit_memory: Duration::from_secs(2),
+            max_gap: SAMPLE_EVERY * 2,
             rtt_factor: 5.0,
             min_rtt: Duration::from_millis(50),
             enter_after: 3,
@@ -182,6 +190,8 @@ pub struct HealthCore {
     config: HealthConfig,
     /// By peer.
     peers: BTreeMap<NodeId, Score>,
+    /// When the last sample was taken (H5).
+    last_sample: Option<Instant>,
 }
 
 /// H1's verdict on one sample.
@@ -196,6 +206,7 @@ impl HealthCore {
         HealthCore {
             config,
             peers: BTreeMap::new(),
+            last_sample: None,
         }
     }
 
@@ -211,6 +222,20 @@ impl HealthCore {
             .filter(|s| s.generation.is_some() && !s.rtt.is_zero())
             .map(|s| s.rtt)
             .min();
+        // H5: after a stop of this node, restart the counts, judge nothing.
+        let stopped = self
+            .last_sample
+            .replace(now)
+            .is_some_and(|last| now.saturating_duration_since(last) > self.config.max_gap);
+        if stopped {
+            for (peer, sample) in samples {
+                if let Some(score) = self.peers.get_mut(peer) {
+                    score.base = *sample;
+                    score.commits_at = now;
+                }
+            }
+            return Vec::new();
+        }
         let mut changes = Vec::new();
         for (&peer, &sample) in samples {
             let score = self.peers.entry(peer).or_insert(Score {
@@ -591,6 +616,38 @@ mod tests {
             assert!(l.step(n(3), 100, 0).is_empty());
         }
         assert!(l.core.is_healthy(n(2)));
+    }
+
+    #[test]
+    fn h5_after_this_node_stood_still_what_piled_up_meanwhile_is_not_held_against_its_peers() {
+        let mut l = Links::new();
+        l.step(n(3), 100, 0);
+        // This node is stopped for 5 s: its calls to N2 time out meanwhile
+        // and a commit wait spans the stop; its next sample comes late.
+        let t = l.totals.get_mut(&n(2)).unwrap();
+        t.calls_timed_out += 12;
+        t.commit_waits += 1;
+        t.commit_slow += 1;
+        t.commit_stuck += Duration::from_secs(5);
+        l.now += Duration::from_secs(5);
+        assert!(l.step(n(3), 100, 0).is_empty());
+        // Then everything is well again: nothing of the stop counts.
+        for _ in 0..10 {
+            let t = l.totals.get_mut(&n(2)).unwrap();
+            t.calls_answered += 10;
+            t.commit_waits += 10;
+            assert!(l.step(n(3), 100, 0).is_empty());
+        }
+        assert!(l.core.is_healthy(n(2)));
+        let h = l.core.health(n(2), l.now);
+        assert!(h.timeouts == 0.0 && h.commit_stuck == 0.0, "{h:?}");
+        // Without the gap, the same readings are bad.
+        let mut l = Links::new();
+        l.step(n(3), 100, 0);
+        let t = l.totals.get_mut(&n(2)).unwrap();
+        t.calls_timed_out += 12;
+        l.step(n(3), 100, 0);
+        assert!(l.core.health(n(2), l.now).timeouts > 0.9);
     }
 
     #[test]
