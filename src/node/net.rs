@@ -115,8 +115,13 @@ impl Net {
         self.nodes
             .iter()
             .copied()
-            .filter(|n| *n != self.me && self.remote.is_degraded(*n))
+            .filter(|n| self.is_degraded(*n))
             .collect()
+    }
+
+    /// Whether this node scores `node`'s link degraded (never its own).
+    pub fn is_degraded(&self, node: NodeId) -> bool {
+        node != self.me && self.remote.is_degraded(node)
     }
 
     /// Number of nodes this one currently sees (itself included).

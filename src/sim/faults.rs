@@ -163,24 +163,22 @@ impl Schedule {
                         },
                     ));
                 }
+                // One stalling window in three, the node is overloaded
+                // instead: everything it does happens 50-300 ms late.
+                9 if rng.gen_bool(1.0 / 3.0) => {
+                    let delay = Duration::from_millis(rng.gen_range(50..=300));
+                    events.push((t, Fault::Overload { node: a, delay }));
+                    events.push((
+                        end,
+                        Fault::Overload {
+                            node: a,
+                            delay: Duration::ZERO,
+                        },
+                    ));
+                }
                 9 => {
                     // Stalls of tens to hundreds of milliseconds, one per
                     // period, for the window.
-                    // One window in three, the node is overloaded
-                    // instead: everything it does happens 50-300 ms late.
-                    if rng.gen_bool(1.0 / 3.0) {
-                        let delay = Duration::from_millis(rng.gen_range(50..=300));
-                        events.push((t, Fault::Overload { node: a, delay }));
-                        events.push((
-                            end,
-                            Fault::Overload {
-                                node: a,
-                                delay: Duration::ZERO,
-                            },
-                        ));
-                        t = end + Duration::from_millis(rng.gen_range(100..800));
-                        continue;
-                    }
                     let period = Duration::from_millis(rng.gen_range(400..=1000));
                     let mut at = t;
                     while at < end {

@@ -265,7 +265,7 @@ pub struct Observed {
     pub wipes: u64,
     /// Syncs that a slow disk delayed.
     pub slow_syncs: u64,
-    /// Events a stalled node handled late.
+    /// Events a stalled or overloaded node handled late.
     pub stalled_events: u64,
     /// Rejoins that ended.
     pub rejoins: u64,

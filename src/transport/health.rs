@@ -216,12 +216,6 @@ impl HealthCore {
         now: Instant,
         samples: &BTreeMap<NodeId, PeerSample>,
     ) -> Vec<HealthChange> {
-        // H4: the best RTT among connected peers.
-        let best_rtt = samples
-            .values()
-            .filter(|s| s.generation.is_some() && !s.rtt.is_zero())
-            .map(|s| s.rtt)
-            .min();
         // H5: after a stop of this node, restart the counts, judge nothing.
         let stopped = self
             .last_sample
@@ -236,6 +230,12 @@ impl HealthCore {
             }
             return Vec::new();
         }
+        // H4: the best RTT among connected peers.
+        let best_rtt = samples
+            .values()
+            .filter(|s| s.generation.is_some() && !s.rtt.is_zero())
+            .map(|s| s.rtt)
+            .min();
         let mut changes = Vec::new();
         for (&peer, &sample) in samples {
             let score = self.peers.entry(peer).or_insert(Score {

@@ -70,6 +70,14 @@ struct Wait {
     since: Instant,
 }
 
+impl Wait {
+    /// C2: whether it lasted (or, still open, has lasted) `slow_after` or
+    /// more by `now`.
+    fn is_slow(&self, now: Instant, slow_after: Duration) -> bool {
+        now.saturating_duration_since(self.since) >= slow_after
+    }
+}
+
 /// The open waits of one loglet.
 #[derive(Clone, Debug)]
 struct LogletWaits {
@@ -167,7 +175,7 @@ impl CommitWatch {
             }
             judged.stuck += entry.stuck_until(now, self.slow_after);
             judged.waits += 1;
-            if now.saturating_duration_since(wait.since) >= self.slow_after {
+            if wait.is_slow(now, self.slow_after) {
                 judged.slow += 1;
             }
             entry.waits.pop_front();
@@ -190,7 +198,7 @@ impl CommitWatch {
             let slow = entry
                 .waits
                 .iter()
-                .filter(|w| now.saturating_duration_since(w.since) >= self.slow_after)
+                .filter(|w| w.is_slow(now, self.slow_after))
                 .count();
             let counts = self.counts.entry(entry.sequencer).or_default();
             counts.waits += entry.waits.len() as u64;
@@ -211,7 +219,7 @@ impl CommitWatch {
         std::mem::take(&mut self.counts)
     }
 
-    /// Open waits (for tests and status).
+    /// Open waits (for tests).
     pub fn open_waits(&self) -> usize {
         self.loglets.values().map(|l| l.waits.len()).sum()
     }

@@ -418,7 +418,7 @@ impl Actor for PartitionProcessor {
             };
             let sequencer = chain.tail().sequencer;
             let net = act.logs.net();
-            let sick = net.is_suspected(sequencer) || net.degraded().contains(&sequencer);
+            let sick = net.is_suspected(sequencer) || net.is_degraded(sequencer);
             act.run(ProcessorInput::TailSequencer { sequencer, sick }, ctx);
         });
     }
